@@ -1,0 +1,42 @@
+"""In-process executor: the same stages, one after another, in this process.
+
+Used by tests, for debugging, and as the baseline the Ray executor's overhead is measured against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from stepedit_core.stages import Stage, WorkItem
+
+
+def _batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
+    batch: list[WorkItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, chunk_size: int = 64) -> None:
+        # Items are pushed through all stages a chunk at a time, so memory stays bounded by
+        # the chunk, not the shard.
+        self.chunk_size = chunk_size
+
+    def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]:
+        # Engines hand out the same stage objects for every round: load each model once.
+        for stage in {id(s): s for s in stages}.values():
+            stage.setup()
+        for chunk in _batches(items, self.chunk_size):
+            for stage in stages:
+                done: list[WorkItem] = []
+                for batch in _batches(chunk, max(1, stage.batch_size)):
+                    done.extend(stage.process_batch(batch))
+                chunk = done
+            yield from chunk

@@ -1,0 +1,128 @@
+"""The stage contract every engine and executor agrees on.
+
+A stage declares what it needs (`Resources`) and how many items it wants per call
+(`batch_size`), loads its models once in `setup()`, and turns a batch of `WorkItem`s into a batch
+of `WorkItem`s. A stage never raises for one bad item: it marks that item failed and goes on, so
+one broken clip can not take down a batch that holds thousands of good ones.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from abc import ABC
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepedit_core.audio import Audio
+from stepedit_core.edits import EditSpec
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one actor of a stage needs. GPUs may be fractional (several actors per GPU)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_mb: int = 0
+
+
+class ItemFailure(Exception):
+    """Raised inside a stage for one item; the stage turns it into a failure record."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class WorkItem:
+    """One clip travelling through the rounds of one run.
+
+    `audio` is the current round's input; a stage that edits sets `output`. Between rounds the
+    executor's round boundary turns `output` into a record and into the next round's `audio`.
+    `state` carries engine-specific data between the stages of a round (tokens, features).
+    """
+
+    row_index: int
+    clip_id: str
+    audio_uri: str
+    edits: tuple[EditSpec, ...]
+    text: str | None = None
+    target_text: str | None = None
+    language: str | None = None
+    speaker: str | None = None
+    seed: int = 0
+    iteration: int = 1
+    source_sha256: str | None = None
+    audio: Audio | None = None
+    original: Audio | None = None  # the source clip, kept for prompt-fixed rounds
+    prompt: Audio | None = None  # voice prompt of this round (engines that clone a voice)
+    output: Audio | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    error_code: str | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error_code is not None
+
+    def fail(self, code: str, message: str) -> None:
+        self.error_code, self.error = code, message
+
+
+class Stage(ABC):
+    """One step of an engine. Subclasses set `name`, `resources`, `batch_size`."""
+
+    name: str = "stage"
+    resources: Resources = Resources()
+    batch_size: int = 16
+
+    def setup(self) -> None:  # noqa: B027 - optional hook, most CPU stages have nothing to load
+        """Load models and other heavy state. Called once per actor, before any batch."""
+
+    def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        """Default: process live items one at a time. Batched stages override this."""
+        for item in live(items):
+            with timed(item, self.name):
+                guard(item, self.process_item)
+        return items
+
+    def process_item(self, item: WorkItem) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement process_item or process_batch")
+
+
+def live(items: list[WorkItem]) -> Iterator[WorkItem]:
+    """Items still worth working on (failed ones pass through every later stage untouched)."""
+    return (item for item in items if not item.failed)
+
+
+def guard(item: WorkItem, func: Any, *args: Any) -> Any:
+    """Run `func(item, *args)`; turn any exception into a failure on that item alone."""
+    try:
+        return func(item, *args)
+    except ItemFailure as exc:
+        item.fail(exc.code, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the per-item error channel must catch everything
+        code = getattr(exc, "code", None) or "stage_error"
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        item.fail(str(code), f"{type(exc).__name__} in stage: {last}")
+    return None
+
+
+class timed:  # noqa: N801 - used as a context manager, reads like a function
+    """Add the wall time of a block to `item.timings[name]`."""
+
+    def __init__(self, item: WorkItem, name: str) -> None:
+        self.item, self.name = item, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        spent = time.perf_counter() - self.start
+        self.item.timings[self.name] = self.item.timings.get(self.name, 0.0) + spent
+
