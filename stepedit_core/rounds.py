@@ -49,6 +49,7 @@ class LoadAudio(Stage):
 
     name = "load"
     resources = Resources(cpus=0.25)
+    needs_actor = False
     batch_size = 32
 
     def process_item(self, item: WorkItem) -> None:
@@ -63,6 +64,7 @@ class StartRound(Stage):
     """Sets the round number and the voice prompt (chain: this round's input; fixed: source)."""
 
     resources = Resources(cpus=0.25)
+    needs_actor = False
     batch_size = 64
 
     def __init__(self, iteration: int, prompt_mode: str) -> None:
@@ -82,6 +84,7 @@ class RoundEnd(Stage):
     """Records the round (FLAC bytes, hashes, tokens, metrics) and promotes output to input."""
 
     resources = Resources(cpus=0.25)
+    needs_actor = False
     batch_size = 32
 
     def __init__(self, iteration: int, engine_name: str, engine_version: str) -> None:

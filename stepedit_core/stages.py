@@ -80,6 +80,8 @@ class Stage(ABC):
     name: str = "stage"
     resources: Resources = Resources()
     batch_size: int = 16
+    # True: runs in an actor pool (setup() once per actor). False: a stateless task per batch.
+    needs_actor: bool = True
 
     def setup(self) -> None:  # noqa: B027 - optional hook, most CPU stages have nothing to load
         """Load models and other heavy state. Called once per actor, before any batch."""

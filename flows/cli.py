@@ -1,0 +1,259 @@
+"""The `stepedit` command line. Exit status: 0 run finished (even with failed clips),
+2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from stepedit_core.edits import EditError, parse_edit
+from stepedit_core.engines import ENGINES, EngineNotReady, UnknownEngine, make_engine
+from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_core.manifest import ManifestError
+
+REFUSED = 2
+
+
+class Refused(Exception):
+    """The command can not start; the message says why."""
+
+
+def _key_value(kind: type) -> callable:
+    def parse(text: str) -> tuple[str, float | int]:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"expected STAGE=VALUE, got {text!r}")
+        try:
+            return name, kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a {kind.__name__}") from None
+
+    return parse
+
+
+def _edit_arg(text: str) -> str:
+    try:
+        return str(parse_edit(text))
+    except EditError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) -> None:
+    p.add_argument("--edit", action="append", default=[], type=_edit_arg, metavar="TYPE[=OPTION]",
+                   required=edit_required,
+                   help="edit applied in every round; repeat to chain edits within a round")
+    p.add_argument("--engine", default="signal", help=f"one of: {', '.join(ENGINES)}")
+    p.add_argument("--models", dest="models_dir", metavar="DIR",
+                   help="folder holding Step-Audio-Tokenizer/ and Step-Audio-EditX/")
+    p.add_argument("--stepaudio-src", metavar="DIR",
+                   help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
+                        "code); default: $STEPEDIT_STEPAUDIO_SRC")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    _add_job_options(p)
+    p.add_argument("--iterations", type=int, default=1,
+                   help=f"editing rounds, 1..{MAX_ITERATIONS}; round k edits round k-1's output")
+    p.add_argument("--executor", choices=("ray", "local"), default="ray")
+    p.add_argument("--shard-size", type=int, default=2000, help="clips per Prefect task")
+    p.add_argument("--prompt-mode", choices=("chain", "fixed"), default="chain",
+                   help="voice prompt of round k: the previous round's output, or the original")
+    p.add_argument("--seed", type=int, default=0, help="base seed; each clip derives its own")
+    p.add_argument("--llm-backend", choices=("transformers", "vllm"), default="transformers")
+    p.add_argument("--vad-max-pause", type=float, default=0.3,
+                   help="seconds a pause may last after the vad edit (signal engine)")
+    p.add_argument("--gpu", action="append", default=[], type=_key_value(float),
+                   metavar="STAGE=FRACTION", help="GPU fraction per actor of a stage")
+    p.add_argument("--batch-size", action="append", default=[], type=_key_value(int),
+                   metavar="STAGE=N", help="batch size of a stage")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run with the same run id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepedit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="edit every clip of a manifest")
+    run.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://...)")
+    run.add_argument("--out", required=True, help="output root: local path or fsspec URI")
+    run.add_argument("--run-id", required=True)
+    _add_run_options(run)
+
+    demo = sub.add_parser("demo", help="build a demo catalog from the shipped clips and run it")
+    demo.add_argument("--out", default="runs", help="output root (default: runs)")
+    demo.add_argument("--run-id", default="demo")
+    _add_run_options(demo)
+    demo.set_defaults(iterations=2, overwrite=True)
+
+    engines = sub.add_parser("engines", help="list engines, their stages and supported edits")
+    engines.add_argument("--json", action="store_true")
+
+    prompt = sub.add_parser("prompt", help="print the exact instruction text an edit sends")
+    prompt.add_argument("--engine", default="step-audio-editx")
+    prompt.add_argument("--edit", required=True, metavar="TYPE[=OPTION]")
+    prompt.add_argument("--text", default="")
+    prompt.add_argument("--target-text", default=None)
+
+    validate = sub.add_parser("validate", help="check a manifest and model folders, run nothing")
+    validate.add_argument("manifest")
+    _add_job_options(validate)
+    return parser
+
+
+def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
+    try:
+        return JobSpec(
+            manifest_uri=manifest,
+            out=args.out,
+            run_id=args.run_id,
+            edits=args.edit,
+            iterations=args.iterations,
+            engine=args.engine,
+            executor=args.executor,
+            shard_size=args.shard_size,
+            prompt_mode=args.prompt_mode,
+            seed=args.seed,
+            models_dir=args.models_dir,
+            stepaudio_src=args.stepaudio_src,
+            llm_backend=args.llm_backend,
+            vad_max_pause=args.vad_max_pause,
+            gpus=dict(args.gpu),
+            batch_sizes=dict(args.batch_size),
+            ray_address=args.ray_address,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise Refused(problems) from None
+
+
+def _check_before_run(job: JobSpec, overwrite: bool) -> None:
+    from stepedit_core.plan import validate_job
+    from stepedit_core.store import RunStore
+
+    store = RunStore(job.out, job.run_id)
+    if store.exists(store.run_json) and not overwrite:
+        raise Refused(f"run {job.run_id!r} already finished under {job.out}; "
+                      "choose another --run-id or pass --overwrite")
+    validate_job(job)
+
+
+def _run_flow(job: JobSpec) -> int:
+    from stepedit_flows.edit_catalog import edit_catalog
+
+    record = edit_catalog(job)
+    counts = record["counts"]
+    print(
+        f"run {job.run_id}: {counts['rows']} rows, {counts['ok']} ok, {counts['failed']} failed "
+        f"({counts['refused_at_plan']} refused at plan time)"
+    )
+    for code, n in record["errors_by_code"].items():
+        print(f"  {code}: {n}")
+    print(f"output manifest: {record['outputs']['manifest']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    job = _job(args, args.manifest)
+    _check_before_run(job, args.overwrite)
+    return _run_flow(job)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stepedit_flows.demo import write_demo_manifest
+
+    catalog = Path(args.out) / f"{args.run_id}-catalog"
+    # --edit given: it applies to every clip; otherwise each clip gets the edit that suits it
+    manifest = write_demo_manifest(catalog, with_edits=not args.edit)
+    print(f"demo catalog: {manifest}")
+    job = _job(args, str(manifest))
+    _check_before_run(job, args.overwrite)
+    return _run_flow(job)
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    described = [make_engine(name).describe() for name in ENGINES]
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for info in described:
+        print(f"{info['name']} {info['version']}: {info['description']}")
+        for stage in info["stages"]:
+            print(f"  stage {stage['name']}: batch {stage['batch_size']}, cpus {stage['cpus']}, "
+                  f"gpus {stage['gpus']}, memory {stage['memory_mb']} MB")
+        for edit, options in info["edits"].items():
+            print(f"  edit {edit}: {options}")
+    return 0
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    if args.engine != "step-audio-editx":
+        raise Refused(f"engine {args.engine!r} sends no instruction text; "
+                      "only step-audio-editx has prompts")
+    from stepedit_core.engines.stepaudio.prompts import instruction_text
+
+    try:
+        spec = parse_edit(args.edit)
+        print(instruction_text(spec, args.text, args.target_text), end="")
+    except (EditError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from stepedit_core.engines import EngineOptions
+    from stepedit_core.manifest import check_schema, open_parquet, plan_rows
+
+    try:
+        edits = tuple(parse_edit(e) for e in args.edit)
+        engine = make_engine(args.engine, EngineOptions(models_dir=args.models_dir,
+                                                        stepaudio_src=args.stepaudio_src))
+    except (EditError, UnknownEngine) as exc:
+        raise Refused(str(exc)) from None
+    parquet = open_parquet(args.manifest)
+    check_schema(parquet.schema_arrow, args.manifest)
+    if not edits and "edit" not in parquet.schema_arrow.names:
+        raise Refused("no edit given: pass --edit or add an 'edit' column to the manifest")
+    engine.check_ready()
+    good, refused = 0, {}
+    for row, failure in plan_rows(args.manifest, edits, engine, 0):
+        if row is not None:
+            good += 1
+        else:
+            refused[failure["error_code"]] = refused.get(failure["error_code"], 0) + 1
+            print(f"  {failure['error']}", file=sys.stderr)
+    print(f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
+          f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip())
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "engines": cmd_engines,
+    "prompt": cmd_prompt,
+    "validate": cmd_validate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (Refused, ManifestError, EngineNotReady, UnknownEngine) as exc:
+        print(f"stepedit: error: {exc}", file=sys.stderr)
+        return REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
