@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from abc import ABC
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +73,7 @@ class WorkItem:
         self.error_code, self.error = code, message
 
 
-class Stage(ABC):
+class Stage:
     """One step of an engine. Subclasses set `name`, `resources`, `batch_size`."""
 
     name: str = "stage"
@@ -94,7 +93,9 @@ class Stage(ABC):
         return items
 
     def process_item(self, item: WorkItem) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement process_item or process_batch")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement process_item or process_batch"
+        )
 
 
 def live(items: list[WorkItem]) -> Iterator[WorkItem]:

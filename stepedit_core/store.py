@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 class RunStore:
     def __init__(self, out: str, run_id: str) -> None:
         self.fs, root = fsspec.core.url_to_fs(out)
-        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        protocol = self.fs.protocol
+        self.protocol = protocol if isinstance(protocol, str) else protocol[0]
         self.root = posixpath.join(root.rstrip("/"), run_id)
         self.run_id = run_id
 

@@ -37,11 +37,12 @@ def _artifact_key(run_id: str) -> str:
 
 def summary_markdown(record: dict[str, Any]) -> str:
     counts = record["counts"]
+    edits = ";".join(record["parameters"]["edits"]) or "(per row)"
     lines = [
         f"# stepedit run `{record['run_id']}`",
         "",
         f"Engine **{record['engine']['name']}** {record['engine']['version']}, "
-        f"{record['parameters']['iterations']} round(s), edit `{';'.join(record['parameters']['edits']) or '(per row)'}`.",
+        f"{record['parameters']['iterations']} round(s), edit `{edits}`.",
         "",
         "| rows | ok | failed | refused at plan | shards | seconds |",
         "|---:|---:|---:|---:|---:|---:|",

@@ -1,0 +1,92 @@
+"""In-process vs Ray Data executor on the same shard of short clips (signal engine).
+
+Measures throughput (clips/s) and fixed start-up cost (call to first finished clip, Ray start
+included for the Ray executor). Run: `python benchmarks/executors.py --clips 2000`.
+Writes benchmarks/results/executors.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+
+from stepedit_core.executors.local import LocalExecutor
+from stepedit_core.executors.ray_data import RayDataExecutor
+from stepedit_core.job import JobSpec
+from stepedit_core.plan import plan_run
+from stepedit_core.shard import run_shard
+
+from machine import machine_info
+
+RESULTS = Path(__file__).parent / "results" / "executors.json"
+
+
+def make_catalog(folder: Path, clips: int, seconds: float, rate: int = 16000) -> str:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * rate)) / rate
+    uris = []
+    for i in range(clips):
+        f0 = 100 + (i % 50) * 3
+        wave = 0.2 * np.sin(2 * np.pi * f0 * t) + rng.normal(0, 0.01, t.shape)
+        path = folder / f"clip-{i:05d}.wav"
+        sf.write(path, wave.astype(np.float32), rate)
+        uris.append(str(path))
+    manifest = folder / "catalog.parquet"
+    pq.write_table(pa.table({"clip_id": [f"c{i}" for i in range(clips)], "audio_uri": uris}),
+                   manifest)
+    return str(manifest)
+
+
+def measure(executor_name: str, manifest: str, out: str, edit: str) -> dict:
+    job = JobSpec(manifest_uri=manifest, out=out, run_id=f"bench-{executor_name}",
+                  edits=[edit], executor=executor_name, shard_size=1_000_000)
+    plan = plan_run(job)
+    started = time.perf_counter()
+    executor = LocalExecutor() if executor_name == "local" else RayDataExecutor()
+    summary = run_shard(job, plan.shards[0], executor=executor)
+    total = time.perf_counter() - started
+    return {
+        "executor": executor_name,
+        "clips": summary.items,
+        "ok": summary.ok,
+        "seconds": round(total, 3),
+        "clips_per_s": round(summary.items / total, 2),
+        "first_clip_done_s": round(summary.first_done_s or 0.0, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clips", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of each clip")
+    parser.add_argument("--edit", default="loudness=-23")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = make_catalog(folder, args.clips, args.seconds)
+        runs = [measure(name, manifest, str(folder / "runs"), args.edit)
+                for name in ("local", "ray")]
+    local, ray = runs
+    result = {
+        "benchmark": "executors",
+        "edit": args.edit,
+        "clip_seconds": args.seconds,
+        "runs": runs,
+        "ray_over_local_throughput": round(ray["clips_per_s"] / local["clips_per_s"], 3),
+        "machine": machine_info(),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

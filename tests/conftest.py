@@ -1,0 +1,60 @@
+"""Shared fixtures: one Ray instance and one Prefect test server per test session, and small
+generated clips and manifests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("RAY_ACCEPT_ONNX_IN_WORKERS", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def tone(seconds: float = 1.0, rate: int = 24000, f0: float = 180.0, channels: int = 1,
+         level: float = 0.3, seed: int = 0) -> np.ndarray:
+    """A voiced, speech-like test signal: a few harmonics with a slow amplitude envelope."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 3.0 * t)
+    noise = np.random.default_rng(seed).normal(0, 0.003, t.shape)
+    mono = (level * wave / np.max(np.abs(wave)) * envelope + noise).astype(np.float32)
+    return np.repeat(mono[:, None], channels, axis=1)
+
+
+def write_clip(path: Path, seconds: float = 1.0, rate: int = 24000, channels: int = 1,
+               **kwargs: float) -> str:
+    sf.write(path, tone(seconds, rate, channels=channels, **kwargs), rate)
+    return str(path)
+
+
+def write_manifest(path: Path, rows: list[dict]) -> str:
+    columns = sorted({k for row in rows for k in row})
+    table = pa.table({c: pa.array([row.get(c) for row in rows], pa.string()) for c in columns})
+    pq.write_table(table, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
