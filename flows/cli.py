@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,10 @@ from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.manifest import ManifestError
 
 REFUSED = 2
+
+# Batch machines are often offline: Prefect's temporary server must not try to send telemetry
+# (its heartbeat also contends for the local SQLite database). Users can still turn it on.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 class Refused(Exception):

@@ -4,6 +4,7 @@ generated clips and manifests."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+
+from stepedit_core.executors.local import LocalExecutor
+from stepedit_core.job import JobSpec
+from stepedit_core.plan import merge_run, plan_run, validate_job, write_run_record
+from stepedit_core.shard import run_shard
 
 os.environ.setdefault("RAY_ACCEPT_ONNX_IN_WORKERS", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -40,6 +46,16 @@ def write_manifest(path: Path, rows: list[dict]) -> str:
     table = pa.table({c: pa.array([row.get(c) for row in rows], pa.string()) for c in columns})
     pq.write_table(table, path)
     return str(path)
+
+
+def run_inprocess(job: JobSpec) -> dict:
+    """The flow's steps without Prefect, on the local executor; returns the run record."""
+    started = time.time()
+    validation = validate_job(job)
+    plan = plan_run(job)
+    shards = [vars(run_shard(job, s, executor=LocalExecutor())) for s in plan.shards]
+    counts = merge_run(job)
+    return write_run_record(job, validation, plan, counts, started, shards)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The run steps end to end in-process (no Prefect, local executor): outputs, failures, records."""
 
 import json
-import time
 from pathlib import Path
 
 import duckdb
@@ -11,22 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.job import JobSpec
-from stepedit_core.plan import merge_run, plan_run, validate_job, write_run_record
-from stepedit_core.shard import run_shard
 from stepedit_core.store import RunStore
 
-from conftest import tone, write_clip, write_manifest
-
-
-def run_inprocess(job: JobSpec) -> dict:
-    started = time.time()
-    validation = validate_job(job)
-    plan = plan_run(job)
-    shards = [vars(run_shard(job, s, executor=LocalExecutor())) for s in plan.shards]
-    counts = merge_run(job)
-    return write_run_record(job, validation, plan, counts, started, shards)
+from conftest import run_inprocess, tone, write_clip, write_manifest
 
 
 @pytest.fixture()

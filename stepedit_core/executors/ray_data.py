@@ -50,7 +50,7 @@ def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
             plans.append(PoolPlan(stage.name, False, min(TASK_CPUS, stage.resources.cpus),
                                   0.0, 1, 1))
             continue
-        cpus = round(min(stage.resources.cpus, fair_share), 3)
+        cpus = math.floor(min(stage.resources.cpus, fair_share) * 1000) / 1000  # never round up
         by_cpu = max(1, math.floor(fair_share / cpus + 1e-9))
         gpus = stage.resources.gpus if cluster_gpus > 0 else 0.0
         if gpus > 0:
