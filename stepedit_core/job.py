@@ -28,7 +28,7 @@ class JobSpec(BaseModel):
     models_dir: str | None = None
     stepaudio_src: str | None = None
     llm_backend: Literal["transformers", "vllm"] = "transformers"
-    vad_max_pause: float = Field(0.3, gt=0, le=5)
+    vad_max_pause: float = Field(0.3, ge=0.05, le=5)
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None

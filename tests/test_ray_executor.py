@@ -46,7 +46,7 @@ def test_bookkeeping_stages_run_as_tasks():
 
 def _items(tmp_path, n):
     return [
-        WorkItem(i, f"c{i}", write_clip(tmp_path / f"{i}.wav", 0.6, f0=150 + 10 * i),
+        WorkItem(i, f"c{i}", write_clip(tmp_path / f"{i}.wav", 1.2, f0=150 + 10 * i),
                  parse_chain("speed=1.25;loudness=-20"), seed=i)
         for i in range(n)
     ] + [WorkItem(n, "gone", str(tmp_path / "gone.wav"), parse_chain("denoise"))]
@@ -59,6 +59,7 @@ def test_ray_matches_local(tmp_path, ray_cluster):
     remote = {i.clip_id: i for i in RayDataExecutor().run(stages, _items(tmp_path, 6))}
     assert set(remote) == set(local)  # every item comes back, failed ones included
     assert remote["gone"].error_code == "missing_file"
+    assert sum(not i.failed for i in local.values()) == 6  # all real clips edited, both rounds
     for clip, item in local.items():
         assert [r["output_sha256"] for r in remote[clip].records] == \
             [r["output_sha256"] for r in item.records]

@@ -35,7 +35,14 @@ def make_engine(name: str, options: EngineOptions | None = None) -> Engine:
 
 
 def engines_supporting(spec: EditSpec) -> list[str]:
-    return [name for name in ENGINES if engine_class(name)(None).supports(spec)]
+    names = []
+    for name in ENGINES:
+        try:
+            if engine_class(name)(None).supports(spec):
+                names.append(name)
+        except ImportError:  # an engine whose optional packages are absent can't support it here
+            continue
+    return names
 
 
 __all__ = [

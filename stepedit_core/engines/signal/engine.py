@@ -1,0 +1,174 @@
+"""The CPU signal engine: speed, denoise, vad and loudness with well-kept DSP libraries."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from stepedit_core import rounds
+from stepedit_core.audio import Audio
+from stepedit_core.edits import (
+    LOUDNESS_PROFILES,
+    LOUDNESS_RANGE,
+    SPEED_FACTOR_RANGE,
+    SPEEDS,
+    EditError,
+    EditSpec,
+    parse_edit,
+)
+from stepedit_core.engines.base import Engine, EngineNotReady
+from stepedit_core.stages import ItemFailure, Resources, Stage, WorkItem, guard, timed
+
+SUPPORTED = ("speed", "denoise", "vad", "loudness")
+REQUIRED_MODULES = ("python_stretch", "pyloudnorm", "silero_vad", "torch", "soxr", "scipy")
+STAGE_NAME = "signal_edit"
+DEFAULT_BATCH_SIZE = 16
+
+
+class SignalEditStage(Stage):
+    """Applies a round's signal edits, in order, to each active item, one item at a time.
+
+    Models (silero-vad, librnnoise) load in `setup()` and live only in attributes that pickling
+    drops, so the stage can be shipped to Ray actors before or after it was set up.
+    """
+
+    name = STAGE_NAME
+    resources = Resources(cpus=1.0)
+
+    def __init__(
+        self, vad_max_pause: float = 0.3, batch_size: int = DEFAULT_BATCH_SIZE, engine: str = ""
+    ) -> None:
+        self.vad_max_pause = float(vad_max_pause)
+        self.batch_size = int(batch_size)
+        self.engine_name = engine or "signal"
+        self._vad: Any = None
+        self._denoiser: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_vad"] = None
+        state["_denoiser"] = None
+        return state
+
+    def setup(self) -> None:
+        if self._vad is None:
+            from stepedit_core.engines.signal.vad import SileroVad
+
+            self._vad = SileroVad()
+        if self._denoiser is None:
+            from stepedit_core.engines.signal.denoise import load_denoiser
+
+            self._denoiser = load_denoiser()
+
+    @property
+    def denoise_backend(self) -> str | None:
+        return getattr(self._denoiser, "backend", None)
+
+    def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        for item in rounds.active(items):
+            with timed(item, self.name):
+                guard(item, self.process_item)
+        return items
+
+    def process_item(self, item: WorkItem) -> None:
+        if item.audio is None:
+            raise ItemFailure("no_audio", "no input audio for the signal edit")
+        samples, rate = item.audio.samples, item.audio.sample_rate
+        channels = item.audio.channels
+        for spec in rounds.round_edits(item):
+            samples = self.apply(spec, samples, rate)
+        if not np.isfinite(samples).all():
+            raise ItemFailure("non_finite_output", "the signal edit produced NaN/inf samples")
+        item.output = Audio(samples.reshape(-1, channels), rate)
+
+    def apply(self, spec: EditSpec, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        """One edit on (frames, channels) float32 samples; returns samples at the same rate."""
+        if spec.type == "speed":
+            from stepedit_core.engines.signal.speed import time_stretch
+
+            return time_stretch(samples, sample_rate, spec.speed_factor)
+        if spec.type == "denoise":
+            if self._denoiser is None:
+                self.setup()
+            return self._denoiser(samples, sample_rate)
+        if spec.type == "vad":
+            from stepedit_core.engines.signal.vad import shorten_pauses
+
+            if self._vad is None:
+                self.setup()
+            max_pause = float(spec.option) if spec.option is not None else self.vad_max_pause
+            speech = self._vad.speech(samples, sample_rate, max_pause)
+            if not speech:
+                raise ItemFailure("no_speech", "vad found no speech in this clip")
+            return shorten_pauses(samples, sample_rate, speech, max_pause)
+        if spec.type == "loudness" and spec.option is not None:
+            from stepedit_core.engines.signal.loudness import normalize
+
+            return normalize(samples, sample_rate, spec.option)
+        # rows are checked with Engine.row_problem before they get here; this is the backstop
+        raise ItemFailure(
+            "unsupported_edit", f"engine {self.engine_name!r} does not support edit {spec}"
+        )
+
+
+def _profiles() -> str:
+    return ", ".join(
+        f"{name} ({lufs:g} LUFS, {ceiling:g} dBTP)"
+        for name, (lufs, ceiling) in LOUDNESS_PROFILES.items()
+        if name != "acx"
+    )
+
+
+class SignalEngine(Engine):
+    name = "signal"
+    version = "1.0"
+    description = (
+        "CPU signal processing, no model download: time-stretch with pitch and formants kept "
+        "(Signalsmith Stretch), RNNoise denoising, silero-vad pause shortening, and BS.1770 "
+        "loudness normalisation with a true-peak limiter."
+    )
+    capabilities = {
+        "speed": (
+            f"{', '.join(SPEEDS)}, or a playback-rate factor from {SPEED_FACTOR_RANGE[0]} to "
+            f"{SPEED_FACTOR_RANGE[1]} (1.25 plays 1.25x as fast); pitch and formants are kept"
+        ),
+        "denoise": "no option; RNNoise at 48 kHz (resampled back to the source rate)",
+        "vad": (
+            "optional longest pause in seconds (0.05 to 5, default 0.3): longer pauses, leading "
+            "and trailing silence included, are shortened to it; speech is kept intact"
+        ),
+        "loudness": (
+            f"a profile: {_profiles()}, acx (RMS -20 dB in -23..-18, sample peaks <= -3 dBFS); "
+            f"or integrated LUFS from {LOUDNESS_RANGE[0]:g} to {LOUDNESS_RANGE[1]:g} "
+            "(true peak <= -1 dBTP)"
+        ),
+    }
+
+    def supports(self, spec: EditSpec) -> bool:
+        if spec.type not in SUPPORTED:
+            return False
+        try:  # an EditSpec built by hand must still be a well-formed edit
+            return parse_edit(str(spec)) == spec
+        except EditError:
+            return False
+
+    def needs_text(self) -> frozenset[str]:
+        return frozenset()
+
+    def check_ready(self) -> None:
+        """Refuse the run up front when a library an edit needs is not installed (nothing is
+        imported here: listing or checking engines never loads torch)."""
+        missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+        if all(importlib.util.find_spec(name) is None for name in ("pyrnnoise", "noisereduce")):
+            missing.append("pyrnnoise (or noisereduce)")
+        if missing:
+            raise EngineNotReady(
+                f"the signal engine needs {', '.join(missing)}; reinstall stepedit with its "
+                "dependencies"
+            )
+
+    def build_stages(self) -> list[Stage]:
+        batch = self.options.batch_sizes.get(STAGE_NAME, DEFAULT_BATCH_SIZE)
+        return [SignalEditStage(self.options.vad_max_pause, batch, self.name)]

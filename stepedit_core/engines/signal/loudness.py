@@ -1,0 +1,175 @@
+"""Loudness: BS.1770 integrated loudness (pyloudnorm) or ACX RMS, then a true-peak limiter.
+
+True peak is estimated the BS.1770 way, by 4x oversampling (soxr) and taking the largest
+absolute value. The limiter is a look-ahead gain rider: for every sample it needs the gain that
+keeps the oversampled peaks around it under the ceiling; a running minimum followed by a moving
+average of the same width turns that into a smooth gain curve that is never above the need (each
+averaged value is a minimum over a window that contains the sample). Channels share one gain, so
+the stereo image does not move. Normalisation and limiting alternate a few times, because
+limiting takes a little loudness away (a secant step on the measured loudness per dB of gain). A
+target that would take more than MAX_PUSH_DB of limiting fails the item instead of crushing it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import soxr
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+from stepedit_core.edits import LOUDNESS_PROFILES
+from stepedit_core.engines.signal.util import db_to_gain, gain_to_db
+from stepedit_core.stages import ItemFailure
+
+OVERSAMPLE = 4
+CHUNK_FRAMES = 1 << 18  # frames per oversampling step: bounds the 4x copy's memory
+DEFAULT_CEILING_DBTP = -1.0  # numeric LUFS targets
+LIMITER_WINDOW_S = 0.01  # half-width of the gain smoothing: 20 ms ramps around each peak
+CEILING_MARGIN_DB = 0.05  # the limiter aims this far under the ceiling (resampling error)
+ABSOLUTE_GATE_LUFS = -70.0  # below this BS.1770 gating keeps nothing: nothing to normalise
+ACX_RMS_DB = -20.0
+ACX_PEAK_DBFS = -3.0
+TOLERANCE_DB = 0.05  # stop refining once this close to the target
+ACCEPT_DB = 0.5  # EBU R128's production tolerance: further off than this fails the item
+ROUNDS = 8
+MAX_PUSH_DB = 10.0  # the most gain the limiter may be asked to absorb beyond the plain match
+MIN_SLOPE = 0.05
+
+
+def target_for(option: str) -> tuple[str, float, float]:
+    """(mode, target, ceiling dBTP) for a loudness option; mode is 'lufs' or 'rms' (acx)."""
+    if option == "acx":
+        return "rms", ACX_RMS_DB, ACX_PEAK_DBFS
+    if option in LOUDNESS_PROFILES:
+        target, ceiling = LOUDNESS_PROFILES[option]
+        return "lufs", target, ceiling
+    return "lufs", float(option), DEFAULT_CEILING_DBTP
+
+
+def normalize(samples: np.ndarray, sample_rate: int, option: str) -> np.ndarray:
+    mode, target, ceiling = target_for(option)
+    measure = _rms_meter() if mode == "rms" else _lufs_meter(samples, sample_rate)
+    level = measure(samples)
+    if not math.isfinite(level) or level < ABSOLUTE_GATE_LUFS:
+        raise ItemFailure(
+            "too_quiet",
+            f"audio is too quiet to normalise (level {level:.1f} dB, gate {ABSOLUTE_GATE_LUFS} dB)",
+        )
+    matched = target - level  # the plain gain that would reach the target without a limiter
+    gain_db, error, previous = matched, 0.0, None
+    out = samples
+    for _ in range(ROUNDS):
+        out = limit(samples * db_to_gain(gain_db), sample_rate, ceiling)
+        reached = measure(out)
+        error = target - reached
+        if abs(error) <= TOLERANCE_DB:
+            return out
+        slope = 1.0  # LU gained per dB of gain: 1 until the limiter starts eating the gain
+        if previous is not None and gain_db != previous[0]:
+            slope = (reached - previous[1]) / (gain_db - previous[0])
+            slope = min(1.0, max(MIN_SLOPE, slope))
+        previous = (gain_db, reached)
+        gain_db = min(matched + MAX_PUSH_DB, gain_db + error / slope)
+        if gain_db == previous[0]:
+            break
+    if abs(error) <= ACCEPT_DB:
+        return out
+    unit = "dB RMS" if mode == "rms" else "LUFS"
+    raise ItemFailure(
+        "loudness_unreachable",
+        f"{target:g} {unit} is not reachable under a {ceiling:g} dBTP ceiling without more than "
+        f"{MAX_PUSH_DB:g} dB of limiting (reached {target - error:.1f} {unit})",
+    )
+
+
+def true_peak(samples: np.ndarray, sample_rate: int) -> float:
+    """Linear true peak over all channels (4x oversampled)."""
+    return float(_peaks(samples, sample_rate).max(initial=0.0))
+
+
+def true_peak_dbtp(samples: np.ndarray, sample_rate: int) -> float:
+    return gain_to_db(true_peak(samples, sample_rate))
+
+
+def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndarray:
+    """Keep the true peak of `samples` at or under `ceiling_dbtp`, touching only the peaks."""
+    ceiling = db_to_gain(ceiling_dbtp - CEILING_MARGIN_DB)
+    out = np.asarray(samples, dtype=np.float32)
+    peaks = _peaks(out, sample_rate)
+    if peaks.max(initial=0.0) <= ceiling:
+        return out
+    need = np.maximum(peaks, np.float32(1e-12), out=peaks)  # reuse the buffers: long clips
+    np.divide(np.float32(ceiling), need, out=need)
+    np.minimum(need, np.float32(1.0), out=need)
+    width = 2 * max(1, round(LIMITER_WINDOW_S * sample_rate)) + 1
+    gain = minimum_filter1d(need, width, mode="nearest")
+    uniform_filter1d(gain, width, mode="nearest", output=need)
+    out = out * need[:, None]
+    del gain, need, peaks
+    # the gain curve is smooth but not constant, so check again and trim what is left
+    peak = true_peak(out, sample_rate)
+    if peak > db_to_gain(ceiling_dbtp):
+        out *= np.float32(ceiling / peak)
+    return out
+
+
+def _peaks(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Per input frame, the largest |value| of the 4x oversampled signal from that frame to the
+    next, over all channels (float32, one per frame). Streams through soxr a chunk at a time so
+    the 4x copy of an hour-long file never sits in memory."""
+    frames, channels = samples.shape
+    peaks = np.empty(frames, dtype=np.float32)
+    stream = soxr.ResampleStream(
+        sample_rate, sample_rate * OVERSAMPLE, channels, dtype="float32", quality="HQ"
+    )
+    carry = np.zeros(0, dtype=np.float32)
+    done = 0
+    for start in range(0, frames, CHUNK_FRAMES):
+        chunk = np.ascontiguousarray(samples[start : start + CHUNK_FRAMES], dtype=np.float32)
+        np.abs(chunk).max(axis=1, out=peaks[start : start + chunk.shape[0]])
+        up = stream.resample_chunk(chunk, last=start + CHUNK_FRAMES >= frames)
+        level = np.concatenate([carry, np.abs(np.asarray(up).reshape(-1, channels)).max(axis=1)])
+        whole = level.shape[0] // OVERSAMPLE * OVERSAMPLE
+        block = level[:whole].reshape(-1, OVERSAMPLE).max(axis=1)[: frames - done]
+        span = peaks[done : done + block.shape[0]]
+        np.maximum(span, block, out=span)
+        done += block.shape[0]
+        carry = level[whole:]
+    return peaks
+
+
+def _rms_meter():
+    def measure(samples: np.ndarray) -> float:
+        flat = samples.reshape(-1)
+        total = sum(  # float64 sums of float32 chunks: exact enough, no squared copy
+            float(np.dot(flat[i : i + CHUNK_FRAMES].astype(np.float64), flat[i : i + CHUNK_FRAMES]))
+            for i in range(0, flat.shape[0], CHUNK_FRAMES)
+        )
+        return gain_to_db(math.sqrt(total / max(1, flat.shape[0])))
+
+    return measure
+
+
+def _lufs_meter(samples: np.ndarray, sample_rate: int):
+    import pyloudnorm
+
+    meter = pyloudnorm.Meter(sample_rate)
+    if samples.shape[0] <= meter.block_size * sample_rate:
+        raise ItemFailure(
+            "too_short",
+            f"{samples.shape[0] / sample_rate:.3f} s is too short for BS.1770 loudness "
+            f"(needs more than one {meter.block_size} s gating block)",
+        )
+    if samples.shape[1] > 5:
+        raise ItemFailure(
+            "unsupported_channels",
+            f"BS.1770 loudness is measured on at most 5 channels, got {samples.shape[1]}",
+        )
+
+    def measure(data: np.ndarray) -> float:
+        # float32 in: pyloudnorm copies and filters the whole clip, float64 would double that
+        # (the result differs from a float64 measurement by ~1e-7 LU)
+        return float(meter.integrated_loudness(np.asarray(data, dtype=np.float32)))
+
+    return measure
