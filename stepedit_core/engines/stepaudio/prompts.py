@@ -1,0 +1,222 @@
+"""What Step-Audio-EditX reads: instruction texts, system prompts and the chat framing in ids.
+
+The wording of every instruction, both system prompts and the way turns are framed are part of
+the model's training format, so they are reproduced character for character (trailing spaces
+and newlines included) from the public Step-Audio-EditX release. Nothing here imports torch or
+transformers: `encode` is any callable that turns text into token ids (the model folder's
+tokenizer in the engine, a stub in tests).
+
+Framing (ids): `[BOS]`, then the system turn `[BOT] + encode("system\\n" + system_prompt) + [EOT]`,
+then the human turn, then the answer is opened with `[BOT] + encode("assistant\\n")`. As in the
+public release, the human turn encodes its role and its content in two separate calls:
+`[BOT] + encode("human\\n") + encode(content) + [EOT]`, where an edit's content is
+`instruction + "\\n" + audio_token_string + "\\n"` and a clone's content is the target text,
+encoded as the continuation of a newline (`encode("\\n" + text)` minus the ids of
+`encode("\\n")`), so the text is tokenized as it would be mid-line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from stepedit_core.edits import EMOTIONS, PARALINGUISTIC_TAGS, SPEEDS, STYLES, EditSpec
+
+BOS_ID = 1
+EOT_ID = 3  # ends a turn; also the id the model emits when the audio is complete
+BOT_ID = 4  # begins a turn
+PAD_ID = 0
+
+ENGINE_EDIT_TYPES = ("emotion", "style", "speed", "paralinguistic", "denoise", "vad", "clone")
+
+EDIT_SYSTEM_PROMPT = (
+    "As a highly skilled audio editing and tuning specialist, you excel in interpreting user "
+    "instructions and applying precise adjustments to meet their needs. Your expertise spans a "
+    "wide range of enhancement capabilities, including but not limited to:\n"
+    "# Emotional Enhancement\n"
+    "# Speaking Style Transfer\n"
+    "# Non-linguistic Adjustments\n"
+    "# Audio Tuning & Editing\n"
+    "Note: You will receive instructions in natural language and are expected to accurately "
+    "interpret and execute the most suitable audio edits and enhancements.\n"
+)
+
+_CLONE_HEADER = "Generate audio with the following timbre, prosody and speaking style\n\n"
+
+DENOISE_INSTRUCTION = (
+    "Remove any noise from the given audio while preserving the voice content clearly. Ensure "
+    "that the speech quality remains intact with minimal distortion, and eliminate all noise "
+    "from the audio.\n"
+)
+VAD_INSTRUCTION = (
+    "Remove any silent portions from the given audio while preserving the voice content "
+    "clearly. Ensure that the speech quality remains intact with minimal distortion, and "
+    "eliminate all silence from the audio.\n"
+)
+
+Encode = Callable[[str], Sequence[int]]
+
+
+def clone_system_prompt(speaker: str, prompt_text: str, prompt_audio_tokens: str) -> str:
+    """The system prompt of zero-shot cloning (note the spaces after the two colons)."""
+    return (
+        _CLONE_HEADER
+        + "[speaker_start]\n"
+        + f"speaker name: {speaker}\n"
+        + "speaker prompt text: \n"
+        + f"{prompt_text}\n"
+        + "speaker audio tokens: \n"
+        + f"{prompt_audio_tokens}\n"
+        + "[speaker_end]\n"
+    )
+
+
+def _clean(text: str | None) -> str:
+    return (text or "").strip()
+
+
+def _require_text(spec: EditSpec, text: str | None, what: str = "text") -> str:
+    value = _clean(text)
+    if not value:
+        raise ValueError(f"edit {spec} needs the transcript of the audio ('{what}')")
+    return value
+
+
+def _require_option(spec: EditSpec, options: tuple[str, ...]) -> str:
+    if spec.option is None or spec.option not in options:
+        got = "no option" if spec.option is None else f"option {spec.option!r}"
+        raise ValueError(
+            f"step-audio-editx: {spec.type} got {got}; valid options: {', '.join(options)}"
+        )
+    return spec.option
+
+
+def instruction_text(spec: EditSpec, text: str | None, target_text: str | None = None) -> str:
+    """The exact text of the human turn's instruction (without the audio tokens).
+
+    For `clone` this is the target text: the whole human turn of a clone prompt (the prompt
+    transcript and the voice go into the system prompt, see `clone_system_prompt`).
+    Raises ValueError naming the bad edit, option or missing text and the valid choices.
+    `text` and `target_text` are stripped of surrounding whitespace.
+    """
+    kind = spec.type
+    if kind == "emotion":
+        option = _require_option(spec, EMOTIONS)
+        transcript = _require_text(spec, text)
+        if option == "remove":
+            return (
+                "Remove any emotion in the following audio and the reference text is: "
+                f"{transcript}\n"
+            )
+        return (
+            f"Make the following audio more {option}. The text corresponding to the audio is: "
+            f"{transcript}\n"
+        )
+    if kind == "speed":
+        option = _require_option(spec, SPEEDS)
+        transcript = _require_text(spec, text)
+        return (
+            f"Make the following audio more {option}. The text corresponding to the audio is: "
+            f"{transcript}\n"
+        )
+    if kind == "style":
+        option = _require_option(spec, STYLES)
+        transcript = _require_text(spec, text)
+        if option == "remove":
+            return (
+                "Remove any speaking styles in the following audio and the reference text is: "
+                f"{transcript}\n"
+            )
+        return (
+            f"Make the following audio more {option} style. The text corresponding to the audio "
+            f"is: {transcript}\n"
+        )
+    if kind in ("denoise", "vad"):
+        if spec.option is not None:
+            raise ValueError(
+                f"step-audio-editx: {kind} takes no option (got {spec.option!r}); "
+                f"use plain '{kind}'"
+            )
+        return DENOISE_INSTRUCTION if kind == "denoise" else VAD_INSTRUCTION
+    if kind == "paralinguistic":
+        transcript = _require_text(spec, text)
+        new_text = _clean(target_text)
+        if not new_text:
+            raise ValueError(
+                "edit paralinguistic needs 'target_text': the transcript with tags such as "
+                + ", ".join(PARALINGUISTIC_TAGS)
+            )
+        return (
+            "Add some non-verbal sounds to make the audio more natural, the new text is : "
+            f"{new_text}\n  The text corresponding to the audio is: {transcript}\n"
+        )
+    if kind == "clone":
+        _require_text(spec, text)  # the prompt clip's transcript goes into the system prompt
+        new_text = _clean(target_text)
+        if not new_text:
+            raise ValueError("edit clone needs 'target_text': what the cloned voice should say")
+        return new_text
+    raise ValueError(
+        f"step-audio-editx does not support edit type {kind!r}; "
+        f"supported: {', '.join(ENGINE_EDIT_TYPES)}"
+    )
+
+
+def clone_speaker_name(prompt_text: str, samples: np.ndarray) -> str:
+    """A stable speaker name for the clone prompt, derived like the public release's:
+    sha256 over the prompt text and the first and last 1000 float32 samples (channel-major)."""
+    flat = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).T).reshape(-1)
+    if flat.size > 2000:
+        flat = np.concatenate([flat[:1000], flat[-1000:]])
+    digest = hashlib.sha256()
+    digest.update(prompt_text.encode("utf-8"))
+    digest.update(flat.tobytes())
+    return f"clone_{digest.hexdigest()[:16]}"
+
+
+def edit_prompt_ids(encode: Encode, instruction: str, audio_tokens: str) -> list[int]:
+    """Token ids of an edit request: system turn, human turn, opened assistant turn."""
+    ids = [BOS_ID, BOT_ID, *encode("system\n" + EDIT_SYSTEM_PROMPT), EOT_ID]
+    content = f"{instruction}\n{audio_tokens.strip()}\n"
+    ids += [BOT_ID, *encode("human\n"), *encode(content), EOT_ID]
+    ids += [BOT_ID, *encode("assistant\n")]
+    return ids
+
+
+def clone_prompt_ids(
+    encode: Encode, speaker: str, prompt_text: str, prompt_audio_tokens: str, target_text: str
+) -> list[int]:
+    """Token ids of a zero-shot clone request."""
+    system = clone_system_prompt(speaker, prompt_text, prompt_audio_tokens)
+    ids = [BOS_ID, BOT_ID, *encode("system\n" + system), EOT_ID]
+    newline = list(encode("\n"))
+    target = list(encode("\n" + target_text))[len(newline) :]
+    ids += [BOT_ID, *encode("human\n"), *target, EOT_ID]
+    ids += [BOT_ID, *encode("assistant\n")]
+    return ids
+
+
+def prompt_preview(
+    spec: EditSpec,
+    text: str | None,
+    target_text: str | None = None,
+    audio_placeholder: str = "<audio tokens of the input clip>",
+) -> str:
+    """The whole conversation the model reads, as text, with the audio tokens left out.
+
+    Meant for display (`stepedit prompt`): turns are shown as `<|BOT|>role` ... `<|EOT|>`.
+    """
+    instruction = instruction_text(spec, text, target_text)
+    if spec.type == "clone":
+        system = clone_system_prompt(
+            "clone_<hash of prompt text and audio>",
+            _require_text(spec, text),
+            "<audio tokens of the prompt clip>",
+        )
+        human = instruction
+    else:
+        system = EDIT_SYSTEM_PROMPT
+        human = f"{instruction}\n{audio_placeholder}\n"
+    return f"<|BOT|>system\n{system}<|EOT|><|BOT|>human\n{human}<|EOT|><|BOT|>assistant\n"
