@@ -40,14 +40,21 @@ def make_catalog(folder: Path, clips: int, seconds: float, rate: int = 16000) ->
         sf.write(path, wave.astype(np.float32), rate)
         uris.append(str(path))
     manifest = folder / "catalog.parquet"
-    pq.write_table(pa.table({"clip_id": [f"c{i}" for i in range(clips)], "audio_uri": uris}),
-                   manifest)
+    pq.write_table(
+        pa.table({"clip_id": [f"c{i}" for i in range(clips)], "audio_uri": uris}), manifest
+    )
     return str(manifest)
 
 
 def measure(executor_name: str, manifest: str, out: str, edit: str) -> dict:
-    job = JobSpec(manifest_uri=manifest, out=out, run_id=f"bench-{executor_name}",
-                  edits=[edit], executor=executor_name, shard_size=1_000_000)
+    job = JobSpec(
+        manifest_uri=manifest,
+        out=out,
+        run_id=f"bench-{executor_name}",
+        edits=[edit],
+        executor=executor_name,
+        shard_size=1_000_000,
+    )
     plan = plan_run(job)
     started = time.perf_counter()
     executor = LocalExecutor() if executor_name == "local" else RayDataExecutor()
@@ -72,8 +79,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         manifest = make_catalog(folder, args.clips, args.seconds)
-        runs = [measure(name, manifest, str(folder / "runs"), args.edit)
-                for name in ("local", "ray")]
+        runs = [
+            measure(name, manifest, str(folder / "runs"), args.edit) for name in ("local", "ray")
+        ]
     local, ray = runs
     result = {
         "benchmark": "executors",

@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
-from stepaudio_standins import write_step1_code  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from stepedit_core.engines.stepaudio import tokens  # noqa: E402
@@ -42,6 +41,8 @@ from stepedit_core.engines.stepaudio.llm import (  # noqa: E402
     dtype_kwarg,
     generate,
 )
+
+from stepaudio_standins import write_step1_code  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 EDITX_SHAPE = {

@@ -7,8 +7,20 @@ import platform
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("stepedit", "numpy", "torch", "ray", "prefect", "pyarrow", "python-stretch",
-            "pyrnnoise", "pyloudnorm", "silero-vad", "soxr", "transformers")
+PACKAGES = (
+    "stepedit",
+    "numpy",
+    "torch",
+    "ray",
+    "prefect",
+    "pyarrow",
+    "python-stretch",
+    "pyrnnoise",
+    "pyloudnorm",
+    "silero-vad",
+    "soxr",
+    "transformers",
+)
 
 
 def _cpu_model() -> str:

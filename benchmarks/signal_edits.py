@@ -37,12 +37,11 @@ import soxr  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
-from signal_fixtures import utterance, white_noise  # noqa: E402
-
 from stepedit_core.edits import parse_edit  # noqa: E402
 from stepedit_core.engines.signal import SignalEngine  # noqa: E402
 
 from machine import machine_info  # noqa: E402
+from signal_fixtures import utterance, white_noise  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "signal_edits.json"
 RATE = 24000

@@ -49,36 +49,74 @@ def _edit_arg(text: str) -> str:
 
 
 def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) -> None:
-    p.add_argument("--edit", action="append", default=[], type=_edit_arg, metavar="TYPE[=OPTION]",
-                   required=edit_required,
-                   help="edit applied in every round; repeat to chain edits within a round")
+    p.add_argument(
+        "--edit",
+        action="append",
+        default=[],
+        type=_edit_arg,
+        metavar="TYPE[=OPTION]",
+        required=edit_required,
+        help="edit applied in every round; repeat to chain edits within a round",
+    )
     p.add_argument("--engine", default="signal", help=f"one of: {', '.join(ENGINES)}")
-    p.add_argument("--models", dest="models_dir", metavar="DIR",
-                   help="folder holding Step-Audio-Tokenizer/ and Step-Audio-EditX/")
-    p.add_argument("--stepaudio-src", metavar="DIR",
-                   help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
-                        "code); default: $STEPEDIT_STEPAUDIO_SRC")
+    p.add_argument(
+        "--models",
+        dest="models_dir",
+        metavar="DIR",
+        help="folder holding Step-Audio-Tokenizer/ and Step-Audio-EditX/",
+    )
+    p.add_argument(
+        "--stepaudio-src",
+        metavar="DIR",
+        help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
+        "code); default: $STEPEDIT_STEPAUDIO_SRC",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_job_options(p)
-    p.add_argument("--iterations", type=int, default=1,
-                   help=f"editing rounds, 1..{MAX_ITERATIONS}; round k edits round k-1's output")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=1,
+        help=f"editing rounds, 1..{MAX_ITERATIONS}; round k edits round k-1's output",
+    )
     p.add_argument("--executor", choices=("ray", "local"), default="ray")
     p.add_argument("--shard-size", type=int, default=2000, help="clips per Prefect task")
-    p.add_argument("--prompt-mode", choices=("chain", "fixed"), default="chain",
-                   help="voice prompt of round k: the previous round's output, or the original")
+    p.add_argument(
+        "--prompt-mode",
+        choices=("chain", "fixed"),
+        default="chain",
+        help="voice prompt of round k: the previous round's output, or the original",
+    )
     p.add_argument("--seed", type=int, default=0, help="base seed; each clip derives its own")
     p.add_argument("--llm-backend", choices=("transformers", "vllm"), default="transformers")
-    p.add_argument("--vad-max-pause", type=float, default=0.3,
-                   help="seconds a pause may last after the vad edit (signal engine)")
-    p.add_argument("--gpu", action="append", default=[], type=_key_value(float),
-                   metavar="STAGE=FRACTION", help="GPU fraction per actor of a stage")
-    p.add_argument("--batch-size", action="append", default=[], type=_key_value(int),
-                   metavar="STAGE=N", help="batch size of a stage")
+    p.add_argument(
+        "--vad-max-pause",
+        type=float,
+        default=0.3,
+        help="seconds a pause may last after the vad edit (signal engine)",
+    )
+    p.add_argument(
+        "--gpu",
+        action="append",
+        default=[],
+        type=_key_value(float),
+        metavar="STAGE=FRACTION",
+        help="GPU fraction per actor of a stage",
+    )
+    p.add_argument(
+        "--batch-size",
+        action="append",
+        default=[],
+        type=_key_value(int),
+        metavar="STAGE=N",
+        help="batch size of a stage",
+    )
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a finished run with the same run id")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run with the same run id"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,8 +185,10 @@ def _check_before_run(job: JobSpec, overwrite: bool) -> None:
 
     store = RunStore(job.out, job.run_id)
     if store.exists(store.run_json) and not overwrite:
-        raise Refused(f"run {job.run_id!r} already finished under {job.out}; "
-                      "choose another --run-id or pass --overwrite")
+        raise Refused(
+            f"run {job.run_id!r} already finished under {job.out}; "
+            "choose another --run-id or pass --overwrite"
+        )
     validate_job(job)
 
 
@@ -193,8 +233,10 @@ def cmd_engines(args: argparse.Namespace) -> int:
     for info in described:
         print(f"{info['name']} {info['version']}: {info['description']}")
         for stage in info["stages"]:
-            print(f"  stage {stage['name']}: batch {stage['batch_size']}, cpus {stage['cpus']}, "
-                  f"gpus {stage['gpus']}, memory {stage['memory_mb']} MB")
+            print(
+                f"  stage {stage['name']}: batch {stage['batch_size']}, cpus {stage['cpus']}, "
+                f"gpus {stage['gpus']}, memory {stage['memory_mb']} MB"
+            )
         for edit, options in info["edits"].items():
             print(f"  edit {edit}: {options}")
     return 0
@@ -202,8 +244,9 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 def cmd_prompt(args: argparse.Namespace) -> int:
     if args.engine != "step-audio-editx":
-        raise Refused(f"engine {args.engine!r} sends no instruction text; "
-                      "only step-audio-editx has prompts")
+        raise Refused(
+            f"engine {args.engine!r} sends no instruction text; only step-audio-editx has prompts"
+        )
     from stepedit_core.engines.stepaudio.prompts import instruction_text
 
     try:
@@ -220,8 +263,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     try:
         edits = tuple(parse_edit(e) for e in args.edit)
-        engine = make_engine(args.engine, EngineOptions(models_dir=args.models_dir,
-                                                        stepaudio_src=args.stepaudio_src))
+        engine = make_engine(
+            args.engine, EngineOptions(models_dir=args.models_dir, stepaudio_src=args.stepaudio_src)
+        )
     except (EditError, UnknownEngine) as exc:
         raise Refused(str(exc)) from None
     parquet = open_parquet(args.manifest)
@@ -236,8 +280,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             refused[failure["error_code"]] = refused.get(failure["error_code"], 0) + 1
             print(f"  {failure['error']}", file=sys.stderr)
-    print(f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
-          f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip())
+    print(
+        f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
+        f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
+    )
     return 0
 
 

@@ -21,8 +21,9 @@ def edit_catalog(job: JobSpec) -> dict[str, Any]:
     started = time.time()
     logger = get_run_logger()
     validation = validate(job)
-    logger.info("manifest %s: %d rows, sha256 %s", job.manifest_uri, validation.rows,
-                validation.sha256[:12])
+    logger.info(
+        "manifest %s: %d rows, sha256 %s", job.manifest_uri, validation.rows, validation.sha256[:12]
+    )
     plan = plan_shards(job)
     # Shards run one after another: each already spreads over the whole Ray cluster, and
     # sequential shards keep the driver's memory to one shard's results at a time.

@@ -12,19 +12,69 @@ import math
 from dataclasses import dataclass
 
 EMOTIONS = (
-    "happy", "angry", "sad", "humour", "confusion", "disgusted", "empathy", "embarrass",
-    "fear", "surprised", "excited", "depressed", "coldness", "admiration", "remove",
+    "happy",
+    "angry",
+    "sad",
+    "humour",
+    "confusion",
+    "disgusted",
+    "empathy",
+    "embarrass",
+    "fear",
+    "surprised",
+    "excited",
+    "depressed",
+    "coldness",
+    "admiration",
+    "remove",
 )
 STYLES = (
-    "serious", "arrogant", "child", "older", "girl", "pure", "sister", "sweet", "ethereal",
-    "whisper", "gentle", "recite", "generous", "act_coy", "warm", "shy", "comfort", "authority",
-    "chat", "radio", "soulful", "story", "vivid", "program", "news", "advertising", "roar",
-    "murmur", "shout", "deeply", "loudly", "remove", "exaggerated",
+    "serious",
+    "arrogant",
+    "child",
+    "older",
+    "girl",
+    "pure",
+    "sister",
+    "sweet",
+    "ethereal",
+    "whisper",
+    "gentle",
+    "recite",
+    "generous",
+    "act_coy",
+    "warm",
+    "shy",
+    "comfort",
+    "authority",
+    "chat",
+    "radio",
+    "soulful",
+    "story",
+    "vivid",
+    "program",
+    "news",
+    "advertising",
+    "roar",
+    "murmur",
+    "shout",
+    "deeply",
+    "loudly",
+    "remove",
+    "exaggerated",
 )
 SPEEDS = ("faster", "slower", "more faster", "more slower")
 PARALINGUISTIC_TAGS = (
-    "[Breathing]", "[Laughter]", "[Surprise-oh]", "[Confirmation-en]", "[Uhm]",
-    "[Surprise-ah]", "[Surprise-wa]", "[Sigh]", "[Question-ei]", "[Dissatisfaction-hnn]",
+    "[Breathing]",
+    "[Laughter]",
+    "[Surprise-oh]",
+    "[Confirmation-en]",
+    "[Uhm]",
+    "[Surprise-ah]",
+    "[Surprise-wa]",
+    "[Sigh]",
+    "[Question-ei]",
+    "[Dissatisfaction-hnn]",
 )
 
 # Named speed options as playback-rate factors (1.25 = plays 1.25x as fast, duration x 0.8).
@@ -44,7 +94,14 @@ LOUDNESS_PROFILES = {
 LOUDNESS_RANGE = (-70.0, -5.0)
 
 EDIT_TYPES = (
-    "emotion", "style", "speed", "paralinguistic", "denoise", "vad", "clone", "loudness",
+    "emotion",
+    "style",
+    "speed",
+    "paralinguistic",
+    "denoise",
+    "vad",
+    "clone",
+    "loudness",
 )
 # Edits whose instruction quotes the transcript of the audio.
 NEEDS_TEXT = frozenset({"emotion", "style", "speed", "paralinguistic", "clone"})

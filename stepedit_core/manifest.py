@@ -82,8 +82,9 @@ def check_schema(schema: pa.Schema, uri: str = "manifest") -> None:
     for name in STRING_COLUMNS:
         if name in schema.names:
             kind = schema.field(name).type
-            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-                    or pa.types.is_null(kind)):
+            if not (
+                pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+            ):
                 raise ManifestError(f"column {name!r} in {uri} must be string, found {kind}")
 
 
@@ -141,17 +142,20 @@ def plan_rows(
             yield None, failure_row(index, clip_id, code, f"row {index}: {message}")
             continue
         chain = _row_chain(row, job_chain)
-        yield {
-            "row_index": index,
-            "clip_id": clip_id,
-            "audio_uri": row["audio_uri"],
-            "edit": format_chain(chain),
-            "text": _clean(row.get("text")),
-            "target_text": _clean(row.get("target_text")),
-            "language": _clean(row.get("language")),
-            "speaker": _clean(row.get("speaker")),
-            "seed": clip_seed(clip_id or "", base_seed),
-        }, None
+        yield (
+            {
+                "row_index": index,
+                "clip_id": clip_id,
+                "audio_uri": row["audio_uri"],
+                "edit": format_chain(chain),
+                "text": _clean(row.get("text")),
+                "target_text": _clean(row.get("target_text")),
+                "language": _clean(row.get("language")),
+                "speaker": _clean(row.get("speaker")),
+                "seed": clip_seed(clip_id or "", base_seed),
+            },
+            None,
+        )
 
 
 def _row_chain(row: dict, job_chain: tuple[EditSpec, ...]) -> tuple[EditSpec, ...]:

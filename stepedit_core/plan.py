@@ -94,8 +94,11 @@ def merge_run(job: JobSpec) -> dict[str, int]:
     """Join plan failures and shard results onto the input manifest, in input order."""
     store = RunStore(job.out, job.run_id)
     tables = [store.read_table(p) for p in store.list(store.results_dir())]
-    results = pa.concat_tables([t.cast(RESULT_SCHEMA) for t in tables]) if tables else \
-        RESULT_SCHEMA.empty_table()
+    results = (
+        pa.concat_tables([t.cast(RESULT_SCHEMA) for t in tables])
+        if tables
+        else RESULT_SCHEMA.empty_table()
+    )
     sink = io.BytesIO()
     counts = merge_output(job.manifest_uri, results, sink)
     store.write_bytes(store.manifest, sink.getvalue())
@@ -118,8 +121,11 @@ def write_run_record(
         "package_version": stepedit_core.__version__,
         "engine": {"name": engine.name, "version": engine.version},
         "parameters": job.model_dump(),
-        "input_manifest": {"uri": job.manifest_uri, "sha256": validation.sha256,
-                           "rows": validation.rows},
+        "input_manifest": {
+            "uri": job.manifest_uri,
+            "sha256": validation.sha256,
+            "rows": validation.rows,
+        },
         "started_at": _iso(started),
         "ended_at": _iso(ended),
         "seconds": round(ended - started, 3),

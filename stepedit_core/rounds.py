@@ -120,8 +120,9 @@ class RoundEnd(Stage):
             "row_index": item.row_index,
             "iteration": self.iteration,
             "edit": edit,
-            "key": item_key(input_sha, edit, self.iteration, self.engine_name,
-                            self.engine_version, seed),
+            "key": item_key(
+                input_sha, edit, self.iteration, self.engine_name, self.engine_version, seed
+            ),
             "input_sha256": input_sha,
             "output_sha256": None,
             "status": "failed" if item.failed else "ok",

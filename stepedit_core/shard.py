@@ -140,8 +140,15 @@ def run_shard(
         done = {r["row_index"] for r in results}
         for item in items:
             if item.row_index not in done:
-                results.append(_result(item, "failed", None, "lost_item",
-                                       "item did not come back from the executor"))
+                results.append(
+                    _result(
+                        item,
+                        "failed",
+                        None,
+                        "lost_item",
+                        "item did not come back from the executor",
+                    )
+                )
     store.write_table(store.shard_results(shard), pa.Table.from_pylist(results, RESULT_SCHEMA))
     summary.seconds = time.perf_counter() - started
     return summary
@@ -164,7 +171,11 @@ def _finish(store: RunStore, item: WorkItem, summary: ShardSummary) -> dict:
 
 
 def _result(
-    item: WorkItem, status: str, uri: str | None, code: str | None, error: str | None,
+    item: WorkItem,
+    status: str,
+    uri: str | None,
+    code: str | None,
+    error: str | None,
     done: int = 0,
 ) -> dict:
     return {

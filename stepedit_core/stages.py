@@ -128,4 +128,3 @@ class timed:  # noqa: N801 - used as a context manager, reads like a function
     def __exit__(self, *exc: object) -> None:
         spent = time.perf_counter() - self.start
         self.item.timings[self.name] = self.item.timings.get(self.name, 0.0) + spent
-

@@ -13,7 +13,10 @@ def plan_shards(job: JobSpec) -> Plan:
     plan = plan_run(job)
     get_run_logger().info(
         "planned %d rows in %d shard(s) of up to %d; %d row(s) refused at plan time %s",
-        plan.planned_rows, len(plan.shards), job.shard_size, plan.refused_rows,
+        plan.planned_rows,
+        len(plan.shards),
+        job.shard_size,
+        plan.refused_rows,
         plan.refused_by_code or "",
     )
     return plan

@@ -33,6 +33,10 @@ def run_shard(job: JobSpec, shard: int) -> dict:
     summary = run_core_shard(job, shard, progress=progress)
     logger.info(
         "shard %d finished: %d ok, %d failed, %d records in %.1f s",
-        shard, summary.ok, summary.failed, summary.records, summary.seconds,
+        shard,
+        summary.ok,
+        summary.failed,
+        summary.records,
+        summary.seconds,
     )
     return summary_dict(summary)

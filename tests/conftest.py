@@ -24,8 +24,14 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def tone(seconds: float = 1.0, rate: int = 24000, f0: float = 180.0, channels: int = 1,
-         level: float = 0.3, seed: int = 0) -> np.ndarray:
+def tone(
+    seconds: float = 1.0,
+    rate: int = 24000,
+    f0: float = 180.0,
+    channels: int = 1,
+    level: float = 0.3,
+    seed: int = 0,
+) -> np.ndarray:
     """A voiced, speech-like test signal: a few harmonics with a slow amplitude envelope."""
     t = np.arange(int(seconds * rate)) / rate
     wave = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
@@ -35,8 +41,9 @@ def tone(seconds: float = 1.0, rate: int = 24000, f0: float = 180.0, channels: i
     return np.repeat(mono[:, None], channels, axis=1)
 
 
-def write_clip(path: Path, seconds: float = 1.0, rate: int = 24000, channels: int = 1,
-               **kwargs: float) -> str:
+def write_clip(
+    path: Path, seconds: float = 1.0, rate: int = 24000, channels: int = 1, **kwargs: float
+) -> str:
     sf.write(path, tone(seconds, rate, channels=channels, **kwargs), rate)
     return str(path)
 
@@ -62,8 +69,7 @@ def run_inprocess(job: JobSpec) -> dict:
 def ray_cluster() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
-             log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     yield
     ray.shutdown()
 

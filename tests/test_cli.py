@@ -11,10 +11,13 @@ from conftest import write_clip, write_manifest
 
 @pytest.fixture()
 def manifest(tmp_path):
-    return write_manifest(tmp_path / "m.parquet", [
-        {"clip_id": "a", "audio_uri": write_clip(tmp_path / "a.wav", 0.5), "text": "hi"},
-        {"clip_id": "b", "audio_uri": str(tmp_path / "b.wav"), "edit": "emotion=sad"},
-    ])
+    return write_manifest(
+        tmp_path / "m.parquet",
+        [
+            {"clip_id": "a", "audio_uri": write_clip(tmp_path / "a.wav", 0.5), "text": "hi"},
+            {"clip_id": "b", "audio_uri": str(tmp_path / "b.wav"), "edit": "emotion=sad"},
+        ],
+    )
 
 
 def run_cli(args, capsys):
@@ -25,15 +28,41 @@ def run_cli(args, capsys):
 
 def test_missing_required_column_refuses(tmp_path, capsys):
     bad = write_manifest(tmp_path / "bad.parquet", [{"clip_id": "a"}])
-    code, _, err = run_cli(["run", bad, "--out", str(tmp_path / "o"), "--run-id", "x",
-                            "--edit", "denoise", "--executor", "local"], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            bad,
+            "--out",
+            str(tmp_path / "o"),
+            "--run-id",
+            "x",
+            "--edit",
+            "denoise",
+            "--executor",
+            "local",
+        ],
+        capsys,
+    )
     assert code == 2 and "audio_uri" in err
     assert not (tmp_path / "o").exists()  # nothing was started
 
 
 def test_unknown_engine_refuses(manifest, tmp_path, capsys):
-    code, _, err = run_cli(["run", manifest, "--out", str(tmp_path), "--run-id", "x",
-                            "--edit", "denoise", "--engine", "nope"], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            manifest,
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "x",
+            "--edit",
+            "denoise",
+            "--engine",
+            "nope",
+        ],
+        capsys,
+    )
     assert code == 2 and "unknown engine 'nope'" in err and "signal" in err
 
 
@@ -45,8 +74,21 @@ def test_unknown_edit_refuses(manifest, tmp_path, capsys):
 
 
 def test_bad_iterations_refuses(manifest, tmp_path, capsys):
-    code, _, err = run_cli(["run", manifest, "--out", str(tmp_path), "--run-id", "x",
-                            "--edit", "denoise", "--iterations", "9"], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            manifest,
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "x",
+            "--edit",
+            "denoise",
+            "--iterations",
+            "9",
+        ],
+        capsys,
+    )
     assert code == 2 and "iterations" in err
 
 
@@ -56,7 +98,10 @@ def test_engines_json_lists_stages_and_edits(capsys):
     assert code == 0 and set(engines) == {"signal", "step-audio-editx"}
     assert "loudness" in engines["signal"]["edits"]
     assert [s["name"] for s in engines["step-audio-editx"]["stages"]] == [
-        "tokenize", "edit", "decode"]
+        "tokenize",
+        "edit",
+        "decode",
+    ]
 
 
 def test_validate_counts_rows_without_running(manifest, tmp_path, capsys):

@@ -27,7 +27,10 @@ def test_demo_runs_through_prefect_and_ray(tmp_path, prefect_server, ray_cluster
     manifest = pq.read_table(run / "manifest.parquet").to_pylist()
     assert all(r["status"] == "ok" and r["iterations_done"] == 2 for r in manifest)
     assert {r["edit"] for r in manifest} == {
-        "denoise;loudness=-23", "vad;loudness=acx", "speed=faster;loudness=-23"}
+        "denoise;loudness=-23",
+        "vad;loudness=acx",
+        "speed=faster;loudness=-23",
+    }
     iterations = ds.dataset(run / "iterations", format="parquet").to_table()
     assert iterations.num_rows == 16
     assert "8 ok, 0 failed" in out
@@ -36,13 +39,28 @@ def test_demo_runs_through_prefect_and_ray(tmp_path, prefect_server, ray_cluster
 def test_run_with_bad_rows_finishes_and_reports(tmp_path, prefect_server, ray_cluster, capsys):
     clips = tmp_path / "clips"
     clips.mkdir()
-    manifest = write_manifest(tmp_path / "m.parquet", [
-        {"clip_id": "a", "audio_uri": write_clip(clips / "a.wav", 0.8)},
-        {"clip_id": "b", "audio_uri": str(clips / "missing.wav")},
-        {"clip_id": "c", "audio_uri": write_clip(clips / "c.wav", 0.6), "edit": "style=news"},
-    ])
-    args = ["run", manifest, "--out", str(tmp_path / "runs"), "--run-id", "nightly-01",
-            "--edit", "speed=faster", "--iterations", "2", "--shard-size", "2"]
+    manifest = write_manifest(
+        tmp_path / "m.parquet",
+        [
+            {"clip_id": "a", "audio_uri": write_clip(clips / "a.wav", 0.8)},
+            {"clip_id": "b", "audio_uri": str(clips / "missing.wav")},
+            {"clip_id": "c", "audio_uri": write_clip(clips / "c.wav", 0.6), "edit": "style=news"},
+        ],
+    )
+    args = [
+        "run",
+        manifest,
+        "--out",
+        str(tmp_path / "runs"),
+        "--run-id",
+        "nightly-01",
+        "--edit",
+        "speed=faster",
+        "--iterations",
+        "2",
+        "--shard-size",
+        "2",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "1 ok, 2 failed" in out and "missing_file: 1" in out and "unsupported_edit: 1" in out
@@ -56,6 +74,10 @@ def test_run_with_bad_rows_finishes_and_reports(tmp_path, prefect_server, ray_cl
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "stepedit_flows.cli", "--help"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "stepedit_flows.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and "demo" in result.stdout

@@ -31,8 +31,9 @@ def test_wrong_column_type_is_named():
 
 
 def test_output_column_clash_is_refused():
-    schema = pa.schema([("clip_id", pa.string()), ("audio_uri", pa.string()),
-                        ("status", pa.string())])
+    schema = pa.schema(
+        [("clip_id", pa.string()), ("audio_uri", pa.string()), ("status", pa.string())]
+    )
     with pytest.raises(ManifestError, match="status"):
         check_schema(schema)
 
@@ -64,10 +65,13 @@ def test_row_problems_become_failure_records(tmp_path):
 
 
 def test_missing_transcript_is_a_row_failure(tmp_path):
-    uri = write_manifest(tmp_path / "m.parquet", [
-        {"clip_id": "a", "audio_uri": "a.wav", "text": "hello"},
-        {"clip_id": "b", "audio_uri": "b.wav"},
-    ])
+    uri = write_manifest(
+        tmp_path / "m.parquet",
+        [
+            {"clip_id": "a", "audio_uri": "a.wav", "text": "hello"},
+            {"clip_id": "b", "audio_uri": "b.wav"},
+        ],
+    )
     engine = make_engine("step-audio-editx")
     planned = list(plan_rows(uri, parse_chain("emotion=happy"), engine, 0))
     assert planned[0][0] is not None
@@ -81,15 +85,25 @@ def test_clip_seed_is_stable_and_depends_on_base_seed():
 
 
 def test_merge_keeps_input_order_and_extra_columns(tmp_path):
-    uri = write_manifest(tmp_path / "m.parquet", [
-        {"clip_id": c, "audio_uri": f"{c}.wav", "owner": f"o-{c}"} for c in "abc"
-    ])
-    results = pa.Table.from_pylist([
-        {**failure_row(2, "c", "x", "bad"), "iterations_done": 0},
-        {"row_index": 0, "clip_id": "a", "status": "ok", "output_uri": "a.flac",
-         "error": None, "error_code": None, "iterations_done": 1},
-        {**failure_row(1, "b", "y", "worse"), "iterations_done": 0},
-    ])
+    uri = write_manifest(
+        tmp_path / "m.parquet",
+        [{"clip_id": c, "audio_uri": f"{c}.wav", "owner": f"o-{c}"} for c in "abc"],
+    )
+    results = pa.Table.from_pylist(
+        [
+            {**failure_row(2, "c", "x", "bad"), "iterations_done": 0},
+            {
+                "row_index": 0,
+                "clip_id": "a",
+                "status": "ok",
+                "output_uri": "a.flac",
+                "error": None,
+                "error_code": None,
+                "iterations_done": 1,
+            },
+            {**failure_row(1, "b", "y", "worse"), "iterations_done": 0},
+        ]
+    )
     sink = io.BytesIO()
     counts = merge_output(uri, results, sink)
     table = pq.read_table(io.BytesIO(sink.getvalue()))
@@ -101,9 +115,19 @@ def test_merge_keeps_input_order_and_extra_columns(tmp_path):
 
 def test_merge_refuses_to_drop_rows(tmp_path):
     uri = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": "a.wav"}])
-    empty = pa.Table.from_pylist([], schema=pa.schema([
-        ("row_index", pa.int64()), ("clip_id", pa.string()), ("status", pa.string()),
-        ("output_uri", pa.string()), ("error", pa.string()), ("error_code", pa.string()),
-        ("iterations_done", pa.int32())]))
+    empty = pa.Table.from_pylist(
+        [],
+        schema=pa.schema(
+            [
+                ("row_index", pa.int64()),
+                ("clip_id", pa.string()),
+                ("status", pa.string()),
+                ("output_uri", pa.string()),
+                ("error", pa.string()),
+                ("error_code", pa.string()),
+                ("iterations_done", pa.int32()),
+            ]
+        ),
+    )
     with pytest.raises(RuntimeError, match="no result recorded for input rows"):
         merge_output(uri, empty, io.BytesIO())

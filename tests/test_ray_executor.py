@@ -29,8 +29,11 @@ def test_pools_leave_cpus_for_ray_data_tasks(cpus):
 
 
 def test_gpu_pools_are_sized_by_fraction():
-    stages = [FakeStage("tokenize", 1.0, 0.2), FakeStage("edit", 1.0, 0.5),
-              FakeStage("decode", 1.0, 0.3)]
+    stages = [
+        FakeStage("tokenize", 1.0, 0.2),
+        FakeStage("edit", 1.0, 0.5),
+        FakeStage("decode", 1.0, 0.3),
+    ]
     plans = {p.stage: p for p in plan_pools(stages, cluster_cpus=64, cluster_gpus=3)}
     assert plans["edit"].gpus == 0.5 and plans["edit"].max_size == 2  # one GPU's share each
     assert plans["tokenize"].max_size == 5
@@ -46,8 +49,13 @@ def test_bookkeeping_stages_run_as_tasks():
 
 def _items(tmp_path, n):
     return [
-        WorkItem(i, f"c{i}", write_clip(tmp_path / f"{i}.wav", 1.2, f0=150 + 10 * i),
-                 parse_chain("speed=1.25;loudness=-20"), seed=i)
+        WorkItem(
+            i,
+            f"c{i}",
+            write_clip(tmp_path / f"{i}.wav", 1.2, f0=150 + 10 * i),
+            parse_chain("speed=1.25;loudness=-20"),
+            seed=i,
+        )
         for i in range(n)
     ] + [WorkItem(n, "gone", str(tmp_path / "gone.wav"), parse_chain("denoise"))]
 
@@ -61,5 +69,6 @@ def test_ray_matches_local(tmp_path, ray_cluster):
     assert remote["gone"].error_code == "missing_file"
     assert sum(not i.failed for i in local.values()) == 6  # all real clips edited, both rounds
     for clip, item in local.items():
-        assert [r["output_sha256"] for r in remote[clip].records] == \
-            [r["output_sha256"] for r in item.records]
+        assert [r["output_sha256"] for r in remote[clip].records] == [
+            r["output_sha256"] for r in item.records
+        ]

@@ -28,8 +28,12 @@ def s3(monkeypatch_module):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
         monkeypatch_module.setenv(name, value)
     monkeypatch_module.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
@@ -54,14 +58,23 @@ def _put_clip(fs, key: str, seconds: float) -> str:
 
 
 def test_run_reads_and_writes_s3(s3):
-    uris = [_put_clip(s3, "catalog/clips/a.flac", 0.8), _put_clip(s3, "catalog/clips/b.flac", 0.5),
-            "s3://catalog/clips/missing.flac"]
+    uris = [
+        _put_clip(s3, "catalog/clips/a.flac", 0.8),
+        _put_clip(s3, "catalog/clips/b.flac", 0.5),
+        "s3://catalog/clips/missing.flac",
+    ]
     sink = io.BytesIO()
     pq.write_table(pa.table({"clip_id": ["a", "b", "c"], "audio_uri": uris}), sink)
     s3.pipe("catalog/m.parquet", sink.getvalue())
 
-    job = JobSpec(manifest_uri="s3://catalog/m.parquet", out="s3://runs/nightly",
-                  run_id="s3-01", edits=["speed=1.25"], iterations=2, executor="local")
+    job = JobSpec(
+        manifest_uri="s3://catalog/m.parquet",
+        out="s3://runs/nightly",
+        run_id="s3-01",
+        edits=["speed=1.25"],
+        iterations=2,
+        executor="local",
+    )
     record = run_inprocess(job)
 
     assert record["counts"]["ok"] == 2 and record["counts"]["failed"] == 1

@@ -15,17 +15,6 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
-from signal_fixtures import (
-    active_spans,
-    estimate_f0,
-    harmonic,
-    longest_zero_run,
-    rms,
-    snr_db,
-    speechlike,
-    utterance,
-    white_noise,
-)
 
 from stepedit_core.audio import Audio
 from stepedit_core.edits import (
@@ -44,6 +33,18 @@ from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.qc import basic_metrics
 from stepedit_core.rounds import build_stages
 from stepedit_core.stages import Resources, WorkItem
+
+from signal_fixtures import (
+    active_spans,
+    estimate_f0,
+    harmonic,
+    longest_zero_run,
+    rms,
+    snr_db,
+    speechlike,
+    utterance,
+    white_noise,
+)
 
 DEMO = Path(__file__).resolve().parents[1] / "stepedit_core" / "demo"
 

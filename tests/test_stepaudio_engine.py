@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from stepaudio_standins import shared_standins, tone
 
 from stepedit_core.edits import EditSpec, parse_chain
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
@@ -20,6 +19,8 @@ from stepedit_core.engines.stepaudio.engine import StepAudioEngine, expected_new
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.rounds import build_stages
 from stepedit_core.stages import WorkItem
+
+from stepaudio_standins import shared_standins, tone
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-from stepaudio_standins import shared_standins
 
 from stepedit_core.edits import EditSpec
 from stepedit_core.engines.stepaudio import layout, prompts, tokens
@@ -20,6 +19,8 @@ from stepedit_core.engines.stepaudio.llm import (
     block_repetition,
     generate,
 )
+
+from stepaudio_standins import shared_standins
 
 GREEDY = SamplingConfig(greedy=True)
 

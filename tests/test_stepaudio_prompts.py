@@ -192,8 +192,9 @@ def test_clone_prompt_framing_encodes_target_as_a_line_continuation():
 
 
 def test_framing_with_the_standin_tokenizer_maps_audio_tokens_to_ids():
-    from stepaudio_standins import shared_standins
     from transformers import AutoTokenizer
+
+    from stepaudio_standins import shared_standins
 
     models, _ = shared_standins()
     tokenizer = AutoTokenizer.from_pretrained(

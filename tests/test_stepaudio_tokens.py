@@ -6,9 +6,10 @@ import json
 import shutil
 
 import pytest
-from stepaudio_standins import make_standin_models, shared_standins
 
 from stepedit_core.engines.stepaudio import expected_layout, layout, missing_files, tokens
+
+from stepaudio_standins import make_standin_models, shared_standins
 
 
 def test_interleave_two_vq02_then_three_vq06_and_drops_partial_groups():

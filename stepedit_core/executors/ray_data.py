@@ -47,8 +47,9 @@ def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
     plans = []
     for stage in stages:
         if not stage.needs_actor:
-            plans.append(PoolPlan(stage.name, False, min(TASK_CPUS, stage.resources.cpus),
-                                  0.0, 1, 1))
+            plans.append(
+                PoolPlan(stage.name, False, min(TASK_CPUS, stage.resources.cpus), 0.0, 1, 1)
+            )
             continue
         cpus = math.floor(min(stage.resources.cpus, fair_share) * 1000) / 1000  # never round up
         by_cpu = max(1, math.floor(fair_share / cpus + 1e-9))
@@ -125,8 +126,9 @@ class RayDataExecutor:
                     _StageActor,
                     fn_constructor_kwargs={"stage": stage},
                     batch_size=stage.batch_size,
-                    compute=ray.data.ActorPoolStrategy(min_size=plan.min_size,
-                                                       max_size=plan.max_size),
+                    compute=ray.data.ActorPoolStrategy(
+                        min_size=plan.min_size, max_size=plan.max_size
+                    ),
                     num_cpus=plan.cpus,
                     num_gpus=plan.gpus or None,
                     batch_format="numpy",
