@@ -6,7 +6,12 @@ import pytest
 from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.executors.ray_data import ACTOR_CPU_SHARE, RayDataExecutor, plan_pools
+from stepedit_core.executors.ray_data import (
+    ACTOR_CPU_SHARE,
+    RayDataExecutor,
+    group_stages,
+    plan_pools,
+)
 from stepedit_core.rounds import build_stages
 from stepedit_core.stages import Resources, Stage, WorkItem
 
@@ -45,6 +50,17 @@ def test_bookkeeping_stages_run_as_tasks():
     engine = make_engine("signal")
     plans = plan_pools(build_stages(engine, 2, False), 2, 0)
     assert [p.actor for p in plans] == [False, False, True, False, False, True, False]
+
+
+def test_bookkeeping_rides_with_the_next_model_stage():
+    engine = make_engine("signal")
+    groups = group_stages(build_stages(engine, 2, False))
+    assert [[s.name for s in g] for g in groups] == [
+        ["load", "start_round_1", "signal_edit"],
+        ["round_end_1", "start_round_2", "signal_edit", "round_end_2"],
+    ]
+    only_bookkeeping = [s for s in build_stages(engine, 1, False) if not s.needs_actor]
+    assert group_stages(only_bookkeeping) == [only_bookkeeping]
 
 
 def _items(tmp_path, n):

@@ -2,8 +2,10 @@
 
 Stages that load models (`Stage.needs_actor`) run in actor pools, so a model loads once per
 actor and tokenizer, LLM and decoder pools scale and overlap independently. Bookkeeping stages
-(load, round start/end) run as plain Ray tasks. Items travel between stages as pickled bytes in a
-single binary column: Arrow never has to understand an audio array or a token list.
+(load, round start/end) run inside the neighbouring model stage's call, saving a hop through
+the object store; with no model stage at all they run as plain Ray tasks. Items travel between
+stages as pickled bytes in a single binary column: Arrow never has to understand an audio array
+or a token list.
 
 CPU sizing matters on small machines: Ray Data needs free CPU slots for its own read and task
 operators, and a set of pools that reserves every CPU makes a job wait forever without an error.
@@ -65,21 +67,46 @@ def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
     return plans
 
 
-class _StageActor:
-    """Hosts one stage in a Ray actor: `setup()` once, then one call per batch."""
+def group_stages(stages: list[Stage]) -> list[list[Stage]]:
+    """Bookkeeping stages ride along with the next model stage (trailing ones with the last), so
+    a round costs one hop between processes per model stage instead of one per stage."""
+    groups: list[list[Stage]] = []
+    pending: list[Stage] = []
+    for stage in stages:
+        pending.append(stage)
+        if stage.needs_actor:
+            groups.append(pending)
+            pending = []
+    if pending:
+        if groups:
+            groups[-1].extend(pending)
+        else:
+            groups.append(pending)
+    return groups
 
-    def __init__(self, stage: Stage) -> None:
-        self.stage = stage
-        self.stage.setup()
+
+def _lead(group: list[Stage]) -> Stage:
+    """The stage whose resources and batch size a group runs with: its model stage, if any."""
+    return next((s for s in group if s.needs_actor), group[0])
+
+
+class _GroupActor:
+    """Hosts a model stage (plus its bookkeeping) in a Ray actor: setup once, then per batch."""
+
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = stages
+        for stage in stages:
+            stage.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _apply(batch, self.stage)
+        return _apply(batch, self.stages)
 
 
-def _apply(batch: dict[str, np.ndarray], stage: Stage) -> dict[str, np.ndarray]:
+def _apply(batch: dict[str, np.ndarray], stages: list[Stage]) -> dict[str, np.ndarray]:
     items = [pickle.loads(blob) for blob in batch["item"]]
-    done = stage.process_batch(items)
-    return {"item": np.array([pickle.dumps(i, protocol=5) for i in done], dtype=object)}
+    for stage in stages:
+        items = stage.process_batch(items)
+    return {"item": np.array([pickle.dumps(i, protocol=5) for i in items], dtype=object)}
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -116,15 +143,17 @@ class RayDataExecutor:
         context.enable_progress_bars = self.progress_bars
         context.execution_options.preserve_order = False
         resources = ray.cluster_resources()
-        plans = plan_pools(stages, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+        groups = group_stages(stages)
+        leads = [_lead(group) for group in groups]
+        plans = plan_pools(leads, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
         # Enough blocks for every pool to get work, small enough to stream.
         ds = ray.data.from_items(blobs, override_num_blocks=max(1, min(len(blobs), 64)))
-        for stage, plan in zip(stages, plans, strict=True):
-            log.debug("stage %s: %s", stage.name, plan)
+        for group, stage, plan in zip(groups, leads, plans, strict=True):
+            log.debug("stages %s: %s", [s.name for s in group], plan)
             if plan.actor:
                 ds = ds.map_batches(
-                    _StageActor,
-                    fn_constructor_kwargs={"stage": stage},
+                    _GroupActor,
+                    fn_constructor_kwargs={"stages": group},
                     batch_size=stage.batch_size,
                     compute=ray.data.ActorPoolStrategy(
                         min_size=plan.min_size, max_size=plan.max_size
@@ -136,7 +165,7 @@ class RayDataExecutor:
             else:
                 ds = ds.map_batches(
                     _apply,
-                    fn_kwargs={"stage": stage},
+                    fn_kwargs={"stages": group},
                     batch_size=stage.batch_size,
                     num_cpus=plan.cpus,
                     batch_format="numpy",
