@@ -1,6 +1,8 @@
 """Step-Audio-EditX through the command line: prompts, validate, and a full three-round run of
 the Prefect flow on Ray with the stand-in model folders and upstream checkout."""
 
+import importlib.util
+
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -83,6 +85,40 @@ def test_validate_names_missing_model_files(tmp_path, capsys):
     assert code == 2
     assert "Step-Audio-Tokenizer/linguistic_tokenizer.npy" in err
     assert "Step-Audio-EditX/config.json" in err
+
+
+def test_vllm_backend_is_refused_when_vllm_is_absent(tmp_path, capsys, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "vllm" else real_find_spec(name, *a),
+    )
+    models, src = shared_standins()
+    manifest = write_manifest(
+        tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": "a.wav", "text": "hi"}]
+    )
+    code = main(
+        [
+            "run",
+            manifest,
+            "--out",
+            str(tmp_path / "o"),
+            "--run-id",
+            "v",
+            "--engine",
+            "step-audio-editx",
+            "--models",
+            str(models),
+            "--stepaudio-src",
+            str(src),
+            "--edit",
+            "emotion=sad",
+            "--llm-backend",
+            "vllm",
+        ]
+    )
+    assert code == 2 and "vLLM is not installed" in capsys.readouterr().err
 
 
 @pytest.mark.slow

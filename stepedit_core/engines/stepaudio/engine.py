@@ -448,6 +448,10 @@ class StepAudioEngine(Engine):
             raise EngineNotReady(
                 f"unknown llm_backend {self.options.llm_backend!r}; valid: transformers, vllm"
             )
+        if self.options.llm_backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise EngineNotReady(
+                "llm_backend vllm asked for but vLLM is not installed: pip install 'stepedit[vllm]'"
+            )
 
 
 __all__ = [
