@@ -7,6 +7,7 @@ import pytest
 from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
 from stepedit_core.manifest import (
+    RESULT_SCHEMA,
     ManifestError,
     check_schema,
     clip_seed,
@@ -115,19 +116,6 @@ def test_merge_keeps_input_order_and_extra_columns(tmp_path):
 
 def test_merge_refuses_to_drop_rows(tmp_path):
     uri = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": "a.wav"}])
-    empty = pa.Table.from_pylist(
-        [],
-        schema=pa.schema(
-            [
-                ("row_index", pa.int64()),
-                ("clip_id", pa.string()),
-                ("status", pa.string()),
-                ("output_uri", pa.string()),
-                ("error", pa.string()),
-                ("error_code", pa.string()),
-                ("iterations_done", pa.int32()),
-            ]
-        ),
-    )
+    empty = RESULT_SCHEMA.empty_table()
     with pytest.raises(RuntimeError, match="no result recorded for input rows"):
         merge_output(uri, empty, io.BytesIO())
