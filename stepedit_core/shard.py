@@ -165,7 +165,11 @@ def _finish(store: RunStore, item: WorkItem, summary: ShardSummary) -> dict:
         summary.failed += 1
         return _result(item, "failed", None, "no_output", "no round produced audio", done)
     path = store.audio_path(item.clip_id, item.row_index)
-    store.write_bytes(path, audio_io.encode_flac(item.audio))
+    last = item.records[-1] if item.records else None
+    # the last round's FLAC is the final audio: same bytes, so the file's sha256 is that
+    # round's output_sha256 and the audit chain ends at the delivered file
+    flac = last["audio_flac"] if last and last["audio_flac"] else audio_io.encode_flac(item.audio)
+    store.write_bytes(path, flac)
     summary.ok += 1
     return _result(item, "ok", store.uri(path), None, None, done)
 

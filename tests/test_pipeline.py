@@ -1,5 +1,6 @@
 """The run steps end to end in-process (no Prefect, local executor): outputs, failures, records."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -115,6 +116,10 @@ def test_run_writes_every_row_and_every_round(tmp_path, catalog):
         flac, _ = sf.read(__import__("io").BytesIO(r1["audio_flac"]))  # every round listenable
         assert len(flac) > 0
     assert next(r for r in iterations if r["clip_id"] == "ok-2")["edit"] == "loudness=-20"
+    # the delivered file is byte for byte the last round's audio
+    last = next(r for r in iterations if r["clip_id"] == "ok-1" and r["iteration"] == 2)
+    delivered = Path(by_row[0]["output_uri"]).read_bytes()
+    assert hashlib.sha256(delivered).hexdigest() == last["output_sha256"]
 
     assert record["counts"] == {"rows": 8, "ok": 3, "failed": 5, "refused_at_plan": 1, "shards": 3}
     run_json = json.loads(Path(store.run_json).read_text())
