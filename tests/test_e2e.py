@@ -35,6 +35,15 @@ def test_demo_runs_through_prefect_and_ray(tmp_path, prefect_server, ray_cluster
     assert iterations.num_rows == 16
     assert "8 ok, 0 failed" in out
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["stepedit-run-demo"]))
+        )
+    assert artifacts and "| 8 | 8 | 0 | 0 | 1 |" in artifacts[0].data  # the run summary table
+
 
 def test_run_with_bad_rows_finishes_and_reports(tmp_path, prefect_server, ray_cluster, capsys):
     clips = tmp_path / "clips"
