@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stepedit_core.engines.stepaudio.layout import PARAFORMER_FILES
+
 LAYOUT_TOKENIZER = "Step-Audio-Tokenizer"
 LAYOUT_EDITX = "Step-Audio-EditX"
 PARAFORMER = "dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k-vocab8501-online"
@@ -622,15 +624,7 @@ def make_standin_models(root: Path, behavior: str = "audio") -> tuple[Path, Path
     tok.mkdir(parents=True, exist_ok=True)
     np.save(tok / "linguistic_tokenizer.npy", np.zeros((1024, 4), dtype=np.float32))
     _placeholder(tok / "speech_tokenizer_v1.onnx")
-    for name in (
-        "model.pt",
-        "config.yaml",
-        "am.mvn",
-        "configuration.json",
-        "seg_dict",
-        "tokens.json",
-        "tokens.txt",
-    ):
+    for name in PARAFORMER_FILES:
         _placeholder(tok / PARAFORMER / name)
     editx = models / LAYOUT_EDITX
     if editx.exists():

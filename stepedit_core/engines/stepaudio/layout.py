@@ -14,21 +14,19 @@ EDITX_DIR = "Step-Audio-EditX"
 PARAFORMER_DIR = "dengcunqin/speech_paraformer-large_asr_nat-zh-cantonese-en-16k-vocab8501-online"
 COSYVOICE_DIR = "CosyVoice-300M-25Hz"
 
+PARAFORMER_FILES = (
+    "model.pt",
+    "config.yaml",
+    "am.mvn",
+    "configuration.json",
+    "seg_dict",
+    "tokens.json",
+    "tokens.txt",
+)
 _TOKENIZER_FILES = (
     "linguistic_tokenizer.npy",
     "speech_tokenizer_v1.onnx",
-    *(
-        f"{PARAFORMER_DIR}/{name}"
-        for name in (
-            "model.pt",
-            "config.yaml",
-            "am.mvn",
-            "configuration.json",
-            "seg_dict",
-            "tokens.json",
-            "tokens.txt",
-        )
-    ),
+    *(f"{PARAFORMER_DIR}/{name}" for name in PARAFORMER_FILES),
 )
 _EDITX_FILES = (
     "config.json",
@@ -120,18 +118,7 @@ def missing_files(models_dir: str | Path | None) -> list[str]:
 
 def expected_layout() -> str:
     """The folder layout `--models DIR` must hold, as a tree."""
-    para = "\n".join(
-        f"        {name}"
-        for name in (
-            "model.pt",
-            "config.yaml",
-            "am.mvn",
-            "configuration.json",
-            "seg_dict",
-            "tokens.json",
-            "tokens.txt",
-        )
-    )
+    para = "\n".join(f"        {name}" for name in PARAFORMER_FILES)
     return (
         "DIR/\n"
         f"  {TOKENIZER_DIR}/\n"
