@@ -85,6 +85,7 @@ class RoundEnd(Stage):
 
     resources = Resources(cpus=0.25)
     needs_actor = False
+    ends_round = True
     batch_size = 32
 
     def __init__(self, iteration: int, engine_name: str, engine_version: str) -> None:

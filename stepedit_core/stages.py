@@ -81,6 +81,7 @@ class Stage:
     batch_size: int = 16
     # True: runs in an actor pool (setup() once per actor). False: a stateless task per batch.
     needs_actor: bool = True
+    ends_round: bool = False  # the last stage of a round (executors may pause between rounds)
 
     def setup(self) -> None:  # noqa: B027 - optional hook, most CPU stages have nothing to load
         """Load models and other heavy state. Called once per actor, before any batch."""

@@ -5,12 +5,14 @@ import pytest
 
 from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
+from stepedit_core.engines.base import Engine
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.executors.ray_data import (
     ACTOR_CPU_SHARE,
     RayDataExecutor,
     group_stages,
     plan_pools,
+    plan_waves,
 )
 from stepedit_core.rounds import build_stages
 from stepedit_core.stages import Resources, Stage, WorkItem
@@ -19,9 +21,59 @@ from conftest import write_clip
 
 
 class FakeStage(Stage):
-    def __init__(self, name, cpus, gpus=0.0):
+    def __init__(self, name, cpus, gpus=0.0, memory_mb=0):
         self.name = name
-        self.resources = Resources(cpus=cpus, gpus=gpus)
+        self.resources = Resources(cpus=cpus, gpus=gpus, memory_mb=memory_mb)
+
+
+class FakeGpuEngine(Engine):
+    """Three model stages shaped like the Step-Audio-EditX engine's defaults."""
+
+    name = "fake-gpu"
+
+    def supports(self, spec):
+        return True
+
+    def build_stages(self):
+        return [
+            FakeStage("tokenize", 2, 0.2, 6000),
+            FakeStage("edit", 2, 0.5, 12000),
+            FakeStage("decode", 2, 0.3, 6000),
+        ]
+
+
+GIB = 2**30
+
+
+def test_rounds_stream_together_when_they_fit():
+    stages = build_stages(FakeGpuEngine(), 3, False)
+    waves = plan_waves(stages, cluster_cpus=48, cluster_gpus=4, cluster_memory=512 * GIB)
+    assert len(waves) == 1
+    assert [plan.stage for _, plan in waves[0]] == ["tokenize", "edit", "decode"] * 3
+
+
+def test_rounds_run_one_at_a_time_on_one_gpu():
+    stages = build_stages(FakeGpuEngine(), 3, False)
+    waves = plan_waves(stages, cluster_cpus=16, cluster_gpus=1, cluster_memory=128 * GIB)
+    assert len(waves) == 3  # 3 rounds x 1.0 GPU of pools can't all be resident on one GPU
+    for wave in waves:
+        assert sum(plan.gpus for _, plan in wave) <= 1.0
+        assert [plan.stage for _, plan in wave] == ["tokenize", "edit", "decode"]
+    assert [s.name for s in waves[1][0][0]] == ["start_round_2", "tokenize"]
+    assert waves[-1][-1][0][-1].name == "round_end_3"
+
+
+def test_declared_memory_also_splits_rounds():
+    stages = build_stages(FakeGpuEngine(), 2, False)
+    assert len(plan_waves(stages, 2, 0, 24 * GIB)) == 2
+    assert len(plan_waves(build_stages(make_engine("signal"), 3, False), 2, 0, 24 * GIB)) == 1
+
+
+def test_gpu_fractions_shrink_so_every_pool_can_start():
+    stages = [FakeStage("a", 1, 0.5), FakeStage("b", 1, 0.5), FakeStage("c", 1, 0.5)]
+    plans = plan_pools(stages, cluster_cpus=8, cluster_gpus=1)
+    assert sum(p.gpus for p in plans) <= 1.0
+    assert all(p.gpus > 0 for p in plans)
 
 
 @pytest.mark.parametrize("cpus", [2, 4, 16])

@@ -10,6 +10,13 @@ or a token list.
 CPU sizing matters on small machines: Ray Data needs free CPU slots for its own read and task
 operators, and a set of pools that reserves every CPU makes a job wait forever without an error.
 `plan_pools` therefore hands the actor pools only a fraction of the cluster.
+
+Rounds are laid out one after another, so N rounds of a three-stage engine make 3N pools. When
+they all fit the cluster (GPU fractions and declared memory) they stream together and rounds
+overlap. When they do not (one 16 GB GPU, three rounds of a 3B model), `plan_waves` runs one
+round at a time: each round's pools start, the round's output is materialized in the object
+store, the pools are released, and the next round starts. Either way no pool waits for
+resources that can never come.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +36,7 @@ from stepedit_core.stages import Stage, WorkItem
 log = logging.getLogger(__name__)
 
 ACTOR_CPU_SHARE = 0.5  # of the cluster's CPUs, for all actor pools together
+MEMORY_SHARE = 0.7  # of the cluster's memory, for the declared memory of all actors together
 TASK_CPUS = 0.1  # per bookkeeping task; they are I/O and hashing, not compute
 
 
@@ -42,10 +51,13 @@ class PoolPlan:
 
 
 def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) -> list[PoolPlan]:
-    """Resources per stage, sized so the pools together leave room for Ray Data's own tasks."""
+    """Resources per stage, sized so the pools together leave room for Ray Data's own tasks and
+    so one actor of every pool can run at the same time (GPU fractions shrink if needed)."""
     actor_stages = [s for s in stages if s.needs_actor]
     budget = max(cluster_cpus * ACTOR_CPU_SHARE, 0.1)
     fair_share = budget / max(len(actor_stages), 1)
+    gpu_demand = sum(s.resources.gpus for s in actor_stages)
+    gpu_scale = min(1.0, cluster_gpus / gpu_demand) if gpu_demand > 0 else 1.0
     plans = []
     for stage in stages:
         if not stage.needs_actor:
@@ -55,7 +67,7 @@ def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
             continue
         cpus = math.floor(min(stage.resources.cpus, fair_share) * 1000) / 1000  # never round up
         by_cpu = max(1, math.floor(fair_share / cpus + 1e-9))
-        gpus = stage.resources.gpus if cluster_gpus > 0 else 0.0
+        gpus = math.floor(stage.resources.gpus * gpu_scale * 1000) / 1000 if cluster_gpus else 0.0
         if gpus > 0:
             # every GPU stage gets its share of the GPUs; a fraction lets actors share a card
             gpu_stages = sum(1 for s in actor_stages if s.resources.gpus > 0)
@@ -83,6 +95,39 @@ def group_stages(stages: list[Stage]) -> list[list[Stage]]:
         else:
             groups.append(pending)
     return groups
+
+
+def split_rounds(stages: list[Stage]) -> list[list[Stage]]:
+    """The stage list cut after each round's end: one list per round."""
+    waves: list[list[Stage]] = [[]]
+    for stage in stages:
+        waves[-1].append(stage)
+        if stage.ends_round:
+            waves.append([])
+    return [wave for wave in waves if wave]
+
+
+def fits_at_once(stages: list[Stage], cluster_gpus: float, cluster_memory: float) -> bool:
+    """Whether one actor of every model stage can be resident at the same time."""
+    actors = [s for s in stages if s.needs_actor]
+    gpus = sum(s.resources.gpus for s in actors) if cluster_gpus > 0 else 0.0
+    memory = sum(s.resources.memory_mb for s in actors) * 2**20
+    return gpus <= cluster_gpus + 1e-9 and memory <= cluster_memory * MEMORY_SHARE
+
+
+def plan_waves(
+    stages: list[Stage], cluster_cpus: float, cluster_gpus: float, cluster_memory: float
+) -> list[list[tuple[list[Stage], PoolPlan]]]:
+    """Waves of (stage group, pool plan): all rounds in one wave when they fit, else a wave per
+    round. Within a wave every pool is planned against the whole cluster."""
+    together = fits_at_once(stages, cluster_gpus, cluster_memory)
+    waves = [stages] if together else split_rounds(stages)
+    planned = []
+    for wave in waves:
+        groups = group_stages(wave)
+        plans = plan_pools([_lead(g) for g in groups], cluster_cpus, cluster_gpus)
+        planned.append(list(zip(groups, plans, strict=True)))
+    return planned
 
 
 def _lead(group: list[Stage]) -> Stage:
@@ -143,33 +188,48 @@ class RayDataExecutor:
         context.enable_progress_bars = self.progress_bars
         context.execution_options.preserve_order = False
         resources = ray.cluster_resources()
-        groups = group_stages(stages)
-        leads = [_lead(group) for group in groups]
-        plans = plan_pools(leads, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
+        waves = plan_waves(
+            stages,
+            resources.get("CPU", 1.0),
+            resources.get("GPU", 0.0),
+            resources.get("memory", float("inf")),
+        )
+        if len(waves) > 1:
+            log.info(
+                "pools of all rounds do not fit the cluster: running %d rounds one at a time",
+                len(waves),
+            )
         # Enough blocks for every pool to get work, small enough to stream.
         ds = ray.data.from_items(blobs, override_num_blocks=max(1, min(len(blobs), 64)))
-        for group, stage, plan in zip(groups, leads, plans, strict=True):
-            log.debug("stages %s: %s", [s.name for s in group], plan)
-            if plan.actor:
-                ds = ds.map_batches(
-                    _GroupActor,
-                    fn_constructor_kwargs={"stages": group},
-                    batch_size=stage.batch_size,
-                    compute=ray.data.ActorPoolStrategy(
-                        min_size=plan.min_size, max_size=plan.max_size
-                    ),
-                    num_cpus=plan.cpus,
-                    num_gpus=plan.gpus or None,
-                    batch_format="numpy",
-                )
-            else:
-                ds = ds.map_batches(
-                    _apply,
-                    fn_kwargs={"stages": group},
-                    batch_size=stage.batch_size,
-                    num_cpus=plan.cpus,
-                    batch_format="numpy",
-                )
+        for number, wave in enumerate(waves):
+            if number > 0:
+                ds = ds.materialize()  # the previous round's pools finish and are released
+            for group, plan in wave:
+                ds = _map(ds, group, plan)
         for batch in ds.iter_batches(batch_size=16, batch_format="numpy", prefetch_batches=1):
             for blob in batch["item"]:
                 yield pickle.loads(blob)
+
+
+def _map(ds: Any, group: list[Stage], plan: PoolPlan) -> Any:
+    import ray.data
+
+    lead = _lead(group)
+    log.debug("stages %s: %s", [s.name for s in group], plan)
+    if plan.actor:
+        return ds.map_batches(
+            _GroupActor,
+            fn_constructor_kwargs={"stages": group},
+            batch_size=lead.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
+            num_cpus=plan.cpus,
+            num_gpus=plan.gpus or None,
+            batch_format="numpy",
+        )
+    return ds.map_batches(
+        _apply,
+        fn_kwargs={"stages": group},
+        batch_size=lead.batch_size,
+        num_cpus=plan.cpus,
+        batch_format="numpy",
+    )
