@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from stepedit_core.edits import EditSpec, format_chain, parse_edit
+from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import ENGINES, EngineOptions
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -57,10 +57,6 @@ class JobSpec(BaseModel):
     @property
     def edit_chain(self) -> tuple[EditSpec, ...]:
         return tuple(parse_edit(v) for v in self.edits)
-
-    @property
-    def edit_text(self) -> str:
-        return format_chain(self.edit_chain)
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

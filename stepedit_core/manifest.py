@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
@@ -107,13 +106,6 @@ def _clean(value: object) -> str | None:
         return None
     text = str(value)
     return text if text.strip() else None
-
-
-@dataclass
-class PlanResult:
-    work: list[dict] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
-    total_rows: int = 0
 
 
 def iter_rows(uri: str) -> Iterator[tuple[int, dict]]:

@@ -6,7 +6,6 @@ part files an earlier attempt left, so a retry never leaves duplicate records.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ from stepedit_core.manifest import RESULT_SCHEMA
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.stages import Stage, WorkItem
 from stepedit_core.store import RunStore
-
-log = logging.getLogger(__name__)
 
 RECORDS_PER_PART = 256  # clip-rounds per iterations part file: few, large objects on S3
 
