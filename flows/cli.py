@@ -180,7 +180,9 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
 
 
 def _check_before_run(job: JobSpec, overwrite: bool) -> None:
-    from stepedit_core.plan import validate_job
+    """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
+    hashes the manifest once for the run record."""
+    from stepedit_core.plan import check_inputs
     from stepedit_core.store import RunStore
 
     store = RunStore(job.out, job.run_id)
@@ -189,7 +191,7 @@ def _check_before_run(job: JobSpec, overwrite: bool) -> None:
             f"run {job.run_id!r} already finished under {job.out}; "
             "choose another --run-id or pass --overwrite"
         )
-    validate_job(job)
+    check_inputs(job.manifest_uri, job.edit_chain, make_engine(job.engine, job.engine_options()))
 
 
 def _run_flow(job: JobSpec) -> int:
@@ -259,7 +261,8 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from stepedit_core.engines import EngineOptions
-    from stepedit_core.manifest import check_schema, open_parquet, plan_rows
+    from stepedit_core.manifest import plan_rows
+    from stepedit_core.plan import check_inputs
 
     try:
         edits = tuple(parse_edit(e) for e in args.edit)
@@ -268,11 +271,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
     except (EditError, UnknownEngine) as exc:
         raise Refused(str(exc)) from None
-    parquet = open_parquet(args.manifest)
-    check_schema(parquet.schema_arrow, args.manifest)
-    if not edits and "edit" not in parquet.schema_arrow.names:
-        raise Refused("no edit given: pass --edit or add an 'edit' column to the manifest")
-    engine.check_ready()
+    check_inputs(args.manifest, edits, engine)
     good, refused = 0, {}
     for row, failure in plan_rows(args.manifest, edits, engine, 0):
         if row is not None:

@@ -9,9 +9,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 import stepedit_core
-from stepedit_core.engines import make_engine
+from stepedit_core.edits import EditSpec
+from stepedit_core.engines import Engine, make_engine
 from stepedit_core.job import JobSpec
 from stepedit_core.manifest import (
     PLAN_SCHEMA,
@@ -33,19 +35,29 @@ class Validation:
     sha256: str
 
 
-def validate_job(job: JobSpec) -> Validation:
-    """Everything that refuses the whole run, checked before any work starts.
+def check_inputs(
+    manifest_uri: str, job_chain: tuple[EditSpec, ...], engine: Engine
+) -> pq.ParquetFile:
+    """Everything that refuses the whole run, checked before any work starts (the manifest's
+    schema, that some edit is given, that the engine can run here). Reads only the footer.
 
     Raises ManifestError (bad manifest) or EngineNotReady (engine can not run here)."""
-    parquet = open_parquet(job.manifest_uri)
+    parquet = open_parquet(manifest_uri)
     schema = parquet.schema_arrow
-    check_schema(schema, job.manifest_uri)
-    if not job.edits and "edit" not in schema.names:
+    check_schema(schema, manifest_uri)
+    if not job_chain and "edit" not in schema.names:
         raise ManifestError("no edit given: pass --edit or add an 'edit' column to the manifest")
-    make_engine(job.engine, job.engine_options()).check_ready()
+    engine.check_ready()
+    return parquet
+
+
+def validate_job(job: JobSpec) -> Validation:
+    """`check_inputs` for a job, plus the manifest's size and sha256 for the run record."""
+    engine = make_engine(job.engine, job.engine_options())
+    parquet = check_inputs(job.manifest_uri, job.edit_chain, engine)
     return Validation(
         rows=parquet.metadata.num_rows,
-        columns=list(schema.names),
+        columns=list(parquet.schema_arrow.names),
         sha256=file_sha256(job.manifest_uri),
     )
 
