@@ -126,14 +126,13 @@ def plan_rows(
     seen: set[str] = set()
     for index, row in iter_rows(uri):
         clip_id = _clean(row.get("clip_id"))
-        problem = _row_problem(row, clip_id, seen, job_chain, engine)
+        chain, problem = _check_row(row, clip_id, seen, job_chain, engine)
         if clip_id is not None:
             seen.add(clip_id)
         if problem is not None:
             code, message = problem
             yield None, failure_row(index, clip_id, code, f"row {index}: {message}")
             continue
-        chain = _row_chain(row, job_chain)
         yield (
             {
                 "row_index": index,
@@ -150,27 +149,31 @@ def plan_rows(
         )
 
 
-def _row_chain(row: dict, job_chain: tuple[EditSpec, ...]) -> tuple[EditSpec, ...]:
-    cell = _clean(row.get("edit"))
-    return parse_chain(cell) if cell is not None else job_chain
+Problem = tuple[str, str]  # (error_code, message)
 
 
-def _row_problem(
+def _check_row(
     row: dict, clip_id: str | None, seen: set[str], job_chain: tuple[EditSpec, ...], engine: Engine
-) -> tuple[str, str] | None:
+) -> tuple[tuple[EditSpec, ...], None] | tuple[None, Problem]:
+    """The row's edit chain (its `edit` cell, else the job's), or why the row is refused."""
     if clip_id is None:
-        return "missing_clip_id", "field 'clip_id' is empty; expected a non-empty string"
+        return None, ("missing_clip_id", "field 'clip_id' is empty; expected a non-empty string")
     if clip_id in seen:
-        return "duplicate_clip_id", f"clip_id {clip_id!r} already appears earlier in the manifest"
+        return None, (
+            "duplicate_clip_id",
+            f"clip_id {clip_id!r} already appears earlier in the manifest",
+        )
     if _clean(row.get("audio_uri")) is None:
-        return "missing_audio_uri", "field 'audio_uri' is empty; expected a path or URI"
+        return None, ("missing_audio_uri", "field 'audio_uri' is empty; expected a path or URI")
+    cell = _clean(row.get("edit"))
     try:
-        chain = _row_chain(row, job_chain)
+        chain = parse_chain(cell) if cell is not None else job_chain
     except EditError as exc:
-        return "invalid_edit", f"field 'edit' {row.get('edit')!r}: {exc}"
+        return None, ("invalid_edit", f"field 'edit' {row.get('edit')!r}: {exc}")
     if not chain:
-        return "missing_edit", "no edit: the job gives no --edit and field 'edit' is empty"
-    return engine.row_problem(chain, _clean(row.get("text")), _clean(row.get("target_text")))
+        return None, ("missing_edit", "no edit: the job gives no --edit and field 'edit' is empty")
+    problem = engine.row_problem(chain, _clean(row.get("text")), _clean(row.get("target_text")))
+    return (None, problem) if problem is not None else (chain, None)
 
 
 def failure_row(index: int, clip_id: str | None, code: str, message: str) -> dict:
