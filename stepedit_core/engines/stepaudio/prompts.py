@@ -55,6 +55,29 @@ VAD_INSTRUCTION = (
     "clearly. Ensure that the speech quality remains intact with minimal distortion, and "
     "eliminate all silence from the audio.\n"
 )
+# The option-taking edits: "{option}" and the stripped transcript "{text}" are filled in.
+MORE_INSTRUCTION = (
+    "Make the following audio more {option}. The text corresponding to the audio is: {text}\n"
+)
+MORE_STYLE_INSTRUCTION = (
+    "Make the following audio more {option} style. The text corresponding to the audio is: {text}\n"
+)
+REMOVE_EMOTION_INSTRUCTION = (
+    "Remove any emotion in the following audio and the reference text is: {text}\n"
+)
+REMOVE_STYLE_INSTRUCTION = (
+    "Remove any speaking styles in the following audio and the reference text is: {text}\n"
+)
+PARALINGUISTIC_INSTRUCTION = (
+    "Add some non-verbal sounds to make the audio more natural, the new text is : "
+    "{target_text}\n  The text corresponding to the audio is: {text}\n"
+)
+# edit type -> (valid options, instruction, instruction for the option `remove`)
+_OPTION_EDITS = {
+    "emotion": (EMOTIONS, MORE_INSTRUCTION, REMOVE_EMOTION_INSTRUCTION),
+    "style": (STYLES, MORE_STYLE_INSTRUCTION, REMOVE_STYLE_INSTRUCTION),
+    "speed": (SPEEDS, MORE_INSTRUCTION, None),
+}
 
 Encode = Callable[[str], Sequence[int]]
 
@@ -102,37 +125,13 @@ def instruction_text(spec: EditSpec, text: str | None, target_text: str | None =
     `text` and `target_text` are stripped of surrounding whitespace.
     """
     kind = spec.type
-    if kind == "emotion":
-        option = _require_option(spec, EMOTIONS)
+    if kind in _OPTION_EDITS:
+        options, instruction, remove_instruction = _OPTION_EDITS[kind]
+        option = _require_option(spec, options)
         transcript = _require_text(spec, text)
-        if option == "remove":
-            return (
-                "Remove any emotion in the following audio and the reference text is: "
-                f"{transcript}\n"
-            )
-        return (
-            f"Make the following audio more {option}. The text corresponding to the audio is: "
-            f"{transcript}\n"
-        )
-    if kind == "speed":
-        option = _require_option(spec, SPEEDS)
-        transcript = _require_text(spec, text)
-        return (
-            f"Make the following audio more {option}. The text corresponding to the audio is: "
-            f"{transcript}\n"
-        )
-    if kind == "style":
-        option = _require_option(spec, STYLES)
-        transcript = _require_text(spec, text)
-        if option == "remove":
-            return (
-                "Remove any speaking styles in the following audio and the reference text is: "
-                f"{transcript}\n"
-            )
-        return (
-            f"Make the following audio more {option} style. The text corresponding to the audio "
-            f"is: {transcript}\n"
-        )
+        if option == "remove" and remove_instruction is not None:
+            return remove_instruction.format(text=transcript)
+        return instruction.format(option=option, text=transcript)
     if kind in ("denoise", "vad"):
         if spec.option is not None:
             raise ValueError(
@@ -148,10 +147,7 @@ def instruction_text(spec: EditSpec, text: str | None, target_text: str | None =
                 "edit paralinguistic needs 'target_text': the transcript with tags such as "
                 + ", ".join(PARALINGUISTIC_TAGS)
             )
-        return (
-            "Add some non-verbal sounds to make the audio more natural, the new text is : "
-            f"{new_text}\n  The text corresponding to the audio is: {transcript}\n"
-        )
+        return PARALINGUISTIC_INSTRUCTION.format(target_text=new_text, text=transcript)
     if kind == "clone":
         _require_text(spec, text)  # the prompt clip's transcript goes into the system prompt
         new_text = _clean(target_text)
