@@ -26,43 +26,20 @@ def run_cli(args, capsys):
     return code, out.out, out.err
 
 
+def run_args(manifest, out, *extra):
+    """`stepedit run` with a denoise edit and the given extra options."""
+    return ["run", str(manifest), "--out", str(out), "--run-id", "x", "--edit", "denoise", *extra]
+
+
 def test_missing_required_column_refuses(tmp_path, capsys):
     bad = write_manifest(tmp_path / "bad.parquet", [{"clip_id": "a"}])
-    code, _, err = run_cli(
-        [
-            "run",
-            bad,
-            "--out",
-            str(tmp_path / "o"),
-            "--run-id",
-            "x",
-            "--edit",
-            "denoise",
-            "--executor",
-            "local",
-        ],
-        capsys,
-    )
+    code, _, err = run_cli(run_args(bad, tmp_path / "o", "--executor", "local"), capsys)
     assert code == 2 and "audio_uri" in err
     assert not (tmp_path / "o").exists()  # nothing was started
 
 
 def test_unknown_engine_refuses(manifest, tmp_path, capsys):
-    code, _, err = run_cli(
-        [
-            "run",
-            manifest,
-            "--out",
-            str(tmp_path),
-            "--run-id",
-            "x",
-            "--edit",
-            "denoise",
-            "--engine",
-            "nope",
-        ],
-        capsys,
-    )
+    code, _, err = run_cli(run_args(manifest, tmp_path, "--engine", "nope"), capsys)
     assert code == 2 and "unknown engine 'nope'" in err and "signal" in err
 
 
@@ -74,21 +51,7 @@ def test_unknown_edit_refuses(manifest, tmp_path, capsys):
 
 
 def test_bad_iterations_refuses(manifest, tmp_path, capsys):
-    code, _, err = run_cli(
-        [
-            "run",
-            manifest,
-            "--out",
-            str(tmp_path),
-            "--run-id",
-            "x",
-            "--edit",
-            "denoise",
-            "--iterations",
-            "9",
-        ],
-        capsys,
-    )
+    code, _, err = run_cli(run_args(manifest, tmp_path, "--iterations", "9"), capsys)
     assert code == 2 and "iterations" in err
 
 
