@@ -21,8 +21,7 @@ import soundfile as sf
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.executors.ray_data import RayDataExecutor
 from stepedit_core.job import JobSpec
-from stepedit_core.plan import plan_run
-from stepedit_core.shard import run_shard
+from stepedit_core.run import RunSteps
 
 from machine import machine_info
 
@@ -55,10 +54,11 @@ def measure(executor_name: str, manifest: str, out: str, edit: str) -> dict:
         executor=executor_name,
         shard_size=1_000_000,
     )
-    plan = plan_run(job)
-    started = time.perf_counter()
     executor = LocalExecutor() if executor_name == "local" else RayDataExecutor()
-    summary = run_shard(job, plan.shards[0], executor=executor)
+    steps = RunSteps(job, executor)
+    sharding = steps.plan()
+    started = time.perf_counter()
+    summary = steps.run_shard(sharding.shards[0])
     total = time.perf_counter() - started
     return {
         "executor": executor_name,

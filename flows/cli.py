@@ -12,10 +12,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from stepedit_core.edits import EditError, parse_edit
-from stepedit_core.engines import ENGINES, EngineNotReady, UnknownEngine, make_engine
+from stepedit_core.edits import EditError, EditSpec, parse_edit, vocabulary_help
+from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_engine
+from stepedit_core.executors import EXECUTORS
+from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
-from stepedit_core.manifest import ManifestError
 
 REFUSED = 2
 
@@ -24,7 +25,7 @@ REFUSED = 2
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-class Refused(Exception):
+class Refused(RunRefused):
     """The command can not start; the message says why."""
 
 
@@ -41,9 +42,9 @@ def _key_value(kind: type) -> callable:
     return parse
 
 
-def _edit_arg(text: str) -> str:
+def _edit_arg(text: str) -> EditSpec:
     try:
-        return str(parse_edit(text))
+        return parse_edit(text)
     except EditError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -56,9 +57,10 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         type=_edit_arg,
         metavar="TYPE[=OPTION]",
         required=edit_required,
-        help="edit applied in every round; repeat to chain edits within a round",
+        help="edit applied in every round; repeat to chain edits within a round "
+        "(types, options and engines: see the epilog)",
     )
-    p.add_argument("--engine", default="signal", help=f"one of: {', '.join(ENGINES)}")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)}")
     p.add_argument(
         "--models",
         dest="models_dir",
@@ -79,9 +81,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--iterations",
         type=int,
         default=1,
-        help=f"editing rounds, 1..{MAX_ITERATIONS}; round k edits round k-1's output",
+        help=f"editing rounds, 1..{MAX_ITERATIONS}; round k edits round k-1's output "
+        "(the outputs call a round an iteration)",
     )
-    p.add_argument("--executor", choices=("ray", "local"), default="ray")
+    p.add_argument("--executor", choices=EXECUTORS, default="ray")
     p.add_argument("--shard-size", type=int, default=2000, help="clips per Prefect task")
     p.add_argument(
         "--prompt-mode",
@@ -120,7 +123,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stepedit", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="stepedit",
+        description=__doc__,
+        epilog="edits (--edit TYPE[=OPTION]):\n" + vocabulary_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="edit every clip of a manifest")
@@ -182,16 +190,20 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
 def _check_before_run(job: JobSpec, overwrite: bool) -> None:
     """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
     hashes the manifest once for the run record."""
-    from stepedit_core.plan import check_inputs
+    from stepedit_core.checks import check_inputs
     from stepedit_core.store import RunStore
 
-    store = RunStore(job.out, job.run_id)
-    if store.exists(store.run_json) and not overwrite:
+    try:
+        store = RunStore(job.out, job.run_id)
+        finished = store.exists(store.run_json)
+    except (OSError, ValueError) as exc:
+        raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
+    if finished and not overwrite:
         raise Refused(
             f"run {job.run_id!r} already finished under {job.out}; "
             "choose another --run-id or pass --overwrite"
         )
-    check_inputs(job.manifest_uri, job.edit_chain, make_engine(job.engine, job.engine_options()))
+    check_inputs(job.manifest_uri, job.edits, make_engine(job.engine, job.engine_options()), store)
 
 
 def _run_flow(job: JobSpec) -> int:
@@ -260,25 +272,26 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from stepedit_core.checks import check_inputs
     from stepedit_core.engines import EngineOptions
-    from stepedit_core.manifest import plan_rows
-    from stepedit_core.plan import check_inputs
+    from stepedit_core.planning import check_rows
+    from stepedit_core.records import RowResult
 
     try:
-        edits = tuple(parse_edit(e) for e in args.edit)
+        edits = tuple(args.edit)
         engine = make_engine(
             args.engine, EngineOptions(models_dir=args.models_dir, stepaudio_src=args.stepaudio_src)
         )
-    except (EditError, UnknownEngine) as exc:
+    except UnknownEngine as exc:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
     good, refused = 0, {}
-    for row, failure in plan_rows(args.manifest, edits, engine, 0):
-        if row is not None:
+    for planned in check_rows(args.manifest, edits, engine, 0):
+        if not isinstance(planned, RowResult):
             good += 1
         else:
-            refused[failure["error_code"]] = refused.get(failure["error_code"], 0) + 1
-            print(f"  {failure['error']}", file=sys.stderr)
+            refused[planned.error_code] = refused.get(planned.error_code, 0) + 1
+            print(f"  {planned.error}", file=sys.stderr)
     print(
         f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
         f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
@@ -300,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (Refused, ManifestError, EngineNotReady, UnknownEngine) as exc:
+    except (RunRefused, UnknownEngine) as exc:
         print(f"stepedit: error: {exc}", file=sys.stderr)
         return REFUSED
 

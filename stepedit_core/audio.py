@@ -15,13 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-
-class AudioError(Exception):
-    """A clip that cannot be used; `code` is the machine-readable failure code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+from stepedit_core.failures import ItemFailure
 
 
 @dataclass
@@ -57,26 +51,28 @@ def read_bytes(uri: str) -> bytes:
         with fsspec.open(uri, "rb") as handle:
             return handle.read()
     except FileNotFoundError as exc:
-        raise AudioError("missing_file", f"audio file not found: {uri}") from exc
+        raise ItemFailure("missing_file", f"audio file not found: {uri}") from exc
     except IsADirectoryError as exc:
-        raise AudioError("unreadable_file", f"audio_uri is a directory, not a file: {uri}") from exc
+        raise ItemFailure(
+            "unreadable_file", f"audio_uri is a directory, not a file: {uri}"
+        ) from exc
     except OSError as exc:
-        raise AudioError("unreadable_file", f"cannot read {uri}: {exc}") from exc
+        raise ItemFailure("unreadable_file", f"cannot read {uri}: {exc}") from exc
 
 
 def decode(data: bytes, uri: str = "<bytes>") -> Audio:
     """Decode audio bytes and reject what no engine can use (empty, non-audio, NaN/inf)."""
     if not data:
-        raise AudioError("empty_file", f"audio file is empty (0 bytes): {uri}")
+        raise ItemFailure("empty_file", f"audio file is empty (0 bytes): {uri}")
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError("not_audio", f"not a readable audio file: {uri} ({exc})") from exc
+        raise ItemFailure("not_audio", f"not a readable audio file: {uri} ({exc})") from exc
     if samples.shape[0] == 0:
-        raise AudioError("empty_audio", f"audio file has no samples: {uri}")
+        raise ItemFailure("empty_audio", f"audio file has no samples: {uri}")
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
-        raise AudioError("non_finite_samples", f"{bad} NaN/inf samples in {uri}")
+        raise ItemFailure("non_finite_samples", f"{bad} NaN/inf samples in {uri}")
     return Audio(samples, int(rate))
 
 

@@ -1,15 +1,19 @@
-"""The edit vocabulary shared by every engine, and the `TYPE[=OPTION]` syntax.
+"""The edit vocabulary: one declarative table, `EditSpec`, and the `TYPE[=OPTION]` syntax.
 
 The model's vocabulary (emotion, style, speed, paralinguistic, denoise, vad, clone) is taken
-verbatim from Step-Audio-EditX; `loudness` and numeric speed factors are signal-only additions.
-Whether an engine can run a given edit is the engine's business (its capability table), not this
-module's: here we only decide whether an edit is well formed.
+verbatim from Step-Audio-EditX; `loudness`, numeric speed factors and a vad pause length are
+signal-only additions. `EDIT_TABLE` says, for every edit type, its options or numeric range,
+whether it needs a transcript or a target text, whether it changes what the audio says, and
+which engines run it with which options. Parsing, row checks, the CLI's help, `stepedit engines`
+and the prompt builder all read this table. Strings exist only at the edges (command line,
+Parquet cells, run.json); inside the product an edit is an `EditSpec`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 EMOTIONS = (
     "happy",
@@ -81,6 +85,7 @@ PARALINGUISTIC_TAGS = (
 # One "more" step compounds the plain step.
 SPEED_FACTORS = {"faster": 1.25, "slower": 0.8, "more faster": 1.5, "more slower": 2 / 3}
 SPEED_FACTOR_RANGE = (0.25, 4.0)
+VAD_PAUSE_RANGE = (0.05, 5.0)  # seconds a pause may last after vad (signal engine)
 
 # Loudness profiles: integrated LUFS target and true-peak ceiling (dBTP).
 # `acx` is special: RMS window -23..-18 dB with sample peaks <= -3 dBFS (handled by the engine).
@@ -93,26 +98,154 @@ LOUDNESS_PROFILES = {
 }
 LOUDNESS_RANGE = (-70.0, -5.0)
 
-EDIT_TYPES = (
-    "emotion",
-    "style",
-    "speed",
-    "paralinguistic",
-    "denoise",
-    "vad",
-    "clone",
-    "loudness",
-)
-# Edits whose instruction quotes the transcript of the audio.
-NEEDS_TEXT = frozenset({"emotion", "style", "speed", "paralinguistic", "clone"})
-# Edits that say something new: they need `target_text`.
-NEEDS_TARGET_TEXT = frozenset({"paralinguistic", "clone"})
-
 CHAIN_SEPARATOR = ";"
+
+# Engine names as the registry knows them (kept here so the table can say who runs what).
+SIGNAL = "signal"
+STEPAUDIO = "step-audio-editx"
+
+# What an engine accepts of a type: every well-formed option, only the named choices, or the
+# bare type with no option.
+Accepts = Literal["any", "choices", "bare"]
 
 
 class EditError(ValueError):
     """An edit string that is not part of the vocabulary."""
+
+
+@dataclass(frozen=True)
+class EditType:
+    """One row of the edit table."""
+
+    name: str
+    option: Literal["required", "optional", "none"]
+    choices: tuple[str, ...] = ()  # named options
+    numeric: tuple[float, float] | None = None  # range of a numeric option, inclusive
+    numeric_meaning: str = ""  # what the number is, for messages and help
+    needs_text: bool = False  # the model's instruction quotes the transcript (`text`)
+    needs_target_text: bool = False  # says something new: needs `target_text`
+    changes_text: bool = False  # after the edit, the audio says `target_text`
+    engines: dict[str, Accepts] = field(default_factory=dict)
+    case_insensitive: bool = False  # choices match regardless of case (profile names)
+
+    def normalize(self, option: str | None) -> str | None:
+        """The canonical option, or EditError naming what this type accepts."""
+        if option is None:
+            if self.option == "required":
+                raise EditError(
+                    f"{self.name} needs an option; valid options: {self.options_text()}"
+                )
+            return None
+        if self.option == "none":
+            raise EditError(f"{self.name} takes no option (got {option!r})")
+        key = option.lower() if self.case_insensitive else option
+        if key in self.choices:
+            return key
+        if self.numeric is not None:
+            value = _as_float(option)
+            lo, hi = self.numeric
+            if value is not None and lo <= value <= hi:
+                return option
+        raise EditError(
+            f"unknown {self.name} option {option!r}; valid options: {self.options_text()}"
+        )
+
+    def options_text(self) -> str:
+        parts = [", ".join(self.choices)] if self.choices else []
+        if self.numeric is not None:
+            lo, hi = self.numeric
+            parts.append(f"{self.numeric_meaning} from {lo} to {hi}")
+        return ", or ".join(parts) if parts else "none"
+
+    def accepts(self, engine: str, spec: EditSpec) -> bool:
+        """Whether `engine` runs this edit (an EditSpec built by hand must be well formed)."""
+        mode = self.engines.get(engine)
+        if mode is None or spec.type != self.name:
+            return False
+        try:
+            if self.normalize(spec.option) != spec.option:
+                return False
+        except EditError:
+            return False
+        if mode == "bare":
+            return spec.option is None
+        if mode == "choices":
+            return spec.option in self.choices if spec.option is not None else True
+        return True
+
+    def options_for(self, engine: str) -> str:
+        """Human text of the options `engine` accepts (for help and `stepedit engines`)."""
+        mode = self.engines.get(engine)
+        if mode is None:
+            return "not supported"
+        if mode == "bare" or self.option == "none":
+            return "no option"
+        text = ", ".join(self.choices) if mode == "choices" else self.options_text()
+        return text if self.option == "required" else f"optional: {text}"
+
+
+EDIT_TABLE: dict[str, EditType] = {
+    t.name: t
+    for t in (
+        EditType(
+            "emotion",
+            "required",
+            choices=EMOTIONS,
+            needs_text=True,
+            engines={STEPAUDIO: "any"},
+        ),
+        EditType(
+            "style",
+            "required",
+            choices=STYLES,
+            needs_text=True,
+            engines={STEPAUDIO: "any"},
+        ),
+        EditType(
+            "speed",
+            "required",
+            choices=SPEEDS,
+            numeric=SPEED_FACTOR_RANGE,
+            numeric_meaning="a playback-rate factor",
+            needs_text=True,
+            engines={SIGNAL: "any", STEPAUDIO: "choices"},
+        ),
+        EditType(
+            "paralinguistic",
+            "none",
+            needs_text=True,
+            needs_target_text=True,
+            changes_text=True,
+            engines={STEPAUDIO: "any"},
+        ),
+        EditType("denoise", "none", engines={SIGNAL: "any", STEPAUDIO: "any"}),
+        EditType(
+            "vad",
+            "optional",
+            numeric=VAD_PAUSE_RANGE,
+            numeric_meaning="a longest pause in seconds",
+            engines={SIGNAL: "any", STEPAUDIO: "bare"},
+        ),
+        EditType(
+            "clone",
+            "none",
+            needs_text=True,
+            needs_target_text=True,
+            changes_text=True,
+            engines={STEPAUDIO: "any"},
+        ),
+        EditType(
+            "loudness",
+            "required",
+            choices=tuple(LOUDNESS_PROFILES),
+            numeric=LOUDNESS_RANGE,
+            numeric_meaning="integrated LUFS",
+            engines={SIGNAL: "any"},
+            case_insensitive=True,
+        ),
+    )
+}
+EDIT_TYPES = tuple(EDIT_TABLE)
 
 
 @dataclass(frozen=True)
@@ -126,15 +259,15 @@ class EditSpec:
         return self.type if self.option is None else f"{self.type}={self.option}"
 
     @property
+    def kind(self) -> EditType:
+        return EDIT_TABLE[self.type]
+
+    @property
     def speed_factor(self) -> float:
         """Playback-rate factor of a speed edit (named options map to SPEED_FACTORS)."""
         if self.type != "speed" or self.option is None:
             raise EditError(f"{self} is not a speed edit")
         return SPEED_FACTORS.get(self.option) or float(self.option)
-
-    @property
-    def is_numeric(self) -> bool:
-        return self.option is not None and _as_float(self.option) is not None
 
 
 def _as_float(text: str) -> float | None:
@@ -145,70 +278,21 @@ def _as_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _choices(options: tuple[str, ...]) -> str:
-    return ", ".join(options)
-
-
-def parse_edit(text: str) -> EditSpec:
-    """Parse `TYPE` or `TYPE=OPTION` and check that the option belongs to the type."""
+def parse_edit(text: str | EditSpec) -> EditSpec:
+    """Parse `TYPE` or `TYPE=OPTION` and check the option against the table."""
+    if isinstance(text, EditSpec):
+        text = str(text)
     raw = text.strip()
     if not raw:
         raise EditError("empty edit; expected TYPE or TYPE=OPTION")
-    kind, _, option = raw.partition("=")
-    kind = kind.strip().lower()
+    name, _, option = raw.partition("=")
+    name = name.strip().lower()
     opt: str | None = " ".join(option.split()) if "=" in raw else None
     if opt == "":
         raise EditError(f"edit {raw!r} has an empty option")
-    if kind not in EDIT_TYPES:
-        raise EditError(f"unknown edit type {kind!r}; valid types: {_choices(EDIT_TYPES)}")
-    if kind == "emotion":
-        _require_choice(kind, opt, EMOTIONS)
-    elif kind == "style":
-        _require_choice(kind, opt, STYLES)
-    elif kind == "speed":
-        if opt is None:
-            raise EditError(f"speed needs an option: {_choices(SPEEDS)} or a factor such as 1.25")
-        if opt not in SPEEDS:
-            factor = _as_float(opt)
-            lo, hi = SPEED_FACTOR_RANGE
-            if factor is None or not lo <= factor <= hi:
-                raise EditError(
-                    f"unknown speed option {opt!r}; valid options: {_choices(SPEEDS)}, "
-                    f"or a factor from {lo} to {hi}"
-                )
-    elif kind == "loudness":
-        if opt is None:
-            raise EditError(
-                f"loudness needs a target: a profile ({_choices(tuple(LOUDNESS_PROFILES))}) "
-                "or integrated LUFS such as -23"
-            )
-        if opt.lower() in LOUDNESS_PROFILES:
-            opt = opt.lower()
-        else:
-            lufs = _as_float(opt)
-            lo, hi = LOUDNESS_RANGE
-            if lufs is None or not lo <= lufs <= hi:
-                raise EditError(
-                    f"unknown loudness option {opt!r}; valid options: "
-                    f"{_choices(tuple(LOUDNESS_PROFILES))}, or LUFS from {lo} to {hi}"
-                )
-    elif kind == "vad":
-        if opt is not None:
-            seconds = _as_float(opt)
-            if seconds is None or not 0.05 <= seconds <= 5.0:
-                raise EditError(
-                    f"vad option {opt!r} is not a pause length; expected seconds from 0.05 to 5"
-                )
-    elif opt is not None:  # paralinguistic, denoise, clone take no option
-        raise EditError(f"{kind} takes no option (got {opt!r})")
-    return EditSpec(kind, opt)
-
-
-def _require_choice(kind: str, option: str | None, options: tuple[str, ...]) -> None:
-    if option is None:
-        raise EditError(f"{kind} needs an option; valid options: {_choices(options)}")
-    if option not in options:
-        raise EditError(f"unknown {kind} option {option!r}; valid options: {_choices(options)}")
+    if name not in EDIT_TABLE:
+        raise EditError(f"unknown edit type {name!r}; valid types: {', '.join(EDIT_TYPES)}")
+    return EditSpec(name, EDIT_TABLE[name].normalize(opt))
 
 
 def parse_chain(text: str) -> tuple[EditSpec, ...]:
@@ -221,3 +305,39 @@ def parse_chain(text: str) -> tuple[EditSpec, ...]:
 
 def format_chain(chain: tuple[EditSpec, ...] | list[EditSpec]) -> str:
     return CHAIN_SEPARATOR.join(str(e) for e in chain)
+
+
+def engines_running(spec: EditSpec) -> list[str]:
+    """Names of the engines that run this edit."""
+    kind = EDIT_TABLE.get(spec.type)
+    return [] if kind is None else [name for name in kind.engines if kind.accepts(name, spec)]
+
+
+def refusal(engine: str, spec: EditSpec) -> str | None:
+    """Why `engine` can not run `spec` (naming what it accepts instead), or None if it can."""
+    kind = EDIT_TABLE.get(spec.type)
+    if kind is None or engine not in kind.engines:
+        return (
+            f"{engine} does not support edit type {spec.type!r}; "
+            f"supported: {', '.join(types_for(engine))}"
+        )
+    if kind.accepts(engine, spec):
+        return None
+    if spec.option is not None and kind.options_for(engine) == "no option":
+        return (
+            f"{engine}: {spec.type} takes no option (got {spec.option!r}); use plain '{spec.type}'"
+        )
+    got = "no option" if spec.option is None else f"option {spec.option!r}"
+    return f"{engine}: {spec.type} got {got}; valid options: {kind.options_for(engine)}"
+
+
+def types_for(engine: str) -> tuple[str, ...]:
+    return tuple(name for name, kind in EDIT_TABLE.items() if engine in kind.engines)
+
+
+def vocabulary_help() -> str:
+    """One line per edit type: its options and which engines run it (for the CLI's help)."""
+    return "\n".join(
+        f"  {kind.name}: {kind.options_text()} [{', '.join(kind.engines)}]"
+        for kind in EDIT_TABLE.values()
+    )

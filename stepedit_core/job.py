@@ -1,26 +1,33 @@
-"""JobSpec: every parameter of one run, validated once, recorded in run.json."""
+"""JobSpec: every parameter of one run, validated once, recorded in run.json.
+
+The command line calls rounds "iterations" (`--iterations`); it is the same concept.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, field_validator
 
 from stepedit_core.edits import EditSpec, parse_edit
-from stepedit_core.engines import ENGINES, EngineOptions
+from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ITERATIONS = 5
+
+# An edit inside the job is an EditSpec; it is a string only when the job is serialised
+# (run.json, Prefect parameters) and is parsed (and checked) when a job is built from one.
+Edit = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
 
 
 class JobSpec(BaseModel):
     manifest_uri: str
     out: str
     run_id: str
-    edits: list[str] = Field(default_factory=list)  # the job's edit chain; rows may override
-    iterations: int = Field(1, ge=1, le=MAX_ITERATIONS)
-    engine: str = "signal"
+    edits: tuple[Edit, ...] = ()  # the job's edit chain; a row's `edit` cell overrides it
+    iterations: int = Field(1, ge=1, le=MAX_ITERATIONS)  # rounds; round k edits round k-1's output
+    engine: str = DEFAULT_ENGINE
     executor: Literal["ray", "local"] = "ray"
     shard_size: int = Field(2000, ge=1, le=1_000_000)
     prompt_mode: Literal["chain", "fixed"] = "chain"
@@ -48,15 +55,6 @@ class JobSpec(BaseModel):
         if value not in ENGINES:
             raise ValueError(f"unknown engine {value!r}; available engines: {', '.join(ENGINES)}")
         return value
-
-    @field_validator("edits")
-    @classmethod
-    def _edits(cls, value: list[str]) -> list[str]:
-        return [str(parse_edit(v)) for v in value]  # raises EditError (a ValueError) when bad
-
-    @property
-    def edit_chain(self) -> tuple[EditSpec, ...]:
-        return tuple(parse_edit(v) for v in self.edits)
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

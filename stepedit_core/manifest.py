@@ -1,57 +1,32 @@
-"""Input and output manifests: schema checks, per-row validation, the merged output manifest.
+"""Input and output manifests: the columns stepedit reads, schema checks, streaming rows, and
+the merged output manifest.
 
 A problem with the whole manifest (a required column missing, wrong column type) refuses the run
-before any work. A problem with one row becomes a failure record for that row and the rest of
-the run goes on.
+before any work. Checking single rows against an engine is planning's job (planning.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stepedit_core.edits import EditError, EditSpec, format_chain, parse_chain
-from stepedit_core.engines.base import Engine
+from stepedit_core.failures import RunRefused
+from stepedit_core.records import RowResult
 
 REQUIRED_COLUMNS = ("clip_id", "audio_uri")
 OPTIONAL_COLUMNS = ("text", "language", "speaker", "edit", "target_text")
 STRING_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-OUTPUT_COLUMNS = ("status", "output_uri", "error", "error_code", "iterations_done")
+OUTPUT_COLUMNS = RowResult.OUTPUT_COLUMNS
 READ_BATCH_ROWS = 8192  # rows per streamed batch: driver memory stays flat on large catalogs
 
-RESULT_SCHEMA = pa.schema(
-    [
-        ("row_index", pa.int64()),
-        ("clip_id", pa.string()),
-        ("status", pa.string()),
-        ("output_uri", pa.string()),
-        ("error", pa.string()),
-        ("error_code", pa.string()),
-        ("iterations_done", pa.int32()),
-    ]
-)
 
-PLAN_SCHEMA = pa.schema(
-    [
-        ("row_index", pa.int64()),
-        ("clip_id", pa.string()),
-        ("audio_uri", pa.string()),
-        ("edit", pa.string()),
-        ("text", pa.string()),
-        ("target_text", pa.string()),
-        ("language", pa.string()),
-        ("speaker", pa.string()),
-        ("seed", pa.int64()),
-    ]
-)
-
-
-class ManifestError(ValueError):
+class ManifestError(RunRefused):
     """The manifest as a whole can not be used; the run is refused."""
 
 
@@ -101,7 +76,8 @@ def clip_seed(clip_id: str, base_seed: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _clean(value: object) -> str | None:
+def clean(value: object) -> str | None:
+    """A cell as text, or None when it is missing or blank."""
     if value is None:
         return None
     text = str(value)
@@ -119,76 +95,17 @@ def iter_rows(uri: str) -> Iterator[tuple[int, dict]]:
             index += 1
 
 
-def plan_rows(
-    uri: str, job_chain: tuple[EditSpec, ...], engine: Engine, base_seed: int
-) -> Iterator[tuple[dict | None, dict | None]]:
-    """Yield (work_row, None) for each row to edit and (None, failure) for each row refused."""
-    seen: set[str] = set()
-    for index, row in iter_rows(uri):
-        clip_id = _clean(row.get("clip_id"))
-        chain, problem = _check_row(row, clip_id, seen, job_chain, engine)
-        if clip_id is not None:
-            seen.add(clip_id)
-        if problem is not None:
-            code, message = problem
-            yield None, failure_row(index, clip_id, code, f"row {index}: {message}")
-            continue
-        yield (
-            {
-                "row_index": index,
-                "clip_id": clip_id,
-                "audio_uri": row["audio_uri"],
-                "edit": format_chain(chain),
-                "text": _clean(row.get("text")),
-                "target_text": _clean(row.get("target_text")),
-                "language": _clean(row.get("language")),
-                "speaker": _clean(row.get("speaker")),
-                "seed": clip_seed(clip_id or "", base_seed),
-            },
-            None,
-        )
+@dataclass
+class MergeCounts:
+    """Counts made once, from the merged rows: every failure counted by its code."""
+
+    rows: int = 0
+    ok: int = 0
+    failed: int = 0
+    errors_by_code: dict[str, int] = field(default_factory=dict)
 
 
-Problem = tuple[str, str]  # (error_code, message)
-
-
-def _check_row(
-    row: dict, clip_id: str | None, seen: set[str], job_chain: tuple[EditSpec, ...], engine: Engine
-) -> tuple[tuple[EditSpec, ...], None] | tuple[None, Problem]:
-    """The row's edit chain (its `edit` cell, else the job's), or why the row is refused."""
-    if clip_id is None:
-        return None, ("missing_clip_id", "field 'clip_id' is empty; expected a non-empty string")
-    if clip_id in seen:
-        return None, (
-            "duplicate_clip_id",
-            f"clip_id {clip_id!r} already appears earlier in the manifest",
-        )
-    if _clean(row.get("audio_uri")) is None:
-        return None, ("missing_audio_uri", "field 'audio_uri' is empty; expected a path or URI")
-    cell = _clean(row.get("edit"))
-    try:
-        chain = parse_chain(cell) if cell is not None else job_chain
-    except EditError as exc:
-        return None, ("invalid_edit", f"field 'edit' {row.get('edit')!r}: {exc}")
-    if not chain:
-        return None, ("missing_edit", "no edit: the job gives no --edit and field 'edit' is empty")
-    problem = engine.row_problem(chain, _clean(row.get("text")), _clean(row.get("target_text")))
-    return (None, problem) if problem is not None else (chain, None)
-
-
-def failure_row(index: int, clip_id: str | None, code: str, message: str) -> dict:
-    return {
-        "row_index": index,
-        "clip_id": clip_id,
-        "status": "failed",
-        "output_uri": None,
-        "error": message,
-        "error_code": code,
-        "iterations_done": 0,
-    }
-
-
-def merge_output(input_uri: str, results: pa.Table, sink: pa.NativeFile | object) -> dict:
+def merge_output(input_uri: str, results: pa.Table, sink: pa.NativeFile | object) -> MergeCounts:
     """Write the output manifest: every input row in input order, all input columns, plus the
     outcome columns. A row with no result (should not happen) is reported, never dropped."""
     order = pc.sort_indices(results, sort_keys=[("row_index", "ascending")])
@@ -196,7 +113,7 @@ def merge_output(input_uri: str, results: pa.Table, sink: pa.NativeFile | object
     by_row = {r: i for i, r in enumerate(results.column("row_index").to_pylist())}
     parquet = open_parquet(input_uri)
     writer: pq.ParquetWriter | None = None
-    counts = {"ok": 0, "failed": 0}
+    counts = MergeCounts()
     start = 0
     for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
         rows = range(start, start + batch.num_rows)
@@ -209,16 +126,28 @@ def merge_output(input_uri: str, results: pa.Table, sink: pa.NativeFile | object
         table = pa.Table.from_batches([batch])
         for name in OUTPUT_COLUMNS:
             table = table.append_column(name, outcome.column(name))
-        for status in outcome.column("status").to_pylist():
-            counts[status] = counts.get(status, 0) + 1
+        _count(counts, outcome)
         if writer is None:
             writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
         writer.write_table(table)
     if writer is None:  # empty manifest: still write a valid file with the full schema
         schema = parquet.schema_arrow
         for name in OUTPUT_COLUMNS:
-            schema = schema.append(RESULT_SCHEMA.field(name))
+            schema = schema.append(RowResult.SCHEMA.field(name))
         writer = pq.ParquetWriter(sink, schema, compression="zstd")
     writer.close()
-    counts["rows"] = start
+    counts.rows = start
+    counts.errors_by_code = dict(sorted(counts.errors_by_code.items()))
     return counts
+
+
+def _count(counts: MergeCounts, outcome: pa.Table) -> None:
+    statuses = outcome.column("status").to_pylist()
+    codes = outcome.column("error_code").to_pylist()
+    for status, code in zip(statuses, codes, strict=True):
+        if status == "ok":
+            counts.ok += 1
+            continue
+        counts.failed += 1
+        code = code or "stage_error"  # a failed row always has a code; never count it as none
+        counts.errors_by_code[code] = counts.errors_by_code.get(code, 0) + 1

@@ -1,47 +1,37 @@
-"""How rounds are laid out: load the clip, then (engine stages + round end) for each round.
+"""How rounds are laid out: load the clip, then (round start, engine stages, round end) per round.
 
-Every executor runs the same flat list of stages that `build_stages` returns, so a round is
-nothing more than the engine's stages followed by a `RoundEnd` that records the round and hands
-its output to the next round. Rows whose edit chain starts with `clone` get a round 0 (zero-shot
-TTS from the prompt clip), and their remaining edits run in rounds 1..N.
+Every executor runs the same flat list of stages that `build_stages` returns. `StartRound` writes
+the round's facts on each item (its number, the edits it gets in this round, its voice prompt);
+engine stages read those facts and never look at this module. `RoundEnd` turns the round's output
+into a `RoundRecord` and hands the output on as the next round's input. Rows whose edit chain
+starts with `clone` get a round 0 (zero-shot TTS from the prompt clip), and their other edits run
+in rounds 1..N.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from stepedit_core import audio as audio_io
-from stepedit_core.edits import EditSpec, format_chain
-from stepedit_core.engines.base import Engine
-from stepedit_core.qc import basic_metrics
+from stepedit_core.edits import EditSpec
+from stepedit_core.records import RoundRecord
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
+if TYPE_CHECKING:
+    from stepedit_core.engines.base import Engine
 
-def round_edits(item: WorkItem, iteration: int | None = None) -> tuple[EditSpec, ...]:
-    """The edits an item gets in a round: `clone` alone in round 0, the rest in rounds >= 1."""
-    k = item.iteration if iteration is None else iteration
-    if k == 0:
-        return tuple(e for e in item.edits if e.type == "clone")
-    return tuple(e for e in item.edits if e.type != "clone")
+CLONE_ROUND = 0
 
 
-def has_clone(item: WorkItem) -> bool:
-    return any(e.type == "clone" for e in item.edits)
+def edits_in_round(edits: tuple[EditSpec, ...], round_number: int) -> tuple[EditSpec, ...]:
+    """The edits a row gets in a round: `clone` alone in round 0, the rest in rounds >= 1."""
+    if round_number == CLONE_ROUND:
+        return tuple(e for e in edits if e.type == "clone")
+    return tuple(e for e in edits if e.type != "clone")
 
 
-def active(items: list[WorkItem]) -> list[WorkItem]:
-    """Items an engine stage works on in this round: not failed and with edits in this round."""
-    return [item for item in items if not item.failed and round_edits(item)]
-
-
-def item_key(
-    input_sha256: str, edit: str, iteration: int, engine: str, engine_version: str, seed: int
-) -> str:
-    """Names one clip-round: same input audio, edit, round, engine and seed -> same key."""
-    material = json.dumps([input_sha256, edit, iteration, engine, engine_version, seed])
-    return hashlib.sha256(material.encode()).hexdigest()
+def has_clone(edits: tuple[EditSpec, ...]) -> bool:
+    return any(e.type == "clone" for e in edits)
 
 
 class LoadAudio(Stage):
@@ -61,20 +51,22 @@ class LoadAudio(Stage):
 
 
 class StartRound(Stage):
-    """Sets the round number and the voice prompt (chain: this round's input; fixed: source)."""
+    """Writes the round's facts on every item: number, edits, voice prompt (chain: this round's
+    input; fixed: the source clip)."""
 
     resources = Resources(cpus=0.25)
     needs_actor = False
     batch_size = 64
 
-    def __init__(self, iteration: int, prompt_mode: str) -> None:
-        self.iteration = iteration
+    def __init__(self, round_number: int, prompt_mode: str) -> None:
+        self.round = round_number
         self.prompt_mode = prompt_mode
-        self.name = f"start_round_{iteration}"
+        self.name = f"start_round_{round_number}"
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         for item in items:
-            item.iteration = self.iteration
+            item.round = self.round
+            item.round_edits = edits_in_round(item.edits, self.round)
             if not item.failed:
                 item.prompt = item.original if self.prompt_mode == "fixed" else item.audio
         return items
@@ -88,95 +80,37 @@ class RoundEnd(Stage):
     ends_round = True
     batch_size = 32
 
-    def __init__(self, iteration: int, engine_name: str, engine_version: str) -> None:
-        self.iteration = iteration
+    def __init__(self, round_number: int, engine_name: str, engine_version: str) -> None:
+        self.round = round_number
         self.engine_name = engine_name
         self.engine_version = engine_version
-        self.name = f"round_end_{iteration}"
+        self.name = f"round_end_{round_number}"
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         for item in items:
-            edits = round_edits(item, self.iteration)
-            if not edits or item.audio is None:
+            if not item.round_edits or item.audio is None:
                 continue  # nothing ran for this item in this round (or it never loaded)
-            if item.records and item.records[-1]["status"] == "failed":
+            if item.records and not item.records[-1].ok:
                 continue  # a failure was recorded in an earlier round: nothing ran since
             with timed(item, "record"):
-                record = guard(item, self._record, edits)
-            if record is None:  # encoding the output failed: record the failure instead
-                record = self._base(item, edits)
+                record = guard(item, RoundRecord.of, self.engine_name, self.engine_version)
+            if record is None:  # encoding the output failed: record that failure instead
+                record = RoundRecord.of(item, self.engine_name, self.engine_version)
             item.records.append(record)
-            item.state = {"input_sha256": record.get("output_sha256")}
+            item.state = {"input_sha256": record.output_sha256}
             item.timings = {}
             if not item.failed:
                 item.audio, item.output = item.output, None
         return items
 
-    def _base(self, item: WorkItem, edits: tuple[EditSpec, ...]) -> dict[str, Any]:
-        edit = format_chain(edits)
-        input_sha = item.state.get("input_sha256") or ""
-        seed = item.seed + self.iteration
-        return {
-            "clip_id": item.clip_id,
-            "row_index": item.row_index,
-            "iteration": self.iteration,
-            "edit": edit,
-            "key": item_key(
-                input_sha, edit, self.iteration, self.engine_name, self.engine_version, seed
-            ),
-            "input_sha256": input_sha,
-            "output_sha256": None,
-            "status": "failed" if item.failed else "ok",
-            "error_code": item.error_code,
-            "error": item.error,
-            "engine": self.engine_name,
-            "engine_version": self.engine_version,
-            "seed": seed,
-            "text": item.text,
-            "timings_json": json.dumps({k: round(v, 6) for k, v in item.timings.items()}),
-            "input_tokens": _tokens(item.state.get("input_tokens")),
-            "output_tokens": _tokens(item.state.get("output_tokens")),
-            "audio_flac": None,
-            "sample_rate": None,
-            "channels": None,
-            "duration_in_s": round(item.audio.duration, 4) if item.audio is not None else None,
-            "duration_s": None,
-            "peak_dbfs": None,
-            "rms_dbfs": None,
-            "clipped_samples": None,
-        }
-
-    def _record(self, item: WorkItem, edits: tuple[EditSpec, ...]) -> dict[str, Any]:
-        record = self._base(item, edits)
-        if item.failed:
-            return record
-        if item.output is None:
-            item.fail("no_output", f"engine stages produced no audio in round {self.iteration}")
-            return self._base(item, edits)
-        flac = audio_io.encode_flac(item.output)
-        record.update(basic_metrics(item.output))
-        record.update(
-            audio_flac=flac,
-            output_sha256=audio_io.sha256_bytes(flac),
-            sample_rate=item.output.sample_rate,
-            channels=item.output.channels,
-        )
-        return record
-
-
-def _tokens(value: Any) -> list[int] | None:
-    if value is None:
-        return None
-    return [int(v) for v in value]
-
 
 def build_stages(
-    engine: Engine, iterations: int, with_round0: bool, prompt_mode: str = "chain"
+    engine: Engine, rounds: int, with_clone_round: bool, prompt_mode: str = "chain"
 ) -> list[Stage]:
     """The flat stage list an executor runs: load, then (start, engine stages, end) per round."""
     stages: list[Stage] = [LoadAudio()]
-    first = 0 if with_round0 else 1
-    for k in range(first, iterations + 1):
+    first = CLONE_ROUND if with_clone_round else 1
+    for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
         stages.append(RoundEnd(k, engine.name, engine.version))

@@ -4,18 +4,25 @@ A stage declares what it needs (`Resources`) and how many items it wants per cal
 (`batch_size`), loads its models once in `setup()`, and turns a batch of `WorkItem`s into a batch
 of `WorkItem`s. A stage never raises for one bad item: it marks that item failed and goes on, so
 one broken clip can not take down a batch that holds thousands of good ones.
+
+`Stage.process_batch` owns the loop: it picks the items the stage works on (`select`), times
+them and turns any exception into a failure of that item alone. A stage writes only what is its
+own: `process_item` for one item, or `process_live` for a batched call. Engine stages
+(`EngineStage`) see only the items that have edits in the current round; the round machinery
+writes the round's number and edits on each item (`WorkItem.round`, `WorkItem.round_edits`), so
+engines never need to know how rounds are laid out.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from stepedit_core.audio import Audio
 from stepedit_core.edits import EditSpec
+from stepedit_core.failures import ItemFailure, check_code
 
 
 @dataclass(frozen=True)
@@ -27,20 +34,14 @@ class Resources:
     memory_mb: int = 0
 
 
-class ItemFailure(Exception):
-    """Raised inside a stage for one item; the stage turns it into a failure record."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass
 class WorkItem:
     """One clip travelling through the rounds of one run.
 
     `audio` is the current round's input; a stage that edits sets `output`. Between rounds the
     executor's round boundary turns `output` into a record and into the next round's `audio`.
+    `round` and `round_edits` are facts the round machinery writes at the start of each round
+    (round 0 is a clone round; `round_edits` is empty when the item has nothing to do in it).
     `state` carries engine-specific data between the stages of a round (tokens, features).
     """
 
@@ -53,7 +54,8 @@ class WorkItem:
     language: str | None = None
     speaker: str | None = None
     seed: int = 0
-    iteration: int = 1
+    round: int = 1
+    round_edits: tuple[EditSpec, ...] = ()
     source_sha256: str | None = None
     audio: Audio | None = None
     original: Audio | None = None  # the source clip, kept for prompt-fixed rounds
@@ -70,7 +72,12 @@ class WorkItem:
         return self.error_code is not None
 
     def fail(self, code: str, message: str) -> None:
-        self.error_code, self.error = code, message
+        self.error_code, self.error = check_code(code), message
+
+    @property
+    def round_seed(self) -> int:
+        """The seed of this clip in this round (stable across reruns and batches)."""
+        return self.seed + self.round
 
 
 class Stage:
@@ -86,22 +93,35 @@ class Stage:
     def setup(self) -> None:  # noqa: B027 - optional hook, most CPU stages have nothing to load
         """Load models and other heavy state. Called once per actor, before any batch."""
 
+    def select(self, items: list[WorkItem]) -> list[WorkItem]:
+        """The items this stage works on: those not failed (failures pass through untouched)."""
+        return [item for item in items if not item.failed]
+
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
-        """Default: process live items one at a time. Batched stages override this."""
-        for item in live(items):
+        """The loop every stage shares: selected items go to `process_live`; all come back."""
+        work = self.select(items)
+        if work:
+            self.process_live(work)
+        return items
+
+    def process_live(self, items: list[WorkItem]) -> None:
+        """Default: one item at a time, timed, a failure confined to its item. Batched stages
+        override this and use `guard`/`timed` themselves."""
+        for item in items:
             with timed(item, self.name):
                 guard(item, self.process_item)
-        return items
 
     def process_item(self, item: WorkItem) -> None:
         raise NotImplementedError(
-            f"{type(self).__name__} must implement process_item or process_batch"
+            f"{type(self).__name__} must implement process_item or process_live"
         )
 
 
-def live(items: list[WorkItem]) -> Iterator[WorkItem]:
-    """Items still worth working on (failed ones pass through every later stage untouched)."""
-    return (item for item in items if not item.failed)
+class EngineStage(Stage):
+    """A stage of an engine: works on the items that have edits in the current round."""
+
+    def select(self, items: list[WorkItem]) -> list[WorkItem]:
+        return [item for item in items if not item.failed and item.round_edits]
 
 
 def guard(item: WorkItem, func: Any, *args: Any) -> Any:
@@ -111,9 +131,8 @@ def guard(item: WorkItem, func: Any, *args: Any) -> Any:
     except ItemFailure as exc:
         item.fail(exc.code, str(exc))
     except Exception as exc:  # noqa: BLE001 - the per-item error channel must catch everything
-        code = getattr(exc, "code", None) or "stage_error"
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        item.fail(str(code), f"{type(exc).__name__} in stage: {last}")
+        item.fail("stage_error", f"{type(exc).__name__} in stage: {last}")
     return None
 
 

@@ -4,7 +4,6 @@ generated clips and manifests."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import soundfile as sf
 
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.job import JobSpec
-from stepedit_core.plan import merge_run, plan_run, validate_job, write_run_record
-from stepedit_core.shard import run_shard
+from stepedit_core.run import run_job
 
 os.environ.setdefault("RAY_ACCEPT_ONNX_IN_WORKERS", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -57,12 +55,7 @@ def write_manifest(path: Path, rows: list[dict]) -> str:
 
 def run_inprocess(job: JobSpec) -> dict:
     """The flow's steps without Prefect, on the local executor; returns the run record."""
-    started = time.time()
-    validation = validate_job(job)
-    plan = plan_run(job)
-    shards = [vars(run_shard(job, s, executor=LocalExecutor())) for s in plan.shards]
-    counts = merge_run(job)
-    return write_run_record(job, validation, plan, counts, started, shards)
+    return run_job(job, executor=LocalExecutor())
 
 
 @pytest.fixture(scope="session")

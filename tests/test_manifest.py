@@ -6,15 +6,9 @@ import pytest
 
 from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
-from stepedit_core.manifest import (
-    RESULT_SCHEMA,
-    ManifestError,
-    check_schema,
-    clip_seed,
-    failure_row,
-    merge_output,
-    plan_rows,
-)
+from stepedit_core.manifest import ManifestError, check_schema, clip_seed, merge_output
+from stepedit_core.planning import check_rows
+from stepedit_core.records import PlanRow, RowResult
 
 from conftest import write_manifest
 
@@ -51,9 +45,9 @@ def test_row_problems_become_failure_records(tmp_path):
     ]
     uri = write_manifest(tmp_path / "m.parquet", rows)
     engine = make_engine("signal")
-    planned = list(plan_rows(uri, parse_chain("denoise"), engine, base_seed=7))
-    work = [w for w, f in planned if w]
-    failures = {f["row_index"]: f for w, f in planned if f}
+    planned = list(check_rows(uri, parse_chain("denoise"), engine, base_seed=7))
+    work = [p.to_row() for p in planned if isinstance(p, PlanRow)]
+    failures = {f.row_index: f.to_row() for f in planned if isinstance(f, RowResult)}
     assert [w["clip_id"] for w in work] == ["a", "g"]
     assert work[0]["edit"] == "denoise" and work[1]["edit"] == "speed=1.25;loudness=-20"
     assert failures[1]["error_code"] == "duplicate_clip_id"
@@ -74,9 +68,9 @@ def test_missing_transcript_is_a_row_failure(tmp_path):
         ],
     )
     engine = make_engine("step-audio-editx")
-    planned = list(plan_rows(uri, parse_chain("emotion=happy"), engine, 0))
-    assert planned[0][0] is not None
-    assert planned[1][1]["error_code"] == "missing_text"
+    planned = list(check_rows(uri, parse_chain("emotion=happy"), engine, 0))
+    assert isinstance(planned[0], PlanRow)
+    assert planned[1].error_code == "missing_text"
 
 
 def test_clip_seed_is_stable_and_depends_on_base_seed():
@@ -92,7 +86,7 @@ def test_merge_keeps_input_order_and_extra_columns(tmp_path):
     )
     results = pa.Table.from_pylist(
         [
-            {**failure_row(2, "c", "x", "bad"), "iterations_done": 0},
+            RowResult.failed(2, "c", "no_audio", "bad").to_row(),
             {
                 "row_index": 0,
                 "clip_id": "a",
@@ -102,7 +96,7 @@ def test_merge_keeps_input_order_and_extra_columns(tmp_path):
                 "error_code": None,
                 "iterations_done": 1,
             },
-            {**failure_row(1, "b", "y", "worse"), "iterations_done": 0},
+            RowResult.failed(1, "b", "not_audio", "worse").to_row(),
         ]
     )
     sink = io.BytesIO()
@@ -111,11 +105,12 @@ def test_merge_keeps_input_order_and_extra_columns(tmp_path):
     assert table.column("clip_id").to_pylist() == ["a", "b", "c"]
     assert table.column("owner").to_pylist() == ["o-a", "o-b", "o-c"]
     assert table.column("status").to_pylist() == ["ok", "failed", "failed"]
-    assert counts == {"ok": 1, "failed": 2, "rows": 3}
+    assert (counts.ok, counts.failed, counts.rows) == (1, 2, 3)
+    assert counts.errors_by_code == {"no_audio": 1, "not_audio": 1}
 
 
 def test_merge_refuses_to_drop_rows(tmp_path):
     uri = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": "a.wav"}])
-    empty = RESULT_SCHEMA.empty_table()
+    empty = RowResult.SCHEMA.empty_table()
     with pytest.raises(RuntimeError, match="no result recorded for input rows"):
         merge_output(uri, empty, io.BytesIO())

@@ -137,6 +137,6 @@ def test_ray_matches_local(tmp_path, ray_cluster):
     assert remote["gone"].error_code == "missing_file"
     assert sum(not i.failed for i in local.values()) == 6  # all real clips edited, both rounds
     for clip, item in local.items():
-        assert [r["output_sha256"] for r in remote[clip].records] == [
-            r["output_sha256"] for r in item.records
+        assert [r.output_sha256 for r in remote[clip].records] == [
+            r.output_sha256 for r in item.records
         ]

@@ -74,7 +74,7 @@ def make_item(samples: np.ndarray, rate: int, edits: str, index: int = 0) -> Wor
     item = WorkItem(
         row_index=index, clip_id=f"clip{index}", audio_uri="mem://", edits=parse_chain(edits)
     )
-    item.iteration = 1
+    item.round, item.round_edits = 1, item.edits
     item.audio = Audio(samples, rate)
     return item
 
@@ -107,14 +107,14 @@ def test_engine_describes_itself_and_is_registered() -> None:
     engine = make_engine("signal")
     assert isinstance(engine, SignalEngine)
     assert engine.name == "signal" and engine.version
-    assert set(engine.capabilities) == {"speed", "denoise", "vad", "loudness"}
+    assert set(engine.capabilities()) == {"speed", "denoise", "vad", "loudness"}
     info = engine.describe()
     assert info["stages"] == [
         {"name": "signal_edit", "batch_size": 16, "cpus": 1.0, "gpus": 0.0, "memory_mb": 0}
     ]
-    assert engine.needs_text() == frozenset()
-    # no transcript needed, even for speed
-    assert engine.row_problem(parse_chain("speed=faster;vad;denoise"), None, None) is None
+    assert not engine.reads_text
+    # no transcript needed, even for speed: no ItemFailure
+    engine.check_row(parse_chain("speed=faster;vad;denoise"), None, None)
 
 
 @pytest.mark.parametrize(
@@ -450,7 +450,7 @@ def test_batch_skips_failed_and_inactive_items_and_isolates_errors(
     earlier = make_item(tone, rate, "speed=2", 1)
     earlier.fail("missing_file", "gone")
     round0 = make_item(tone, rate, "speed=2", 2)
-    round0.iteration = 0  # no clone edit: nothing to do in round 0
+    round0.round, round0.round_edits = 0, ()  # no clone edit: nothing to do in round 0
     unsupported = make_item(tone, rate, "speed=2;emotion=happy", 3)
     no_audio = make_item(tone, rate, "denoise", 4)
     no_audio.audio = None
@@ -471,10 +471,10 @@ def test_runs_through_the_local_executor(tmp_path: Path) -> None:
     item = WorkItem(
         row_index=0, clip_id="t", audio_uri=str(path), edits=parse_chain("speed=faster")
     )
-    (done,) = LocalExecutor().run(build_stages(engine, 2, with_round0=False), [item])
-    assert [r["status"] for r in done.records] == ["ok", "ok"]
-    assert done.records[-1]["duration_s"] == pytest.approx(1.0 / 1.25**2, abs=0.002)
-    assert done.records[0]["engine"] == "signal"
+    (done,) = LocalExecutor().run(build_stages(engine, 2, with_clone_round=False), [item])
+    assert [r.status for r in done.records] == ["ok", "ok"]
+    assert done.records[-1].duration_s == pytest.approx(1.0 / 1.25**2, abs=0.002)
+    assert done.records[0].engine == "signal"
 
 
 def test_speech_fixture_is_deterministic() -> None:

@@ -17,6 +17,7 @@ from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
 from stepedit_core.engines.stepaudio import tokens, upstream
 from stepedit_core.engines.stepaudio.engine import StepAudioEngine, expected_new_codes
 from stepedit_core.executors.local import LocalExecutor
+from stepedit_core.failures import ItemFailure
 from stepedit_core.rounds import build_stages
 from stepedit_core.stages import WorkItem
 
@@ -50,7 +51,7 @@ def _clip(path, seconds=1.0, rate=24000, freq=220.0, channels=1) -> str:
 
 def _run(engine, items, iterations=3, with_round0=False, prompt_mode="chain"):
     stages = build_stages(
-        engine, iterations=iterations, with_round0=with_round0, prompt_mode=prompt_mode
+        engine, rounds=iterations, with_clone_round=with_round0, prompt_mode=prompt_mode
     )
     return list(LocalExecutor().run(stages, items))
 
@@ -58,7 +59,7 @@ def _run(engine, items, iterations=3, with_round0=False, prompt_mode="chain"):
 def test_identity_capabilities_and_supports():
     engine = make_engine("step-audio-editx")
     assert engine.name == "step-audio-editx"
-    assert set(engine.capabilities) == {
+    assert set(engine.capabilities()) == {
         "emotion",
         "style",
         "speed",
@@ -82,8 +83,9 @@ def test_identity_capabilities_and_supports():
     bad = ["speed=1.25", "vad=0.3", "loudness=ebu", "loudness=-23"]
     assert all(engine.supports(parse_chain(e)[0]) for e in ok)
     assert not any(engine.supports(parse_chain(e)[0]) for e in bad)
-    code, message = engine.row_problem(parse_chain("speed=1.25"), "hi", None)
-    assert code == "unsupported_edit" and "step-audio-editx" in message
+    with pytest.raises(ItemFailure) as info:
+        engine.check_row(parse_chain("speed=1.25"), "hi", None)
+    assert info.value.code == "unsupported_edit" and "step-audio-editx" in str(info.value)
 
 
 def test_stages_resources_batches_and_overrides():
@@ -182,19 +184,18 @@ def test_three_rounds_through_the_local_executor(engine, tmp_path):
     assert decoder_calls.parts["decoder"].cosyvoice.calls >= 9
     for item in out:
         assert item.error_code is None, item.error
-        assert [r["iteration"] for r in item.records] == [1, 2, 3]
+        assert [r.round for r in item.records] == [1, 2, 3]
         for record in item.records:
-            assert record["status"] == "ok" and record["audio_flac"]
-            assert record["sample_rate"] == 24000 and record["channels"] == 1
-            for key in ("input_tokens", "output_tokens"):
-                codes = record[key]
+            assert record.status == "ok" and record.audio_flac
+            assert record.sample_rate == 24000 and record.channels == 1
+            for codes in (record.input_tokens, record.output_tokens):
                 assert codes and all(isinstance(c, int) for c in codes)
                 tokens.validate_codes(codes)
-            assert json_has(record["timings_json"], "tokenize", "edit", "decode")
-        assert item.records[1]["input_sha256"] == item.records[0]["output_sha256"]
+            assert json_has(record.timings_json, "tokenize", "edit", "decode")
+        assert item.records[1].input_sha256 == item.records[0].output_sha256
     para = out[1]
     assert para.text == "[Laughter] good morning"
-    assert [r["text"] for r in para.records] == ["[Laughter] good morning"] * 3
+    assert [r.text for r in para.records] == ["[Laughter] good morning"] * 3
     assert out[0].text == "hello world"
 
 
@@ -214,9 +215,9 @@ def test_reruns_reproduce_with_sampling(tmp_path):
         return _run(engine, [item], iterations=2)[0].records
 
     first, again, other = once(5), once(5), once(6)
-    assert [r["output_tokens"] for r in first] == [r["output_tokens"] for r in again]
-    assert [r["output_sha256"] for r in first] == [r["output_sha256"] for r in again]
-    assert first[0]["output_tokens"] != other[0]["output_tokens"]
+    assert [r.output_tokens for r in first] == [r.output_tokens for r in again]
+    assert [r.output_sha256 for r in first] == [r.output_sha256 for r in again]
+    assert first[0].output_tokens != other[0].output_tokens
 
 
 def test_chain_and_fixed_prompt_modes(engine, tmp_path):
@@ -228,10 +229,10 @@ def test_chain_and_fixed_prompt_modes(engine, tmp_path):
 
     chain, fixed = run("chain"), run("fixed")
     # Round 1: both use the original clip as the voice prompt.
-    assert chain.records[0]["output_sha256"] == fixed.records[0]["output_sha256"]
+    assert chain.records[0].output_sha256 == fixed.records[0].output_sha256
     # Round 2 edits the same input, but with a different voice prompt.
-    assert chain.records[1]["input_sha256"] == fixed.records[1]["input_sha256"]
-    assert chain.records[1]["output_sha256"] != fixed.records[1]["output_sha256"]
+    assert chain.records[1].input_sha256 == fixed.records[1].input_sha256
+    assert chain.records[1].output_sha256 != fixed.records[1].output_sha256
 
 
 def test_fixed_mode_takes_decoder_prompt_features_from_the_original(engine, tmp_path):
@@ -240,7 +241,8 @@ def test_fixed_mode_takes_decoder_prompt_features_from_the_original(engine, tmp_
     original = tone(1.0, 24000, 300.0)
     from stepedit_core.audio import Audio
 
-    item = WorkItem(0, "a", "", (EditSpec("denoise"),), iteration=2)
+    denoise = (EditSpec("denoise"),)
+    item = WorkItem(0, "a", "", denoise, round=2, round_edits=denoise)
     item.audio = Audio(tone(1.0, 24000, 150.0), 24000)
     item.prompt = Audio(original, 24000)
     stage.process_batch([item])
@@ -274,14 +276,14 @@ def test_clone_row_makes_round_zero(engine, tmp_path):
     ]
     out = _run(engine, items, iterations=2, with_round0=True)
     cloned, only = out
-    assert [r["iteration"] for r in cloned.records] == [0, 1, 2]
-    assert [r["edit"] for r in cloned.records] == ["clone", "style=whisper", "style=whisper"]
-    assert all(r["status"] == "ok" for r in cloned.records)
+    assert [r.round for r in cloned.records] == [0, 1, 2]
+    assert [r.edit for r in cloned.records] == ["clone", "style=whisper", "style=whisper"]
+    assert all(r.ok for r in cloned.records)
     assert cloned.text == "jumps over the lazy dog"
-    assert cloned.records[0]["text"] == "jumps over the lazy dog"
-    assert [r["iteration"] for r in only.records] == [0] and only.records[0]["status"] == "ok"
+    assert cloned.records[0].text == "jumps over the lazy dog"
+    assert [r.round for r in only.records] == [0] and only.records[0].status == "ok"
     # Round 0's input tokens are the prompt clip's; the clone speaks the longer target text.
-    assert len(only.records[0]["output_tokens"]) > 0
+    assert len(only.records[0].output_tokens) > 0
 
 
 def test_too_long_fails_before_generation(engine, tmp_path):
@@ -290,7 +292,7 @@ def test_too_long_fails_before_generation(engine, tmp_path):
     out = _run(engine, [item], iterations=1)[0]
     assert out.error_code == "too_long"
     assert "8192" in out.error and "100.0 s of audio" in out.error and "up to about" in out.error
-    assert out.records[0]["status"] == "failed" and out.records[0]["output_tokens"] is None
+    assert out.records[0].status == "failed" and out.records[0].output_tokens is None
 
 
 def test_expected_lengths_for_the_guard():
@@ -319,8 +321,8 @@ def test_bad_generations_fail_without_audio(behavior, needle, tmp_path):
     assert out.error_code == "bad_generation" and needle in out.error
     assert len(out.records) == 1  # later rounds do not run for a failed item
     record = out.records[0]
-    assert record["status"] == "failed" and record["audio_flac"] is None
-    assert record["output_tokens"] is None and record["input_tokens"]
+    assert record.status == "failed" and record.audio_flac is None
+    assert record.output_tokens is None and record.input_tokens
 
 
 def test_one_bad_item_does_not_sink_the_batch(engine, tmp_path):
@@ -353,6 +355,7 @@ def test_one_bad_item_does_not_sink_the_batch(engine, tmp_path):
 
         item.audio, _ = audio_io.load(item.audio_uri)
         item.prompt = item.audio
+        item.round_edits = item.edits
     tokenize.process_batch(items)
     poison.append(edit._build(items[1], _plan_for(items[1]), 0)[0])
     llm.generate = flaky
@@ -366,9 +369,9 @@ def test_one_bad_item_does_not_sink_the_batch(engine, tmp_path):
 
 
 def _plan_for(item):
-    from stepedit_core.engines.stepaudio.engine import _Plan
+    from stepedit_core.engines.stepaudio.engine import _Passes
 
-    return _Plan(item.edits, list(item.state["input_tokens"]), item.text, item.seed + 1)
+    return _Passes(item.edits, list(item.state["input_tokens"]), item.text, item.round_seed)
 
 
 def test_a_chain_of_edits_runs_one_pass_each(engine, tmp_path):
@@ -384,10 +387,10 @@ def test_a_chain_of_edits_runs_one_pass_each(engine, tmp_path):
         0, "a", item.audio_uri, parse_chain("emotion=happy"), text="hello world", seed=4
     )
     chained, alone = _run(engine, [item], iterations=1)[0], _run(engine, [single], iterations=1)[0]
-    assert chained.records[0]["edit"] == "emotion=happy;vad"
-    assert chained.records[0]["status"] == "ok"
-    assert chained.records[0]["input_tokens"] == alone.records[0]["input_tokens"]
-    assert chained.records[0]["output_tokens"] != alone.records[0]["output_tokens"]
+    assert chained.records[0].edit == "emotion=happy;vad"
+    assert chained.records[0].status == "ok"
+    assert chained.records[0].input_tokens == alone.records[0].input_tokens
+    assert chained.records[0].output_tokens != alone.records[0].output_tokens
 
 
 def test_too_short_audio_fails_that_item(engine, tmp_path):
@@ -412,7 +415,7 @@ def test_injected_factories_need_no_checkout(tmp_path, monkeypatch):
     pickle.dumps(engine.stages())
     item = WorkItem(0, "a", _clip(tmp_path / "a.wav"), parse_chain("vad"), seed=1)
     out = _run(engine, [item], iterations=1)[0]
-    assert out.error_code is None and out.records[0]["status"] == "ok"
+    assert out.error_code is None and out.records[0].status == "ok"
 
 
 def test_setup_without_a_checkout_raises_engine_not_ready(monkeypatch):

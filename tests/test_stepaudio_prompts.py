@@ -233,7 +233,7 @@ def test_importing_the_package_and_engine_loads_no_torch():
     code = (
         "import sys\n"
         "import stepedit_core.engines.stepaudio as p\n"
-        "from stepedit_core.engines import engines_supporting, make_engine\n"
+        "from stepedit_core.engines import make_engine\n"
         "from stepedit_core.edits import EditSpec\n"
         "e = make_engine('step-audio-editx')\n"
         "e.supports(EditSpec('emotion', 'happy'))\n"

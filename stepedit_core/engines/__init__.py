@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import importlib
 
-from stepedit_core.edits import EditSpec
+from stepedit_core.edits import SIGNAL, STEPAUDIO
 from stepedit_core.engines.base import Engine, EngineNotReady, EngineOptions
 
 ENGINES = {
-    "signal": "stepedit_core.engines.signal:SignalEngine",
-    "step-audio-editx": "stepedit_core.engines.stepaudio.engine:StepAudioEngine",
+    SIGNAL: "stepedit_core.engines.signal:SignalEngine",
+    STEPAUDIO: "stepedit_core.engines.stepaudio.engine:StepAudioEngine",
 }
-DEFAULT_ENGINE = "signal"
+DEFAULT_ENGINE = SIGNAL
 
 
 class UnknownEngine(ValueError):
@@ -34,17 +34,6 @@ def make_engine(name: str, options: EngineOptions | None = None) -> Engine:
     return engine_class(name)(options)
 
 
-def engines_supporting(spec: EditSpec) -> list[str]:
-    names = []
-    for name in ENGINES:
-        try:
-            if engine_class(name)(None).supports(spec):
-                names.append(name)
-        except ImportError:  # an engine whose optional packages are absent can't support it here
-            continue
-    return names
-
-
 __all__ = [
     "DEFAULT_ENGINE",
     "ENGINES",
@@ -53,6 +42,5 @@ __all__ = [
     "EngineOptions",
     "UnknownEngine",
     "engine_class",
-    "engines_supporting",
     "make_engine",
 ]

@@ -1,4 +1,4 @@
-"""What an engine is: a capability table plus the list of stages that make one editing round."""
+"""What an engine is: a name in the edit table (which edits it runs) plus the stages of a round."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepedit_core.edits import NEEDS_TARGET_TEXT, NEEDS_TEXT, EditSpec
+from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
+from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.stages import Stage
 
 
-class EngineNotReady(Exception):
+class EngineNotReady(RunRefused):
     """The engine cannot start at all (missing model folder, missing package): refuse the run."""
 
 
@@ -32,15 +33,27 @@ class Engine(ABC):
     name: str = "engine"
     version: str = "0"
     description: str = ""
-    # edit type -> human description of the accepted options (shown by `stepedit engines`)
-    capabilities: dict[str, str] = {}
+    # False for engines that never read the transcript (a missing `text` is then no problem)
+    reads_text: bool = True
+    # edit type -> what this engine does with it, beyond the table's options (`stepedit engines`)
+    notes: dict[str, str] = {}
 
     def __init__(self, options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
 
-    @abstractmethod
     def supports(self, spec: EditSpec) -> bool:
-        """Whether this engine can run this edit (type and option)."""
+        """Whether this engine runs this edit (type and option), as the edit table says."""
+        kind = EDIT_TABLE.get(spec.type)
+        return kind is not None and kind.accepts(self.name, spec)
+
+    def capabilities(self) -> dict[str, str]:
+        """Edit type -> the options this engine accepts, with its notes."""
+        described = {}
+        for name in types_for(self.name):
+            text = EDIT_TABLE[name].options_for(self.name)
+            note = self.notes.get(name)
+            described[name] = f"{text}; {note}" if note else text
+        return described
 
     def stages(self) -> list[Stage]:
         """The stages of one editing round, in order, built unloaded (`setup()` loads).
@@ -59,29 +72,38 @@ class Engine(ABC):
     def check_ready(self) -> None:  # noqa: B027 - engines without external assets have nothing to check
         """Raise EngineNotReady when the engine can not run here (checked before any work)."""
 
-    def row_problem(
-        self, chain: tuple[EditSpec, ...], text: str | None, target_text: str | None
-    ) -> tuple[str, str] | None:
-        """(code, message) when a row can not be edited by this engine, else None."""
-        for spec in chain:
-            if not self.supports(spec):
-                return "unsupported_edit", unsupported_message(self.name, spec)
-            if spec.type in self.needs_text() and not (text or "").strip():
-                return "missing_text", f"edit {spec} needs the transcript in column 'text'"
-            if spec.type in NEEDS_TARGET_TEXT and not (target_text or "").strip():
-                return "missing_target_text", f"edit {spec} needs column 'target_text'"
-        return None
+    def check_edit(self, spec: EditSpec) -> None:
+        """ItemFailure `unsupported_edit`, naming the engines that can, unless this one runs it."""
+        if not self.supports(spec):
+            others = [name for name in engines_running(spec) if name != self.name]
+            hint = (
+                f"; supported by engine: {', '.join(others)}"
+                if others
+                else "; no engine supports it"
+            )
+            raise ItemFailure(
+                "unsupported_edit", f"engine {self.name!r} does not support edit {spec}{hint}"
+            )
 
-    def needs_text(self) -> frozenset[str]:
-        """Edit types whose instructions quote the transcript."""
-        return NEEDS_TEXT
+    def check_row(
+        self, chain: tuple[EditSpec, ...], text: str | None, target_text: str | None
+    ) -> None:
+        """ItemFailure when this engine can not edit a row with this chain and these texts."""
+        for spec in chain:
+            self.check_edit(spec)
+            if spec.kind.needs_text and self.reads_text and not (text or "").strip():
+                raise ItemFailure(
+                    "missing_text", f"edit {spec} needs the transcript in column 'text'"
+                )
+            if spec.kind.needs_target_text and not (target_text or "").strip():
+                raise ItemFailure("missing_target_text", f"edit {spec} needs column 'target_text'")
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
             "description": self.description,
-            "edits": dict(self.capabilities),
+            "edits": self.capabilities(),
             "stages": [
                 {
                     "name": stage.name,
@@ -93,11 +115,3 @@ class Engine(ABC):
                 for stage in self.stages()
             ],
         }
-
-
-def unsupported_message(engine_name: str, spec: EditSpec) -> str:
-    from stepedit_core.engines import engines_supporting  # registry imports engines lazily
-
-    others = [name for name in engines_supporting(spec) if name != engine_name]
-    hint = f"; supported by engine: {', '.join(others)}" if others else "; no engine supports it"
-    return f"engine {engine_name!r} does not support edit {spec}{hint}"

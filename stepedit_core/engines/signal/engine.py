@@ -7,27 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core import rounds
 from stepedit_core.audio import Audio
-from stepedit_core.edits import (
-    LOUDNESS_PROFILES,
-    LOUDNESS_RANGE,
-    SPEED_FACTOR_RANGE,
-    SPEEDS,
-    EditError,
-    EditSpec,
-    parse_edit,
-)
+from stepedit_core.edits import LOUDNESS_PROFILES, SIGNAL, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady
-from stepedit_core.stages import ItemFailure, Resources, Stage, WorkItem, guard, timed
+from stepedit_core.failures import ItemFailure
+from stepedit_core.stages import EngineStage, Resources, Stage, WorkItem
 
-SUPPORTED = ("speed", "denoise", "vad", "loudness")
 REQUIRED_MODULES = ("python_stretch", "pyloudnorm", "silero_vad", "torch", "soxr", "scipy")
 STAGE_NAME = "signal_edit"
 DEFAULT_BATCH_SIZE = 16
 
 
-class SignalEditStage(Stage):
+class SignalEditStage(EngineStage):
     """Applies a round's signal edits, in order, to each active item, one item at a time.
 
     Models (silero-vad, librnnoise) load in `setup()` and live only in attributes that pickling
@@ -38,11 +29,11 @@ class SignalEditStage(Stage):
     resources = Resources(cpus=1.0)
 
     def __init__(
-        self, vad_max_pause: float = 0.3, batch_size: int = DEFAULT_BATCH_SIZE, engine: str = ""
+        self, vad_max_pause: float = 0.3, batch_size: int = DEFAULT_BATCH_SIZE, engine: str = SIGNAL
     ) -> None:
         self.vad_max_pause = float(vad_max_pause)
         self.batch_size = int(batch_size)
-        self.engine_name = engine or "signal"
+        self.engine_name = engine
         self._vad: Any = None
         self._denoiser: Any = None
 
@@ -66,18 +57,12 @@ class SignalEditStage(Stage):
     def denoise_backend(self) -> str | None:
         return getattr(self._denoiser, "backend", None)
 
-    def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
-        for item in rounds.active(items):
-            with timed(item, self.name):
-                guard(item, self.process_item)
-        return items
-
     def process_item(self, item: WorkItem) -> None:
         if item.audio is None:
             raise ItemFailure("no_audio", "no input audio for the signal edit")
         samples, rate = item.audio.samples, item.audio.sample_rate
         channels = item.audio.channels
-        for spec in rounds.round_edits(item):
+        for spec in item.round_edits:
             samples = self.apply(spec, samples, rate)
         if not np.isfinite(samples).all():
             raise ItemFailure("non_finite_output", "the signal edit produced NaN/inf samples")
@@ -107,7 +92,7 @@ class SignalEditStage(Stage):
             from stepedit_core.engines.signal.loudness import normalize
 
             return normalize(samples, sample_rate, spec.option)
-        # rows are checked with Engine.row_problem before they get here; this is the backstop
+        # rows are checked with Engine.check_row before they get here; this is the backstop
         raise ItemFailure(
             "unsupported_edit", f"engine {self.engine_name!r} does not support edit {spec}"
         )
@@ -122,40 +107,26 @@ def _profiles() -> str:
 
 
 class SignalEngine(Engine):
-    name = "signal"
+    name = SIGNAL
     version = "1.0"
     description = (
         "CPU signal processing, no model download: time-stretch with pitch and formants kept "
         "(Signalsmith Stretch), RNNoise denoising, silero-vad pause shortening, and BS.1770 "
         "loudness normalisation with a true-peak limiter."
     )
-    capabilities = {
-        "speed": (
-            f"{', '.join(SPEEDS)}, or a playback-rate factor from {SPEED_FACTOR_RANGE[0]} to "
-            f"{SPEED_FACTOR_RANGE[1]} (1.25 plays 1.25x as fast); pitch and formants are kept"
-        ),
-        "denoise": "no option; RNNoise at 48 kHz (resampled back to the source rate)",
+    reads_text = False
+    notes = {
+        "speed": "pitch and formants are kept (1.25 plays 1.25x as fast)",
+        "denoise": "RNNoise at 48 kHz (resampled back to the source rate)",
         "vad": (
-            "optional longest pause in seconds (0.05 to 5, default 0.3): longer pauses, leading "
-            "and trailing silence included, are shortened to it; speech is kept intact"
+            "pauses longer than the limit (default 0.3 s), leading and trailing silence "
+            "included, are shortened to it; speech is kept intact"
         ),
         "loudness": (
-            f"a profile: {_profiles()}, acx (RMS -20 dB in -23..-18, sample peaks <= -3 dBFS); "
-            f"or integrated LUFS from {LOUDNESS_RANGE[0]:g} to {LOUDNESS_RANGE[1]:g} "
-            "(true peak <= -1 dBTP)"
+            f"profiles: {_profiles()}, acx (RMS -20 dB in -23..-18, sample peaks <= -3 dBFS); "
+            "a LUFS target gets true peak <= -1 dBTP"
         ),
     }
-
-    def supports(self, spec: EditSpec) -> bool:
-        if spec.type not in SUPPORTED:
-            return False
-        try:  # an EditSpec built by hand must still be a well-formed edit
-            return parse_edit(str(spec)) == spec
-        except EditError:
-            return False
-
-    def needs_text(self) -> frozenset[str]:
-        return frozenset()
 
     def check_ready(self) -> None:
         """Refuse the run up front when a library an edit needs is not installed (nothing is

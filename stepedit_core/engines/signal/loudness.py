@@ -20,7 +20,7 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from stepedit_core.edits import LOUDNESS_PROFILES
 from stepedit_core.engines.signal.util import db_to_gain, gain_to_db
-from stepedit_core.stages import ItemFailure
+from stepedit_core.failures import ItemFailure
 
 OVERSAMPLE = 4
 CHUNK_FRAMES = 1 << 18  # frames per oversampling step: bounds the 4x copy's memory

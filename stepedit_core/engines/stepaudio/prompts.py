@@ -18,18 +18,17 @@ encoded as the continuation of a newline (`encode("\\n" + text)` minus the ids o
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from stepedit_core.edits import EMOTIONS, PARALINGUISTIC_TAGS, SPEEDS, STYLES, EditSpec
+from stepedit_core.edits import PARALINGUISTIC_TAGS, STEPAUDIO, EditSpec, refusal
 
 BOS_ID = 1
 EOT_ID = 3  # ends a turn; also the id the model emits when the audio is complete
 BOT_ID = 4  # begins a turn
 PAD_ID = 0
-
-ENGINE_EDIT_TYPES = ("emotion", "style", "speed", "paralinguistic", "denoise", "vad", "clone")
 
 EDIT_SYSTEM_PROMPT = (
     "As a highly skilled audio editing and tuning specialist, you excel in interpreting user "
@@ -72,12 +71,14 @@ PARALINGUISTIC_INSTRUCTION = (
     "Add some non-verbal sounds to make the audio more natural, the new text is : "
     "{target_text}\n  The text corresponding to the audio is: {text}\n"
 )
-# edit type -> (valid options, instruction, instruction for the option `remove`)
+# edit type -> (instruction, instruction for the option `remove`); options come from the table
 _OPTION_EDITS = {
-    "emotion": (EMOTIONS, MORE_INSTRUCTION, REMOVE_EMOTION_INSTRUCTION),
-    "style": (STYLES, MORE_STYLE_INSTRUCTION, REMOVE_STYLE_INSTRUCTION),
-    "speed": (SPEEDS, MORE_INSTRUCTION, None),
+    "emotion": (MORE_INSTRUCTION, REMOVE_EMOTION_INSTRUCTION),
+    "style": (MORE_STYLE_INSTRUCTION, REMOVE_STYLE_INSTRUCTION),
+    "speed": (MORE_INSTRUCTION, None),
 }
+# a paralinguistic tag such as [Laughter] or [Surprise-oh] inside a target text
+_TAG = re.compile(r"\[[A-Za-z]+(?:-[A-Za-z]+)?\]")
 
 Encode = Callable[[str], Sequence[int]]
 
@@ -107,37 +108,36 @@ def _require_text(spec: EditSpec, text: str | None, what: str = "text") -> str:
     return value
 
 
-def _require_option(spec: EditSpec, options: tuple[str, ...]) -> str:
-    if spec.option is None or spec.option not in options:
-        got = "no option" if spec.option is None else f"option {spec.option!r}"
-        raise ValueError(
-            f"step-audio-editx: {spec.type} got {got}; valid options: {', '.join(options)}"
-        )
-    return spec.option
+def spoken_text(spec: EditSpec, target_text: str | None) -> str:
+    """What the audio says after an edit that changes the text: a clone speaks the target text
+    without its paralinguistic tags (tags are inserted by a later paralinguistic edit, as in the
+    model's benchmark protocol); a paralinguistic edit's output says the tagged text."""
+    text = _clean(target_text)
+    if spec.type == "clone":
+        return " ".join(_TAG.sub(" ", text).split())
+    return text
 
 
 def instruction_text(spec: EditSpec, text: str | None, target_text: str | None = None) -> str:
     """The exact text of the human turn's instruction (without the audio tokens).
 
-    For `clone` this is the target text: the whole human turn of a clone prompt (the prompt
-    transcript and the voice go into the system prompt, see `clone_system_prompt`).
-    Raises ValueError naming the bad edit, option or missing text and the valid choices.
-    `text` and `target_text` are stripped of surrounding whitespace.
+    For `clone` this is what the clone says (`spoken_text`): the whole human turn of a clone
+    prompt (the prompt transcript and the voice go into the system prompt, see
+    `clone_system_prompt`). Raises ValueError naming the bad edit, option or missing text and
+    the valid choices (read from the edit table). `text` and `target_text` are stripped of
+    surrounding whitespace.
     """
+    problem = refusal(STEPAUDIO, spec)
+    if problem is not None:
+        raise ValueError(problem)
     kind = spec.type
     if kind in _OPTION_EDITS:
-        options, instruction, remove_instruction = _OPTION_EDITS[kind]
-        option = _require_option(spec, options)
+        instruction, remove_instruction = _OPTION_EDITS[kind]
         transcript = _require_text(spec, text)
-        if option == "remove" and remove_instruction is not None:
+        if spec.option == "remove" and remove_instruction is not None:
             return remove_instruction.format(text=transcript)
-        return instruction.format(option=option, text=transcript)
+        return instruction.format(option=spec.option, text=transcript)
     if kind in ("denoise", "vad"):
-        if spec.option is not None:
-            raise ValueError(
-                f"step-audio-editx: {kind} takes no option (got {spec.option!r}); "
-                f"use plain '{kind}'"
-            )
         return DENOISE_INSTRUCTION if kind == "denoise" else VAD_INSTRUCTION
     if kind == "paralinguistic":
         transcript = _require_text(spec, text)
@@ -148,16 +148,12 @@ def instruction_text(spec: EditSpec, text: str | None, target_text: str | None =
                 + ", ".join(PARALINGUISTIC_TAGS)
             )
         return PARALINGUISTIC_INSTRUCTION.format(target_text=new_text, text=transcript)
-    if kind == "clone":
-        _require_text(spec, text)  # the prompt clip's transcript goes into the system prompt
-        new_text = _clean(target_text)
-        if not new_text:
-            raise ValueError("edit clone needs 'target_text': what the cloned voice should say")
-        return new_text
-    raise ValueError(
-        f"step-audio-editx does not support edit type {kind!r}; "
-        f"supported: {', '.join(ENGINE_EDIT_TYPES)}"
-    )
+    # clone: the prompt clip's transcript goes into the system prompt
+    _require_text(spec, text)
+    new_text = spoken_text(spec, target_text)
+    if not new_text:
+        raise ValueError("edit clone needs 'target_text': what the cloned voice should say")
+    return new_text
 
 
 def clone_speaker_name(prompt_text: str, samples: np.ndarray) -> str:

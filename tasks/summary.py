@@ -1,35 +1,11 @@
-"""Write run.json and publish the run summary as a Prefect markdown artifact."""
+"""The run summary as Prefect markdown: the same counts as run.json and the command line."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
-from stepedit_core.job import JobSpec
-from stepedit_core.plan import Plan, Validation, write_run_record
-
-
-@task(name="summarize")
-def summarize(
-    job: JobSpec,
-    validation: Validation,
-    plan: Plan,
-    counts: dict[str, int],
-    started: float,
-    shards: list[dict[str, Any]],
-) -> dict[str, Any]:
-    record = write_run_record(job, validation, plan, counts, started, shards)
-    create_markdown_artifact(
-        key=_artifact_key(job.run_id),
-        markdown=summary_markdown(record),
-        description=f"stepedit run {job.run_id}",
-    )
-    return record
-
-
-def _artifact_key(run_id: str) -> str:
+def artifact_key(run_id: str) -> str:
     # Prefect artifact keys allow lowercase letters, digits and dashes only
     cleaned = "".join(c if c.isalnum() else "-" for c in run_id.lower()).strip("-")
     return f"stepedit-run-{cleaned or 'run'}"

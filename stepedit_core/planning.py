@@ -1,0 +1,127 @@
+"""Planning: check every row against the engine and cut the good ones into shards.
+
+A row that can not be edited (a blank cell, a duplicate clip id, an edit the engine can not run,
+a missing transcript) becomes a failed `RowResult` here, before any work runs; the rest become
+`PlanRow`s, written as shard plans of `shard_size` rows each. Prefect retries and reports shards,
+never single clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from stepedit_core.edits import EditError, EditSpec, parse_chain
+from stepedit_core.engines.base import Engine
+from stepedit_core.failures import ItemFailure
+from stepedit_core.manifest import clean, clip_seed, iter_rows
+from stepedit_core.records import PlanRow, RowResult, table_of
+from stepedit_core.store import RunStore
+
+
+@dataclass
+class Sharding:
+    """What planning decided: the shards to run and how many rows were refused, by code."""
+
+    shards: list[int] = field(default_factory=list)
+    planned_rows: int = 0
+    refused_rows: int = 0
+    refused_by_code: dict[str, int] = field(default_factory=dict)
+
+
+def check_rows(
+    uri: str, job_chain: tuple[EditSpec, ...], engine: Engine, base_seed: int
+) -> Iterator[PlanRow | RowResult]:
+    """A `PlanRow` for each row to edit, a failed `RowResult` for each row refused."""
+    seen: set[str] = set()
+    for index, row in iter_rows(uri):
+        clip_id = clean(row.get("clip_id"))
+        try:
+            yield _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed)
+        except ItemFailure as failure:
+            yield RowResult.failed(index, clip_id, failure.code, f"row {index}: {failure}")
+        if clip_id is not None:
+            seen.add(clip_id)
+
+
+def _plan_row(
+    index: int,
+    row: dict,
+    clip_id: str | None,
+    seen: set[str],
+    job_chain: tuple[EditSpec, ...],
+    engine: Engine,
+    base_seed: int,
+) -> PlanRow:
+    """The row with its edit chain (its `edit` cell, else the job's), or ItemFailure saying why
+    it is refused."""
+    if clip_id is None:
+        raise ItemFailure(
+            "missing_clip_id", "field 'clip_id' is empty; expected a non-empty string"
+        )
+    if clip_id in seen:
+        raise ItemFailure(
+            "duplicate_clip_id", f"clip_id {clip_id!r} already appears earlier in the manifest"
+        )
+    audio_uri = clean(row.get("audio_uri"))
+    if audio_uri is None:
+        raise ItemFailure("missing_audio_uri", "field 'audio_uri' is empty; expected a path or URI")
+    cell = clean(row.get("edit"))
+    try:
+        chain = parse_chain(cell) if cell is not None else job_chain
+    except EditError as exc:
+        raise ItemFailure("invalid_edit", f"field 'edit' {row.get('edit')!r}: {exc}") from None
+    if not chain:
+        raise ItemFailure(
+            "missing_edit", "no edit: the job gives no --edit and field 'edit' is empty"
+        )
+    text, target_text = clean(row.get("text")), clean(row.get("target_text"))
+    engine.check_row(chain, text, target_text)
+    return PlanRow(
+        row_index=index,
+        clip_id=clip_id,
+        audio_uri=row["audio_uri"],
+        edits=chain,
+        text=text,
+        target_text=target_text,
+        language=clean(row.get("language")),
+        speaker=clean(row.get("speaker")),
+        seed=clip_seed(clip_id, base_seed),
+    )
+
+
+def plan_shards(
+    store: RunStore,
+    manifest_uri: str,
+    job_chain: tuple[EditSpec, ...],
+    engine: Engine,
+    base_seed: int,
+    shard_size: int,
+) -> Sharding:
+    """Check every row, write the shard plans and the refused rows' results."""
+    store.clear_outputs()  # an interrupted earlier attempt of this run id must not leak in
+    sharding = Sharding()
+    work: list[PlanRow] = []
+    refused: list[RowResult] = []
+    for planned in check_rows(manifest_uri, job_chain, engine, base_seed):
+        if isinstance(planned, RowResult):
+            refused.append(planned)
+            code = str(planned.error_code)
+            sharding.refused_by_code[code] = sharding.refused_by_code.get(code, 0) + 1
+            continue
+        work.append(planned)
+        if len(work) == shard_size:
+            _write_shard(store, sharding, work)
+            work = []
+    if work:
+        _write_shard(store, sharding, work)
+    sharding.refused_rows = len(refused)
+    store.write_table(store.plan_failures(), table_of(refused, RowResult.SCHEMA))
+    return sharding
+
+
+def _write_shard(store: RunStore, sharding: Sharding, rows: list[PlanRow]) -> None:
+    shard = len(sharding.shards)
+    store.write_table(store.shard_plan(shard), table_of(rows, PlanRow.SCHEMA))
+    sharding.shards.append(shard)
+    sharding.planned_rows += len(rows)

@@ -1,0 +1,258 @@
+"""The three records a run writes, each with its Arrow schema and the one place it is made.
+
+- `PlanRow`: a row checked and planned for editing (a row of a shard plan).
+- `RowResult`: the outcome of one input row (joined onto the input manifest at merge).
+- `RoundRecord`: one clip in one round (the iterations dataset), FLAC bytes inside.
+
+A record is a small dataclass; `to_row()` gives the dict Arrow writes and `SCHEMA` its types.
+On disk a round is called an "iteration" (`iteration`, `iterations_done`, `iterations/`), the
+word the command line uses (`--iterations`); in the code it is a round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from stepedit_core import audio as audio_io
+from stepedit_core.edits import EditSpec, format_chain, parse_chain
+from stepedit_core.failures import check_code
+from stepedit_core.qc import basic_metrics
+from stepedit_core.stages import WorkItem
+
+
+@dataclass
+class PlanRow:
+    row_index: int
+    clip_id: str
+    audio_uri: str
+    edits: tuple[EditSpec, ...]
+    text: str | None
+    target_text: str | None
+    language: str | None
+    speaker: str | None
+    seed: int
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("row_index", pa.int64()),
+            ("clip_id", pa.string()),
+            ("audio_uri", pa.string()),
+            ("edit", pa.string()),
+            ("text", pa.string()),
+            ("target_text", pa.string()),
+            ("language", pa.string()),
+            ("speaker", pa.string()),
+            ("seed", pa.int64()),
+        ]
+    )
+
+    def to_row(self) -> dict[str, Any]:
+        row = _shallow(self)
+        row["edit"] = format_chain(row.pop("edits"))
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PlanRow:
+        values = {f.name: row.get(f.name) for f in fields(cls) if f.name != "edits"}
+        return cls(edits=parse_chain(row["edit"]), **values)
+
+    def work_item(self) -> WorkItem:
+        return WorkItem(
+            row_index=self.row_index,
+            clip_id=self.clip_id,
+            audio_uri=self.audio_uri,
+            edits=self.edits,
+            text=self.text,
+            target_text=self.target_text,
+            language=self.language,
+            speaker=self.speaker,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class RowResult:
+    row_index: int
+    clip_id: str | None
+    status: str  # "ok" or "failed"
+    output_uri: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    rounds_done: int = 0
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("row_index", pa.int64()),
+            ("clip_id", pa.string()),
+            ("status", pa.string()),
+            ("output_uri", pa.string()),
+            ("error", pa.string()),
+            ("error_code", pa.string()),
+            ("iterations_done", pa.int32()),
+        ]
+    )
+    # the columns the output manifest adds to the input's
+    OUTPUT_COLUMNS: ClassVar[tuple[str, ...]] = (
+        "status",
+        "output_uri",
+        "error",
+        "error_code",
+        "iterations_done",
+    )
+
+    @classmethod
+    def failed(
+        cls, row_index: int, clip_id: str | None, code: str, message: str, rounds_done: int = 0
+    ) -> RowResult:
+        return cls(row_index, clip_id, "failed", None, message, check_code(code), rounds_done)
+
+    @classmethod
+    def ok(cls, row_index: int, clip_id: str, output_uri: str, rounds_done: int) -> RowResult:
+        return cls(row_index, clip_id, "ok", output_uri, None, None, rounds_done)
+
+    def to_row(self) -> dict[str, Any]:
+        row = _shallow(self)
+        row["iterations_done"] = row.pop("rounds_done")
+        return row
+
+
+def round_key(
+    input_sha256: str, edit: str, round_number: int, engine: str, engine_version: str, seed: int
+) -> str:
+    """Names one clip-round: same input audio, edit, round, engine and seed -> same key."""
+    material = json.dumps([input_sha256, edit, round_number, engine, engine_version, seed])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass
+class RoundRecord:
+    clip_id: str
+    row_index: int
+    round: int
+    edit: str
+    key: str
+    input_sha256: str
+    output_sha256: str | None
+    status: str
+    error_code: str | None
+    error: str | None
+    engine: str
+    engine_version: str
+    seed: int
+    text: str | None
+    timings_json: str
+    input_tokens: list[int] | None = None
+    output_tokens: list[int] | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    duration_in_s: float | None = None
+    duration_s: float | None = None
+    peak_dbfs: float | None = None
+    rms_dbfs: float | None = None
+    clipped_samples: int | None = None
+    audio_flac: bytes | None = None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("clip_id", pa.string()),
+            ("row_index", pa.int64()),
+            ("iteration", pa.int32()),
+            ("edit", pa.string()),
+            ("key", pa.string()),
+            ("input_sha256", pa.string()),
+            ("output_sha256", pa.string()),
+            ("status", pa.string()),
+            ("error_code", pa.string()),
+            ("error", pa.string()),
+            ("engine", pa.string()),
+            ("engine_version", pa.string()),
+            ("seed", pa.int64()),
+            ("text", pa.string()),
+            ("timings_json", pa.string()),
+            ("input_tokens", pa.list_(pa.int32())),
+            ("output_tokens", pa.list_(pa.int32())),
+            ("sample_rate", pa.int32()),
+            ("channels", pa.int32()),
+            ("duration_in_s", pa.float64()),
+            ("duration_s", pa.float64()),
+            ("peak_dbfs", pa.float64()),
+            ("rms_dbfs", pa.float64()),
+            ("clipped_samples", pa.int64()),
+            ("audio_flac", pa.binary()),
+        ]
+    )
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_row(self) -> dict[str, Any]:
+        row = _shallow(self)
+        row["iteration"] = row.pop("round")
+        return row
+
+    @classmethod
+    def of(cls, item: WorkItem, engine: str, engine_version: str) -> RoundRecord:
+        """The record of the round `item` just finished: its output encoded, hashed and
+        measured when it succeeded, the failure otherwise."""
+        edit = format_chain(item.round_edits)
+        input_sha = item.state.get("input_sha256") or ""
+        seed = item.round_seed
+        record = cls(
+            clip_id=item.clip_id,
+            row_index=item.row_index,
+            round=item.round,
+            edit=edit,
+            key=round_key(input_sha, edit, item.round, engine, engine_version, seed),
+            input_sha256=input_sha,
+            output_sha256=None,
+            status="failed" if item.failed else "ok",
+            error_code=item.error_code,
+            error=item.error,
+            engine=engine,
+            engine_version=engine_version,
+            seed=seed,
+            text=item.text,
+            timings_json=json.dumps({k: round(v, 6) for k, v in item.timings.items()}),
+            input_tokens=_tokens(item.state.get("input_tokens")),
+            output_tokens=_tokens(item.state.get("output_tokens")),
+            duration_in_s=round(item.audio.duration, 4) if item.audio is not None else None,
+        )
+        if item.failed:
+            return record
+        if item.output is None:
+            item.fail("no_output", f"engine stages produced no audio in round {item.round}")
+            record.status, record.error_code, record.error = "failed", item.error_code, item.error
+            return record
+        flac = audio_io.encode_flac(item.output)
+        metrics = basic_metrics(item.output)
+        record.audio_flac = flac
+        record.output_sha256 = audio_io.sha256_bytes(flac)
+        record.sample_rate = item.output.sample_rate
+        record.channels = item.output.channels
+        record.duration_s = metrics["duration_s"]
+        record.peak_dbfs = metrics["peak_dbfs"]
+        record.rms_dbfs = metrics["rms_dbfs"]
+        record.clipped_samples = metrics["clipped_samples"]
+        return record
+
+
+def _shallow(record: Any) -> dict[str, Any]:
+    """Fields as a dict, values as they are (`asdict` would turn an EditSpec into a dict)."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def _tokens(value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    return [int(v) for v in value]
+
+
+def table_of(records: list[Any], schema: pa.Schema) -> pa.Table:
+    """An Arrow table of records of one type (an empty list gives an empty table)."""
+    return pa.Table.from_pylist([r.to_row() for r in records], schema)

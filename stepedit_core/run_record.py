@@ -1,0 +1,65 @@
+"""run.json: what a run was asked to do, with what, and what came of it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import stepedit_core
+from stepedit_core.checks import Validation
+from stepedit_core.engines.base import Engine
+from stepedit_core.job import JobSpec
+from stepedit_core.manifest import MergeCounts
+from stepedit_core.planning import Sharding
+from stepedit_core.shard import ShardSummary
+from stepedit_core.store import RunStore
+
+
+def write_run_record(
+    job: JobSpec,
+    engine: Engine,
+    store: RunStore,
+    validation: Validation,
+    sharding: Sharding,
+    counts: MergeCounts,
+    started: float,
+    shards: list[ShardSummary],
+) -> dict[str, Any]:
+    """Write run.json. Its counts and `errors_by_code` are the merged manifest's, so the codes
+    always add up to `counts.failed`."""
+    ended = time.time()
+    record = {
+        "run_id": job.run_id,
+        "package_version": stepedit_core.__version__,
+        "engine": {"name": engine.name, "version": engine.version},
+        "parameters": job.model_dump(mode="json"),
+        "input_manifest": {
+            "uri": job.manifest_uri,
+            "sha256": validation.sha256,
+            "rows": validation.rows,
+        },
+        "started_at": _iso(started),
+        "ended_at": _iso(ended),
+        "seconds": round(ended - started, 3),
+        "counts": {
+            "rows": counts.rows,
+            "ok": counts.ok,
+            "failed": counts.failed,
+            "refused_at_plan": sharding.refused_rows,
+            "shards": len(sharding.shards),
+        },
+        "errors_by_code": dict(counts.errors_by_code),
+        "shards": [asdict(s) for s in shards],
+        "outputs": {
+            "manifest": store.uri(store.manifest),
+            "iterations": store.uri(store.iterations_dir),
+        },
+    }
+    store.write_json(store.run_json, record)
+    return record
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
