@@ -208,16 +208,10 @@ def _check_before_run(job: JobSpec, overwrite: bool) -> None:
 
 def _run_flow(job: JobSpec) -> int:
     from stepedit_flows.edit_catalog import edit_catalog
+    from stepedit_tasks.summary import summary_text
 
     record = edit_catalog(job)
-    counts = record["counts"]
-    print(
-        f"run {job.run_id}: {counts['rows']} rows, {counts['ok']} ok, {counts['failed']} failed "
-        f"({counts['refused_at_plan']} refused at plan time)"
-    )
-    for code, n in record["errors_by_code"].items():
-        print(f"  {code}: {n}")
-    print(f"output manifest: {record['outputs']['manifest']}")
+    print(summary_text(record), end="")
     return 0
 
 

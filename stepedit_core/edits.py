@@ -341,3 +341,26 @@ def vocabulary_help() -> str:
         f"  {kind.name}: {kind.options_text()} [{', '.join(kind.engines)}]"
         for kind in EDIT_TABLE.values()
     )
+
+
+def markdown_table() -> str:
+    """The README's table of edits, made from `EDIT_TABLE`."""
+    restricted = {"any": "", "choices": " (named options only)", "bare": " (no option)"}
+    lines = [
+        "| type | options | needs | changes the text | engines |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in EDIT_TABLE.values():
+        flags = (("`text`", kind.needs_text), ("`target_text`", kind.needs_target_text))
+        needs = ", ".join(name for name, on in flags if on) or "-"
+        option = kind.options_text() if kind.option != "none" else "no option"
+        if kind.option == "optional":
+            option = f"optional: {option}"
+        engines = ", ".join(f"{name}{restricted[mode]}" for name, mode in kind.engines.items())
+        changes = "yes" if kind.changes_text else "no"
+        lines.append(f"| `{kind.name}` | {option} | {needs} | {changes} | {engines} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m stepedit_core.edits > table, for the README
+    print(markdown_table(), end="")

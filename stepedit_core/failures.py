@@ -108,12 +108,6 @@ _CODES = (
         "bad_decode", "the decoder could not turn the tokens into audio", "stage", (STEPAUDIO,)
     ),
     FailureCode(
-        "missing_upstream",
-        "the Step-Audio-EditX checkout for the tokenizer and decoder is absent or broken",
-        "stage",
-        (STEPAUDIO,),
-    ),
-    FailureCode(
         "stage_error", "a stage raised an unexpected error (the message names it)", "stage"
     ),
     # the run's bookkeeping --------------------------------------------------------------------
@@ -153,3 +147,21 @@ class ItemFailure(Exception):
 
 def codes_where(where: Where) -> list[str]:
     return [c.code for c in _CODES if c.where == where]
+
+
+def markdown_table() -> str:
+    """The README's table of failure codes, made from this registry."""
+    arising = {
+        "plan": "refused at plan time",
+        "stage": "failed in a stage",
+        "run": "run bookkeeping",
+    }
+    lines = ["| code | where | engines | meaning |", "|---|---|---|---|"]
+    for c in _CODES:
+        engines = "any" if c.engines == ANY_ENGINE else ", ".join(c.engines)
+        lines.append(f"| `{c.code}` | {arising[c.where]} | {engines} | {c.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m stepedit_core.failures > table, for the README
+    print(markdown_table(), end="")

@@ -105,7 +105,9 @@ class MergeCounts:
     errors_by_code: dict[str, int] = field(default_factory=dict)
 
 
-def merge_output(input_uri: str, results: pa.Table, sink: pa.NativeFile | object) -> MergeCounts:
+def write_output_manifest(
+    input_uri: str, results: pa.Table, sink: pa.NativeFile | object
+) -> MergeCounts:
     """Write the output manifest: every input row in input order, all input columns, plus the
     outcome columns. A row with no result (should not happen) is reported, never dropped."""
     order = pc.sort_indices(results, sort_keys=[("row_index", "ascending")])

@@ -18,7 +18,7 @@ from stepedit_core.checks import Validation, validate
 from stepedit_core.engines import make_engine
 from stepedit_core.executors import Executor, make_executor
 from stepedit_core.job import JobSpec
-from stepedit_core.manifest import MergeCounts, merge_output
+from stepedit_core.manifest import MergeCounts, write_output_manifest
 from stepedit_core.planning import Sharding, plan_shards
 from stepedit_core.records import RowResult
 from stepedit_core.run_record import write_run_record
@@ -76,7 +76,7 @@ class RunSteps:
             pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
         )
         sink = io.BytesIO()
-        counts = merge_output(self.job.manifest_uri, results, sink)
+        counts = write_output_manifest(self.job.manifest_uri, results, sink)
         store.write_bytes(store.manifest, sink.getvalue())
         return counts
 

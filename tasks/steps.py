@@ -80,7 +80,7 @@ def run_shard(steps: RunSteps, shard: int) -> ShardSummary:
     return summary
 
 
-@task(name="merge-outputs", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="merge", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def merge(steps: RunSteps) -> MergeCounts:
     return steps.merge()
 

@@ -11,6 +11,18 @@ def artifact_key(run_id: str) -> str:
     return f"stepedit-run-{cleaned or 'run'}"
 
 
+def summary_text(record: dict[str, Any]) -> str:
+    """The summary `stepedit run` prints: the same counts as run.json and the artifact."""
+    counts = record["counts"]
+    lines = [
+        f"run {record['run_id']}: {counts['rows']} rows, {counts['ok']} ok, "
+        f"{counts['failed']} failed ({counts['refused_at_plan']} refused at plan time)"
+    ]
+    lines += [f"  {code}: {n}" for code, n in record["errors_by_code"].items()]
+    lines.append(f"output manifest: {record['outputs']['manifest']}")
+    return "\n".join(lines) + "\n"
+
+
 def summary_markdown(record: dict[str, Any]) -> str:
     counts = record["counts"]
     edits = ";".join(record["parameters"]["edits"]) or "(per row)"

@@ -77,3 +77,29 @@ def test_validate_counts_rows_without_running(manifest, tmp_path, capsys):
 def test_prompt_on_signal_engine_refuses(capsys):
     code, _, err = run_cli(["prompt", "--engine", "signal", "--edit", "denoise"], capsys)
     assert code == 2 and "no instruction text" in err
+
+
+def test_job_edit_the_engine_can_not_run_refuses_up_front(manifest, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["run", manifest, "--out", str(out), "--run-id", "x", "--edit", "emotion=happy"]
+    code, _, err = run_cli([*args, "--executor", "local"], capsys)
+    assert code == 2
+    assert "emotion=happy" in err and "supported by engine: step-audio-editx" in err
+    assert not (out / "x" / "manifest.parquet").exists()  # nothing ran
+
+
+def test_output_that_can_not_be_written_refuses_in_one_line(manifest, tmp_path, capsys):
+    code, out, err = run_cli(
+        run_args(manifest, "/proc/stepedit-out", "--executor", "local"), capsys
+    )
+    assert code == 2
+    assert err.startswith("stepedit: error: output /proc/stepedit-out") and "written" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_help_lists_the_edit_table(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "loudness: ebu, ebu-r128, atsc, netflix, acx" in help_text
+    assert "clone: none [step-audio-editx]" in help_text

@@ -6,7 +6,7 @@ import pytest
 
 from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
-from stepedit_core.manifest import ManifestError, check_schema, clip_seed, merge_output
+from stepedit_core.manifest import ManifestError, check_schema, clip_seed, write_output_manifest
 from stepedit_core.planning import check_rows
 from stepedit_core.records import PlanRow, RowResult
 
@@ -100,7 +100,7 @@ def test_merge_keeps_input_order_and_extra_columns(tmp_path):
         ]
     )
     sink = io.BytesIO()
-    counts = merge_output(uri, results, sink)
+    counts = write_output_manifest(uri, results, sink)
     table = pq.read_table(io.BytesIO(sink.getvalue()))
     assert table.column("clip_id").to_pylist() == ["a", "b", "c"]
     assert table.column("owner").to_pylist() == ["o-a", "o-b", "o-c"]
@@ -113,4 +113,4 @@ def test_merge_refuses_to_drop_rows(tmp_path):
     uri = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": "a.wav"}])
     empty = RowResult.SCHEMA.empty_table()
     with pytest.raises(RuntimeError, match="no result recorded for input rows"):
-        merge_output(uri, empty, io.BytesIO())
+        write_output_manifest(uri, empty, io.BytesIO())

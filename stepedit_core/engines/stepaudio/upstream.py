@@ -50,9 +50,8 @@ _IMPORT_LOCK = threading.Lock()
 
 
 class UpstreamMissing(EngineNotReady):
-    """The upstream checkout is absent, incomplete or cannot be imported."""
-
-    code = "missing_upstream"
+    """The upstream checkout is absent, incomplete or cannot be imported: the run is refused
+    (checked before any work, and again when a stage loads its models)."""
 
 
 def resolve_src(option: str | None) -> str | None:
