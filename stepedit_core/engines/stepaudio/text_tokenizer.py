@@ -310,3 +310,49 @@ def load_text_tokenizer(folder: str | Path) -> TextTokenizer:
     _add_configured_tokens(backend, settings)
     _set_template(backend, settings)
     return TextTokenizer(backend, settings, source)
+
+
+def parse_codes(value: str | Sequence[int] | None) -> list[int]:
+    """Audio codes from `C1,C2,...` (spaces allowed) or a sequence of ints."""
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return [int(c) for c in value]
+    try:
+        return [int(part) for part in value.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ValueError(
+            f"audio codes must be integers separated by commas, got {value[:40]!r}"
+        ) from None
+
+
+def request_ids_report(
+    models_dir: str | Path | None,
+    spec: Any,
+    text: str | None,
+    target_text: str | None,
+    codes: str | Sequence[int] | None,
+    speaker: str | None = None,
+) -> dict:
+    """What `stepedit prompt --ids` prints: the LLM's complete input ids for one request,
+    computed from the tokenizer files in `models_dir/Step-Audio-EditX/` alone.
+
+    Raises ValueError (TextTokenizerError, TokenError) naming what is missing or wrong.
+    """
+    from stepedit_core.engines.stepaudio import layout, prompts
+
+    if models_dir is None:
+        raise ValueError("--ids needs --models DIR (the tokenizer files of Step-Audio-EditX/)")
+    tokenizer = load_text_tokenizer(layout.llm_dir(models_dir))
+    ids = prompts.request_ids(tokenizer.encode, spec, text, target_text, parse_codes(codes), speaker)
+    return {
+        "edit": str(spec),
+        "input_ids": ids,
+        "n_ids": len(ids),
+        "tokenizer": {
+            "source": tokenizer.source,
+            "add_bos_token": tokenizer.settings.add_bos_token,
+            "legacy": tokenizer.settings.legacy,
+            "reference_transformers": REFERENCE_TRANSFORMERS,
+        },
+    }
