@@ -196,7 +196,7 @@ def compare(root: Path) -> None:
     import transformers
     from transformers import AutoTokenizer
 
-    from stepedit_core.engines.stepaudio import prompts, tokens
+    from stepedit_core.engines.stepaudio import prompts
     from stepedit_core.engines.stepaudio.text_tokenizer import load_text_tokenizer
 
     transformers.logging.set_verbosity_error()

@@ -127,12 +127,13 @@ def _int_key(item: tuple[str, Any]) -> int:
 
 
 def _load_proto(path: Path) -> Any:
+    from google.protobuf.message import DecodeError
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
     proto = model_pb2.ModelProto()
     try:
         proto.ParseFromString(path.read_bytes())
-    except Exception as exc:  # protobuf raises its own DecodeError
+    except DecodeError as exc:
         raise TextTokenizerError(f"{path} is not a sentencepiece model: {exc}") from None
     return proto
 
@@ -299,7 +300,7 @@ def load_text_tokenizer(folder: str | Path) -> TextTokenizer:
 
         try:
             backend = Tokenizer.from_file(str(fast_file))
-        except Exception as exc:  # tokenizers raises a bare Exception on bad files
+        except Exception as exc:  # noqa: BLE001 (tokenizers raises plain Exception on bad files)
             raise TextTokenizerError(f"{fast_file} could not be read: {exc}") from None
         source = fast_file.name
     elif model_file.is_file():
@@ -344,7 +345,9 @@ def request_ids_report(
     if models_dir is None:
         raise ValueError("--ids needs --models DIR (the tokenizer files of Step-Audio-EditX/)")
     tokenizer = load_text_tokenizer(layout.llm_dir(models_dir))
-    ids = prompts.request_ids(tokenizer.encode, spec, text, target_text, parse_codes(codes), speaker)
+    ids = prompts.request_ids(
+        tokenizer.encode, spec, text, target_text, parse_codes(codes), speaker
+    )
     return {
         "edit": str(spec),
         "input_ids": ids,

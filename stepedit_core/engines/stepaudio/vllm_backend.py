@@ -2,10 +2,11 @@
 
 Used when vLLM is installed and `EngineOptions.llm_backend == "vllm"`. Prompts are framed with
 the folder's own tokenizer through `text_tokenizer` (the same ids the transformers backend
-feeds) and handed to vLLM as token ids; vLLM batches and schedules them itself. Settings match the transformers backend:
-per-request seeds, temperature 0.7, top-k 50, stop at EOS, at most 8192 ids per request, and the
-repetition-aware rule as a vLLM logits processor. vLLM ties lm_head to the embeddings when the
-config does not say otherwise, so `tie_word_embeddings` is overridden to False here as well.
+feeds) and handed to vLLM as token ids; vLLM batches and schedules them itself. Settings match
+the transformers backend: per-request seeds, temperature 0.7, top-k 50, stop at EOS, at most 8192
+ids per request, and the repetition-aware rule as a vLLM logits processor. vLLM ties lm_head to
+the embeddings when the config does not say otherwise, so `tie_word_embeddings` is overridden to
+False here as well.
 
 This module imports vllm at import time: import it only after checking that vllm is installed.
 """
