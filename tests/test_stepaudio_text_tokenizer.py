@@ -85,6 +85,13 @@ def test_complete_prompt_ids_equal_the_reference(folders, name):
     assert differing == []
 
 
+@pytest.mark.parametrize("name", FOLDER_NAMES)
+def test_single_encode_calls_equal_the_reference(folders, name):
+    tokenizer = _tokenizer(folders, name)
+    got = [tokenizer.encode(text) for text in GOLDENS["text_inputs"]]
+    assert got == GOLDENS["texts"][name]
+
+
 def test_reference_defaults_put_bos_in_every_encode_call(folders):
     with_bos = _tokenizer(folders, "unigram_no_keys")
     without = _tokenizer(folders, "unigram_nobos_legacy")

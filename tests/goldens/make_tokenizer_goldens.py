@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -100,6 +101,28 @@ CASES = [
 ]
 
 
+# Single `encode()` calls on text that stresses the pipeline: spaces and tabs, text around
+# special and audio tokens, literal special-token strings, full-width and rare characters.
+TEXTS = [
+    "",
+    " ",
+    "\n",
+    "  two leading spaces",
+    "trailing spaces  ",
+    "a  b   c\td",
+    "<audio_0><audio_5119>\n",
+    "x<audio_1024> y",
+    "<s>hello</s> <unk> <pad>",
+    "<|BOT|>human\n<|EOT|>",
+    "Ｈｅｌｌｏ　１２３，world！",
+    "emoji 😀 and é ß Ω",
+    "▁already▁marked",
+    "<0x0A> is not a newline",
+    "[Laughter] ha [Sigh]\n\n",
+    "今天 天气\t很好\n",
+]
+
+
 def case_records() -> list[dict]:
     return [
         {
@@ -154,6 +177,7 @@ def write(root: Path) -> None:
         },
         "folders": {},
         "cases": cases,
+        "texts": {},
         "ids": {},
     }
     for name, folder in folders.items():
@@ -165,12 +189,14 @@ def write(root: Path) -> None:
             "tokenizer_class": type(tokenizer).__name__,
         }
         out["ids"][name] = {}
+        out["texts"][name] = [list(tokenizer.encode(text)) for text in TEXTS]
         for case in cases:
             ids, human = reference_ids(
                 lambda t, tok=tokenizer: list(tok.encode(t)), case, prompts, tokens, edits
             )
             case["human_text"] = human
             out["ids"][name][case["id"]] = ids
+    out["text_inputs"] = TEXTS
     lines = json.dumps(out, ensure_ascii=False, indent=1)
     GOLDENS.write_text(_compact_lists(lines) + "\n", encoding="utf-8")
     total = sum(len(v) for v in out["ids"].values())
@@ -178,17 +204,12 @@ def write(root: Path) -> None:
 
 
 def _compact_lists(text: str) -> str:
-    """One line per id list, so the file stays small and diffs stay readable."""
-    data = json.loads(text)
-    ids = data.pop("ids")
-    head = json.dumps(data, ensure_ascii=False, indent=1)
-    body = ",\n".join(
-        f' "{folder}": {{\n'
-        + ",\n".join(f'  "{case}": {json.dumps(seq)}' for case, seq in per.items())
-        + "\n }"
-        for folder, per in ids.items()
-    )
-    return head[:-2] + ',\n "ids": {\n' + body + "\n }\n}"
+    """One line per list of ints, so the file stays small and diffs stay readable."""
+
+    def one_line(match: re.Match) -> str:
+        return "[" + ", ".join(re.findall(r"\d+", match.group(0))) + "]"
+
+    return re.sub(r"\[[\d,\s]*\]", one_line, text)
 
 
 def compare(root: Path) -> None:
@@ -205,10 +226,14 @@ def compare(root: Path) -> None:
     goldens = json.loads(GOLDENS.read_text(encoding="utf-8"))
     folders = tokenizer_folders.build_all(root)
     counts = {"AutoTokenizer": 0, "text_tokenizer": 0}
+    text_counts = {"AutoTokenizer": 0, "text_tokenizer": 0}
     total = 0
     for name, folder in folders.items():
         plain = AutoTokenizer.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
         ours = load_text_tokenizer(folder)
+        for text, expected in zip(goldens["text_inputs"], goldens["texts"][name], strict=True):
+            text_counts["AutoTokenizer"] += list(plain.encode(text)) == expected
+            text_counts["text_tokenizer"] += ours.encode(text) == expected
         for case in goldens["cases"]:
             expected = goldens["ids"][name][case["id"]]
             total += 1
@@ -225,8 +250,10 @@ def compare(root: Path) -> None:
         json.dumps(
             {
                 "transformers": transformers.__version__,
-                "sequences": total,
-                "matching": counts,
+                "prompt_sequences": total,
+                "matching_prompts": counts,
+                "encode_calls": len(goldens["text_inputs"]) * len(folders),
+                "matching_encode_calls": text_counts,
             }
         )
     )
