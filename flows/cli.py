@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--edit", required=True, metavar="TYPE[=OPTION]")
     prompt.add_argument("--text", default="")
     prompt.add_argument("--target-text", default=None)
+    prompt.add_argument("--ids", action="store_true", help="print the LLM's input ids as JSON")
+    prompt.add_argument("--models", dest="models_dir", default=None, metavar="DIR")
+    prompt.add_argument("--audio-codes", default=None, metavar="C1,C2,...")
+    prompt.add_argument("--speaker", default=None, help="clone: the voice prompt's speaker name")
 
     validate = sub.add_parser("validate", help="check a manifest and model folders, run nothing")
     validate.add_argument("manifest")
@@ -259,6 +263,14 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
     try:
         spec = parse_edit(args.edit)
+        if args.ids:
+            from stepedit_core.engines.stepaudio.text_tokenizer import request_ids_report
+
+            report = request_ids_report(
+                args.models_dir, spec, args.text, args.target_text, args.audio_codes, args.speaker
+            )
+            print(json.dumps(report))
+            return 0
         print(instruction_text(spec, args.text, args.target_text), end="")
     except (EditError, ValueError) as exc:
         raise Refused(str(exc)) from None

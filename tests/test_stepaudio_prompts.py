@@ -192,14 +192,12 @@ def test_clone_prompt_framing_encodes_target_as_a_line_continuation():
 
 
 def test_framing_with_the_standin_tokenizer_maps_audio_tokens_to_ids():
-    from transformers import AutoTokenizer
+    from stepedit_core.engines.stepaudio.text_tokenizer import load_text_tokenizer
 
     from stepaudio_standins import shared_standins
 
     models, _ = shared_standins()
-    tokenizer = AutoTokenizer.from_pretrained(
-        models / "Step-Audio-EditX", trust_remote_code=True, local_files_only=True
-    )
+    tokenizer = load_text_tokenizer(models / "Step-Audio-EditX")
     codes = [0, 1023, 1024, 5119, 2000] * 3
     instruction = instruction_text(EditSpec("emotion", "sad"), "hello world")
     ids = prompts.edit_prompt_ids(tokenizer.encode, instruction, tokens.to_text(codes))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stepedit_core.engines.stepaudio.prompts import EOT_ID, PAD_ID
+from stepedit_core.engines.stepaudio.text_tokenizer import load_text_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -377,12 +378,11 @@ class TransformersLLM:
 
     def load(self) -> None:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM
 
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.model_dir, trust_remote_code=True, local_files_only=True
-        )
+        # The model's ids are transformers 4.53.3's, whatever transformers is installed.
+        self.tokenizer = load_text_tokenizer(self.model_dir)
         config = AutoConfig.from_pretrained(
             self.model_dir, trust_remote_code=True, local_files_only=True
         )

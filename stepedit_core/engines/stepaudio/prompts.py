@@ -13,6 +13,11 @@ public release, the human turn encodes its role and its content in two separate 
 `instruction + "\\n" + audio_token_string + "\\n"` and a clone's content is the target text,
 encoded as the continuation of a newline (`encode("\\n" + text)` minus the ids of
 `encode("\\n")`), so the text is tokenized as it would be mid-line.
+
+`encode` must behave like the release's `tokenizer.encode` call (see `text_tokenizer`): with the
+release's defaults that call itself starts with BOS, so each encoded piece above carries its own
+BOS after the `[BOT]` (and the clone's newline subtraction drops it from the target text). The
+framing here adds nothing of its own for that; it only calls `encode` where the release does.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from stepedit_core.edits import PARALINGUISTIC_TAGS, STEPAUDIO, EditSpec, refusal
+from stepedit_core.engines.stepaudio import tokens
 
 BOS_ID = 1
 EOT_ID = 3  # ends a turn; also the id the model emits when the audio is complete
@@ -188,6 +194,33 @@ def clone_prompt_ids(
     ids += [BOT_ID, *encode("human\n"), *target, EOT_ID]
     ids += [BOT_ID, *encode("assistant\n")]
     return ids
+
+
+def request_ids(
+    encode: Encode,
+    spec: EditSpec,
+    text: str | None,
+    target_text: str | None,
+    codes: Sequence[int],
+    speaker: str | None = None,
+) -> list[int]:
+    """The complete ids the LLM receives for one request, as the engine frames them.
+
+    `codes` are the clip's interleaved dual-codebook codes (0..5119, whole 2+3 groups); for
+    `clone` they are the voice prompt's, `text` is the prompt's transcript, `target_text` what
+    to say and `speaker` the speaker name (`clone_speaker_name` derives it from the prompt).
+    Raises ValueError (tokens.TokenError for bad codes) naming what is wrong.
+    """
+    tokens.validate_codes(codes)
+    instruction = instruction_text(spec, text, target_text)
+    audio = tokens.to_text(codes)
+    if spec.type == "clone":
+        if not _clean(speaker):
+            raise ValueError("edit clone needs the speaker name of the voice prompt")
+        return clone_prompt_ids(encode, _clean(speaker), _clean(text), audio, instruction)
+    if _clean(speaker):
+        raise ValueError(f"a speaker name applies only to clone, not to {spec}")
+    return edit_prompt_ids(encode, instruction, audio)
 
 
 def prompt_preview(

@@ -1,11 +1,12 @@
 """The LLM through vLLM (>= 0.16 ships a Step1ForCausalLM implementation).
 
 Used when vLLM is installed and `EngineOptions.llm_backend == "vllm"`. Prompts are framed with
-the folder's own tokenizer (the same ids the transformers backend feeds) and handed to vLLM as
-token ids; vLLM batches and schedules them itself. Settings match the transformers backend:
-per-request seeds, temperature 0.7, top-k 50, stop at EOS, at most 8192 ids per request, and the
-repetition-aware rule as a vLLM logits processor. vLLM ties lm_head to the embeddings when the
-config does not say otherwise, so `tie_word_embeddings` is overridden to False here as well.
+the folder's own tokenizer through `text_tokenizer` (the same ids the transformers backend
+feeds) and handed to vLLM as token ids; vLLM batches and schedules them itself. Settings match
+the transformers backend: per-request seeds, temperature 0.7, top-k 50, stop at EOS, at most 8192
+ids per request, and the repetition-aware rule as a vLLM logits processor. vLLM ties lm_head to
+the embeddings when the config does not say otherwise, so `tie_word_embeddings` is overridden to
+False here as well.
 
 This module imports vllm at import time: import it only after checking that vllm is installed.
 """
@@ -20,6 +21,7 @@ from vllm import LLM, SamplingParams
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from stepedit_core.engines.stepaudio.llm import Generation, SamplingConfig
+from stepedit_core.engines.stepaudio.text_tokenizer import load_text_tokenizer
 
 _REPETITION_ARG = "stepedit_repetition"
 
@@ -61,11 +63,7 @@ class VLLMLLM:
         self.tokenizer: Any = None
 
     def load(self) -> None:
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.model_dir, trust_remote_code=True, local_files_only=True
-        )
+        self.tokenizer = load_text_tokenizer(self.model_dir)
         self.engine = LLM(
             model=self.model_dir,
             trust_remote_code=True,
