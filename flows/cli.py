@@ -118,7 +118,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace a finished run with the same run id"
+        "--overwrite",
+        action="store_true",
+        help="start the run id afresh (by default a run id resumes where it stopped, and a "
+        "finished one does nothing)",
     )
 
 
@@ -182,6 +185,7 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             gpus=dict(args.gpu),
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,
+            overwrite=args.overwrite,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -191,10 +195,11 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
         raise Refused(problems) from None
 
 
-def _check_before_run(job: JobSpec, overwrite: bool) -> None:
+def _check_before_run(job: JobSpec) -> bool:
     """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
-    hashes the manifest once for the run record."""
+    hashes the manifest once for the run record. False when the run already finished."""
     from stepedit_core.checks import check_inputs
+    from stepedit_core.lease import holder_problem
     from stepedit_core.store import RunStore
 
     try:
@@ -202,12 +207,13 @@ def _check_before_run(job: JobSpec, overwrite: bool) -> None:
         finished = store.exists(store.run_json)
     except (OSError, ValueError) as exc:
         raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
-    if finished and not overwrite:
-        raise Refused(
-            f"run {job.run_id!r} already finished under {job.out}; "
-            "choose another --run-id or pass --overwrite"
-        )
+    if finished and not job.overwrite:
+        return False
+    busy = holder_problem(store)
+    if busy is not None:
+        raise Refused(busy)
     check_inputs(job.manifest_uri, job.edits, make_engine(job.engine, job.engine_options()), store)
+    return True
 
 
 def _run_flow(job: JobSpec) -> int:
@@ -221,8 +227,18 @@ def _run_flow(job: JobSpec) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     job = _job(args, args.manifest)
-    _check_before_run(job, args.overwrite)
+    if not _check_before_run(job):
+        return _print_finished(job)
     return _run_flow(job)
+
+
+def _print_finished(job: JobSpec) -> int:
+    from stepedit_core.store import RunStore
+    from stepedit_tasks.summary import summary_text
+
+    store = RunStore(job.out, job.run_id)
+    print(summary_text({**store.read_json(store.run_json), "nothing_to_do": True}), end="")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -233,7 +249,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     manifest = write_demo_manifest(catalog, with_edits=not args.edit)
     print(f"demo catalog: {manifest}")
     job = _job(args, str(manifest))
-    _check_before_run(job, args.overwrite)
+    if not _check_before_run(job):
+        return _print_finished(job)
     return _run_flow(job)
 
 

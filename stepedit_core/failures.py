@@ -110,6 +110,11 @@ _CODES = (
     FailureCode(
         "stage_error", "a stage raised an unexpected error (the message names it)", "stage"
     ),
+    FailureCode(
+        "worker_died",
+        "the worker process running the clip died, again when its batch was retried",
+        "stage",
+    ),
     # the run's bookkeeping --------------------------------------------------------------------
     FailureCode("no_output", "the engine stages finished without producing audio", "run"),
     FailureCode("lost_item", "the item did not come back from the executor", "run"),

@@ -39,6 +39,14 @@ class JobSpec(BaseModel):
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
+    overwrite: bool = False  # start the run id afresh instead of resuming it
+
+    def fingerprint(self) -> dict[str, object]:
+        """What decides a run's outputs: a resumed attempt must match the first one."""
+        keep = ("manifest_uri", "edits", "iterations", "engine", "shard_size", "prompt_mode",
+                "seed", "models_dir", "llm_backend", "vad_max_pause")  # fmt: skip
+        dumped = self.model_dump(mode="json")
+        return {k: dumped[k] for k in keep}
 
     @field_validator("run_id")
     @classmethod

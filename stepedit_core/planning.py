@@ -9,10 +9,11 @@ never single clips.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from stepedit_core.edits import EditError, EditSpec, parse_chain
 from stepedit_core.engines.base import Engine
+from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import ItemFailure
 from stepedit_core.manifest import clean, clip_seed, iter_rows
 from stepedit_core.records import PlanRow, RowResult, table_of
@@ -98,8 +99,12 @@ def plan_shards(
     base_seed: int,
     shard_size: int,
 ) -> Sharding:
-    """Check every row, write the shard plans and the refused rows' results."""
-    store.clear_outputs()  # an interrupted earlier attempt of this run id must not leak in
+    """Check every row, write the shard plans and the refused rows' results, then `done.json`.
+
+    Planning is deterministic for a given manifest and job, so an attempt that died while
+    planning is simply planned again; a finished plan is read back instead."""
+    if store.exists(store.plan_done):
+        return Sharding(**store.read_json(store.plan_done))
     sharding = Sharding()
     work: list[PlanRow] = []
     refused: list[RowResult] = []
@@ -117,11 +122,13 @@ def plan_shards(
         _write_shard(store, sharding, work)
     sharding.refused_rows = len(refused)
     store.write_table(store.plan_failures(), table_of(refused, RowResult.SCHEMA))
+    store.write_json(store.plan_done, asdict(sharding))
     return sharding
 
 
 def _write_shard(store: RunStore, sharding: Sharding, rows: list[PlanRow]) -> None:
     shard = len(sharding.shards)
     store.write_table(store.shard_plan(shard), table_of(rows, PlanRow.SCHEMA))
+    failpoint("plan.shard_written")
     sharding.shards.append(shard)
     sharding.planned_rows += len(rows)

@@ -120,6 +120,13 @@ class RowResult:
         row["iterations_done"] = row.pop("rounds_done")
         return row
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RowResult:
+        values = {k: row.get(k) for k in ("status", "output_uri", "error", "error_code")}
+        return cls(
+            row["row_index"], row.get("clip_id"), rounds_done=row["iterations_done"], **values
+        )
+
 
 def round_key(
     input_sha256: str, edit: str, round_number: int, engine: str, engine_version: str, seed: int

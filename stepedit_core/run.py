@@ -1,8 +1,13 @@
-"""The steps of one run, in one place: validate -> plan -> one step per shard -> merge -> finish.
+"""The steps of one run, in one place: validate -> plan -> run shards -> merge -> finish.
 
 `RunSteps` builds the engine, the store and the executor once per run and exposes each step as
-a method; `run_job` chains them. The Prefect flow runs the same `run_job`, handing it a task per
-step (retries, logs, names), and the tests call it directly: there is no second copy of the chain.
+a method; `run_job` chains them under the run id's lease. The Prefect flow runs the same
+`run_job`, handing it a task per step (retries, logs, names), and the tests call it directly:
+there is no second copy of the chain.
+
+Runs are durable: every step can be repeated after a crash. Planning reads back a finished plan,
+running skips what committed parts hold (see shard.py), merging and finishing rewrite their
+objects whole. A rerun of a finished run id does no work; `overwrite` starts it afresh.
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ import pyarrow as pa
 from stepedit_core.checks import Validation, validate
 from stepedit_core.engines import make_engine
 from stepedit_core.executors import Executor, make_executor
+from stepedit_core.failpoints import failpoint
+from stepedit_core.failures import RunRefused
 from stepedit_core.job import JobSpec
+from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
 from stepedit_core.planning import Sharding, plan_shards
 from stepedit_core.records import RowResult
 from stepedit_core.run_record import write_run_record
-from stepedit_core.shard import ShardSummary, run_shard
+from stepedit_core.shard import Progress, ShardsOutcome, run_shards
 from stepedit_core.store import RunStore
 
-Progress = Callable[[int, int], None]
 # step name -> a callable taking (steps, *args) that runs that step (e.g. a Prefect task)
 StepWrappers = Mapping[str, Callable[..., Any]]
 
@@ -33,12 +40,16 @@ StepWrappers = Mapping[str, Callable[..., Any]]
 class RunSteps:
     """One run's steps, sharing one engine, one store and one executor."""
 
-    def __init__(self, job: JobSpec, executor: Executor | None = None) -> None:
+    def __init__(
+        self, job: JobSpec, executor: Executor | None = None, progress: Progress | None = None
+    ) -> None:
         self.job = job
         self.engine = make_engine(job.engine, job.engine_options())
         self.store = RunStore(job.out, job.run_id)
         self._executor = executor
+        self.progress = progress
         self.started = time.time()
+        self.attempt = 1
 
     @property
     def executor(self) -> Executor:
@@ -46,8 +57,43 @@ class RunSteps:
             self._executor = make_executor(self.job.executor, self.job.ray_address)
         return self._executor
 
+    def finished_record(self) -> dict[str, Any] | None:
+        """run.json of this run id when it already finished (and is not to be overwritten)."""
+        if self.job.overwrite or not self.store.exists(self.store.run_json):
+            return None
+        return self.store.read_json(self.store.run_json)
+
     def validate(self) -> Validation:
         return validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+
+    def begin(self, validation: Validation) -> int:
+        """Start afresh (`overwrite`) or check that this attempt resumes the same job; returns
+        the attempt's number."""
+        store, job = self.store, self.job
+        fingerprint = {**job.fingerprint(), "manifest_sha256": validation.sha256}
+        earlier: dict[str, Any] = {}
+        if job.overwrite:
+            store.clear_outputs()
+        elif store.exists(store.job_json):
+            earlier = store.read_json(store.job_json)
+            before = earlier.get("fingerprint", {})
+            changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+            if changed:
+                raise RunRefused(
+                    f"run {job.run_id!r} under {job.out} was started with other "
+                    f"{', '.join(changed)}; resume it with the same job, pass --overwrite to "
+                    "start it afresh, or choose another --run-id"
+                )
+        self.attempt = int(earlier.get("attempts", 0)) + 1
+        store.write_json(
+            store.job_json,
+            {
+                "fingerprint": fingerprint,
+                "attempts": self.attempt,
+                "first_started": earlier.get("first_started", self.started),
+            },
+        )
+        return self.attempt
 
     def plan(self) -> Sharding:
         job = self.job
@@ -55,16 +101,16 @@ class RunSteps:
             self.store, job.manifest_uri, job.edits, self.engine, job.seed, job.shard_size
         )
 
-    def run_shard(self, shard: int, progress: Progress | None = None) -> ShardSummary:
+    def run_shards(self, shards: list[int]) -> ShardsOutcome:
         job = self.job
-        return run_shard(
+        return run_shards(
             self.store,
             self.engine,
             self.executor,
-            shard,
+            shards,
             job.iterations,
             job.prompt_mode,
-            progress,
+            self.progress,
         )
 
     def merge(self) -> MergeCounts:
@@ -78,6 +124,7 @@ class RunSteps:
         sink = io.BytesIO()
         counts = write_output_manifest(self.job.manifest_uri, results, sink)
         store.write_bytes(store.manifest, sink.getvalue())
+        failpoint("merge.manifest_written")
         return counts
 
     def finish(
@@ -85,7 +132,7 @@ class RunSteps:
         validation: Validation,
         sharding: Sharding,
         counts: MergeCounts,
-        shards: list[ShardSummary],
+        outcome: ShardsOutcome,
     ) -> dict[str, Any]:
         """Write run.json and return it."""
         return write_run_record(
@@ -95,29 +142,37 @@ class RunSteps:
             validation,
             sharding,
             counts,
+            outcome,
             self.started,
-            shards,
+            self.attempt,
         )
 
 
 def run_job(
-    job: JobSpec, executor: Executor | None = None, wrappers: StepWrappers | None = None
+    job: JobSpec,
+    executor: Executor | None = None,
+    wrappers: StepWrappers | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run every step of a job; returns the run record (also written to run.json).
+    """Run (or resume) every step of a job; returns the run record (also in run.json).
 
-    `wrappers` maps a step name (validate, plan, run_shard, merge, finish) to a callable taking
-    `(steps, *args)`, so an orchestrator can wrap a step without rewriting the chain."""
-    steps = RunSteps(job, executor)
+    `wrappers` maps a step name (validate, begin, plan, run_shards, merge, finish) to a callable
+    taking `(steps, *args)`, so an orchestrator can wrap a step without rewriting the chain.
+    A finished run id returns its record with `"nothing_to_do": True` and runs nothing."""
+    steps = RunSteps(job, executor, progress)
     wrappers = wrappers or {}
 
     def step(name: str, *args: Any) -> Any:
         wrapper = wrappers.get(name)
         return wrapper(steps, *args) if wrapper else getattr(steps, name)(*args)
 
+    finished = steps.finished_record()
+    if finished is not None:
+        return {**finished, "nothing_to_do": True}
     validation = step("validate")
-    sharding = step("plan")
-    # Shards run one after another: each already spreads over the whole executor, and
-    # sequential shards keep the driver's memory to one shard's results at a time.
-    shards = [step("run_shard", shard) for shard in sharding.shards]
-    counts = step("merge")
-    return step("finish", validation, sharding, counts, shards)
+    with Lease(steps.store):
+        step("begin", validation)
+        sharding = step("plan")
+        outcome = step("run_shards", sharding.shards)
+        counts = step("merge")
+        return step("finish", validation, sharding, counts, outcome)

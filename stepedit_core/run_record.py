@@ -13,7 +13,7 @@ from stepedit_core.engines.base import Engine
 from stepedit_core.job import JobSpec
 from stepedit_core.manifest import MergeCounts
 from stepedit_core.planning import Sharding
-from stepedit_core.shard import ShardSummary
+from stepedit_core.shard import ShardsOutcome
 from stepedit_core.store import RunStore
 
 
@@ -24,11 +24,13 @@ def write_run_record(
     validation: Validation,
     sharding: Sharding,
     counts: MergeCounts,
+    outcome: ShardsOutcome,
     started: float,
-    shards: list[ShardSummary],
+    attempt: int,
 ) -> dict[str, Any]:
     """Write run.json. Its counts and `errors_by_code` are the merged manifest's, so the codes
-    always add up to `counts.failed`."""
+    always add up to `counts.failed`. `clip_rounds` says how many clip-rounds earlier attempts
+    of this run id had committed (resumed) and how many this attempt did."""
     ended = time.time()
     record = {
         "run_id": job.run_id,
@@ -51,7 +53,14 @@ def write_run_record(
             "shards": len(sharding.shards),
         },
         "errors_by_code": dict(counts.errors_by_code),
-        "shards": [asdict(s) for s in shards],
+        "attempt": attempt,
+        "clip_rounds": {
+            "resumed": outcome.resumed_records,
+            "done_now": outcome.records,
+            "total": outcome.resumed_records + outcome.records,
+        },
+        "setups": dict(outcome.setups),
+        "shards": [asdict(s) for s in outcome.summaries],
         "outputs": {
             "manifest": store.uri(store.manifest),
             "iterations": store.uri(store.iterations_dir),

@@ -1,119 +1,315 @@
-"""Run one planned shard: items through an executor, records and audio committed to the store.
+"""Running planned shards with exactly-once commits, so a crashed run resumes where it stopped.
 
-A shard is thousands of clips, the unit Prefect retries. Rerunning a shard first clears the
-part files an earlier attempt left, so a retry never leaves duplicate records.
+The commit unit is a *part*: one Parquet object in `iterations/` holding the round records of a
+few hundred finished clip-rounds (FLAC inside) and, in its footer, the row results of the items
+it finished. A part is written whole or not at all, so committed work is exactly the set of part
+objects, and nothing else is ever read back: a crashed attempt leaves no half-committed item.
+Only after a part is committed are its items' final audio files published (they are copies of
+the last round's FLAC in the record, so a resume republishes any that a crash left unwritten).
+Once every item of a shard is committed, the shard's row results are written as one object,
+the shard's done marker.
+
+A resumed attempt skips done shards, reads the committed parts of the others, and runs only
+the items no part holds. All pending shards stream through one executor run, so each model
+stage sets up once per run, not once per shard. A worker process that dies on an item costs a
+retry of its batch; when the batch keeps killing workers, the remaining items are split and run
+again until the item that kills its worker is found, which gets a `worker_died` failure.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
+from stepedit_core import audio as audio_io
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
+from stepedit_core.failpoints import failpoint
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
 from stepedit_core.rounds import build_stages, has_clone
-from stepedit_core.stages import WorkItem
+from stepedit_core.stages import Stage, WorkItem
 from stepedit_core.store import RunStore
 
-RECORDS_PER_PART = 256  # clip-rounds per iterations part file: few, large objects on S3
+RECORDS_PER_PART = 256  # clip-rounds per part: few, large objects on S3
+COMMIT_EVERY_S = 30.0  # a slow engine still commits at least this often
+RESULTS_KEY = "stepedit.results"  # row results in a part's footer
+RECORDS_KEY = "stepedit.records"  # clip-rounds in a shard's results object
+
+# done clip-rounds, total clips, failed clips so far
+Progress = Callable[[int, int, int], None]
 
 
 @dataclass
 class ShardSummary:
-    """How one shard went (timings and sizes; failures are counted once, at merge)."""
+    """How one shard went in this attempt (failures are counted once, at merge)."""
 
     shard: int
     items: int = 0
+    resumed_items: int = 0  # committed by an earlier attempt
     ok: int = 0
     failed: int = 0
-    records: int = 0
+    records: int = 0  # clip-rounds committed by this attempt
+    resumed_records: int = 0  # clip-rounds committed by earlier attempts
     parts: int = 0
     seconds: float = 0.0
     first_done_s: float | None = None
 
 
-def load_items(store: RunStore, shard: int) -> list[WorkItem]:
+@dataclass
+class ShardsOutcome:
+    summaries: list[ShardSummary] = field(default_factory=list)
+    setups: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def resumed_records(self) -> int:
+        return sum(s.resumed_records for s in self.summaries)
+
+    @property
+    def records(self) -> int:
+        return sum(s.records for s in self.summaries)
+
+
+def plan_rows(store: RunStore, shard: int) -> list[PlanRow]:
     table = store.read_table(store.shard_plan(shard))
-    return [PlanRow.from_row(row).work_item() for row in table.to_pylist()]
+    return [PlanRow.from_row(row) for row in table.to_pylist()]
 
 
-def run_shard(
+def committed_parts(store: RunStore, shard: int) -> list[tuple[str, list[RowResult], int]]:
+    """(path, row results, clip-rounds) of every committed part of a shard."""
+    parts = []
+    for path in store.list(store.iterations_dir, prefix=f"shard-{shard:05d}-part-"):
+        meta = store.read_metadata(path)
+        rows = [RowResult.from_row(r) for r in json.loads(meta.get(RESULTS_KEY, "[]"))]
+        parts.append((path, rows, int(meta.get(RECORDS_KEY, "0"))))
+    return parts
+
+
+class ShardWriter:
+    """Commits one shard's finished items part by part, then its results object."""
+
+    def __init__(self, store: RunStore, shard: int, rows: list[PlanRow]) -> None:
+        self.store, self.shard = store, shard
+        self.summary = ShardSummary(shard=shard, items=len(rows))
+        self.results: list[RowResult] = []
+        self.pending_rows = {r.row_index for r in rows}
+        self.next_part = 0
+        self._items: list[WorkItem] = []
+        self._records: list[RoundRecord] = []
+        self._results: list[RowResult] = []
+        self._last_commit = time.monotonic()
+        self._closed = False
+        self._resume()
+
+    def _resume(self) -> None:
+        """Take over what earlier attempts committed; republish their missing audio."""
+        published: set[str] | None = None
+        for path, rows, records in committed_parts(self.store, self.shard):
+            if published is None:  # listed once, and only when there is something to check
+                published = set(self.store.list(self.store.audio_dir, suffix=""))
+            self.next_part = max(self.next_part, _part_number(path) + 1)
+            self.summary.resumed_records += records
+            self.summary.resumed_items += len(rows)
+            self.results.extend(rows)
+            self.pending_rows -= {r.row_index for r in rows}
+            missing = [r for r in rows if r.status == "ok" and self._audio(r) not in published]
+            if missing:
+                self._republish(path, missing)
+
+    def _audio(self, result: RowResult) -> str:
+        return self.store.audio_path(str(result.clip_id), result.row_index)
+
+    def _republish(self, part: str, rows: list[RowResult]) -> None:
+        table = self.store.read_table(part, ["row_index", "iteration", "status", "audio_flac"])
+        last: dict[int, bytes] = {}
+        for rec in sorted(table.to_pylist(), key=lambda r: r["iteration"]):
+            if rec["status"] == "ok" and rec["audio_flac"]:
+                last[rec["row_index"]] = rec["audio_flac"]
+        for result in rows:
+            self.store.write_bytes(self._audio(result), last[result.row_index])
+
+    @property
+    def done(self) -> bool:
+        return not self.pending_rows and not self._items
+
+    def add(self, item: WorkItem) -> None:
+        self.pending_rows.discard(item.row_index)
+        self._items.append(item)
+        self._records.extend(item.records)
+        self._results.append(self._result(item))
+        stale = time.monotonic() - self._last_commit >= COMMIT_EVERY_S
+        if len(self._records) >= RECORDS_PER_PART or stale or not self.pending_rows:
+            self.commit()
+
+    def _result(self, item: WorkItem) -> RowResult:
+        rounds_done = sum(1 for r in item.records if r.ok)
+        if not item.failed and item.audio is None:
+            item.fail("no_output", "no round produced audio")
+        if item.failed:
+            self.summary.failed += 1
+            return RowResult.failed(
+                item.row_index, item.clip_id, str(item.error_code), str(item.error), rounds_done
+            )
+        self.summary.ok += 1
+        uri = self.store.uri(self.store.audio_path(item.clip_id, item.row_index))
+        return RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
+
+    def commit(self) -> None:
+        """Write the buffered records and results as one part, then publish the audio."""
+        if not self._items:
+            return
+        path = self.store.iteration_part(self.shard, self.next_part)
+        results = json.dumps([r.to_row() for r in self._results])
+        meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
+        self.store.write_table(path, table_of(self._records, RoundRecord.SCHEMA), meta)
+        failpoint("shard.part_committed")
+        for item, result in zip(self._items, self._results, strict=True):
+            if result.status == "ok":
+                self.store.write_bytes(self._audio(result), _final_flac(item))
+        failpoint("shard.audio_published")
+        self.next_part += 1
+        self.summary.parts += 1
+        self.summary.records += len(self._records)
+        self.results.extend(self._results)
+        self._items, self._records, self._results = [], [], []
+        self._last_commit = time.monotonic()
+
+    def close(self) -> ShardSummary:
+        """Commit what is buffered; once nothing is pending, write the shard's done marker."""
+        self.commit()
+        if not self.pending_rows and not self._closed:
+            self._closed = True
+            records = self.summary.records + self.summary.resumed_records
+            self.store.write_table(
+                self.store.shard_results(self.shard),
+                table_of(sorted(self.results, key=lambda r: r.row_index), RowResult.SCHEMA),
+                {RECORDS_KEY: str(records)},
+            )
+        return self.summary
+
+
+def _final_flac(item: WorkItem) -> bytes:
+    # the last round's FLAC is the final audio: same bytes, so the file's sha256 is that
+    # round's output_sha256 and the audit chain ends at the delivered file
+    last = item.records[-1] if item.records else None
+    if last is not None and last.audio_flac:
+        return last.audio_flac
+    return audio_io.encode_flac(item.audio)
+
+
+def _part_number(path: str) -> int:
+    return int(path.rsplit("-part-", 1)[1].split(".", 1)[0])
+
+
+def run_shards(
     store: RunStore,
     engine: Engine,
     executor: Executor,
-    shard: int,
+    shards: list[int],
     rounds: int,
     prompt_mode: str = "chain",
-    progress: Callable[[int, int], None] | None = None,
-) -> ShardSummary:
+    progress: Progress | None = None,
+) -> ShardsOutcome:
+    """Run every shard that is not done yet; returns one summary per shard."""
     started = time.perf_counter()
-    items = load_items(store, shard)
-    summary = ShardSummary(shard=shard, items=len(items))
-    store.remove(store.list(store.iterations_dir, prefix=f"shard-{shard:05d}-"))
-    with_clone = any(has_clone(item.edits) for item in items)
-    stages = build_stages(engine, rounds, with_clone, prompt_mode)
+    outcome = ShardsOutcome()
+    writers: dict[int, ShardWriter] = {}
+    shard_of: dict[int, int] = {}
+    items: list[WorkItem] = []
+    for shard in shards:
+        if store.exists(store.shard_results(shard)):
+            meta = store.read_metadata(store.shard_results(shard))
+            done = ShardSummary(shard=shard, resumed_records=int(meta.get(RECORDS_KEY, "0")))
+            outcome.summaries.append(done)
+            continue
+        rows = plan_rows(store, shard)
+        writer = ShardWriter(store, shard, rows)
+        writers[shard] = writer
+        outcome.summaries.append(writer.summary)
+        for row in rows:
+            if row.row_index in writer.pending_rows:
+                shard_of[row.row_index] = shard
+                items.append(row.work_item())
+    total = len(items)
+    if items:
+        with_clone = any(has_clone(item.edits) for item in items)
+        stages = build_stages(engine, rounds, with_clone, prompt_mode)
+        counts = {"done": 0, "failed": 0}
 
-    records: list[RoundRecord] = []
-    results: list[RowResult] = []
-    for item in executor.run(stages, items):
-        if summary.first_done_s is None:
-            summary.first_done_s = time.perf_counter() - started
-        results.append(_finish(store, item, summary))
-        records.extend(item.records)
-        if len(records) >= RECORDS_PER_PART:
-            _write_part(store, shard, summary, records[:RECORDS_PER_PART])
-            records = records[RECORDS_PER_PART:]
-        if progress is not None:
-            progress(len(results), len(items))
-    if records:
-        _write_part(store, shard, summary, records)
-    done = {r.row_index for r in results}
-    for item in items:  # an executor must hand back every item it was given
-        if item.row_index not in done:
-            summary.failed += 1
-            results.append(
-                RowResult.failed(
-                    item.row_index,
-                    item.clip_id,
-                    "lost_item",
-                    f"row {item.row_index}: item did not come back from the executor",
-                )
-            )
-    store.write_table(store.shard_results(shard), table_of(results, RowResult.SCHEMA))
-    summary.seconds = time.perf_counter() - started
-    return summary
+        def finished(item: WorkItem) -> None:
+            writer = writers[shard_of[item.row_index]]
+            if writer.summary.first_done_s is None:
+                writer.summary.first_done_s = time.perf_counter() - started
+            writer.add(item)
+            counts["done"] += 1
+            counts["failed"] += int(item.failed)
+            if writer.done:
+                writer.close()
+            if progress is not None:
+                progress(counts["done"], total, counts["failed"])
 
-
-def _finish(store: RunStore, item: WorkItem, summary: ShardSummary) -> RowResult:
-    rounds_done = sum(1 for r in item.records if r.ok)
-    if not item.failed and item.audio is None:
-        item.fail("no_output", "no round produced audio")
-    if item.failed:
-        summary.failed += 1
-        return RowResult.failed(
-            item.row_index, item.clip_id, str(item.error_code), str(item.error), rounds_done
-        )
-    path = store.audio_path(item.clip_id, item.row_index)
-    last = item.records[-1] if item.records else None
-    # the last round's FLAC is the final audio: same bytes, so the file's sha256 is that
-    # round's output_sha256 and the audit chain ends at the delivered file
-    flac = last.audio_flac if last is not None and last.audio_flac else None
-    if flac is None:
-        from stepedit_core import audio as audio_io
-
-        flac = audio_io.encode_flac(item.audio)
-    store.write_bytes(path, flac)
-    summary.ok += 1
-    return RowResult.ok(item.row_index, item.clip_id, store.uri(path), rounds_done)
+        run_isolating(executor, stages, items, finished)
+        for item in items:  # an executor must hand back every item it was given
+            if item.row_index in writers[shard_of[item.row_index]].pending_rows:
+                item.fail("lost_item", f"row {item.row_index}: item did not come back")
+                finished(item)
+    for writer in writers.values():
+        writer.close()  # idempotent for closed shards; catches shards with no pending items
+        writer.summary.seconds = round(time.perf_counter() - started, 3)
+    outcome.setups = dict(getattr(executor, "setups", {}))
+    return outcome
 
 
-def _write_part(
-    store: RunStore, shard: int, summary: ShardSummary, records: list[RoundRecord]
+def run_isolating(
+    executor: Executor,
+    stages: list[Stage],
+    items: list[WorkItem],
+    finished: Callable[[WorkItem], None],
 ) -> None:
-    store.write_table(
-        store.iteration_part(shard, summary.parts), table_of(records, RoundRecord.SCHEMA)
+    """Run items; when the executor fails because worker processes keep dying, split what is
+    left and run the halves again, so only the item that kills its worker fails."""
+    seen: set[int] = set()
+    try:
+        for item in executor.run(stages, items):
+            seen.add(item.row_index)
+            finished(item)
+    except Exception as exc:
+        if not worker_died(exc):
+            raise
+        rest = [item for item in items if item.row_index not in seen]
+        if len(rest) == 1:
+            item = rest[0]
+            item.fail("worker_died", f"row {item.row_index}: {_death_message(exc)}")
+            finished(item)
+            return
+        half = len(rest) // 2
+        run_isolating(executor, stages, rest[:half], finished)
+        run_isolating(executor, stages, rest[half:], finished)
+
+
+_DEATHS = ("RayActorError", "ActorDiedError", "WorkerCrashedError", "ActorUnavailableError",
+           "NodeDiedError", "OutOfMemoryError", "ActorUnschedulableError")  # fmt: skip
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def worker_died(exc: BaseException) -> bool:
+    """Whether an executor failure comes from a worker process that died (not a bug)."""
+    for link in _chain(exc):
+        if type(link).__name__ in _DEATHS or any(d in str(link)[:2000] for d in _DEATHS):
+            return True
+    return False
+
+
+def _death_message(exc: BaseException) -> str:
+    return (
+        "the worker process running this clip died (also on retry); "
+        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     )
-    summary.parts += 1
-    summary.records += len(records)

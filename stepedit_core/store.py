@@ -3,9 +3,17 @@
 OUT/RUN_ID/
     run.json                     parameters, versions, input sha256, times, counts
     manifest.parquet             one row per input row, input order, status/output_uri/error
-    iterations/                  Parquet dataset: one record per clip per round, FLAC inside
+    iterations/                  committed parts: one record per clip per round, FLAC inside
     audio/                       final audio, one lossless file per clip that finished
-    _work/                       plan and per-shard results (kept for audit and resume)
+    _work/job.json               what the run id was started with (a resume must match it)
+    _work/lease.json             who is running this run id now (one at a time)
+    _work/plan/                  shard plans; `done.json` once planning finished
+    _work/results/               refused rows, and each finished shard's row results
+    _work/stopped.json           where the last attempt stopped, when it was stopped
+
+Every object is written whole or not at all: local writes go to a temporary name (that no
+`*.parquet` glob matches) and are renamed; an object-store PUT is already all-or-nothing. Calls
+that fail because the endpoint is unreachable are retried with backoff (`retry.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from stepedit_core.retry import retrying
+
+LOCAL = ("file", "local")
 
 
 class RunStore:
@@ -36,7 +48,7 @@ class RunStore:
 
     def uri(self, path: str) -> str:
         """A path on this filesystem as a URI users can open (plain path on local disk)."""
-        if self.protocol in ("file", "local"):
+        if self.protocol in LOCAL:
             return path
         return f"{self.protocol}://{path}"
 
@@ -52,10 +64,31 @@ class RunStore:
     def iterations_dir(self) -> str:
         return self.path("iterations")
 
+    @property
+    def audio_dir(self) -> str:
+        return self.path("audio")
+
+    @property
+    def job_json(self) -> str:
+        return self.path("_work", "job.json")
+
+    @property
+    def lease(self) -> str:
+        return self.path("_work", "lease.json")
+
+    @property
+    def plan_done(self) -> str:
+        return self.path("_work", "plan", "done.json")
+
+    @property
+    def stopped(self) -> str:
+        return self.path("_work", "stopped.json")
+
     def shard_plan(self, shard: int) -> str:
         return self.path("_work", "plan", f"shard-{shard:05d}.parquet")
 
     def shard_results(self, shard: int) -> str:
+        """Written once every item of the shard is committed: the shard's done marker."""
         return self.path("_work", "results", f"shard-{shard:05d}.parquet")
 
     def plan_failures(self) -> str:
@@ -74,12 +107,15 @@ class RunStore:
 
     # writes ----------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
-        """Readers never see half a file: local writes go to a temp name and are renamed;
-        an object-store PUT is already all-or-nothing."""
+        """Readers never see half a file (see the module docstring)."""
+        retrying(lambda: self._write_once(path, data), f"writing {self.uri(path)}")
+
+    def _write_once(self, path: str, data: bytes) -> None:
         parent = posixpath.dirname(path)
-        if self.protocol in ("file", "local"):
+        if self.protocol in LOCAL:
             self.fs.makedirs(parent, exist_ok=True)
-            tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+            name = posixpath.basename(path)
+            tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
             with self.fs.open(tmp, "wb") as handle:
                 handle.write(data)
             self.fs.mv(tmp, path)
@@ -87,7 +123,16 @@ class RunStore:
             with self.fs.open(path, "wb") as handle:
                 handle.write(data)
 
-    def write_table(self, path: str, table: pa.Table) -> None:
+    def write_table(
+        self, path: str, table: pa.Table, metadata: dict[str, str] | None = None
+    ) -> None:
+        """A Parquet object; `metadata` goes into the file's footer (read back cheaply)."""
+        if metadata:
+            merged = {
+                **(table.schema.metadata or {}),
+                **{k.encode(): v.encode() for k, v in metadata.items()},
+            }
+            table = table.replace_schema_metadata(merged)
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
         self.write_bytes(path, sink.getvalue())
@@ -96,32 +141,55 @@ class RunStore:
         self.write_bytes(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
 
     # reads -----------------------------------------------------------------
-    def read_table(self, path: str) -> pa.Table:
-        with self.fs.open(path, "rb") as handle:
-            return pq.read_table(handle)
+    def read_bytes(self, path: str) -> bytes:
+        return retrying(lambda: self.fs.cat_file(path), f"reading {self.uri(path)}")
+
+    def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        data = self.read_bytes(path)
+        return pq.read_table(io.BytesIO(data), columns=columns)
+
+    def read_metadata(self, path: str) -> dict[str, str]:
+        """The key-value metadata in a Parquet object's footer (only the footer is read)."""
+
+        def read() -> dict[str, str]:
+            with self.fs.open(path, "rb") as handle:
+                meta = pq.ParquetFile(handle).schema_arrow.metadata or {}
+            return {k.decode(): v.decode() for k, v in meta.items()}
+
+        return retrying(read, f"reading the footer of {self.uri(path)}")
 
     def read_json(self, path: str) -> dict[str, Any]:
-        with self.fs.open(path, "rb") as handle:
-            return json.loads(handle.read())
+        return json.loads(self.read_bytes(path))
 
     def exists(self, path: str) -> bool:
-        return self.fs.exists(path)
+        return retrying(lambda: self.fs.exists(path), f"looking up {self.uri(path)}")
 
-    def list(self, directory: str, prefix: str = "") -> list[str]:
-        if not self.fs.exists(directory):
-            return []
-        names = self.fs.ls(directory, detail=False)
+    def list(self, directory: str, prefix: str = "", suffix: str = ".parquet") -> list[str]:
+        """Objects directly in `directory` whose names start with `prefix` (fresh listing)."""
+
+        def ls() -> list[str]:
+            self.fs.invalidate_cache(directory)
+            if not self.fs.exists(directory):
+                return []
+            return self.fs.ls(directory, detail=False)
+
+        names = retrying(ls, f"listing {self.uri(directory)}")
         return sorted(
-            n for n in names if posixpath.basename(n).startswith(prefix) and n.endswith(".parquet")
+            n for n in names if posixpath.basename(n).startswith(prefix) and n.endswith(suffix)
         )
 
     def remove(self, paths: list[str]) -> None:
         for path in paths:
-            self.fs.rm(path)
+            retrying(lambda p=path: self.fs.rm(p), f"removing {self.uri(path)}")
 
     def clear_outputs(self) -> None:
-        """Remove everything a run writes, so a re-planned run starts from a clean folder."""
-        for name in ("_work", "iterations", "audio", "manifest.parquet", "run.json"):
+        """Remove everything a run writes, so the run id starts afresh (`--overwrite`). The
+        lease stays: the attempt that clears the folder is the one holding it."""
+        for name in ("iterations", "audio", "manifest.parquet", "run.json", "report"):
             path = self.path(name)
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+            if self.exists(path):
+                retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
+        work = self.path("_work")
+        for path in self.list(work, suffix=""):
+            if path != self.lease:
+                retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")

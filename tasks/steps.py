@@ -1,6 +1,7 @@
 """Prefect tasks, one per run step: each wraps the library's step (`RunSteps`) with retries, a
-name and logs. Prefect sees shards (thousands of clips), never single clips, and Ray workers
-never talk to the Prefect API: only these driver-side tasks log.
+name and logs. Prefect never sees single clips: clips stream through one executor run, and
+shards are the unit of commits and progress. Ray workers never talk to the Prefect API: only
+these driver-side tasks log.
 
 Tasks take the run's `RunSteps`, which holds the engine, store and executor built once for the
 run; `NO_CACHE` keeps Prefect from hashing that object as a cache key.
@@ -19,7 +20,7 @@ from stepedit_core.checks import Validation
 from stepedit_core.manifest import MergeCounts
 from stepedit_core.planning import Sharding
 from stepedit_core.run import RunSteps
-from stepedit_core.shard import ShardSummary
+from stepedit_core.shard import ShardsOutcome
 from stepedit_tasks.summary import artifact_key, summary_markdown
 
 PROGRESS_EVERY_S = 30.0
@@ -51,33 +52,50 @@ def plan(steps: RunSteps) -> Sharding:
     return sharding
 
 
+@task(name="begin", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def begin(steps: RunSteps, validation: Validation) -> int:
+    attempt = steps.begin(validation)
+    if attempt > 1:
+        get_run_logger().info("run %s: attempt %d, resuming", steps.job.run_id, attempt)
+    return attempt
+
+
 @task(
-    name="run-shard",
-    task_run_name="shard-{shard}",
+    name="run-shards",
     retries=2,
     retry_delay_seconds=[10, 60],  # back off: a retry usually follows a lost worker or an outage
     cache_policy=NO_CACHE,
 )
-def run_shard(steps: RunSteps, shard: int) -> ShardSummary:
+def run_shards(steps: RunSteps, shards: list[int]) -> ShardsOutcome:
+    """All pending shards in one executor run (each model sets up once per run); a retry
+    resumes from the committed parts, so it redoes only what was not committed."""
     logger = get_run_logger()
     last = [time.monotonic()]
+    outer = steps.progress
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, failed: int) -> None:
+        if outer is not None:
+            outer(done, total, failed)
         now = time.monotonic()
         if done == total or now - last[0] >= PROGRESS_EVERY_S:
             last[0] = now
-            logger.info("shard %d: %d/%d clips done", shard, done, total)
+            logger.info("%d/%d clips done, %d failed", done, total, failed)
 
-    summary = steps.run_shard(shard, progress)
-    logger.info(
-        "shard %d finished: %d ok, %d failed, %d records in %.1f s",
-        shard,
-        summary.ok,
-        summary.failed,
-        summary.records,
-        summary.seconds,
-    )
-    return summary
+    steps.progress = progress
+    try:
+        outcome = steps.run_shards(shards)
+    finally:
+        steps.progress = outer
+    for summary in outcome.summaries:
+        logger.info(
+            "shard %d: %d ok, %d failed, %d clip-rounds committed now, %d resumed",
+            summary.shard,
+            summary.ok,
+            summary.failed,
+            summary.records,
+            summary.resumed_records,
+        )
+    return outcome
 
 
 @task(name="merge", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -91,9 +109,9 @@ def finish(
     validation: Validation,
     sharding: Sharding,
     counts: MergeCounts,
-    shards: list[ShardSummary],
+    outcome: ShardsOutcome,
 ) -> dict[str, Any]:
-    record = steps.finish(validation, sharding, counts, shards)
+    record = steps.finish(validation, sharding, counts, outcome)
     create_markdown_artifact(
         key=artifact_key(steps.job.run_id),
         markdown=summary_markdown(record),
@@ -104,8 +122,9 @@ def finish(
 
 STEP_TASKS = {
     "validate": validate,
+    "begin": begin,
     "plan": plan,
-    "run_shard": run_shard,
+    "run_shards": run_shards,
     "merge": merge,
     "finish": finish,
 }

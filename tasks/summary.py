@@ -14,11 +14,23 @@ def artifact_key(run_id: str) -> str:
 def summary_text(record: dict[str, Any]) -> str:
     """The summary `stepedit run` prints: the same counts as run.json and the artifact."""
     counts = record["counts"]
-    lines = [
+    lines = []
+    if record.get("nothing_to_do"):
+        lines.append(
+            f"run {record['run_id']} already finished at {record['ended_at']}: nothing to do "
+            "(pass --overwrite to start it afresh)"
+        )
+    lines.append(
         f"run {record['run_id']}: {counts['rows']} rows, {counts['ok']} ok, "
         f"{counts['failed']} failed ({counts['refused_at_plan']} refused at plan time)"
-    ]
+    )
     lines += [f"  {code}: {n}" for code, n in record["errors_by_code"].items()]
+    rounds = record.get("clip_rounds")
+    if rounds and rounds["resumed"]:
+        lines.append(
+            f"attempt {record.get('attempt')}: {rounds['done_now']} clip-rounds done now, "
+            f"{rounds['resumed']} resumed from earlier attempts"
+        )
     lines.append(f"output manifest: {record['outputs']['manifest']}")
     return "\n".join(lines) + "\n"
 

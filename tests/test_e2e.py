@@ -77,9 +77,11 @@ def test_run_with_bad_rows_finishes_and_reports(tmp_path, prefect_server, ray_cl
     assert [r["status"] for r in rows] == ["ok", "failed", "failed"]
     audio, rate = sf.read(rows[0]["output_uri"])
     assert len(audio) / rate == pytest.approx(0.8 * 0.64, rel=0.03)
-    # a finished run id is not silently overwritten
-    assert main(args) == 2
-    assert "already finished" in capsys.readouterr().err
+    # a finished run id is not silently overwritten: a rerun does nothing and says so
+    before = (tmp_path / "runs/nightly-01/run.json").read_bytes()
+    assert main(args) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert (tmp_path / "runs/nightly-01/run.json").read_bytes() == before
 
 
 def test_console_script_is_installed():

@@ -151,7 +151,7 @@ def test_outputs_open_in_duckdb(tmp_path, catalog):
     assert rounds == (3, 1)
 
 
-def test_rerun_of_a_run_id_starts_clean(tmp_path, catalog):
+def test_overwrite_of_a_run_id_starts_clean(tmp_path, catalog):
     job = JobSpec(
         manifest_uri=catalog,
         out=str(tmp_path / "runs"),
@@ -161,7 +161,7 @@ def test_rerun_of_a_run_id_starts_clean(tmp_path, catalog):
         shard_size=1,
     )
     run_inprocess(job)
-    run_inprocess(job.model_copy(update={"shard_size": 5}))
+    run_inprocess(job.model_copy(update={"shard_size": 5, "overwrite": True}))
     store = RunStore(job.out, job.run_id)
     table = ds.dataset(store.iterations_dir, format="parquet").to_table()
     assert table.num_rows == 3  # the first attempt's parts are gone, no duplicates

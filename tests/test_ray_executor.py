@@ -8,7 +8,7 @@ from stepedit_core.engines import make_engine
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.executors.ray_data import (
-    ACTOR_CPU_SHARE,
+    TASK_RESERVE,
     RayDataExecutor,
     group_stages,
     plan_pools,
@@ -81,8 +81,16 @@ def test_pools_leave_cpus_for_ray_data_tasks(cpus):
     stages = [FakeStage(f"s{i}", 1.0) for i in range(6)]
     plans = plan_pools(stages, cluster_cpus=cpus, cluster_gpus=0)
     reserved = sum(p.cpus * p.max_size for p in plans)
-    assert reserved <= cpus * ACTOR_CPU_SHARE + 1e-6
+    assert reserved <= cpus - max(TASK_RESERVE[0], TASK_RESERVE[1] * cpus) + 1e-6
     assert all(p.min_size == 1 and p.max_size >= 1 for p in plans)
+
+
+@pytest.mark.parametrize("cpus", [2, 4, 32])
+def test_a_cpu_bound_stage_gets_about_one_actor_per_core(cpus):
+    (plan,) = plan_pools([FakeStage("denoise", 1.0)], cluster_cpus=cpus, cluster_gpus=0)
+    assert plan.max_size == {2: 2, 4: 4, 32: 30}[cpus]  # 32 cores: 1.6 CPUs kept back
+    assert plan.cpus * plan.max_size <= cpus - 0.2
+    assert plan.cpus * plan.max_size >= 0.85 * cpus  # the cores are used, not half of them
 
 
 def test_gpu_pools_are_sized_by_fraction():

@@ -28,11 +28,18 @@ class LocalExecutor:
         # Items are pushed through all stages a chunk at a time, so memory stays bounded by
         # the chunk, not the shard.
         self.chunk_size = chunk_size
+        self.setups: dict[str, int] = {}  # stage name -> setup() calls, for run.json
+        self._ready: set[int] = set()
 
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]:
-        # Engines hand out the same stage objects for every round: load each model once.
+        # Engines hand out the same stage objects for every round: load each model once, and
+        # once per executor, however many times it is asked to run.
         for stage in {id(s): s for s in stages}.values():
+            if id(stage) in self._ready or not stage.needs_actor:
+                continue
             stage.setup()
+            self._ready.add(id(stage))
+            self.setups[stage.name] = self.setups.get(stage.name, 0) + 1
         for chunk in _batches(items, self.chunk_size):
             for stage in stages:
                 done: list[WorkItem] = []

@@ -7,9 +7,16 @@ the object store; with no model stage at all they run as plain Ray tasks. Items 
 stages as pickled bytes in a single binary column: Arrow never has to understand an audio array
 or a token list.
 
-CPU sizing matters on small machines: Ray Data needs free CPU slots for its own read and task
-operators, and a set of pools that reserves every CPU makes a job wait forever without an error.
-`plan_pools` therefore hands the actor pools only a fraction of the cluster.
+CPU sizing matters on small machines: Ray Data needs free CPU slots for its own task operators,
+and a set of pools that reserves every CPU makes a job wait forever without an error.
+`plan_pools` therefore keeps a small reserve (`TASK_RESERVE`) and hands the rest to the actor
+pools: a CPU-bound stage gets about one actor per core, each asking for a little less than a
+whole CPU, so on N cores N actors work while Ray Data's tasks still find a slot.
+
+An actor whose process dies has its batch retried once on a restarted actor
+(`MAX_TASK_RETRIES`); a batch that kills its worker again fails the run's executor call, and the
+shard runner isolates the clip responsible (see shard.py). Each actor reports its `setup()` to
+a small counter actor, so run.json can say how many times each model was loaded.
 
 Rounds are laid out one after another, so N rounds of a three-stage engine make 3N pools. When
 they all fit the cluster (GPU fractions and declared memory) they stream together and rounds
@@ -25,6 +32,7 @@ import logging
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +43,8 @@ from stepedit_core.stages import Stage, WorkItem
 
 log = logging.getLogger(__name__)
 
-ACTOR_CPU_SHARE = 0.5  # of the cluster's CPUs, for all actor pools together
+TASK_RESERVE = (0.2, 0.05)  # CPUs kept for Ray Data's tasks: at least 0.2, or 5% of the cluster
+MAX_TASK_RETRIES = 1  # a batch whose worker died runs once more, then the run isolates the clip
 MEMORY_SHARE = 0.7  # of the cluster's memory, for the declared memory of all actors together
 TASK_CPUS = 0.1  # per bookkeeping task; they are I/O and hashing, not compute
 
@@ -51,10 +60,12 @@ class PoolPlan:
 
 
 def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) -> list[PoolPlan]:
-    """Resources per stage, sized so the pools together leave room for Ray Data's own tasks and
-    so one actor of every pool can run at the same time (GPU fractions shrink if needed)."""
+    """Resources per stage, sized so the pools together use the cluster's CPUs but for a small
+    reserve for Ray Data's own tasks, and so one actor of every pool can run at the same time
+    (GPU fractions shrink if needed)."""
     actor_stages = [s for s in stages if s.needs_actor]
-    budget = max(cluster_cpus * ACTOR_CPU_SHARE, 0.1)
+    reserve = max(TASK_RESERVE[0], TASK_RESERVE[1] * cluster_cpus)
+    budget = max(cluster_cpus - reserve, 0.1)
     fair_share = budget / max(len(actor_stages), 1)
     gpu_demand = sum(s.resources.gpus for s in actor_stages)
     gpu_scale = min(1.0, cluster_gpus / gpu_demand) if gpu_demand > 0 else 1.0
@@ -65,8 +76,10 @@ def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
                 PoolPlan(stage.name, False, min(TASK_CPUS, stage.resources.cpus), 0.0, 1, 1)
             )
             continue
-        cpus = math.floor(min(stage.resources.cpus, fair_share) * 1000) / 1000  # never round up
-        by_cpu = max(1, math.floor(fair_share / cpus + 1e-9))
+        # about one actor per CPU the stage asks for, each taking an equal slice of its share
+        by_cpu = max(1, round(fair_share / max(stage.resources.cpus, 1e-3)))
+        slice_ = min(stage.resources.cpus, fair_share / by_cpu)
+        cpus = max(0.001, math.floor(slice_ * 1000) / 1000)  # never round up
         gpus = math.floor(stage.resources.gpus * gpu_scale * 1000) / 1000 if cluster_gpus else 0.0
         if gpus > 0:
             # every GPU stage gets its share of the GPUs; a fraction lets actors share a card
@@ -135,13 +148,28 @@ def _lead(group: list[Stage]) -> Stage:
     return next((s for s in group if s.needs_actor), group[0])
 
 
+class _SetupCounter:
+    """Counts `setup()` calls per stage across all actors of a run (a tiny Ray actor)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def get(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
 class _GroupActor:
     """Hosts a model stage (plus its bookkeeping) in a Ray actor: setup once, then per batch."""
 
-    def __init__(self, stages: list[Stage]) -> None:
+    def __init__(self, stages: list[Stage], counter: Any = None) -> None:
         self.stages = stages
         for stage in stages:
             stage.setup()
+            if counter is not None and stage.needs_actor:
+                counter.add.remote(stage.name)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return _apply(batch, self.stages)
@@ -175,12 +203,24 @@ class RayDataExecutor:
     def __init__(self, address: str | None = None, progress_bars: bool = False) -> None:
         self.address = address
         self.progress_bars = progress_bars
+        self._counter: Any = None
+
+    @property
+    def setups(self) -> dict[str, int]:
+        """Stage name -> setup() calls by this executor's actors so far."""
+        if self._counter is None:
+            return {}
+        import ray
+
+        return ray.get(self._counter.get.remote())
 
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]:
         import ray
         import ray.data
 
         ensure_ray(self.address)
+        if self._counter is None:
+            self._counter = ray.remote(num_cpus=0)(_SetupCounter).remote()
         blobs = [{"item": pickle.dumps(item, protocol=5)} for item in items]
         if not blobs:
             return
@@ -205,27 +245,33 @@ class RayDataExecutor:
             if number > 0:
                 ds = ds.materialize()  # the previous round's pools finish and are released
             for group, plan in wave:
-                ds = _map(ds, group, plan)
+                ds = _map(ds, group, plan, self._counter)
         for batch in ds.iter_batches(batch_size=16, batch_format="numpy", prefetch_batches=1):
             for blob in batch["item"]:
                 yield pickle.loads(blob)
 
 
-def _map(ds: Any, group: list[Stage], plan: PoolPlan) -> Any:
+def _map(ds: Any, group: list[Stage], plan: PoolPlan, counter: Any) -> Any:
     import ray.data
 
     lead = _lead(group)
     log.debug("stages %s: %s", [s.name for s in group], plan)
     if plan.actor:
-        return ds.map_batches(
-            _GroupActor,
-            fn_constructor_kwargs={"stages": group},
-            batch_size=lead.batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
-            num_cpus=plan.cpus,
-            num_gpus=plan.gpus or None,
-            batch_format="numpy",
-        )
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameter for an actor's task retries yet; the keyword is
+            # the documented way and the deprecation notice is not about the user's run.
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            return ds.map_batches(
+                _GroupActor,
+                fn_constructor_kwargs={"stages": group, "counter": counter},
+                batch_size=lead.batch_size,
+                compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
+                num_cpus=plan.cpus,
+                num_gpus=plan.gpus or None,
+                batch_format="numpy",
+                max_restarts=-1,
+                max_task_retries=MAX_TASK_RETRIES,
+            )
     return ds.map_batches(
         _apply,
         fn_kwargs={"stages": group},

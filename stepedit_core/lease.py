@@ -1,0 +1,120 @@
+"""One attempt per run id at a time: a lease object in the run folder, renewed while it runs.
+
+The holder writes `_work/lease.json` (who, since when, renewed at) and renews it every
+`RENEW_S`. A second attempt is refused while the lease is fresh; a lease that was not renewed
+for `TTL_S` (its holder died, or its machine did) expires and the next attempt takes it over.
+On the holder's own machine a dead holder process is noticed at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+from stepedit_core.failures import RunRefused
+from stepedit_core.store import RunStore
+
+TTL_S = 30.0
+RENEW_S = 5.0
+
+
+class RunBusy(RunRefused):
+    """Another live attempt holds this run id."""
+
+
+def _now_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_problem(store: RunStore, now: float | None = None) -> str | None:
+    """Why this run id is busy (naming the holder and since when), or None when it is free."""
+    if not store.exists(store.lease):
+        return None
+    try:
+        lease = store.read_json(store.lease)
+    except (ValueError, OSError):
+        return None  # unreadable lease: treat as expired
+    now = time.time() if now is None else now
+    if now - float(lease.get("renewed", 0)) > TTL_S:
+        return None
+    if lease.get("host") == socket.gethostname() and not _pid_alive(int(lease.get("pid", -1))):
+        return None
+    return (
+        f"run {store.run_id!r} is being run by {lease.get('holder')} since "
+        f"{lease.get('since_iso')} (lease renewed {now - float(lease['renewed']):.0f} s ago; "
+        f"it expires {TTL_S:.0f} s after its holder stops renewing it)"
+    )
+
+
+class Lease:
+    """Hold the run id's lease for the life of a `with` block (renewed in the background)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.token = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.since = time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _payload(self) -> dict:
+        return {
+            "holder": f"{self.host}:{self.pid}",
+            "host": self.host,
+            "pid": self.pid,
+            "token": self.token,
+            "since": self.since,
+            "since_iso": _now_iso(self.since),
+            "renewed": time.time(),
+        }
+
+    def acquire(self) -> None:
+        problem = holder_problem(self.store)
+        if problem is not None:
+            raise RunBusy(problem)
+        self.store.write_json(self.store.lease, self._payload())
+        # two attempts that raced past the check: the last writer wins, the other backs off
+        time.sleep(0.2)
+        if self.store.read_json(self.store.lease).get("token") != self.token:
+            raise RunBusy(holder_problem(self.store) or f"run {self.store.run_id!r} was taken")
+        self._thread = threading.Thread(target=self._renew, name="stepedit-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_S):
+            try:
+                self.store.write_json(self.store.lease, self._payload())
+            except Exception:  # noqa: BLE001 - a missed renewal is retried on the next tick
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=RENEW_S)
+        try:
+            if self.store.read_json(self.store.lease).get("token") == self.token:
+                self.store.remove([self.store.lease])
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
