@@ -119,13 +119,20 @@ def _rename_flow_run(flow_run_id: str, run_id: str) -> None:
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def scheduled_edit_catalog(name: str, job: dict[str, Any]) -> State:
-    """Run `edit_catalog` on a run id of its own: NAME-<scheduled time, UTC>[-<flow run>]."""
+def scheduled_edit_catalog(job: dict[str, Any], name: str | None = None) -> State:
+    """Run `edit_catalog` on a run id of its own: NAME-<scheduled time, UTC>[-<flow run>].
+
+    `job`: JobSpec fields except run_id. `name`: run-id prefix, default the deployment's name."""
+    from prefect.runtime import deployment
+
     from stepedit_flows.edit_catalog import edit_catalog
 
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         raise RuntimeError("scheduled_edit_catalog must run as a Prefect flow run")
+    name = name or deployment.name
+    if not name:
+        raise ValueError("no run-id prefix: pass `name` or run the flow from a deployment")
     flow_run = context.flow_run
     scheduled = flow_run.expected_start_time or datetime.now(timezone.utc)
     job_spec(job, stamped_run_id(name, scheduled))  # refuse bad parameters before claiming

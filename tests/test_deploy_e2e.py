@@ -71,8 +71,8 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path, seconds: float 
     raise TimeoutError(f"prefect server not healthy after {seconds} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture()
-def prefect_stack(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prefect server on a free port with its own PREFECT_HOME, a process work pool and a worker
     polling it every second; yields the API URL with this process's settings pointed at it."""
     from prefect.client.orchestration import get_client
@@ -80,6 +80,7 @@ def prefect_stack(tmp_path: Path) -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.workers.process import ProcessWorker
 
+    tmp_path = tmp_path_factory.mktemp("prefect")
     url = f"http://127.0.0.1:{_free_port()}/api"
     env = {
         **os.environ,
@@ -135,17 +136,22 @@ def _wait_final(flow_run_ids: list, seconds: float = 75) -> dict:
     raise TimeoutError(f"flow runs not finished after {seconds} s: {states}")
 
 
-def test_deploy_schedule_trigger_and_list(tmp_path, prefect_stack, capsys):
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-
+def _catalog(tmp_path: Path) -> tuple[str, list[dict]]:
     clips = tmp_path / "clips"
     clips.mkdir()
     good = [
         {"clip_id": f"c{i}", "audio_uri": write_clip(clips / f"c{i}.wav", 1.0, rate=16000)}
         for i in range(2)
     ]
-    manifest = write_manifest(tmp_path / "catalog.parquet", good)
+    return write_manifest(tmp_path / "catalog.parquet", good), good
+
+
+def test_deploy_schedule_trigger_and_list(tmp_path, prefect_stack, capsys):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    manifest, good = _catalog(tmp_path)
+    clips = tmp_path / "clips"
     grown = write_manifest(
         tmp_path / "grown.parquet",
         [*good, {"clip_id": "gone", "audio_uri": str(clips / "gone.wav")}],
@@ -198,8 +204,8 @@ def test_deploy_schedule_trigger_and_list(tmp_path, prefect_stack, capsys):
     assert [r["error_code"] for r in bad_rows] == [None, None, "missing_file"]
 
     assert main(["deployments", "--json"]) == 0
-    (listed,) = json.loads(capsys.readouterr().out)
-    assert listed["name"] == "nightly" and listed["work_pool"] == POOL
+    (listed,) = [d for d in json.loads(capsys.readouterr().out) if d["name"] == "nightly"]
+    assert listed["work_pool"] == POOL
     assert listed["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]
     last = listed["last_run"]
     assert last["name"].startswith(stamp)
@@ -211,3 +217,47 @@ def test_deploy_schedule_trigger_and_list(tmp_path, prefect_stack, capsys):
     assert main(["deployments"]) == 0
     text = capsys.readouterr().out
     assert 'nightly: "0 2 * * *" (UTC)' in text and f"last run {last['name']}" in text
+
+
+def test_prefect_yaml_deploys_and_runs(tmp_path, prefect_stack):
+    """`prefect deploy` with the repository's prefect.yaml registers a deployment whose runs
+    import the flow from the installed package and take their run-id prefix from its name."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    manifest, _ = _catalog(tmp_path)
+    out = tmp_path / "runs"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_stack,
+        "STEPEDIT_MANIFEST": manifest,
+        "STEPEDIT_OUT": str(out),
+    }
+    result = subprocess.run(
+        [*PREFECT, "--no-prompt", "deploy", "--name", "nightly-loudness", "--pool", POOL],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    name = "scheduled_edit_catalog/nightly-loudness"
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+    assert deployment.parameters["job"]["manifest_uri"] == manifest
+    assert deployment.pull_steps in (None, [])
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
+
+    # the YAML asks for the Ray executor; this run swaps in the in-process one
+    job = {**deployment.parameters["job"], "executor": "local"}
+    run = run_deployment(name, parameters={"job": job}, timeout=0)
+    (done,) = _wait_final([run.id]).values()
+    assert done.state.type.value == "COMPLETED", done.state.message
+    assert done.name.startswith("nightly-loudness-")
+    record = json.loads((out / done.name / "run.json").read_text())
+    assert record["counts"]["ok"] == 2 and record["parameters"]["edits"] == [
+        "denoise",
+        "loudness=ebu",
+    ]
