@@ -162,6 +162,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     url = _api_url()
     job = job_parameters(args)
+    _cron(args.cron, args.timezone)  # refuse a bad schedule before contacting the server
     with _server_errors(url), get_client(sync_client=True) as client:
         deployment_id = register(client, args.name, args.cron, args.timezone, job, args.work_pool)
     print(

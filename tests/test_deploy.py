@@ -165,6 +165,14 @@ def test_deploy_refuses_bad_options(manifest, tmp_path, unreachable_server, caps
     assert "prefixes the run id" in _refused(long_name, capsys)
 
 
+def test_deploy_refuses_a_bad_schedule_before_contacting_the_server(
+    manifest, tmp_path, unreachable_server, capsys
+):
+    args = _deploy(manifest, tmp_path)
+    args[args.index("--cron") + 1] = "61 * * * *"
+    assert "bad schedule" in _refused(args, capsys)
+
+
 def test_deploy_says_when_the_server_can_not_be_reached(
     manifest, tmp_path, unreachable_server, capsys
 ):

@@ -165,6 +165,8 @@ def test_deploy_schedule_trigger_and_list(tmp_path, prefect_stack, capsys):
     assert "unknown engine" in capsys.readouterr().err
     assert main([*deploy, "--cron", "not a cron"]) == 2
     assert "bad schedule" in capsys.readouterr().err
+    assert main([*deploy, "--cron", "0 2 * * *", "--work-pool", "absent"]) == 2
+    assert "work pool 'absent' does not exist" in capsys.readouterr().err
 
     # registering twice updates the deployment: one deployment, the second schedule only
     assert main([*deploy, "--cron", "30 1 * * *"]) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import json
 import re
 import shlex
@@ -365,8 +366,13 @@ def _stage_imports() -> set[str]:
     return {m for m in modules if m not in sys.stdlib_module_names and m != "stepedit_core"}
 
 
+@functools.cache
+def _distributions_by_module() -> dict[str, list[str]]:
+    return packages_distributions()  # scans every installed distribution: once is enough
+
+
 def _providers(module: str) -> set[str]:
-    known = packages_distributions().get(module, [])
+    known = _distributions_by_module().get(module, [])
     return {canonicalize_name(d) for d in known} | _MODULE_DISTS.get(module, {module})
 
 
