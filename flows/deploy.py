@@ -89,8 +89,9 @@ def _server_errors(url: str) -> Iterator[None]:
 
 def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The deployment's `job` parameter, after the checks that would refuse a run."""
+    from stepedit_core.checks import check_inputs
     from stepedit_core.engines import make_engine
-    from stepedit_core.plan import check_inputs
+    from stepedit_core.store import RunStore
     from stepedit_flows import cli
 
     if getattr(args, "overwrite", False):
@@ -100,8 +101,12 @@ def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as exc:
         raise _refused(str(exc)) from None
     job = cli._job(args, args.manifest)
-    check_inputs(job.manifest_uri, job.edit_chain, make_engine(job.engine, job.engine_options()))
-    return job.model_dump(exclude={"run_id"})
+    # No run folder exists yet: the write probe goes to the output root the runs will write under.
+    out_root = RunStore(job.out, "")
+    check_inputs(
+        job.manifest_uri, job.edits, make_engine(job.engine, job.engine_options()), out_root
+    )
+    return job.model_dump(mode="json", exclude={"run_id"})
 
 
 def _cron(expression: str, tz: str) -> Any:

@@ -78,7 +78,7 @@ def test_a_folder_from_an_unclaimed_earlier_run_is_left_alone(tmp_path):
 
 def test_job_parameters_refuse_unknown_fields_and_run_ids():
     job = {"manifest_uri": "m.parquet", "out": "runs", "edits": ["denoise"]}
-    assert job_spec(job, "r-1").edits == ["denoise"]
+    assert [str(e) for e in job_spec(job, "r-1").edits] == ["denoise"]
     with pytest.raises(ValueError, match="unknown job parameter.*iteration"):
         job_spec({**job, "iteration": 3}, "r-1")
     with pytest.raises(ValueError, match="stamps its own"):
@@ -132,7 +132,7 @@ def test_job_parameters_are_every_jobspec_field_but_the_run_id(manifest, tmp_pat
     assert set(job) == set(JobSpec.model_fields) - {"run_id"}
     assert job["iterations"] == 2 and job["edits"] == ["loudness=-23"]
     # what the flow rebuilds from the deployment's parameters is the job that was checked
-    assert job_spec(job, "nightly-x").model_dump(exclude={"run_id"}) == job
+    assert job_spec(job, "nightly-x").model_dump(mode="json", exclude={"run_id"}) == job
 
 
 @pytest.fixture()
@@ -158,7 +158,10 @@ def test_deploy_refuses_what_a_run_refuses(tmp_path, unreachable_server, capsys)
 
 def test_deploy_refuses_bad_options(manifest, tmp_path, unreachable_server, capsys):
     assert "iterations" in _refused(_deploy(manifest, tmp_path, "--iterations", "9"), capsys)
-    assert "models" in _refused(_deploy(manifest, tmp_path, "--engine", "step-audio-editx"), capsys)
+    model_engine = _deploy(manifest, tmp_path, "--engine", "step-audio-editx")
+    assert "does not support edit loudness" in _refused(model_engine, capsys)
+    model_engine[model_engine.index("loudness=-23")] = "emotion=happy"
+    assert "models" in _refused(model_engine, capsys)  # no model folder given
     assert "--overwrite" in _refused(_deploy(manifest, tmp_path, "--overwrite"), capsys)
     long_name = _deploy(manifest, tmp_path)
     long_name[2] = "n" * (MAX_NAME_LENGTH + 1)
