@@ -17,6 +17,7 @@ from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_e
 from stepedit_core.executors import EXECUTORS
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 
 REFUSED = 2
 
@@ -162,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a manifest and model folders, run nothing")
     validate.add_argument("manifest")
     _add_job_options(validate)
+
+    deploy = sub.add_parser("deploy", help="schedule a job as a Prefect deployment (cron)")
+    add_deploy_options(deploy)
+    _add_run_options(deploy)
+
+    deployments = sub.add_parser("deployments", help="list scheduled jobs and their last runs")
+    add_list_options(deployments)
     return parser
 
 
@@ -328,6 +336,8 @@ COMMANDS = {
     "engines": cmd_engines,
     "prompt": cmd_prompt,
     "validate": cmd_validate,
+    "deploy": cmd_deploy,
+    "deployments": cmd_deployments,
 }
 
 
