@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import stepedit_core
+from stepedit_core import audit
 from stepedit_core.edits import EditSpec
 from stepedit_core.engines import Engine, make_engine
 from stepedit_core.job import JobSpec
@@ -155,7 +156,8 @@ def write_run_record(
             "iterations": store.uri(store.iterations_dir),
         },
     }
-    store.write_json(store.run_json, record)
+    record["audit"] = audit.run_audit(store, validation.sha256)
+    audit.write_sealed_run_json(store, record)
     return record
 
 

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audit import seal
 from stepedit_core.edits import EditSpec, format_chain
 from stepedit_core.engines.base import Engine
 from stepedit_core.qc import basic_metrics
@@ -105,6 +106,9 @@ class RoundEnd(Stage):
                 record = guard(item, self._record, edits)
             if record is None:  # encoding the output failed: record the failure instead
                 record = self._base(item, edits)
+            # hash chain: a clip's first record links to its source file's sha256
+            prev = item.records[-1]["record_sha256"] if item.records else item.source_sha256
+            record = seal(record, prev or "")
             item.records.append(record)
             item.state = {"input_sha256": record.get("output_sha256")}
             item.timings = {}

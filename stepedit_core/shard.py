@@ -50,6 +50,10 @@ ITERATION_SCHEMA = pa.schema(
         ("peak_dbfs", pa.float64()),
         ("rms_dbfs", pa.float64()),
         ("clipped_samples", pa.int64()),
+        ("instruction", pa.string()),
+        ("model_fingerprint", pa.string()),
+        ("prev_record_sha256", pa.string()),
+        ("record_sha256", pa.string()),
         ("audio_flac", pa.binary()),
     ]
 )
