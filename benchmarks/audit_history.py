@@ -3,7 +3,8 @@
 Builds a synthetic run folder the way the executor lays it out (shards of 2000 clips, part
 files of 256 sealed round records, a few bytes of audio per record so the run stays small on
 disk), writes the records index as the run writer does, then times `clip_history` for random
-clips and a pyarrow scan of all part files for the same clip.
+clips and a pyarrow scan of all part files for the same clip. Also times `verify_run` (a full
+pass) on a smaller synthetic run with its delivered files and sealed run.json.
 Run: `python benchmarks/audit_history.py --clips 100000 --rounds 2`.
 Writes benchmarks/results/audit_history.json.
 """
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from stepedit_core.audit import clip_history, run_audit
+from stepedit_core.audit import clip_history, run_audit, verify_run, write_sealed_run_json
 from stepedit_core.shard import ITERATION_SCHEMA, RECORDS_PER_PART
 from stepedit_core.store import RunStore
 
@@ -61,7 +62,7 @@ def _record(clip: int, iteration: int, input_sha: str, prev: str) -> dict:
     )
 
 
-def make_run(out: Path, clips: int, rounds: int) -> RunStore:
+def make_run(out: Path, clips: int, rounds: int, delivered: bool = False) -> RunStore:
     store = RunStore(str(out), "big")
     manifest_rows = []
     for shard_start in range(0, clips, SHARD_CLIPS):
@@ -75,6 +76,8 @@ def make_run(out: Path, clips: int, rounds: int) -> RunStore:
                 record = _record(clip, k, input_sha, prev)
                 records.append(record)
                 input_sha, prev = record["output_sha256"], record["record_sha256"]
+            if delivered:  # the last round's bytes, as the executor writes them
+                store.write_bytes(store.audio_path(f"clip-{clip:06d}", clip), record["audio_flac"])
             manifest_rows.append(
                 {
                     "clip_id": f"clip-{clip:06d}",
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--lookups", type=int, default=30)
+    parser.add_argument("--verify-clips", type=int, default=10_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -138,6 +142,16 @@ def main() -> None:
             assert full_scan(store, clip_id) == args.rounds
             scans.append(time.perf_counter() - t0)
         index_bytes = Path(store.path(audit["index"])).stat().st_size
+    with tempfile.TemporaryDirectory() as tmp:
+        # verify: a full pass, so a smaller run with every delivered file and a sealed run.json
+        store = make_run(Path(tmp), args.verify_clips, args.rounds, delivered=True)
+        record = {"run_id": "big", "input_manifest": {"sha256": "0" * 64}}
+        record["audit"] = run_audit(store, "0" * 64)
+        write_sealed_run_json(store, record)
+        t0 = time.perf_counter()
+        report = verify_run(str(tmp), "big")
+        verify_s = time.perf_counter() - t0
+        assert report.intact, report.text()[:2000]
     result = {
         "benchmark": "audit_history",
         "clips": args.clips,
@@ -154,6 +168,12 @@ def main() -> None:
             "lookups": len(times),
         },
         "full_scan_s": {"median": round(statistics.median(scans), 3), "lookups": len(scans)},
+        "verify": {
+            "clips": args.verify_clips,
+            "records": report.checked["records"],
+            "seconds": round(verify_s, 2),
+            "records_per_s": round(report.checked["records"] / verify_s),
+        },
         "note": "local disk; clip_history reads one index row group, one manifest row group "
         "and one part row group (audio column skipped)",
         "machine": machine_info(),

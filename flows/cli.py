@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-hash a run's records and audio (exit 1: mismatch)")
     verify.add_argument("run", metavar="RUN_DIR_OR_URI")
     verify.add_argument("--json", action="store_true")
+    verify.add_argument(
+        "--sources", action="store_true", help="also re-hash each clip's source file"
+    )
     report = sub.add_parser("report", help="write the run's review page, RUN/report/index.html")
     report.add_argument("run", metavar="RUN_DIR_OR_URI")
     report.add_argument("--page-size", type=int, default=200, help="clips per page")
@@ -312,7 +315,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from stepedit_core.audit import split_run_uri, verify_run
 
-    result = verify_run(*split_run_uri(args.run))
+    result = verify_run(*split_run_uri(args.run), check_sources=args.sources)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.text(), end="")
     return 0 if result.intact else 1
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -274,6 +275,7 @@ def clip_history(out: str, run_id: str, clip_id: str, check_delivered: bool = Tr
     each link holds. None when the run has no such clip."""
     started = time.perf_counter()
     store = RunStore(out, run_id)
+    store.fs.invalidate_cache()  # object stores: answer from the objects as they are now
     locations = _find_in_index(store, clip_id)
     manifest = _manifest_rows(store, clip_id, {loc["row_index"] for loc in locations})
     if not locations and not manifest:
@@ -665,11 +667,60 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
         report.add("audio_unexpected", _rel(store, path), detail="no ok manifest row names it")
 
 
-def verify_run(out: str, run_id: str) -> VerifyReport:
+def _predates_audit(store: RunStore) -> bool:
+    """A run written before records were sealed: its parts have no record_sha256 column."""
+    parts = store.list(store.iterations_dir)
+    if not parts:
+        return False
+    try:
+        with store.fs.open(parts[0], "rb") as handle:
+            return "record_sha256" not in pq.ParquetFile(handle).schema_arrow.names
+    except _READ_ERRORS:
+        return False  # unreadable: the full check names it
+
+
+def _check_sources(store: RunStore, report: VerifyReport, by_row: dict[int, list[dict]]) -> None:
+    """Each clip's source file still hashes to its first round's input_sha256."""
+    table = store.read_table(store.manifest)
+    uris = table.column("audio_uri").to_pylist() if "audio_uri" in table.column_names else []
+    checked = 0
+    for row_index, records in sorted(by_row.items()):
+        uri = uris[row_index] if row_index < len(uris) else None
+        first = records[0]
+        if not uri:
+            continue
+        try:
+            with fsspec.open(uri, "rb") as handle:
+                actual = hashlib.sha256(handle.read()).hexdigest()
+        except OSError as exc:
+            report.add("source_unreadable", uri, first.get("clip_id"), str(exc))
+            continue
+        checked += 1
+        if actual != first.get("input_sha256"):
+            report.add(
+                "source_changed",
+                uri,
+                first.get("clip_id"),
+                f"sha256 {actual} != round {first.get('iteration')}'s input_sha256",
+            )
+    report.checked["source files"] = checked
+
+
+def verify_run(out: str, run_id: str, check_sources: bool = False) -> VerifyReport:
     """Re-hash every record, round audio, delivered file, the index, the output manifest and
-    run.json; check every clip's chain and the run digest. Never raises for what it finds."""
+    run.json; check every clip's chain and the run digest; with `check_sources`, also that
+    each source file is still the one the run read. Never raises for what it finds."""
     store = RunStore(out, run_id)
+    store.fs.invalidate_cache()  # object stores: listings and ETags cached earlier may be stale
     report = VerifyReport(run=store.uri(store.root))
+    if _predates_audit(store):
+        report.add(
+            "unaudited_run",
+            "iterations",
+            detail="records carry no record_sha256: the "
+            "run was written before records were sealed, there is no chain to check",
+        )
+        return report
     run = _check_run_json(store, report)
     audit = run.get("audit") or {}
     if run and not audit:
@@ -693,6 +744,8 @@ def verify_run(out: str, run_id: str) -> VerifyReport:
     by_row = _check_chains(report, found)
     report.checked["clips"] = len(by_row)
     _check_delivered(store, report, by_row)
+    if check_sources:
+        _check_sources(store, report, by_row)
     links = [(k[0], k[1], r.get("record_sha256") or "") for k, r in found.items()]
     report.run_digest = run_digest(links, audit.get("input_manifest_sha256") or "")
     if audit and report.run_digest != audit.get("run_digest"):

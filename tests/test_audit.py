@@ -307,3 +307,25 @@ def test_audit_flags_a_broken_link(run_copy):
     history = clip_history(str(run_copy.parent), run_copy.name, "a")
     assert history["intact"] is False and history["final"]["delivered_ok"] is False
     assert clip_history(str(run_copy.parent), run_copy.name, "b")["intact"] is True
+
+
+def test_sources_are_checked_on_request(finished_run, capsys):
+    assert main(["verify", str(finished_run), "--sources"]) == 0
+    assert "4 source files" in capsys.readouterr().out
+    source = finished_run.parent.parent / "clips" / "d.wav"
+    pristine = source.read_bytes()
+    try:
+        _flip(source, len(pristine) - 3)
+        report = verify_run(str(finished_run.parent), finished_run.name, check_sources=True)
+        assert _kinds(report) == {("source_changed", "d")}
+        assert verify_run(str(finished_run.parent), finished_run.name).intact
+    finally:
+        source.write_bytes(pristine)
+
+
+def test_run_from_before_the_audit_trail_says_so(run_copy):
+    for part in (run_copy / "iterations").glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["record_sha256", "prev_record_sha256"]), part)
+    report = _verify(run_copy)
+    assert [m.kind for m in report.mismatches] == ["unaudited_run"]
