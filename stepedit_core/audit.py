@@ -55,8 +55,17 @@ INDEX_SCHEMA = pa.schema(
         ("row", pa.int32()),  # row inside that row group
     ]
 )
-# read once per part file in verify_run: everything but the audio is hashed per record
-_LINK_FIELDS = ("clip_id", "row_index", "iteration", "status", "record_sha256")
+# what verify_run keeps of each record once it is re-hashed: enough to check the chains
+_LINK_FIELDS = (
+    "clip_id",
+    "row_index",
+    "iteration",
+    "status",
+    "input_sha256",
+    "output_sha256",
+    "prev_record_sha256",
+    "record_sha256",
+)
 
 
 class AuditError(ValueError):
@@ -237,8 +246,15 @@ def _manifest_rows(store: RunStore, clip_id: str, row_indexes: set[int]) -> list
     """Output manifest rows of a clip, reading only the row groups that can hold them."""
     if not store.exists(store.manifest):
         return []
-    wanted = ["clip_id", "audio_uri", "status", "output_uri", "error", "error_code"]
-    wanted.append("iterations_done")
+    wanted = (
+        "clip_id",
+        "audio_uri",
+        "status",
+        "output_uri",
+        "error",
+        "error_code",
+        "iterations_done",
+    )
     with store.fs.open(store.manifest, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         names = set(parquet.schema_arrow.names)
@@ -248,8 +264,8 @@ def _manifest_rows(store: RunStore, clip_id: str, row_indexes: set[int]) -> list
         for group in range(parquet.num_row_groups):
             n = parquet.metadata.row_group(group).num_rows
             rows = range(start, start + n)
-            hit = [r for r in row_indexes if r in rows]
-            if hit or not row_indexes:  # no index entry: scan for the clip id
+            # a clip with no records (failed before round 1) is not in the index: scan for it
+            if not row_indexes or any(r in rows for r in row_indexes):
                 table = parquet.read_row_group(group, columns=columns).to_pylist()
                 for offset, row in enumerate(table):
                     if (start + offset in row_indexes) or row.get("clip_id") == clip_id:
@@ -497,21 +513,20 @@ def _load_index(store: RunStore, report: VerifyReport, audit: dict) -> list[dict
 
 
 def _read_parts(store: RunStore, report: VerifyReport, expected: dict) -> dict[tuple, dict]:
-    """Every readable record (audio re-hashed, record re-hashed), by (row_index, iteration)."""
+    """Every readable record (audio re-hashed, record re-hashed), by (row_index, iteration).
+    A part or row group that no longer decodes is named with the clips the index puts there."""
     found: dict[tuple, dict] = {}
     parts = store.list(store.iterations_dir)
     report.checked["part files"] = len(parts)
     for part in parts:
         rel = _rel(store, part)
-        try:
-            handle = store.fs.open(part, "rb")
-            parquet = pq.ParquetFile(handle)
-            groups = parquet.num_row_groups
-        except _READ_ERRORS as exc:
-            _unreadable(report, rel, None, exc, expected)
-            continue
-        with handle:
-            for group in range(groups):
+        with store.fs.open(part, "rb") as handle:
+            try:
+                parquet = pq.ParquetFile(handle)
+            except _READ_ERRORS as exc:
+                _unreadable(report, rel, None, exc, expected)
+                continue
+            for group in range(parquet.num_row_groups):
                 try:
                     rows = parquet.read_row_group(group).to_pylist()
                 except _READ_ERRORS as exc:
@@ -524,13 +539,8 @@ def _read_parts(store: RunStore, report: VerifyReport, expected: dict) -> dict[t
                         report.add(
                             "record_duplicate", rel, record.get("clip_id"), f"round {key[1]}"
                         )
-                    found[key] = dict(
-                        (k, record.get(k)) for k in (*_LINK_FIELDS, "input_sha256")
-                    ) | {
-                        "output_sha256": record.get("output_sha256"),
-                        "prev_record_sha256": record.get("prev_record_sha256"),
-                        "where": f"{rel}#rg{group}:{row_in_group}",
-                    }
+                    links = {k: record.get(k) for k in _LINK_FIELDS}
+                    found[key] = dict(links, where=f"{rel}#rg{group}:{row_in_group}")
     return found
 
 

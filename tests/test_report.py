@@ -213,3 +213,10 @@ def test_report_in_headless_chromium(run_with_qc, tmp_path):
         assert errors == []
     finally:
         driver.quit()
+
+
+def test_audit_of_a_clip_that_never_loaded(run_with_qc, capsys):
+    # not in the records index (no round ran): found by scanning the output manifest
+    assert main(["audit", str(run_with_qc), "gone"]) == 0
+    text = capsys.readouterr().out
+    assert "final    [failed]" in text and "missing_file" in text
