@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the run's review page, RUN/report/index.html")
     report.add_argument("run", metavar="RUN_DIR_OR_URI")
     report.add_argument("--page-size", type=int, default=200, help="clips per page")
+    report.add_argument(
+        "--media",
+        choices=("all", "index", "none"),
+        default="all",
+        help="players and spectrograms for every clip, only those on index.html, or none",
+    )
     return parser
 
 
@@ -324,7 +330,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from stepedit_core.audit import split_run_uri
     from stepedit_core.report import build_report
 
-    page = build_report(*split_run_uri(args.run), page_size=args.page_size)
+    page = build_report(*split_run_uri(args.run), page_size=args.page_size, media=args.media)
     print(f"review page: {page}")
     return 0
 

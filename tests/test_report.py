@@ -220,3 +220,15 @@ def test_audit_of_a_clip_that_never_loaded(run_with_qc, capsys):
     assert main(["audit", str(run_with_qc), "gone"]) == 0
     text = capsys.readouterr().out
     assert "final    [failed]" in text and "missing_file" in text
+
+
+def test_media_only_for_the_clips_on_the_index_page(run_with_qc, tmp_path):
+    run = tmp_path / "runs" / "r1"
+    shutil.copytree(run_with_qc, run, ignore=shutil.ignore_patterns("report"))
+    build_report(str(run.parent), run.name, page_size=1, media="index")
+    media = sorted(p.name for p in (run / "report" / "media").iterdir())
+    assert media == ["00000000-line-0", "00000002-line-2"]  # page 1, and the QC failure
+    page = (run / "report" / "page-0002.html").read_text()  # line-1: listed, no players
+    assert "line-1" in page and "<audio" not in page and "rms -21" in page
+    with pytest.raises(ValueError, match="media must be one of"):
+        build_report(str(run.parent), run.name, media="some")

@@ -91,12 +91,29 @@ def _media_dir(clip: ClipView) -> str:
 
 
 class ReportBuilder:
-    def __init__(self, store: RunStore, with_media: bool = True) -> None:
+    def __init__(self, store: RunStore, media_rows: set[int] | None = None) -> None:
         self.store = store
-        self.with_media = with_media
+        self.media_rows = media_rows  # rows whose audio and spectrograms are written; None: all
         self.values: dict[str, dict[int, list[float]]] = {}
         self.qc_counts: dict[int, list[int]] = {}  # round -> [passed, checked]
         self.profiles: set[str] = set()
+
+    def wants_media(self, clip: ClipView) -> bool:
+        return self.media_rows is None or clip.row_index in self.media_rows
+
+    def qc_failing_rows(self) -> set[int]:
+        """Rows whose last round fails QC, from two small columns (no audio read)."""
+        last: dict[int, tuple[int, bool | None]] = {}
+        for part in self.store.list(self.store.iterations_dir):
+            with self.store.fs.open(part, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                if QC_PASS not in parquet.schema_arrow.names:
+                    continue
+                table = parquet.read(columns=["row_index", "iteration", QC_PASS])
+            for row, k, verdict in zip(*(c.to_pylist() for c in table.columns), strict=True):
+                if row not in last or k > last[row][0]:
+                    last[row] = (k, verdict)
+        return {row for row, (_, verdict) in last.items() if verdict is False}
 
     def path(self, rel: str) -> str:
         return self.store.path("report", rel)
@@ -163,7 +180,7 @@ class ReportBuilder:
             if record.get(QC_PROFILE):
                 self.profiles.add(str(record[QC_PROFILE]))
         flac = record.get("audio_flac")
-        if self.with_media and flac:
+        if self.wants_media(clip) and flac:
             view.audio, view.image = self._write_media(clip, f"round-{k}", flac)
         clip.rounds[k] = view
 
@@ -184,7 +201,7 @@ class ReportBuilder:
             for m, v in view.metrics.items():
                 if v is not None and m in self.values:
                     self.values[m].setdefault(SOURCE_ROUND, []).append(float(v))
-            if self.with_media:
+            if self.wants_media(clip):
                 flac = audio_io.encode_flac(source)
                 view.audio, view.image = self._write_media(clip, "source", flac)
             clip.rounds[SOURCE_ROUND] = view
@@ -350,14 +367,28 @@ def _header(run: dict, run_id: str) -> str:
     )
 
 
-def build_report(out: str, run_id: str, page_size: int = 200, with_media: bool = True) -> str:
-    """Write RUN/report/ and return the URI of its index.html."""
+MEDIA_MODES = ("all", "index", "none")
+
+
+def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all") -> str:
+    """Write RUN/report/ and return the URI of its index.html. `media`: audio players and
+    spectrograms for every clip (`all`), only for the clips on index.html, i.e. the first page
+    and every failing clip (`index`: for very large runs, where the media would copy every
+    round's audio a second time), or none."""
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
+    if media not in MEDIA_MODES:
+        raise ValueError(f"media must be one of {', '.join(MEDIA_MODES)}, got {media!r}")
     store = RunStore(out, run_id)
     run = store.read_json(store.run_json) if store.exists(store.run_json) else {}
-    builder = ReportBuilder(store, with_media)
+    builder = ReportBuilder(store)
     by_row = builder.load_clips()
+    if media == "none":
+        builder.media_rows = set()
+    elif media == "index":
+        rows = sorted(by_row)
+        failed = {r for r, c in by_row.items() if c.status != "ok"}
+        builder.media_rows = set(rows[:page_size]) | failed | builder.qc_failing_rows()
     builder.add_records(by_row)
     builder.add_sources(by_row)
     clips = [by_row[k] for k in sorted(by_row)]
