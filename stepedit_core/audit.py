@@ -7,13 +7,14 @@ What covers what (each arrow: "its hash is stored in"):
     source file bytes        -> round 1's input_sha256 and prev_record_sha256
     all record_sha256 values + input manifest sha256 -> run.json "audit.run_digest"
     records index, output manifest                   -> run.json "audit"
-    run.json bytes                                   -> run.json.sha256 (sha256sum format)
+    run.json bytes                                   -> run.json.sha256 (sha256sum format,
+                                                        or an HMAC with $STEPEDIT_AUDIT_KEY)
 
 `verify_run` recomputes every arrow and names each clip and object where one does not hold.
-The hashes are unkeyed: they prove that nothing changed by accident or by a careless edit, and
-someone who keeps the run digest elsewhere (a ticket, the Prefect artifact) can prove that the
-whole run is the one they signed off. They can not stop someone who rewrites a record and every
-hash after it; only a digest kept outside the run does.
+Without a key the hashes prove that nothing changed by accident or by a careless edit; someone
+who rewrites a record and every hash after it, run.json's seal included, goes unnoticed unless
+the run digest was kept elsewhere (a ticket, the Prefect artifact). With $STEPEDIT_AUDIT_KEY
+set when the run is written and verified, the seal is an HMAC and such a rewrite needs the key.
 
 `clip_history` answers from `audit/records.parquet`, an index sorted by clip id (clip -> part
 file, row group, row), so one clip costs one index row group and one part row group, not a scan.
@@ -22,8 +23,10 @@ file, row group, row), so one clip costs one index row group and one part row gr
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import os
 import posixpath
 import time
 from collections import defaultdict
@@ -37,6 +40,7 @@ import pyarrow.parquet as pq
 
 from stepedit_core.store import RunStore
 
+AUDIT_KEY_ENV = "STEPEDIT_AUDIT_KEY"  # set: run.json's seal is an HMAC with this key
 RECORD_HASH_VERSION = b"stepedit-record-v1\n"
 RUN_HASH_VERSION = b"stepedit-run-v1\n"
 # not part of a record's hash: the hash itself, and the audio, covered through output_sha256
@@ -209,14 +213,27 @@ def run_audit(store: RunStore, input_manifest_sha256: str) -> dict[str, Any]:
     }
 
 
+def _audit_key() -> bytes | None:
+    key = os.environ.get(AUDIT_KEY_ENV)
+    return key.encode() if key else None
+
+
+def _seal_text(data: bytes, key: bytes | None) -> str:
+    """`<sha256>  run.json` (sha256sum format), or `hmac-sha256:<hex>  run.json` with a key."""
+    if key is None:
+        return f"{hashlib.sha256(data).hexdigest()}  run.json\n"
+    return f"hmac-sha256:{hmac.new(key, data, hashlib.sha256).hexdigest()}  run.json\n"
+
+
 def write_sealed_run_json(store: RunStore, record: dict[str, Any]) -> None:
-    """Write run.json and `run.json.sha256` beside it (`sha256sum -c run.json.sha256` checks
-    it in the run folder). The seal is written second, so a crash leaves an unsealed run.json,
-    which verify reports, never a sealed one with the wrong content."""
+    """Write run.json and `run.json.sha256` beside it. Without a key the seal is the file's
+    sha256 (`sha256sum -c run.json.sha256` checks it in the run folder); with
+    $STEPEDIT_AUDIT_KEY set it is an HMAC, which nobody without the key can recompute after an
+    edit, so run.json, and through its run digest every record and audio file, is signed.
+    The seal is written second: a crash leaves an unsealed run.json, which verify reports."""
     data = (json.dumps(record, indent=2, default=str) + "\n").encode()
     store.write_bytes(store.run_json, data)
-    seal_line = f"{hashlib.sha256(data).hexdigest()}  run.json\n"
-    store.write_bytes(run_json_seal_path(store), seal_line.encode())
+    store.write_bytes(run_json_seal_path(store), _seal_text(data, _audit_key()).encode())
 
 
 def split_run_uri(run: str) -> tuple[str, str]:
@@ -466,13 +483,25 @@ def _check_run_json(store: RunStore, report: VerifyReport) -> dict[str, Any]:
         report.add("run_json_unsealed", "run.json", detail="run.json.sha256 is missing")
     else:
         with store.fs.open(seal_path, "rb") as handle:
-            expected = handle.read().decode(errors="replace").split()[:1]
-        actual = hashlib.sha256(data).hexdigest()
-        if expected != [actual]:
+            sealed = (handle.read().decode(errors="replace").split() or ["(empty)"])[0]
+        keyed = sealed.startswith("hmac-sha256:")
+        key = _audit_key()
+        if keyed and key is None:
             report.add(
-                "run_json_altered",
+                "run_json_unverifiable",
                 "run.json",
-                detail=f"sha256 {actual} != sealed {expected[0] if expected else '(empty)'}",
+                detail=f"run.json is signed with a key: set ${AUDIT_KEY_ENV} to check it",
+            )
+        elif key is not None and not keyed:  # a key is expected: a plain hash is a downgrade
+            report.add(
+                "run_json_unsigned",
+                "run.json",
+                detail=f"${AUDIT_KEY_ENV} is set but run.json's seal is a plain sha256",
+            )
+        elif sealed != _seal_text(data, key if keyed else None).split()[0]:
+            kind = "HMAC" if keyed else "sha256"
+            report.add(
+                "run_json_altered", "run.json", detail=f"content does not match its {kind} seal"
             )
     try:
         return json.loads(data)

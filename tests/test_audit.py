@@ -15,14 +15,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from stepedit_core.audit import (
+    AUDIT_KEY_ENV,
     AuditError,
     clip_history,
     record_digest,
     seal,
     verify_run,
+    write_sealed_run_json,
 )
 from stepedit_core.job import JobSpec
 from stepedit_core.shard import ITERATION_SCHEMA
+from stepedit_core.store import RunStore
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess, write_clip, write_manifest
@@ -329,3 +332,23 @@ def test_run_from_before_the_audit_trail_says_so(run_copy):
         pq.write_table(table.drop_columns(["record_sha256", "prev_record_sha256"]), part)
     report = _verify(run_copy)
     assert [m.kind for m in report.mismatches] == ["unaudited_run"]
+
+
+def test_run_json_signed_with_a_key(run_copy, monkeypatch):
+    store = RunStore(str(run_copy.parent), run_copy.name)
+    record = json.loads((run_copy / "run.json").read_text())
+    monkeypatch.setenv(AUDIT_KEY_ENV, "studio-secret")
+    write_sealed_run_json(store, record)
+    assert (run_copy / "run.json.sha256").read_text().startswith("hmac-sha256:")
+    assert _verify(run_copy).intact
+
+    monkeypatch.setenv(AUDIT_KEY_ENV, "another-key")
+    assert _kinds(_verify(run_copy)) == {("run_json_altered", None)}
+    monkeypatch.delenv(AUDIT_KEY_ENV)
+    assert _kinds(_verify(run_copy)) == {("run_json_unverifiable", None)}
+
+    # an edit re-sealed with a plain sha256 (all one can do without the key) is caught
+    record["counts"]["failed"] = 0
+    write_sealed_run_json(store, record)
+    monkeypatch.setenv(AUDIT_KEY_ENV, "studio-secret")
+    assert _kinds(_verify(run_copy)) == {("run_json_unsigned", None)}
