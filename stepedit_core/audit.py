@@ -59,8 +59,12 @@ INDEX_SCHEMA = pa.schema(
         ("row", pa.int32()),  # row inside that row group
     ]
 )
+# a record column, True on the round whose audio was delivered (`--select best`); without it,
+# or where no record sets it, the last round is the delivered one
+SELECTED_FIELD = "selected"
 # what verify_run keeps of each record once it is re-hashed: enough to check the chains
 _LINK_FIELDS = (
+    SELECTED_FIELD,
     "clip_id",
     "row_index",
     "iteration",
@@ -355,6 +359,12 @@ def _round_view(record: dict, previous: dict | None, loc: dict) -> dict[str, Any
     return view
 
 
+def delivered_round(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record whose audio is the delivered file: the one marked selected, else the last."""
+    marked = [r for r in records if r.get(SELECTED_FIELD)]
+    return marked[-1] if marked else (records[-1] if records else {})
+
+
 def _final_view(
     store: RunStore, manifest: list[dict], rounds: list[dict], check_delivered: bool
 ) -> dict[str, Any]:
@@ -366,7 +376,7 @@ def _final_view(
     if row.get("status") == "ok" and rounds:
         path = store.audio_path(row["clip_id"], row["row_index"])
         final["delivered"] = store.uri(path)
-        final["expected_sha256"] = rounds[-1].get("output_sha256")
+        final["expected_sha256"] = delivered_round(rounds).get("output_sha256")
         if check_delivered:
             actual = _bytes_sha256(store, path) if store.exists(path) else None
             final["sha256"] = actual
@@ -402,7 +412,7 @@ def format_history(history: dict[str, Any]) -> str:
     final = history["final"]
     lines.append(f"  final    [{final.get('status')}]  {final.get('delivered') or ''}".rstrip())
     if "sha256" in final:
-        verdict = "matches the last round" if final.get("delivered_ok") else "MISMATCH"
+        verdict = "matches the delivered round" if final.get("delivered_ok") else "MISMATCH"
         lines.append(f"           sha256 {final['sha256']}  {verdict}")
     if final.get("error_code"):
         lines.append(f"           error {final['error_code']}: {final.get('error')}")
@@ -693,13 +703,14 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
             continue
         delivered += 1
         actual = _bytes_sha256(store, path)
-        last = records[-1].get("output_sha256") if records else None
-        if actual != last:
+        chosen = delivered_round(records)
+        if actual != chosen.get("output_sha256"):
             report.add(
                 "delivered_altered",
                 rel,
                 row["clip_id"],
-                f"sha256 {actual} != last round's output_sha256 {last}",
+                f"sha256 {actual} != round {chosen.get('iteration')}'s output_sha256 "
+                f"{chosen.get('output_sha256')}",
             )
     report.checked["delivered files"] = delivered
     for path in sorted(present - expected_files):

@@ -18,6 +18,7 @@ from stepedit_core.audit import (
     AUDIT_KEY_ENV,
     AuditError,
     clip_history,
+    delivered_round,
     record_digest,
     seal,
     verify_run,
@@ -289,7 +290,7 @@ def test_audit_prints_the_chain(finished_run, capsys):
     for r in records:
         assert r["record_sha256"] in text and r["output_sha256"] in text
     assert "round 1  loudness=-23" in text and "round 2  loudness=-23" in text
-    assert "matches the last round" in text and "chain intact" in text
+    assert "matches the delivered round" in text and "chain intact" in text
     assert "peak_dbfs=" in text
 
     assert main(["audit", str(finished_run), "b", "--json"]) == 0
@@ -352,3 +353,12 @@ def test_run_json_signed_with_a_key(run_copy, monkeypatch):
     write_sealed_run_json(store, record)
     monkeypatch.setenv(AUDIT_KEY_ENV, "studio-secret")
     assert _kinds(_verify(run_copy)) == {("run_json_unsigned", None)}
+
+
+def test_delivered_round_is_the_selected_one_else_the_last():
+    rounds = [{"iteration": 1}, {"iteration": 2}, {"iteration": 3}]
+    assert delivered_round(rounds)["iteration"] == 3
+    assert (
+        delivered_round([dict(r, selected=r["iteration"] == 2) for r in rounds])["iteration"] == 2
+    )
+    assert delivered_round([]) == {}
