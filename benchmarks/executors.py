@@ -58,7 +58,7 @@ def measure(executor_name: str, manifest: str, out: str, edit: str) -> dict:
     steps = RunSteps(job, executor)
     sharding = steps.plan()
     started = time.perf_counter()
-    summary = steps.run_shard(sharding.shards[0])
+    summary = steps.run_shards(sharding.shards).summaries[0]
     total = time.perf_counter() - started
     return {
         "executor": executor_name,

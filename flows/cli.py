@@ -1,5 +1,6 @@
 """The `stepedit` command line. Exit status: 0 run finished (even with failed clips),
-2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed."""
+2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed.
+`verify` and `audit`: 0 intact, 1 a mismatch (each one named) or no such clip."""
 
 from __future__ import annotations
 
@@ -170,6 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     deployments = sub.add_parser("deployments", help="list scheduled jobs and their last runs")
     add_list_options(deployments)
+
+    audit = sub.add_parser("audit", help="print one clip's record chain, source to delivered file")
+    audit.add_argument("run", metavar="RUN_DIR_OR_URI")
+    audit.add_argument("clip_id")
+    audit.add_argument("--json", action="store_true")
+    verify = sub.add_parser("verify", help="re-hash a run's records and audio (exit 1: mismatch)")
+    verify.add_argument("run", metavar="RUN_DIR_OR_URI")
+    verify.add_argument("--json", action="store_true")
+    verify.add_argument(
+        "--sources", action="store_true", help="also re-hash each clip's source file"
+    )
+    report = sub.add_parser("report", help="write the run's review page, RUN/report/index.html")
+    report.add_argument("run", metavar="RUN_DIR_OR_URI")
+    report.add_argument("--page-size", type=int, default=200, help="clips per page")
+    report.add_argument(
+        "--media",
+        choices=("all", "index", "none"),
+        default="all",
+        help="players and spectrograms for every clip, only those on index.html, or none",
+    )
     return parser
 
 
@@ -330,7 +351,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from stepedit_core.audit import clip_history, format_history, split_run_uri
+
+    history = clip_history(*split_run_uri(args.run), args.clip_id)
+    if history is None:
+        print(f"stepedit: no clip {args.clip_id!r} in {args.run}", file=sys.stderr)
+        return 1
+    print(json.dumps(history, indent=2, default=str) if args.json else format_history(history))
+    return 0 if history["intact"] else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from stepedit_core.audit import split_run_uri, verify_run
+
+    result = verify_run(*split_run_uri(args.run), check_sources=args.sources)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.text(), end="")
+    return 0 if result.intact else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from stepedit_core.audit import split_run_uri
+    from stepedit_core.report import build_report
+
+    page = build_report(*split_run_uri(args.run), page_size=args.page_size, media=args.media)
+    print(f"review page: {page}")
+    return 0
+
+
 COMMANDS = {
+    "audit": cmd_audit,
+    "verify": cmd_verify,
+    "report": cmd_report,
     "run": cmd_run,
     "demo": cmd_demo,
     "engines": cmd_engines,

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audit.records import seal as audit_seal
 from stepedit_core.edits import EditSpec, format_chain, parse_chain
 from stepedit_core.failures import check_code
 from stepedit_core.qc import basic_metrics
@@ -162,6 +163,10 @@ class RoundRecord:
     peak_dbfs: float | None = None
     rms_dbfs: float | None = None
     clipped_samples: int | None = None
+    instruction: str | None = None  # the exact instruction text the engine ran
+    model_fingerprint: str | None = None  # the model folder's fingerprint, when a model ran
+    prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
+    record_sha256: str | None = None
     audio_flac: bytes | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
@@ -190,6 +195,10 @@ class RoundRecord:
             ("peak_dbfs", pa.float64()),
             ("rms_dbfs", pa.float64()),
             ("clipped_samples", pa.int64()),
+            ("instruction", pa.string()),
+            ("model_fingerprint", pa.string()),
+            ("prev_record_sha256", pa.string()),
+            ("record_sha256", pa.string()),
             ("audio_flac", pa.binary()),
         ]
     )
@@ -202,6 +211,13 @@ class RoundRecord:
         row = _shallow(self)
         row["iteration"] = row.pop("round")
         return row
+
+    def seal(self, prev_record_sha256: str) -> None:
+        """Link this record to the clip's previous one (the source file's hash for the first
+        round) and hash it. Last thing done to a record: a field set later breaks the seal."""
+        sealed = audit_seal(self.to_row(), prev_record_sha256)
+        self.prev_record_sha256 = sealed["prev_record_sha256"]
+        self.record_sha256 = sealed["record_sha256"]
 
     @classmethod
     def of(cls, item: WorkItem, engine: str, engine_version: str) -> RoundRecord:

@@ -96,6 +96,10 @@ class RoundEnd(Stage):
                 record = guard(item, RoundRecord.of, self.engine_name, self.engine_version)
             if record is None:  # encoding the output failed: record that failure instead
                 record = RoundRecord.of(item, self.engine_name, self.engine_version)
+            # the hash chain: a clip's first record links to its source file's sha256
+            record.seal(
+                (item.records[-1].record_sha256 if item.records else item.source_sha256) or ""
+            )
             item.records.append(record)
             item.state = {"input_sha256": record.output_sha256}
             item.timings = {}

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import stepedit_core
+from stepedit_core.audit import run_audit, write_sealed_run_json
 from stepedit_core.checks import Validation
 from stepedit_core.engines.base import Engine
 from stepedit_core.job import JobSpec
@@ -66,7 +67,8 @@ def write_run_record(
             "iterations": store.uri(store.iterations_dir),
         },
     }
-    store.write_json(store.run_json, record)
+    record["audit"] = run_audit(store, validation.sha256)
+    write_sealed_run_json(store, record)
     return record
 
 

@@ -3,7 +3,9 @@ generated clips and manifests."""
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +75,50 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="session")
+def s3(monkeypatch_session: pytest.MonkeyPatch) -> Iterator[object]:
+    """One moto S3 server over real HTTP for the whole session (moto keeps its buckets in the
+    process, so a second server would see the same ones); buckets `catalog` and `runs`."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch_session.setenv(name, value)
+    monkeypatch_session.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("catalog")
+    fs.mkdir("runs")
+    yield fs
+    fsspec.config.conf.pop("s3", None)
+    server.stop()
+
+
+def put_clip(fs: object, key: str, seconds: float) -> str:
+    """A FLAC clip uploaded to S3; returns its s3:// URI."""
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(seconds), 24000, format="FLAC")
+    fs.pipe(key, buffer.getvalue())  # type: ignore[attr-defined]
+    return f"s3://{key}"

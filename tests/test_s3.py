@@ -1,9 +1,7 @@
 """Manifest, clips and run outputs in S3, against moto's S3 server over real HTTP."""
 
 import io
-import socket
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -11,56 +9,13 @@ import soundfile as sf
 
 from stepedit_core.job import JobSpec
 
-from conftest import run_inprocess, tone
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3(monkeypatch_module):
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch_module.setenv(name, value)
-    monkeypatch_module.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir("catalog")
-    fs.mkdir("runs")
-    yield fs
-    fsspec.config.conf.pop("s3", None)
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-def _put_clip(fs, key: str, seconds: float) -> str:
-    buffer = io.BytesIO()
-    sf.write(buffer, tone(seconds), 24000, format="FLAC")
-    fs.pipe(key, buffer.getvalue())
-    return f"s3://{key}"
+from conftest import put_clip, run_inprocess
 
 
 def test_run_reads_and_writes_s3(s3):
     uris = [
-        _put_clip(s3, "catalog/clips/a.flac", 0.8),
-        _put_clip(s3, "catalog/clips/b.flac", 0.5),
+        put_clip(s3, "catalog/clips/a.flac", 0.8),
+        put_clip(s3, "catalog/clips/b.flac", 0.5),
         "s3://catalog/clips/missing.flac",
     ]
     sink = io.BytesIO()
