@@ -25,12 +25,13 @@ import logging
 import math
 import os
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from stepedit_core.stage_envs import StageEnv
 from stepedit_core.stages import Stage, WorkItem
 
 log = logging.getLogger(__name__)
@@ -172,9 +173,16 @@ def ensure_ray(address: str | None = None) -> None:
 class RayDataExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, progress_bars: bool = False) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        progress_bars: bool = False,
+        stage_envs: Mapping[str, StageEnv] | None = None,
+    ) -> None:
         self.address = address
         self.progress_bars = progress_bars
+        # stage name -> the environment its workers run in (see stepedit_core.stage_envs)
+        self.stage_envs = dict(stage_envs or {})
 
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]:
         import ray
@@ -205,17 +213,22 @@ class RayDataExecutor:
             if number > 0:
                 ds = ds.materialize()  # the previous round's pools finish and are released
             for group, plan in wave:
-                ds = _map(ds, group, plan)
+                env = self.stage_envs.get(_lead(group).name, StageEnv())
+                ds = _map(ds, group, plan, env.runtime_env())
         for batch in ds.iter_batches(batch_size=16, batch_format="numpy", prefetch_batches=1):
             for blob in batch["item"]:
                 yield pickle.loads(blob)
 
 
-def _map(ds: Any, group: list[Stage], plan: PoolPlan) -> Any:
+def _map(
+    ds: Any, group: list[Stage], plan: PoolPlan, runtime_env: dict[str, Any] | None = None
+) -> Any:
     import ray.data
 
     lead = _lead(group)
-    log.debug("stages %s: %s", [s.name for s in group], plan)
+    log.debug("stages %s: %s (runtime env %s)", [s.name for s in group], plan, runtime_env)
+    # Only a stage with an environment of its own names one: the others inherit the job's.
+    remote_args: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env else {}
     if plan.actor:
         return ds.map_batches(
             _GroupActor,
@@ -225,6 +238,7 @@ def _map(ds: Any, group: list[Stage], plan: PoolPlan) -> Any:
             num_cpus=plan.cpus,
             num_gpus=plan.gpus or None,
             batch_format="numpy",
+            **remote_args,
         )
     return ds.map_batches(
         _apply,
@@ -232,4 +246,5 @@ def _map(ds: Any, group: list[Stage], plan: PoolPlan) -> Any:
         batch_size=lead.batch_size,
         num_cpus=plan.cpus,
         batch_format="numpy",
+        **remote_args,
     )
