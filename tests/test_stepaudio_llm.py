@@ -285,5 +285,7 @@ def test_dropping_finished_rows_does_not_change_any_ids(greedy):
     assert [r.finished for r in dropped] == [r.finished for r in kept]
     assert seen.sizes[0] == 6 and seen.sizes[-1] < 6  # rows did leave
     if not greedy:
-        alone = [generate(llm.model, [p], [s], cfg)[0].ids for p, s in zip(batch, seeds)]
+        alone = [
+            generate(llm.model, [p], [s], cfg)[0].ids for p, s in zip(batch, seeds, strict=True)
+        ]
         assert alone == [r.ids for r in dropped]
