@@ -16,6 +16,7 @@ from stepedit_core.edits import EditError, parse_edit
 from stepedit_core.engines import ENGINES, EngineNotReady, UnknownEngine, make_engine
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.manifest import ManifestError
+from stepedit_core.stage_envs import StageEnvError
 
 REFUSED = 2
 
@@ -29,7 +30,7 @@ class Refused(Exception):
 
 
 def _key_value(kind: type) -> callable:
-    def parse(text: str) -> tuple[str, float | int]:
+    def parse(text: str) -> tuple[str, float | int | str]:
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise argparse.ArgumentTypeError(f"expected STAGE=VALUE, got {text!r}")
@@ -70,6 +71,22 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         metavar="DIR",
         help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
         "code); default: $STEPEDIT_STEPAUDIO_SRC",
+    )
+    p.add_argument(
+        "--stage-python",
+        action="append",
+        default=[],
+        type=_key_value(str),
+        metavar="STAGE=PYTHON",
+        help="run a stage's Ray workers with this interpreter (its own environment)",
+    )
+    p.add_argument(
+        "--stage-image",
+        action="append",
+        default=[],
+        type=_key_value(str),
+        metavar="STAGE=IMAGE",
+        help="run a stage's Ray workers in this container image",
     )
 
 
@@ -170,6 +187,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             gpus=dict(args.gpu),
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,
+            stage_python=dict(args.stage_python),
+            stage_images=dict(args.stage_image),
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -183,6 +202,7 @@ def _check_before_run(job: JobSpec, overwrite: bool) -> None:
     """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
     hashes the manifest once for the run record."""
     from stepedit_core.plan import check_inputs
+    from stepedit_core.stage_envs import check_stage_names
     from stepedit_core.store import RunStore
 
     store = RunStore(job.out, job.run_id)
@@ -191,7 +211,9 @@ def _check_before_run(job: JobSpec, overwrite: bool) -> None:
             f"run {job.run_id!r} already finished under {job.out}; "
             "choose another --run-id or pass --overwrite"
         )
-    check_inputs(job.manifest_uri, job.edit_chain, make_engine(job.engine, job.engine_options()))
+    engine = make_engine(job.engine, job.engine_options())
+    check_inputs(job.manifest_uri, job.edit_chain, engine)
+    check_stage_names(job.stage_envs(), [stage.name for stage in engine.stages()])
 
 
 def _run_flow(job: JobSpec) -> int:
@@ -263,12 +285,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from stepedit_core.engines import EngineOptions
     from stepedit_core.manifest import plan_rows
     from stepedit_core.plan import check_inputs
+    from stepedit_core.stage_envs import check_stage_names, report, report_lines, stage_envs
 
     try:
         edits = tuple(parse_edit(e) for e in args.edit)
         engine = make_engine(
             args.engine, EngineOptions(models_dir=args.models_dir, stepaudio_src=args.stepaudio_src)
         )
+        envs = stage_envs(dict(args.stage_python), dict(args.stage_image))
+        check_stage_names(envs, [stage.name for stage in engine.stages()])
     except (EditError, UnknownEngine) as exc:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
@@ -283,6 +308,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
         f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
     )
+    rows = report([stage.name for stage in engine.stages()], envs)
+    print("what runs each stage:")
+    print("\n".join(report_lines(rows)))
+    unusable = [f"stage {stage}: {problem}" for stage, _, _, found in rows for problem in found]
+    if unusable:
+        raise Refused("; ".join(unusable))
     return 0
 
 
@@ -300,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (Refused, ManifestError, EngineNotReady, UnknownEngine) as exc:
+    except (Refused, ManifestError, EngineNotReady, UnknownEngine, StageEnvError) as exc:
         print(f"stepedit: error: {exc}", file=sys.stderr)
         return REFUSED
 

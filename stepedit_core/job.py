@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import ENGINES, EngineOptions
+from stepedit_core.stage_envs import StageEnv, stage_envs
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ITERATIONS = 5
@@ -32,6 +33,9 @@ class JobSpec(BaseModel):
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
+    # stage name -> interpreter / container image its Ray workers run in (stage_envs.py)
+    stage_python: dict[str, str] = Field(default_factory=dict)
+    stage_images: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("run_id")
     @classmethod
@@ -53,6 +57,17 @@ class JobSpec(BaseModel):
     @classmethod
     def _edits(cls, value: list[str]) -> list[str]:
         return [str(parse_edit(v)) for v in value]  # raises EditError (a ValueError) when bad
+
+    @model_validator(mode="after")
+    def _stage_envs(self) -> JobSpec:
+        if self.stage_envs() and self.executor != "ray":
+            raise ValueError(
+                "a stage environment (--stage-python/--stage-image) needs --executor ray"
+            )
+        return self
+
+    def stage_envs(self) -> dict[str, StageEnv]:
+        return stage_envs(self.stage_python, self.stage_images)  # StageEnvError: a ValueError
 
     @property
     def edit_chain(self) -> tuple[EditSpec, ...]:

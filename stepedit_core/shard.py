@@ -61,15 +61,19 @@ class Executor(Protocol):
     def run(self, stages: list[Stage], items: Any) -> Iterator[WorkItem]: ...
 
 
-def make_executor(name: str, ray_address: str | None = None) -> Executor:
+def make_executor(
+    name: str, ray_address: str | None = None, stage_envs: dict[str, Any] | None = None
+) -> Executor:
     if name == "local":
         from stepedit_core.executors.local import LocalExecutor
 
+        if stage_envs:
+            raise ValueError("stage environments need the ray executor")
         return LocalExecutor()
     if name == "ray":
         from stepedit_core.executors.ray_data import RayDataExecutor
 
-        return RayDataExecutor(address=ray_address)
+        return RayDataExecutor(address=ray_address, stage_envs=stage_envs)
     raise ValueError(f"unknown executor {name!r}; expected 'ray' or 'local'")
 
 
@@ -117,7 +121,7 @@ def run_shard(
     summary = ShardSummary(shard=shard, items=len(items))
     store.remove(store.list(store.iterations_dir, prefix=f"shard-{shard:05d}-"))
     stages = build_stages(engine, job.iterations, any(has_clone(i) for i in items), job.prompt_mode)
-    executor = executor or make_executor(job.executor, job.ray_address)
+    executor = executor or make_executor(job.executor, job.ray_address, job.stage_envs())
 
     records: list[dict] = []
     results: list[dict] = []

@@ -192,3 +192,15 @@ def report(
             found += problems(versions, driver)
         rows.append((stage, env.describe(), versions, found))
     return rows
+
+
+def report_lines(
+    rows: Iterable[tuple[str, str, dict[str, str | None] | None, list[str]]],
+) -> list[str]:
+    """`report` as text, one line per stage and one per problem."""
+    lines = []
+    for stage, where, versions, found in rows:
+        shown = format_versions(versions) if versions else "versions unknown"
+        lines.append(f"  stage {stage}: {where}: {shown}")
+        lines += [f"    problem: {problem}" for problem in found]
+    return lines

@@ -108,3 +108,42 @@ def test_the_ray_executor_runs_a_stage_with_its_own_interpreter(other_python, ra
         assert Path(prefix) == other_python.parent.parent
         assert Path(executable) == other_python
         assert item.state["here"] == (sys.prefix, sys.executable)
+
+
+def test_a_job_with_stage_environments_needs_the_ray_executor():
+    from pydantic import ValidationError
+
+    from stepedit_core.job import JobSpec
+
+    job = JobSpec(manifest_uri="m", out="o", run_id="r", stage_python={"edit": "/x/python"})
+    assert job.stage_envs() == {"edit": StageEnv(python="/x/python")}
+    with pytest.raises(ValidationError, match="needs --executor ray"):
+        JobSpec(manifest_uri="m", out="o", run_id="r", executor="local", stage_images={"e": "i"})
+
+
+def _validate(manifest: str, capsys, *extra: str) -> tuple[int, str, str]:
+    from stepedit_flows.cli import main
+
+    code = main(["validate", manifest, "--edit", "denoise", *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_validate_reports_what_runs_each_stage(other_python, tmp_path, capsys):
+    from conftest import write_clip, write_manifest
+
+    manifest = write_manifest(
+        tmp_path / "m.parquet",
+        [{"clip_id": "a", "audio_uri": write_clip(tmp_path / "a.wav", 0.5)}],
+    )
+    code, out, err = _validate(manifest, capsys, "--stage-python", f"signal_edit={other_python}")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if "stage signal_edit:" in x)
+    versions = probe(str(other_python))
+    assert f"interpreter {other_python}: python {versions['python']}" in line
+    assert f"ray {versions['ray']}" in line and "transformers" in line and "torchaudio" in line
+    code, _, err = _validate(manifest, capsys, "--stage-python", "signal=/x/python")
+    assert code == 2 and "no stage 'signal'" in err and "signal_edit" in err
+    code, out, err = _validate(manifest, capsys, "--stage-python", "signal_edit=/missing/python")
+    assert code == 2 and "stage signal_edit: /missing/python: can not run it" in err
+    assert "versions unknown" in out
