@@ -175,3 +175,28 @@ def test_sampled_ids_equal_transformers_processors_built_from_the_folder(tmp_pat
             "TopPLogitsWarper",
         ]
         assert joint.ids == reference
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_filters_equal_transformers_processors(seed):
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TopPLogitsWarper,
+    )
+
+    from stepedit_core.engines.stepaudio.llm import min_p_filter, penalise_seen, top_p_filter
+
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(4, 64, generator=gen) * 3
+    for top_p in (0.3, 0.9, 0.99):
+        expected = TopPLogitsWarper(top_p)(None, scores.clone())
+        assert torch.equal(top_p_filter(scores.clone(), top_p), expected)
+    for min_p in (0.05, 0.3):
+        assert torch.equal(
+            min_p_filter(scores.clone(), min_p), MinPLogitsWarper(min_p)(None, scores.clone())
+        )
+    ids = torch.randint(0, 64, (4, 12), generator=gen)
+    seen = torch.zeros(4, 64, dtype=torch.bool).scatter_(1, ids, True)
+    expected = RepetitionPenaltyLogitsProcessor(1.3)(ids, scores.clone())
+    assert torch.equal(penalise_seen(scores.clone(), seen, 1.3), expected)

@@ -384,9 +384,11 @@ class _Runner:
         if self.cfg.repetition_penalty == 1.0:
             return None
         torch = self.torch
+        # Padding stands in for the row's last id (always a real one under left padding), so
+        # it marks nothing that the prompt does not hold.
+        real = torch.where(mask, ids, ids[:, -1:]).clamp(0, vocab - 1)
         seen = torch.zeros((ids.shape[0], vocab), dtype=torch.bool, device=self.device)
-        seen.scatter_(1, ids.clamp(0, vocab - 1), mask)  # padding (mask False) marks nothing
-        return seen
+        return seen.scatter_(1, real, True)
 
     def run(self, prompts: list[list[int]], seeds: list[int]) -> list[Generation]:
         torch, cfg = self.torch, self.cfg
