@@ -420,6 +420,7 @@ class _Runner:
         alive = [limit > 0 for limit in limits]
         window = ids[:, -cfg.repetition_window :]
         seen = self._seen(ids, mask, logits.shape[-1])
+        droppable = cfg.drop_finished and _row_selectable(past)
         step = 0
         while True:
             scores = self.process(logits.float(), window, seen, step, [lengths[i] for i in slots])
@@ -440,15 +441,19 @@ class _Runner:
             if not any(alive):
                 break
             fed = [int(picked[r]) if alive[r] else cfg.pad_id for r in range(len(slots))]
-            if cfg.drop_finished and not all(alive) and _row_selectable(past):
+            if droppable and not all(alive):
                 keep = [r for r, live in enumerate(alive) if live]
                 rows = torch.tensor(keep, dtype=torch.long, device=self.device)
-                past = select_rows(past, rows)
-                mask, window = mask[rows], window[rows]
-                seen = None if seen is None else seen[rows]
-                slots = [slots[r] for r in keep]
-                fed = [fed[r] for r in keep]
-                alive = [True] * len(keep)
+                try:
+                    past = select_rows(past, rows)
+                except NotImplementedError:  # a cache type that can not cut rows: keep them
+                    droppable = False
+                else:
+                    mask, window = mask[rows], window[rows]
+                    seen = None if seen is None else seen[rows]
+                    slots = [slots[r] for r in keep]
+                    fed = [fed[r] for r in keep]
+                    alive = [True] * len(keep)
             live = torch.tensor(alive, dtype=torch.bool, device=self.device)
             fed_ids = torch.tensor(fed, dtype=torch.long, device=self.device)[:, None]
             window = torch.cat([window, fed_ids], dim=1)[:, -cfg.repetition_window :]
