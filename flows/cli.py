@@ -18,6 +18,7 @@ from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_e
 from stepedit_core.executors import EXECUTORS
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_core.stage_envs import StageEnvError
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 
 REFUSED = 2
@@ -32,7 +33,7 @@ class Refused(RunRefused):
 
 
 def _key_value(kind: type) -> callable:
-    def parse(text: str) -> tuple[str, float | int]:
+    def parse(text: str) -> tuple[str, float | int | str]:
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise argparse.ArgumentTypeError(f"expected STAGE=VALUE, got {text!r}")
@@ -74,6 +75,22 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         metavar="DIR",
         help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
         "code); default: $STEPEDIT_STEPAUDIO_SRC",
+    )
+    p.add_argument(
+        "--stage-python",
+        action="append",
+        default=[],
+        type=_key_value(str),
+        metavar="STAGE=PYTHON",
+        help="run a stage's Ray workers with this interpreter (its own environment)",
+    )
+    p.add_argument(
+        "--stage-image",
+        action="append",
+        default=[],
+        type=_key_value(str),
+        metavar="STAGE=IMAGE",
+        help="run a stage's Ray workers in this container image",
     )
 
 
@@ -215,6 +232,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,
             overwrite=args.overwrite,
+            stage_python=dict(args.stage_python),
+            stage_images=dict(args.stage_image),
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -229,6 +248,7 @@ def _check_before_run(job: JobSpec) -> bool:
     hashes the manifest once for the run record. False when the run already finished."""
     from stepedit_core.checks import check_inputs
     from stepedit_core.lease import holder_problem
+    from stepedit_core.stage_envs import check_stage_names
     from stepedit_core.store import RunStore
 
     try:
@@ -241,7 +261,9 @@ def _check_before_run(job: JobSpec) -> bool:
     busy = holder_problem(store)
     if busy is not None:
         raise Refused(busy)
-    check_inputs(job.manifest_uri, job.edits, make_engine(job.engine, job.engine_options()), store)
+    engine = make_engine(job.engine, job.engine_options())
+    check_inputs(job.manifest_uri, job.edits, engine, store)
+    check_stage_names(job.stage_envs(), [stage.name for stage in engine.stages()])
     return True
 
 
@@ -328,12 +350,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from stepedit_core.engines import EngineOptions
     from stepedit_core.planning import check_rows
     from stepedit_core.records import RowResult
+    from stepedit_core.stage_envs import check_stage_names, report, report_lines, stage_envs
 
     try:
         edits = tuple(args.edit)
         engine = make_engine(
             args.engine, EngineOptions(models_dir=args.models_dir, stepaudio_src=args.stepaudio_src)
         )
+        envs = stage_envs(dict(args.stage_python), dict(args.stage_image))
+        check_stage_names(envs, [stage.name for stage in engine.stages()])
     except UnknownEngine as exc:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
@@ -348,6 +373,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
         f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
     )
+    rows = report([stage.name for stage in engine.stages()], envs)
+    print("what runs each stage:")
+    print("\n".join(report_lines(rows)))
+    unusable = [f"stage {stage}: {problem}" for stage, _, _, found in rows for problem in found]
+    if unusable:
+        raise Refused("; ".join(unusable))
     return 0
 
 
@@ -398,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (RunRefused, UnknownEngine) as exc:
+    except (RunRefused, UnknownEngine, StageEnvError) as exc:
         print(f"stepedit: error: {exc}", file=sys.stderr)
         return REFUSED
 

@@ -8,10 +8,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
+from stepedit_core.stage_envs import StageEnv, stage_envs
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ITERATIONS = 5
@@ -40,6 +48,9 @@ class JobSpec(BaseModel):
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
     overwrite: bool = False  # start the run id afresh instead of resuming it
+    # stage name -> interpreter / container image its Ray workers run in (stage_envs.py)
+    stage_python: dict[str, str] = Field(default_factory=dict)
+    stage_images: dict[str, str] = Field(default_factory=dict)
 
     def fingerprint(self) -> dict[str, object]:
         """What decides a run's outputs: a resumed attempt must match the first one."""
@@ -63,6 +74,17 @@ class JobSpec(BaseModel):
         if value not in ENGINES:
             raise ValueError(f"unknown engine {value!r}; available engines: {', '.join(ENGINES)}")
         return value
+
+    @model_validator(mode="after")
+    def _stage_envs(self) -> JobSpec:
+        if self.stage_envs() and self.executor != "ray":
+            raise ValueError(
+                "a stage environment (--stage-python/--stage-image) needs --executor ray"
+            )
+        return self
+
+    def stage_envs(self) -> dict[str, StageEnv]:
+        return stage_envs(self.stage_python, self.stage_images)  # StageEnvError: a ValueError
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

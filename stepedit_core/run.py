@@ -54,7 +54,8 @@ class RunSteps:
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            self._executor = make_executor(self.job.executor, self.job.ray_address)
+            job = self.job
+            self._executor = make_executor(job.executor, job.ray_address, job.stage_envs())
         return self._executor
 
     def finished_record(self) -> dict[str, Any] | None:

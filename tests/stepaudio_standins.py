@@ -87,6 +87,18 @@ from .configuration_step1 import Step1Config
 AUDIO0, VQ02, NCODES, EOS, BOT = 65536, 1024, 5120, 3, 4
 
 
+class StandinCache(DynamicCache):
+    """The KV cache plus the ids seen so far (the output rules read them); keeps both in step
+    when a generation loop drops finished rows from the batch."""
+
+    standin_history = None
+
+    def batch_select_indices(self, indices):
+        super().batch_select_indices(indices)
+        if self.standin_history is not None:
+            self.standin_history = self.standin_history[indices]
+
+
 def _slopes(n):
     p = 2 ** math.floor(math.log2(n))
     s = [(2.0 ** (-8.0 / p)) ** (i + 1) for i in range(p)]
@@ -188,7 +200,7 @@ class Step1Model(StepPreTrainedModel):
                 cache_position=None):
         hidden = self.embed_tokens(input_ids)
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
+            past_key_values = StandinCache()
         for layer in self.layers:
             hidden = layer(hidden, attention_mask=attention_mask, past_key_value=past_key_values,
                            cache_position=cache_position)[0]
@@ -248,11 +260,13 @@ class Step1ForCausalLM(StepPreTrainedModel, GenerationMixin):
                 continue
             target = max(10, min(400, 5 * round(int(in_prompt[row]) / 5)))
             if mode == "odd":
-                target = 7
+                target = 10
             if mode != "endless" and t >= target:
                 out[row, EOS] = 0.0
                 continue
             lo, hi = (AUDIO0, AUDIO0 + VQ02) if t % 5 < 2 else (AUDIO0 + VQ02, AUDIO0 + NCODES)
+            if mode == "odd" and t == 5:  # a vq06 code where the second group's vq02 belongs
+                lo, hi = AUDIO0 + VQ02, AUDIO0 + NCODES
             out[row, lo:hi] = scores[row, lo:hi]
         return out
 '''

@@ -308,7 +308,7 @@ def test_expected_lengths_for_the_guard():
     ("behavior", "needle"),
     [
         ("text", "not audio tokens"),
-        ("odd", "not a whole number of groups"),
+        ("odd", "slot 0) is"),
         ("silent", "generated no audio tokens"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -18,6 +19,7 @@ from stepedit_core.engines.stepaudio.llm import (
     alibi_slopes,
     block_repetition,
     generate,
+    grouped_attention,
 )
 
 from stepaudio_standins import shared_standins
@@ -212,3 +214,78 @@ def test_cached_padded_batch_matches_a_full_recompute_with_the_shipped_attention
                 break
             sequence.append(token)
         assert result.ids == sequence[len(prompt) :]
+
+
+@pytest.mark.parametrize("bias_batch", [1, 2])
+def test_grouped_attention_equals_attention_over_repeated_keys(bias_batch):
+    gen = torch.Generator().manual_seed(0)
+    b, heads, groups, s, t, d = 2, 6, 2, 3, 7, 8
+    q = torch.randn(b, heads, s, d, generator=gen)
+    k = torch.randn(b, groups, t, d, generator=gen)
+    v = torch.randn(b, groups, t, d, generator=gen)
+    key_mask = torch.tensor([[False, True, True, True, True, True, True], [True] * 7])
+    bias = alibi_bias(key_mask[:bias_batch], t - s, s, t, alibi_slopes(heads), q.dtype, "cpu")
+    ours = grouped_attention(q, k, v, bias)
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1), attn_mask=bias
+    )
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-6)
+
+
+class _BatchSizes:
+    """Records the batch size of every decode step (one new id per row) of a model."""
+
+    def __init__(self, model):
+        self.sizes: list[int] = []
+        self.handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids.shape[1] == 1:
+            self.sizes.append(int(ids.shape[0]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_finished_rows_leave_the_batch(llm):
+    batch = _prompts(llm)  # 6, 11 and 3 groups of audio: the stand-in answers as many codes
+    with _BatchSizes(llm.model) as seen:
+        results = generate(llm.model, batch, [1, 2, 3], GREEDY)
+    lengths = [len(r.ids) for r in results]
+    assert lengths == [30, 55, 15] and all(r.finished for r in results)
+    # Row i is fed after each of its ids (its EOS ends it): step j runs the rows with >= j ids.
+    expected = [sum(n >= j for n in lengths) for j in range(1, max(lengths) + 1)]
+    assert seen.sizes == expected
+    assert seen.sizes[0] == 3 and seen.sizes[-1] == 1
+    with _BatchSizes(llm.model) as kept:
+        same = generate(
+            llm.model, batch, [1, 2, 3], dataclasses.replace(GREEDY, drop_finished=False)
+        )
+    assert kept.sizes == [3] * max(lengths)
+    assert [r.ids for r in same] == [r.ids for r in results]
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_dropping_finished_rows_does_not_change_any_ids(greedy):
+    llm = _load("free")  # random weights, no rules
+    batch = _prompts(llm) * 2
+    seeds = [5, 6, 7, 8, 9, 10]
+    # The cap counts the prompt too: shorter prompts get more new ids, so rows end apart.
+    cap = max(map(len, batch)) + 8
+    cfg = SamplingConfig(greedy=greedy, max_length=cap, repetition_penalty=1.1, top_p=0.95)
+    with _BatchSizes(llm.model) as seen:
+        dropped = generate(llm.model, batch, seeds, cfg)
+    kept = generate(llm.model, batch, seeds, dataclasses.replace(cfg, drop_finished=False))
+    assert [r.ids for r in dropped] == [r.ids for r in kept]
+    assert [r.finished for r in dropped] == [r.finished for r in kept]
+    assert seen.sizes[0] == 6 and seen.sizes[-1] < 6  # rows did leave
+    if not greedy:
+        alone = [
+            generate(llm.model, [p], [s], cfg)[0].ids for p, s in zip(batch, seeds, strict=True)
+        ]
+        assert alone == [r.ids for r in dropped]

@@ -39,12 +39,34 @@ def test_ids_to_codes_accepts_whole_groups_of_audio_ids():
 
 
 @pytest.mark.parametrize(
+    ("tail", "padding"),
+    [
+        ([7], [0, 1024, 1024, 1024]),
+        ([7, 8], [1024, 1024, 1024]),
+        ([7, 8, 2000], [1024, 1024]),
+        ([7, 8, 2000, 3000], [1024]),
+    ],
+)
+def test_a_trailing_partial_group_is_padded_as_the_release_decoder_does(tail, padding):
+    whole = [5, 6, 2000, 3000, 4000]
+    assert tokens.pad_partial_group(whole + tail) == whole + tail + padding
+    assert tokens.ids_to_codes(tokens.to_ids(whole + tail)) == whole + tail + padding
+    assert tokens.pad_partial_group(whole) == whole
+
+
+def test_validation_still_refuses_partial_groups_and_misplaced_codes():
+    with pytest.raises(tokens.TokenError, match="not a whole number of groups of 5"):
+        tokens.validate_codes([5, 6, 2000, 3000])
+    with pytest.raises(tokens.TokenError, match="slot 1\\) is 2000"):
+        tokens.ids_to_codes(tokens.to_ids([5, 6, 2000, 3000, 4000, 9, 2000]))
+
+
+@pytest.mark.parametrize(
     ("ids", "needle"),
     [
         ([], "generated no audio tokens"),
         ([65536 + 5, 1234, 65536 + 2000], "not audio tokens (first at position 1: id 1234"),
         ([65536 + 5120], "not audio tokens"),
-        (tokens.to_ids([5, 6, 2000, 3000]), "not a whole number of groups of 5"),
         (tokens.to_ids([5, 6, 7, 3000, 4000]), "slot 2) is 7: expected a vq06 code"),
         (tokens.to_ids([5, 2000, 2000, 3000, 4000]), "slot 1) is 2000: expected a vq02 code"),
     ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from stepedit_core.stages import Stage, WorkItem
 
@@ -16,14 +16,19 @@ class Executor(Protocol):
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]: ...
 
 
-def make_executor(name: str, ray_address: str | None = None) -> Executor:
-    """The executor by name; Ray is imported only when it is asked for."""
+def make_executor(
+    name: str, ray_address: str | None = None, stage_envs: dict[str, Any] | None = None
+) -> Executor:
+    """The executor by name; Ray is imported only when it is asked for. `stage_envs` (stage
+    name -> StageEnv) run a stage's workers in their own environment (Ray only)."""
     if name == "local":
         from stepedit_core.executors.local import LocalExecutor
 
+        if stage_envs:
+            raise ValueError("stage environments need the ray executor")
         return LocalExecutor()
     if name == "ray":
         from stepedit_core.executors.ray_data import RayDataExecutor
 
-        return RayDataExecutor(address=ray_address)
+        return RayDataExecutor(address=ray_address, stage_envs=stage_envs)
     raise ValueError(f"unknown executor {name!r}; expected one of: {', '.join(EXECUTORS)}")

@@ -33,12 +33,13 @@ import math
 import os
 import pickle
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from stepedit_core.stage_envs import StageEnv
 from stepedit_core.stages import Stage, WorkItem
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,17 @@ def ensure_ray(address: str | None = None) -> None:
 class RayDataExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, progress_bars: bool = False) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        progress_bars: bool = False,
+        stage_envs: Mapping[str, StageEnv] | None = None,
+    ) -> None:
         self.address = address
         self.progress_bars = progress_bars
         self._counter: Any = None
+        # stage name -> the environment its workers run in (see stepedit_core.stage_envs)
+        self.stage_envs = dict(stage_envs or {})
 
     @property
     def setups(self) -> dict[str, int]:
@@ -245,17 +253,26 @@ class RayDataExecutor:
             if number > 0:
                 ds = ds.materialize()  # the previous round's pools finish and are released
             for group, plan in wave:
-                ds = _map(ds, group, plan, self._counter)
+                env = self.stage_envs.get(_lead(group).name, StageEnv())
+                ds = _map(ds, group, plan, self._counter, env.runtime_env())
         for batch in ds.iter_batches(batch_size=16, batch_format="numpy", prefetch_batches=1):
             for blob in batch["item"]:
                 yield pickle.loads(blob)
 
 
-def _map(ds: Any, group: list[Stage], plan: PoolPlan, counter: Any) -> Any:
+def _map(
+    ds: Any,
+    group: list[Stage],
+    plan: PoolPlan,
+    counter: Any,
+    runtime_env: dict[str, Any] | None = None,
+) -> Any:
     import ray.data
 
     lead = _lead(group)
-    log.debug("stages %s: %s", [s.name for s in group], plan)
+    log.debug("stages %s: %s (runtime env %s)", [s.name for s in group], plan, runtime_env)
+    # Only a stage with an environment of its own names one: the others inherit the job's.
+    remote_args: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env else {}
     if plan.actor:
         with warnings.catch_warnings():
             # Ray 2.60 has no named parameter for an actor's task retries yet; the keyword is
@@ -271,6 +288,7 @@ def _map(ds: Any, group: list[Stage], plan: PoolPlan, counter: Any) -> Any:
                 batch_format="numpy",
                 max_restarts=-1,
                 max_task_retries=MAX_TASK_RETRIES,
+                **remote_args,
             )
     return ds.map_batches(
         _apply,
@@ -278,4 +296,5 @@ def _map(ds: Any, group: list[Stage], plan: PoolPlan, counter: Any) -> Any:
         batch_size=lead.batch_size,
         num_cpus=plan.cpus,
         batch_format="numpy",
+        **remote_args,
     )

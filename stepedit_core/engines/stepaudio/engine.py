@@ -19,9 +19,11 @@ bf16, ~7 GB + KV cache), decode 0.3 (flow + vocoder, ~2-3 GB). Batch sizes (over
 `EngineOptions.batch_sizes`): tokenize 8, edit 16, decode 8 clips per call (decode loops over
 them one by one, the flow model takes one clip per call).
 
-Sampling options in `EngineOptions.extra`: `stepaudio_greedy` (bool, default False),
-`stepaudio_temperature` (0.7), `stepaudio_top_k` (50), `vllm_gpu_memory_utilization` (default
-0.9 x the edit stage's GPU share).
+Sampling follows the release's `generate()` call on the model folder (temperature 0.7, the rest
+from the folder's `generation_config.json`, see `generation_settings`); options in
+`EngineOptions.extra` override it: `stepaudio_greedy` (bool, default False),
+`stepaudio_temperature`, `stepaudio_top_k`; `vllm_gpu_memory_utilization` (default 0.9 x the edit
+stage's GPU share).
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ from typing import Any
 from stepedit_core.edits import PARALINGUISTIC_TAGS, SPEED_FACTORS, STEPAUDIO, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady, EngineOptions
 from stepedit_core.engines.stepaudio import layout, prompts, tokens, upstream
-from stepedit_core.engines.stepaudio.llm import MAX_LENGTH, Generation, SamplingConfig
+from stepedit_core.engines.stepaudio.generation_settings import (
+    GenerationSettingsError,
+    sampling_config,
+)
+from stepedit_core.engines.stepaudio.llm import MAX_LENGTH, Generation
+from stepedit_core.engines.stepaudio.text_tokenizer import TextTokenizerError
 from stepedit_core.failures import ItemFailure
 from stepedit_core.stages import EngineStage, Resources, Stage, WorkItem, guard
 
@@ -186,7 +193,10 @@ class EditStage(_StepAudioStage):
     def _load(self) -> dict[str, Any]:
         models = self._models_dir()
         backend = self._backend(layout.llm_dir(models))
-        backend.load()
+        try:
+            backend.load()
+        except TextTokenizerError as exc:  # a tokenizer folder the engine can not reproduce
+            raise EngineNotReady(f"{layout.llm_dir(models)}: {exc}") from exc
         probe = [0, 1024, tokens.N_CODES - 1]
         seen = [i for i in backend.encode(tokens.to_text(probe)) if i >= tokens.AUDIO_ID_OFFSET]
         if seen != tokens.to_ids(probe):
@@ -194,13 +204,10 @@ class EditStage(_StepAudioStage):
                 f"the tokenizer in {layout.llm_dir(models)} does not map <audio_N> to id "
                 f"{tokens.AUDIO_ID_OFFSET} + N (got {seen} for {tokens.to_text(probe)})"
             )
-        extra = self.options.extra
-        top_k = extra.get("stepaudio_top_k", 50)
-        cfg = SamplingConfig(
-            greedy=bool(extra.get("stepaudio_greedy", False)),
-            temperature=float(extra.get("stepaudio_temperature", 0.7)),
-            top_k=int(top_k) if top_k else None,
-        )
+        try:
+            cfg = sampling_config(layout.llm_dir(models), self.options.extra)
+        except GenerationSettingsError as exc:
+            raise EngineNotReady(str(exc)) from exc
         return {"llm": backend, "cfg": cfg}
 
     def _backend(self, folder: Path) -> Any:
@@ -393,6 +400,10 @@ class StepAudioEngine(Engine):
         message = layout.not_ready_message(self.options.models_dir)
         if message:
             raise EngineNotReady(message)
+        try:
+            sampling_config(layout.llm_dir(Path(str(self.options.models_dir))), self.options.extra)
+        except GenerationSettingsError as exc:
+            raise EngineNotReady(str(exc)) from exc
         given = upstream.factories(self.options.extra)
         if not all(key in given for key in upstream.FACTORY_KEYS):
             problem = upstream.src_problem(upstream.resolve_src(self.options.stepaudio_src))

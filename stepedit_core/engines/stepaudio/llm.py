@@ -8,9 +8,11 @@ Generation is our own loop over the model's forward pass with a KV cache, so tha
   depend on its seed and prompt, not on which other clips share its batch (under greedy
   decoding, batched and one-at-a-time generation give the same ids);
 - the public release's generation settings are kept: at most 8192 ids in all (prompt
-  included), temperature 0.7, top-k 50 (the transformers default the release's `generate()` call
-  inherits), and its repetition-aware logits processor (see `block_repetition`); generation of a
-  clip stops at EOS (id 3).
+  included), temperature 0.7, sampling, and its repetition-aware logits processor (see
+  `block_repetition`); what the release's `generate()` call leaves to the model folder (top-k,
+  top-p, EOS ids...) comes from the folder's `generation_config.json` the way transformers reads
+  it (see `generation_settings`), top-k 50 and EOS id 3 without one;
+- finished clips leave the batch, so one long clip does not keep the others computing.
 
 The shipped Step1 model code uses ALiBi attention and *ignores* the attention mask it is given
 (it rebuilds a plain causal bias in every layer), so padded batches would attend to the padding.
@@ -40,18 +42,29 @@ MAX_LENGTH = 8192
 
 @dataclass(frozen=True)
 class SamplingConfig:
+    """What one `generate()` call samples with. The defaults are the release's call on a model
+    folder without `generation_config.json`; `generation_settings.sampling_config` fills in what
+    a folder's own file says."""
+
     max_length: int = MAX_LENGTH  # prompt + generated ids, per clip
     temperature: float = 0.7
     top_k: int | None = 50
+    top_p: float = 1.0
+    min_p: float | None = None
+    repetition_penalty: float = 1.0  # over prompt + generated ids (1.0: off)
     greedy: bool = False
     repetition_window: int = 10
     repetition_threshold: float = 0.1
-    eos_id: int = EOT_ID
+    eos_ids: tuple[int, ...] = (EOT_ID,)
     pad_id: int = PAD_ID
+    min_length: int = 0  # EOS is suppressed while prompt + generated ids are fewer than this
     min_new_tokens: int = 0  # EOS is suppressed before this many new ids (benchmarks)
     max_new_tokens: int | None = None
     # Cap on the elements of one prefill chunk's attention bias (B*H*q*k) and logits (B*q*V).
     prefill_elements: int = 1 << 27
+    # Rows that finished leave the running batch (their KV cache is dropped), so a long clip
+    # does not keep the whole batch computing. Results are the same either way.
+    drop_finished: bool = True
 
 
 @dataclass
@@ -129,6 +142,27 @@ def alibi_bias(
     return bias[None].masked_fill(~allowed[:, None], float("-inf")).to(dtype)
 
 
+def grouped_attention(q: Any, k: Any, v: Any, bias: Any) -> Any:
+    """Attention of `q` (B, H, S, D) over grouped keys/values (B, G, T, D), H = G * R, query
+    head h reading group h // R, with an additive `bias` (B or 1, H, S, T); returns (B, H, S, D).
+
+    The R query heads of a group are stacked along the query axis, so the KV cache is read as
+    it is stored instead of being repeated R times in memory every step. (SDPA's own
+    `enable_gqa` falls back to its unfused math kernel whenever a float mask is given, as the
+    ALiBi bias is, and that kernel repeats the keys itself.)"""
+    import torch
+
+    b, heads, s, d = q.shape
+    groups = k.shape[1]
+    per_group = heads // groups
+    if per_group == 1:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    q = q.reshape(b, groups, per_group * s, d)
+    bias = bias.reshape(bias.shape[0], groups, per_group * s, bias.shape[-1])
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return out.reshape(b, heads, s, d)
+
+
 def _padded_alibi_attention(
     self: Any,
     x: Any,
@@ -137,8 +171,6 @@ def _padded_alibi_attention(
     cache_position: Any = None,
 ) -> tuple[Any, None]:
     """Forward of a Step attention module that honours the bias passed as attention_mask."""
-    import torch
-
     b, s, _ = x.shape
     head_dim = getattr(self, "head_dim", None) or self.hidden_size // self.num_heads
     q = self.q_proj(x).view(b, s, self.num_heads, head_dim).transpose(1, 2)
@@ -146,18 +178,12 @@ def _padded_alibi_attention(
     v = self.v_proj(x).view(b, s, self.num_groups, head_dim).transpose(1, 2)
     if past_key_value is not None:
         k, v = past_key_value.update(k, v, self.layer_idx, {"cache_position": cache_position})
-    repeat = self.num_heads // self.num_groups
-    if repeat > 1:
-        k = k.repeat_interleave(repeat, dim=1)
-        v = v.repeat_interleave(repeat, dim=1)
     if attention_mask is None or attention_mask.dim() != 4:
         k_len = k.shape[2]
         attention_mask = alibi_bias(
             None, k_len - s, s, k_len, alibi_slopes(self.num_heads), q.dtype, q.device
         )
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=attention_mask.to(q.dtype)
-    )
+    out = grouped_attention(q, k, v, attention_mask.to(q.dtype))
     out = out.transpose(1, 2).reshape(b, s, self.num_heads * head_dim)
     return self.o_proj(out), None
 
@@ -210,8 +236,59 @@ def _accepts(model: Any, name: str) -> bool:
         return False
 
 
+def _row_selectable(cache: Any) -> bool:
+    """Whether `select_rows` can keep a subset of the batch rows of this KV cache."""
+    if hasattr(cache, "batch_select_indices"):
+        return True
+    return isinstance(cache, (tuple, list)) and all(
+        isinstance(layer, (tuple, list)) for layer in cache
+    )
+
+
+def select_rows(cache: Any, rows: Any) -> Any:
+    """The KV cache restricted to batch `rows` (a transformers Cache is changed in place; the
+    legacy tuple-of-(key, value) form is rebuilt)."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(rows)
+        return cache
+    return type(cache)(tuple(t.index_select(0, rows) for t in layer) for layer in cache)
+
+
+def top_p_filter(scores: Any, top_p: float) -> Any:
+    """Nucleus filter: keep the most likely ids whose probabilities add up to `top_p` (the id
+    that crosses the line included, the most likely id always kept); others become -inf."""
+    import torch
+
+    ascending, order = torch.sort(scores, dim=-1)
+    mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = mass_below <= 1.0 - top_p
+    drop_sorted[..., -1] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return scores.masked_fill(drop, float("-inf"))
+
+
+def min_p_filter(scores: Any, min_p: float) -> Any:
+    """Drop ids less likely than `min_p` times the most likely id."""
+    probs = scores.softmax(dim=-1)
+    floor = min_p * probs.amax(dim=-1, keepdim=True)
+    return scores.masked_fill(probs < floor, float("-inf"))
+
+
+def penalise_seen(scores: Any, seen: Any, penalty: float) -> Any:
+    """transformers' repetition penalty: every id already in the sequence has its logit divided
+    by `penalty` when positive, multiplied when negative."""
+    import torch
+
+    penalised = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return torch.where(seen, penalised, scores)
+
+
 class _Runner:
-    """One batched generation call (state of a single batch)."""
+    """One batched generation call (state of a single batch).
+
+    Per step the scores go through the steps of the release's `generate()` call, in its order:
+    repetition penalty and minimum length (from the folder's generation config), the release's
+    repetition rule, then, when sampling, temperature, top-k, top-p and min-p."""
 
     def __init__(self, model: Any, cfg: SamplingConfig) -> None:
         import torch
@@ -230,6 +307,7 @@ class _Runner:
             if _accepts(model, "cache") and not _accepts(model, "past_key_values")
             else "past_key_values"
         )
+        self.eos = set(cfg.eos_ids)
         self.torch = torch
 
     def forward(self, ids: Any, mask: Any, start: int, past: Any) -> tuple[Any, Any]:
@@ -265,23 +343,53 @@ class _Runner:
             logits, past = self.forward(ids[:, start : start + chunk], mask, start, past)
         return logits, past
 
-    def choose(self, scores: Any, generators: list[Any] | None, active: list[bool]) -> Any:
-        torch = self.torch
-        if self.cfg.greedy or generators is None:
+    def process(
+        self, scores: Any, window: Any, seen: Any, step: int, prompt_lens: list[int]
+    ) -> Any:
+        """The processors before sampling, for rows that have each generated `step` ids."""
+        cfg = self.cfg
+        if seen is not None:
+            scores = penalise_seen(scores, seen, cfg.repetition_penalty)
+        quiet = [
+            row
+            for row, n in enumerate(prompt_lens)
+            if step < cfg.min_new_tokens or n + step < cfg.min_length
+        ]
+        if quiet:
+            for eos in cfg.eos_ids:
+                scores[quiet, eos] = float("-inf")
+        return block_repetition(window, scores, cfg.repetition_window, cfg.repetition_threshold)
+
+    def choose(self, scores: Any, generators: list[Any] | None, alive: list[bool]) -> Any:
+        torch, cfg = self.torch, self.cfg
+        if cfg.greedy or generators is None:
             return scores.argmax(dim=-1)
-        scores = scores / self.cfg.temperature
-        if self.cfg.top_k:
-            k = min(int(self.cfg.top_k), scores.shape[-1])
+        scores = scores / cfg.temperature
+        if cfg.top_k:
+            k = min(int(cfg.top_k), scores.shape[-1])
             kth = torch.topk(scores, k, dim=-1).values[:, -1:]
             scores = scores.masked_fill(scores < kth, float("-inf"))
+        if cfg.top_p < 1.0:
+            scores = top_p_filter(scores, cfg.top_p)
+        if cfg.min_p is not None:
+            scores = min_p_filter(scores, cfg.min_p)
         probs = torch.softmax(scores, dim=-1)
-        picked = torch.full(
-            (scores.shape[0],), self.cfg.pad_id, dtype=torch.long, device=scores.device
-        )
-        for row, live in enumerate(active):
+        picked = torch.full((scores.shape[0],), cfg.pad_id, dtype=torch.long, device=scores.device)
+        for row, live in enumerate(alive):
             if live:
                 picked[row] = torch.multinomial(probs[row], 1, generator=generators[row])[0]
         return picked
+
+    def _seen(self, ids: Any, mask: Any, vocab: int) -> Any | None:
+        """(B, V) ids present in each prompt, for the repetition penalty (None when off)."""
+        if self.cfg.repetition_penalty == 1.0:
+            return None
+        torch = self.torch
+        # Padding stands in for the row's last id (always a real one under left padding), so
+        # it marks nothing that the prompt does not hold.
+        real = torch.where(mask, ids, ids[:, -1:]).clamp(0, vocab - 1)
+        seen = torch.zeros((ids.shape[0], vocab), dtype=torch.bool, device=self.device)
+        return seen.scatter_(1, real, True)
 
     def run(self, prompts: list[list[int]], seeds: list[int]) -> list[Generation]:
         torch, cfg = self.torch, self.cfg
@@ -299,8 +407,7 @@ class _Runner:
             limits = [min(limit, cfg.max_new_tokens) for limit in limits]
         out: list[list[int]] = [[] for _ in prompts]
         finished = [False] * batch
-        active = [limit > 0 for limit in limits]
-        if not any(active):
+        if not any(limit > 0 for limit in limits):
             return [Generation([], False, n) for n in lengths]
         generators = None
         if not cfg.greedy:
@@ -308,38 +415,54 @@ class _Runner:
                 torch.Generator(device=self.device).manual_seed(int(s) % (1 << 63)) for s in seeds
             ]
         logits, past = self.prefill(ids, mask)
+        # Row r of the running batch generates for prompt slots[r]. A row that is done leaves
+        # the batch when its cache can be cut; otherwise it stays, fed padding, masked out.
+        slots = list(range(batch))
+        alive = [limit > 0 for limit in limits]
         window = ids[:, -cfg.repetition_window :]
+        seen = self._seen(ids, mask, logits.shape[-1])
+        droppable = cfg.drop_finished and _row_selectable(past)
         step = 0
         while True:
-            scores = logits.float()
-            block_repetition(window, scores, cfg.repetition_window, cfg.repetition_threshold)
-            if step < cfg.min_new_tokens:
-                scores[:, cfg.eos_id] = float("-inf")
-            picked = self.choose(scores, generators, active).tolist()
-            for row in range(batch):
-                if not active[row]:
+            scores = self.process(logits.float(), window, seen, step, [lengths[i] for i in slots])
+            row_generators = None if generators is None else [generators[i] for i in slots]
+            picked = self.choose(scores, row_generators, alive).tolist()
+            for row, slot in enumerate(slots):
+                if not alive[row]:
                     continue
                 token = int(picked[row])
-                if token == cfg.eos_id:
-                    finished[row] = True
-                    active[row] = False
+                if token in self.eos:
+                    finished[slot] = True
+                    alive[row] = False
                     continue
-                out[row].append(token)
-                if len(out[row]) >= limits[row]:
-                    active[row] = False
+                out[slot].append(token)
+                if len(out[slot]) >= limits[slot]:
+                    alive[row] = False
             step += 1
-            if not any(active):
+            if not any(alive):
                 break
-            live = torch.tensor(active, dtype=torch.bool, device=self.device)
-            fed = torch.tensor(
-                [int(picked[r]) if active[r] else cfg.pad_id for r in range(batch)],
-                dtype=torch.long,
-                device=self.device,
-            )[:, None]
-            window = torch.cat([window, fed], dim=1)[:, -cfg.repetition_window :]
+            fed = [int(picked[r]) if alive[r] else cfg.pad_id for r in range(len(slots))]
+            if droppable and not all(alive):
+                keep = [r for r, live in enumerate(alive) if live]
+                rows = torch.tensor(keep, dtype=torch.long, device=self.device)
+                try:
+                    past = select_rows(past, rows)
+                except NotImplementedError:  # a cache type that can not cut rows: keep them
+                    droppable = False
+                else:
+                    mask, window = mask[rows], window[rows]
+                    seen = None if seen is None else seen[rows]
+                    slots = [slots[r] for r in keep]
+                    fed = [fed[r] for r in keep]
+                    alive = [True] * len(keep)
+            live = torch.tensor(alive, dtype=torch.bool, device=self.device)
+            fed_ids = torch.tensor(fed, dtype=torch.long, device=self.device)[:, None]
+            window = torch.cat([window, fed_ids], dim=1)[:, -cfg.repetition_window :]
+            if seen is not None:
+                seen[live, fed_ids[live, 0]] = True
             start = mask.shape[1]
             mask = torch.cat([mask, live[:, None]], dim=1)
-            logits, past = self.forward(fed, mask, start, past)
+            logits, past = self.forward(fed_ids, mask, start, past)
         return [Generation(out[r], finished[r], lengths[r]) for r in range(batch)]
 
 

@@ -104,7 +104,8 @@ def validate_codes(codes: Sequence[int]) -> None:
 
 
 def ids_to_codes(ids: Sequence[int]) -> list[int]:
-    """Generated LLM ids (EOS already removed) -> validated codes; TokenError otherwise."""
+    """Generated LLM ids (EOS already removed) -> validated codes (a trailing partial group
+    padded, see `pad_partial_group`); TokenError otherwise."""
     if len(ids) == 0:
         raise TokenError("the model generated no audio tokens")
     outside = [i for i, t in enumerate(ids) if not AUDIO_ID_OFFSET <= t < AUDIO_ID_OFFSET + N_CODES]
@@ -115,9 +116,19 @@ def ids_to_codes(ids: Sequence[int]) -> list[int]:
             f"(first at position {first}: id {ids[first]}; audio ids are "
             f"{AUDIO_ID_OFFSET}..{AUDIO_ID_OFFSET + N_CODES - 1})"
         )
-    codes = [int(t) - AUDIO_ID_OFFSET for t in ids]
+    codes = pad_partial_group([int(t) - AUDIO_ID_OFFSET for t in ids])
     validate_codes(codes)
     return codes
+
+
+def pad_partial_group(codes: Sequence[int]) -> list[int]:
+    """Complete a trailing partial 2+3 group the way the public decoder does before decoding:
+    a missing vq02 slot gets code 0, a missing vq06 slot code 1024 (vq06 code 0). The model
+    sometimes stops mid-group; the release decodes such output rather than rejecting it."""
+    out = [int(c) for c in codes]
+    for slot in range(len(out) % GROUP_LEN, GROUP_LEN if len(out) % GROUP_LEN else 0):
+        out.append(0 if slot < GROUP[0] else VQ02_SIZE)
+    return out
 
 
 def seconds(n_codes: int) -> float:

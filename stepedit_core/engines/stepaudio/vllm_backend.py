@@ -3,7 +3,8 @@
 Used when vLLM is installed and `EngineOptions.llm_backend == "vllm"`. Prompts are framed with
 the folder's own tokenizer through `text_tokenizer` (the same ids the transformers backend
 feeds) and handed to vLLM as token ids; vLLM batches and schedules them itself. Settings match
-the transformers backend: per-request seeds, temperature 0.7, top-k 50, stop at EOS, at most 8192
+the transformers backend (the same `SamplingConfig`): per-request seeds, temperature, top-k,
+top-p, min-p, repetition penalty, stop at the EOS ids, minimum and maximum lengths, at most 8192
 ids per request, and the repetition-aware rule as a vLLM logits processor. vLLM ties lm_head to
 the embeddings when the config does not say otherwise, so `tie_word_embeddings` is overridden to
 False here as well.
@@ -91,10 +92,13 @@ class VLLMLLM:
                 SamplingParams(
                     temperature=0.0 if cfg.greedy else cfg.temperature,
                     top_k=int(cfg.top_k or 0),
+                    top_p=cfg.top_p,
+                    min_p=cfg.min_p or 0.0,
+                    repetition_penalty=cfg.repetition_penalty,
                     seed=int(seed) % (1 << 63),
                     max_tokens=max(1, budget),
-                    min_tokens=cfg.min_new_tokens,
-                    stop_token_ids=[cfg.eos_id],
+                    min_tokens=max(cfg.min_new_tokens, cfg.min_length - len(prompt), 0),
+                    stop_token_ids=list(cfg.eos_ids),
                     detokenize=False,
                     extra_args={_REPETITION_ARG: [cfg.repetition_window, cfg.repetition_threshold]},
                 )
@@ -105,7 +109,7 @@ class VLLMLLM:
         for prompt, output in zip(prompts, outputs, strict=True):
             ids = list(output.outputs[0].token_ids)
             finished = output.outputs[0].finish_reason == "stop"
-            if ids and ids[-1] == cfg.eos_id:
+            if ids and ids[-1] in cfg.eos_ids:
                 ids.pop()
                 finished = True
             results.append(Generation(ids, finished, len(prompt)))
