@@ -134,9 +134,12 @@ def loudness_lufs(samples: np.ndarray, sample_rate: int) -> tuple[float | None, 
 def loudness_range_lu(samples: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
     import pyloudnorm
 
-    if samples.shape[1] > 5 or samples.shape[0] < sample_rate * 0.4:
-        return None, "too short or too many channels for a loudness range"
-    value = float(pyloudnorm.Meter(sample_rate).loudness_range(np.asarray(samples, np.float64)))
+    if samples.shape[1] > 5:
+        return None, "BS.1770 loudness is defined for at most 5 channels"
+    try:  # 3 s short-term blocks; pyloudnorm refuses clips it cannot fill one with
+        value = float(pyloudnorm.Meter(sample_rate).loudness_range(np.asarray(samples, np.float64)))
+    except ValueError as error:
+        return None, f"no loudness range: {error}"
     if not math.isfinite(value):
         return None, "too quiet for a loudness range"
     return round(value, 2), None

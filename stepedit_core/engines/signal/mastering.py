@@ -35,6 +35,7 @@ import numpy as np
 from stepedit_core.delivery import Profile
 from stepedit_core.engines.signal.loudness import match_level
 from stepedit_core.qc import SPEECH_MIN_SILENCE_S, noise_floor_db
+from stepedit_core.stages import ItemFailure
 
 MARGIN_S = 0.05  # room tone kept at full level next to every word
 FADE_S = 0.05  # gate ramps
@@ -50,7 +51,28 @@ SEED = 20260
 def master(
     samples: np.ndarray, sample_rate: int, option: str, profile: Profile, vad: Any = None
 ) -> np.ndarray:
-    """`loudness=<option>` mastered into `profile` (see the module docstring)."""
+    """`loudness=<option>` mastered into `profile` (see the module docstring).
+
+    ACX's level is the RMS of the whole file, room tone included, so padding a very short clip
+    (a single word) with 2 s of room tone can push the speech past what the limiter may absorb.
+    Then the head and tail are left as they were (QC reports them) rather than failing the item.
+    """
+    try:
+        return _master(samples, sample_rate, option, profile, vad, edges=True)
+    except ItemFailure as failure:
+        if failure.code != "loudness_unreachable":
+            raise
+        return _master(samples, sample_rate, option, profile, vad, edges=False)
+
+
+def _master(
+    samples: np.ndarray,
+    sample_rate: int,
+    option: str,
+    profile: Profile,
+    vad: Any,
+    edges: bool,
+) -> np.ndarray:
     if vad is None:
         from stepedit_core.engines.signal.vad import shared_vad
 
@@ -60,7 +82,9 @@ def master(
     if not spans:  # nothing to protect or to place room tone around: the level only
         return match_level(samples, sample_rate, option)[0]
     tone_power = room_tone_power(samples, sample_rate, spans)
-    samples, spans, head_pad, tail_pad = conform_edges(samples, sample_rate, spans, profile)
+    head_pad = tail_pad = 0
+    if edges:
+        samples, spans, head_pad, tail_pad = conform_edges(samples, sample_rate, spans, profile)
     # the gain the final level match will apply (pads are room tone: their energy is negligible)
     probe = np.pad(samples, ((head_pad, tail_pad), (0, 0)))
     _, gain_db = match_level(probe, sample_rate, option)
