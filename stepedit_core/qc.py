@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -212,11 +213,16 @@ def _dnsmos_model() -> Any:
     return DNSMOS(str(models / "sig_bak_ovr.onnx"), str(models / "model_v8.onnx"))
 
 
+def _import_resemblyzer() -> Any:
+    with warnings.catch_warnings():  # webrtcvad's pkg_resources import warns on every load
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import resemblyzer
+    return resemblyzer
+
+
 @lru_cache(maxsize=1)
 def _voice_encoder() -> Any:
-    from resemblyzer import VoiceEncoder
-
-    return VoiceEncoder(device="cpu", verbose=False)
+    return _import_resemblyzer().VoiceEncoder(device="cpu", verbose=False)
 
 
 def dnsmos(mono16: np.ndarray) -> dict[str, float]:
@@ -251,8 +257,7 @@ def dnsmos(mono16: np.ndarray) -> dict[str, float]:
 
 def speaker_embedding(mono16: np.ndarray) -> np.ndarray:
     """GE2E speaker embedding (unit length) of 16 kHz mono speech."""
-    from resemblyzer import preprocess_wav
-
+    preprocess_wav = _import_resemblyzer().preprocess_wav
     wav = preprocess_wav(np.asarray(mono16, dtype=np.float32), source_sr=ANALYSIS_RATE)
     if wav.shape[0] < ANALYSIS_RATE // 2:
         raise ValueError("less than 0.5 s of speech for a speaker embedding")
