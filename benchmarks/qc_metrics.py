@@ -38,7 +38,7 @@ from stepedit_core.audio import Audio  # noqa: E402
 from stepedit_core.engines.signal.loudness import (  # noqa: E402
     match_level,
     normalize,
-    true_peak_dbtp,  # noqa: E402
+    true_peak_dbtp,
 )
 from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
 
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "qc_metrics",
         "input": f"demo clips tiled to {seconds:.0f} s, 24 kHz mono; heavy: {clip_s:.0f} s",
         "threads": 1,
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "repeat": args.repeat,
         "model_load_s": load_s,
         "results": rows,

@@ -164,10 +164,12 @@ def long_term_spectrum(mono16: np.ndarray, spans: list[tuple[int, int]]) -> np.n
     power = np.zeros(LTAS_FFT // 2 + 1)
     count = 0
     for piece in pieces:
-        starts = range(0, piece.shape[0] - LTAS_FFT + 1, hop)
-        frames = np.stack([piece[s : s + LTAS_FFT] for s in starts]) * window
-        power += np.sum(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0)
-        count += frames.shape[0]
+        starts = np.arange(0, piece.shape[0] - LTAS_FFT + 1, hop)
+        for block in range(0, starts.shape[0], 1024):  # bounded memory on hour-long speech
+            index = starts[block : block + 1024, None] + np.arange(LTAS_FFT)
+            frames = piece[index] * window
+            power += np.sum(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0)
+            count += frames.shape[0]
     freqs = np.fft.rfftfreq(LTAS_FFT, 1.0 / ANALYSIS_RATE)
     edges = np.geomspace(*LTAS_RANGE_HZ, LTAS_BANDS + 1)
     band = np.digitize(freqs, edges) - 1
