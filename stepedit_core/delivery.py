@@ -6,7 +6,7 @@ limits and names every metric that fails, its value and the limit. A limit whose
 not be measured fails too (a file that cannot be verified does not ship). `select_best` picks
 the round to deliver among a clip's rounds (see its docstring for the documented score).
 
-Limits (see the README's QC section for the sources):
+Limits, from the published specs (ACX audio submission requirements, EBU R128, Netflix):
 - acx: RMS -23..-18 dB, sample peak <= -3 dBFS, noise floor <= -60 dB (ACX Check's method,
   warning below -90 dB: dead silence), 0.5-1 s of room tone at the head and 1-5 s at the tail,
   no clipped samples, at most 120 minutes.

@@ -18,8 +18,8 @@ that every `loudness` edit applies. Around it:
 3. Room tone for the head and tail is synthesised from the clip's own pauses: white noise shaped
    by their average spectrum (per channel), at the floor target, joined with equal-power
    crossfades. A clip with no usable pause gets pink noise at the target. A clip whose pauses are
-   dead silent (under the profile's -90 dB warning after the gain) gets a room-tone bed at the
-   target under the whole clip (inaudible under speech: 40 dB or more below it).
+   near dead silence after the gain (within 6 dB of ACX's -90 dB warning) gets a room-tone bed at
+   the target under the whole clip (inaudible under speech: 40 dB or more below it).
 4. The level is matched last (loudness.match_level), so RMS and true peak are exactly what the
    plain `loudness` edit gives; the floor is measured afterwards the ACX Check way and, if a
    pause is still over the limit, gated once more by the excess.
