@@ -289,8 +289,8 @@ def test_vad_shortens_long_pauses_and_keeps_speech(stage: SignalEditStage) -> No
     rate = 24000
     signal, truth = utterance(PAUSE_LAYOUT, rate)
     out = run_one(stage, signal, rate, "vad")
-    pauses = [seconds for kind, seconds in PAUSE_LAYOUT if kind == "pause"]
-    removed = sum(max(0.0, p - 0.3) for p in pauses)  # 0.2 + 0.7 + 0.3 + 0.5 = 1.7 s
+    inner = [seconds for kind, seconds in PAUSE_LAYOUT[1:-1] if kind == "pause"]
+    removed = sum(max(0.0, p - 0.3) for p in inner)  # 0.7 + 0.3 = 1.0 s; head/tail are kept
     assert signal.shape[0] / rate - out.duration == pytest.approx(removed, abs=0.08)
     assert longest_zero_run(out.samples) == 0
     # speech kept: as much active (above -45 dBFS) time out as in
@@ -306,9 +306,10 @@ def test_vad_shortens_long_pauses_and_keeps_speech(stage: SignalEditStage) -> No
     assert long_gaps[0] == pytest.approx(0.2, abs=0.04)  # the 0.2 s pause is left alone
     assert long_gaps[1] == pytest.approx(0.3, abs=0.05)
     assert long_gaps[2] == pytest.approx(0.3, abs=0.05)
-    # leading and trailing silence are capped at 0.3 s too
-    assert spans_out[0][0] == pytest.approx(0.3, abs=0.05)
-    assert out.duration - spans_out[-1][1] == pytest.approx(0.3, abs=0.05)
+    # leading (0.5 s) and trailing (0.8 s) silence are inside the 0.75 s / 1.5 s delivery
+    # window, so they are kept whole
+    assert spans_out[0][0] == pytest.approx(0.5, abs=0.05)
+    assert out.duration - spans_out[-1][1] == pytest.approx(0.8, abs=0.05)
     assert truth  # spans of speech in the input are known (see the detection test)
 
 
@@ -317,9 +318,24 @@ def test_vad_option_8k_stereo_same_cut_on_all_channels(stage: SignalEditStage) -
     mono, _ = utterance(PAUSE_LAYOUT, rate, seed=7)
     stereo = np.stack([mono, 0.5 * mono], axis=1)
     out = run_one(stage, stereo, rate, "vad=0.5")
-    # pauses 0.5 (lead), 1.0, 0.2, 0.6, 0.8 (tail) -> at most 0.5 s: 0.5 + 0.1 + 0.3 s removed
-    assert mono.shape[0] / rate - out.duration == pytest.approx(0.9, abs=0.08)
+    # pauses 1.0, 0.2, 0.6 between words -> at most 0.5 s: 0.5 + 0.1 s removed; the 0.5 s
+    # head and 0.8 s tail are inside the delivery window and stay
+    assert mono.shape[0] / rate - out.duration == pytest.approx(0.6, abs=0.08)
     np.testing.assert_allclose(out.samples[:, 1], 0.5 * out.samples[:, 0], atol=1e-6)
+
+
+def test_vad_cuts_long_head_and_tail_to_the_delivery_window(stage: SignalEditStage) -> None:
+    rate = 16000
+    layout = [("pause", 2.5), ("speech", 1.2), ("pause", 1.0), ("speech", 1.0), ("pause", 4.0)]
+    signal, _ = utterance(layout, rate, floor_db=-50.0, seed=5)
+    out = run_one(stage, signal, rate, "vad")
+    spans_out = active_spans(out.samples, rate, -45.0)
+    # the head is cut to 0.75 s and the tail to 1.5 s (ACX: 0.5-1 s, 1-5 s), not to 0.3 s
+    assert spans_out[0][0] == pytest.approx(0.75, abs=0.06)
+    assert out.duration - spans_out[-1][1] == pytest.approx(1.5, abs=0.06)
+    removed = (2.5 - 0.75) + (1.0 - 0.3) + (4.0 - 1.5)
+    assert signal.shape[0] / rate - out.duration == pytest.approx(removed, abs=0.1)
+    assert longest_zero_run(out.samples) == 0
 
 
 def test_vad_without_speech_fails_the_item(stage: SignalEditStage) -> None:

@@ -8,16 +8,22 @@ averaged value is a minimum over a window that contains the sample). Channels sh
 the stereo image does not move. Normalisation and limiting alternate a few times, because
 limiting takes a little loudness away (a secant step on the measured loudness per dB of gain). A
 target that would take more than MAX_PUSH_DB of limiting fails the item instead of crushing it.
+
+`loudness=acx` masters into ACX's whole profile, not only its level and peak: mastering.py also
+brings the noise floor between words under -60 dB and gives the clip ACX's head and tail of room
+tone.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import soxr
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
+from stepedit_core.delivery import profile_for_loudness
 from stepedit_core.edits import LOUDNESS_PROFILES
 from stepedit_core.engines.signal.util import db_to_gain, gain_to_db
 from stepedit_core.failures import ItemFailure
@@ -47,7 +53,21 @@ def target_for(option: str) -> tuple[str, float, float]:
     return "lufs", float(option), DEFAULT_CEILING_DBTP
 
 
-def normalize(samples: np.ndarray, sample_rate: int, option: str) -> np.ndarray:
+def normalize(samples: np.ndarray, sample_rate: int, option: str, vad: Any = None) -> np.ndarray:
+    """The `loudness` edit. A delivery profile that also limits the noise floor and the head and
+    tail (acx) is mastered into whole (see mastering.py; `vad`: a loaded SileroVad to reuse);
+    otherwise the level is matched under the true-peak ceiling."""
+    profile = profile_for_loudness(option)
+    if profile is not None and profile.masters_room_tone:
+        from stepedit_core.engines.signal.mastering import master
+
+        return master(samples, sample_rate, option, profile, vad)
+    return match_level(samples, sample_rate, option)[0]
+
+
+def match_level(samples: np.ndarray, sample_rate: int, option: str) -> tuple[np.ndarray, float]:
+    """Gain and limit `samples` to the option's level under its ceiling; returns the output and
+    the gain (dB) applied before the limiter, which is the gain of everything below the peaks."""
     mode, target, ceiling = target_for(option)
     measure = _rms_meter() if mode == "rms" else _lufs_meter(samples, sample_rate)
     level = measure(samples)
@@ -58,13 +78,13 @@ def normalize(samples: np.ndarray, sample_rate: int, option: str) -> np.ndarray:
         )
     matched = target - level  # the plain gain that would reach the target without a limiter
     gain_db, error, previous = matched, 0.0, None
-    out = samples
+    out, used = samples, matched
     for _ in range(ROUNDS):
-        out = limit(samples * db_to_gain(gain_db), sample_rate, ceiling)
+        out, used = limit(samples * db_to_gain(gain_db), sample_rate, ceiling), gain_db
         reached = measure(out)
         error = target - reached
         if abs(error) <= TOLERANCE_DB:
-            return out
+            return out, used
         slope = 1.0  # LU gained per dB of gain: 1 until the limiter starts eating the gain
         if previous is not None and gain_db != previous[0]:
             slope = (reached - previous[1]) / (gain_db - previous[0])
@@ -74,7 +94,7 @@ def normalize(samples: np.ndarray, sample_rate: int, option: str) -> np.ndarray:
         if gain_db == previous[0]:
             break
     if abs(error) <= ACCEPT_DB:
-        return out
+        return out, used
     unit = "dB RMS" if mode == "rms" else "LUFS"
     raise ItemFailure(
         "loudness_unreachable",

@@ -4,15 +4,25 @@ Detection runs on a 16 kHz mono mixdown (the rate silero-vad's model is trained 
 made on the original samples at their own rate, the same cut for every channel. A shortened
 pause keeps its two edges (the room tone right after and right before speech, where soft
 consonants and breaths live) joined by a short equal-power crossfade, so no digital silence is
-ever inserted. Leading and trailing silence count as pauses too and keep the part next to speech.
+ever inserted.
+
+Leading and trailing silence are not held to the pause limit but to a delivery window: by default
+up to 0.75 s is kept before the first word and up to 1.5 s after the last (the part next to
+speech), inside ACX's 0.5-1 s head and 1-5 s tail of room tone, so `vad` does not take away the
+room tone an audiobook must start and end with. Shorter heads and tails are left as they are
+(vad never adds audio; `loudness=acx` fills them with room tone). `shorten_pauses(head_s=...,
+tail_s=...)` takes another window.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
 import soxr
+
+from stepedit_core.delivery import PROFILES
 
 VAD_RATE = 16000
 CROSSFADE_S = 0.01
@@ -25,6 +35,9 @@ MAX_PULL_END_S = 0.15
 MAX_PULL_START_S = 0.05
 ROOM_TONE_MARGIN_DB = 10.0
 ROOM_TONE_MIN_DB = -80.0
+# the most leading / trailing silence kept: the ACX mastering targets, inside its window
+HEAD_KEEP_S = float(PROFILES["acx"].head_target_s or 0.75)
+TAIL_KEEP_S = float(PROFILES["acx"].tail_target_s or 1.5)
 
 
 class SileroVad:
@@ -53,15 +66,23 @@ class SileroVad:
             mono = soxr.resample(mono, sample_rate, VAD_RATE, quality="HQ")
         mono = np.ascontiguousarray(mono, dtype=np.float32)
         min_silence_ms = int(min(MAX_MIN_SILENCE_MS, max(1.0, min_silence_s * 1000)))
-        with torch.inference_mode():
-            stamps = self._timestamps(
-                torch.from_numpy(mono),
-                self._model,
-                sampling_rate=VAD_RATE,
-                min_speech_duration_ms=MIN_SPEECH_MS,
-                min_silence_duration_ms=min_silence_ms,
-                speech_pad_ms=0,
-            )
+        # the model runs on 32 ms chunks, one after another: more than one torch thread only
+        # adds hand-over cost (measured 10-30x slower with 2 threads on a busy 2-core machine),
+        # so inference runs single-threaded and the process's own setting is put back after
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                stamps = self._timestamps(
+                    torch.from_numpy(mono),
+                    self._model,
+                    sampling_rate=VAD_RATE,
+                    min_speech_duration_ms=MIN_SPEECH_MS,
+                    min_silence_duration_ms=min_silence_ms,
+                    speech_pad_ms=0,
+                )
+        finally:
+            torch.set_num_threads(threads)
         scale = sample_rate / VAD_RATE
         frames = samples.shape[0]
         spans: list[tuple[int, int]] = []
@@ -75,6 +96,12 @@ class SileroVad:
             else:
                 spans.append((start, end))
         return refine_spans(samples, sample_rate, spans)
+
+
+@lru_cache(maxsize=1)
+def shared_vad() -> SileroVad:
+    """One SileroVad per process, for callers that do not hold their own (QC, mastering)."""
+    return SileroVad()
 
 
 def refine_spans(
@@ -119,17 +146,20 @@ def shorten_pauses(
     speech: list[tuple[int, int]],
     max_pause_s: float,
     crossfade_s: float = CROSSFADE_S,
+    head_s: float = HEAD_KEEP_S,
+    tail_s: float = TAIL_KEEP_S,
 ) -> np.ndarray:
-    """Cut every gap between `speech` spans (and before the first / after the last) that is
-    longer than `max_pause_s` down to exactly that length. Speech frames are copied untouched."""
+    """Cut every gap between `speech` spans that is longer than `max_pause_s` down to exactly
+    that length, and leading / trailing silence to at most `head_s` / `tail_s` (the part next to
+    speech is kept). Speech frames are copied untouched."""
     frames = samples.shape[0]
     keep = max(1, round(max_pause_s * sample_rate))
     xfade = max(1, round(crossfade_s * sample_rate))
     if not speech:
         return samples
     first, last = speech[0][0], speech[-1][1]
-    start = max(0, first - keep)  # leading silence: keep the room tone next to the first word
-    stop = min(frames, last + keep)  # trailing silence: keep the room tone after the last word
+    start = max(0, first - round(head_s * sample_rate))  # room tone next to the first word
+    stop = min(frames, last + round(tail_s * sample_rate))  # room tone after the last word
     pieces: list[np.ndarray] = []
     cursor = start
     for (_, gap_start), (gap_end, _) in pairwise(speech):

@@ -1,0 +1,298 @@
+"""Mastering into a whole delivery profile (ACX): level and peak, noise floor, head and tail.
+
+Speech found by silero-vad is never touched except for the level gain and the true-peak limiter
+that every `loudness` edit applies. Around it:
+
+1. Head and tail. The room tone before the first and after the last word is brought into the
+   profile's window: a head or tail within the window (0.1 s guard) is kept; a longer one is cut
+   to the target (0.75 s / 1.5 s for ACX), keeping the part next to speech; a shorter one is
+   extended to the target with room tone.
+2. Noise floor. Each pause (between words, head and tail) longer than its margins and fades gets
+   a constant attenuation (a range-limited gate, i.e. a downward expander with a fixed floor)
+   that puts its room tone at the profile's floor target (-66 dB for ACX, 6 dB under its -60 dB
+   limit) after the level gain. MARGIN_S of room tone next to each word keeps full level (soft
+   onsets and word ends), and the attenuation ramps in and out over FADE_S (raised cosine), so no
+   gate chatter and no cut into speech. A pause's room tone level is the RMS of the quieter half
+   of its 10 ms frames, so a breath in a pause does not make the gate clamp the room tone harder.
+   Pauses already under the target are left alone; nothing is gated to digital zero.
+3. Room tone for the head and tail is synthesised from the clip's own pauses: white noise shaped
+   by their average spectrum (per channel), at the floor target, joined with equal-power
+   crossfades. A clip with no usable pause gets pink noise at the target. A clip whose pauses are
+   near dead silence after the gain (within 6 dB of ACX's -90 dB warning) gets a room-tone bed at
+   the target under the whole clip (inaudible under speech: 40 dB or more below it).
+4. The level is matched last (loudness.match_level), so RMS and true peak are exactly what the
+   plain `loudness` edit gives; the floor is measured afterwards the ACX Check way and, if a
+   pause is still over the limit, gated once more by the excess.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from stepedit_core.delivery import Profile
+from stepedit_core.engines.signal.loudness import match_level
+from stepedit_core.qc import SPEECH_MIN_SILENCE_S, noise_floor_db
+from stepedit_core.stages import ItemFailure
+
+MARGIN_S = 0.05  # room tone kept at full level next to every word
+FADE_S = 0.05  # gate ramps
+EDGE_GUARD_S = 0.1  # a head/tail this far inside the window is kept as it is
+LEVEL_FRAME_S = 0.01
+TONE_FFT = 1024
+PINK_CORNER_HZ = 50.0
+BED_MARGIN_DB = 6.0  # a floor this close to the "dead silence" warning gets a room-tone bed
+FLOOR_FALLBACK_MARGIN_DB = 6.0  # target under the limit when a profile names no target
+SEED = 20260
+
+
+def master(
+    samples: np.ndarray, sample_rate: int, option: str, profile: Profile, vad: Any = None
+) -> np.ndarray:
+    """`loudness=<option>` mastered into `profile` (see the module docstring).
+
+    ACX's level is the RMS of the whole file, room tone included, so padding a very short clip
+    (a single word) with 2 s of room tone can push the speech past what the limiter may absorb.
+    Then the head and tail are left as they were (QC reports them) rather than failing the item.
+    """
+    try:
+        return _master(samples, sample_rate, option, profile, vad, edges=True)
+    except ItemFailure as failure:
+        if failure.code != "loudness_unreachable":
+            raise
+        return _master(samples, sample_rate, option, profile, vad, edges=False)
+
+
+def _master(
+    samples: np.ndarray,
+    sample_rate: int,
+    option: str,
+    profile: Profile,
+    vad: Any,
+    edges: bool,
+) -> np.ndarray:
+    if vad is None:
+        from stepedit_core.engines.signal.vad import shared_vad
+
+        vad = shared_vad()
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    spans = vad.speech(samples, sample_rate, SPEECH_MIN_SILENCE_S)
+    if not spans:  # nothing to protect or to place room tone around: the level only
+        return match_level(samples, sample_rate, option)[0]
+    tone_power = room_tone_power(samples, sample_rate, spans)
+    head_pad = tail_pad = 0
+    if edges:
+        samples, spans, head_pad, tail_pad = conform_edges(samples, sample_rate, spans, profile)
+    # the gain the final level match will apply (pads are room tone: their energy is negligible)
+    probe = np.pad(samples, ((head_pad, tail_pad), (0, 0)))
+    _, gain_db = match_level(probe, sample_rate, option)
+    target = _floor_target(profile)
+    if target is None:
+        body = samples
+    else:
+        body = gate_pauses(samples, sample_rate, spans, target - gain_db)
+        quiet = pause_level_db(body, sample_rate, spans)
+        warn = profile.noise_floor_warn_below_db
+        if warn is not None and quiet is not None and quiet + gain_db < warn + BED_MARGIN_DB:
+            channels = body.shape[1]
+            body = body + synth_room_tone(
+                body.shape[0], sample_rate, tone_power, target - gain_db, 1, channels
+            )
+    tone_level = (target if target is not None else -60.0) - gain_db
+    head = synth_room_tone(head_pad, sample_rate, tone_power, tone_level, 2, body.shape[1])
+    tail = synth_room_tone(tail_pad, sample_rate, tone_power, tone_level, 3, body.shape[1])
+    joined = join_room_tone(head, body, tail, sample_rate, spans)
+    out, _ = match_level(joined, sample_rate, option)
+    limit = profile.noise_floor_max_db
+    floor = noise_floor_db(out, sample_rate)
+    if limit is not None and target is not None and floor is not None and floor > limit:
+        shifted = [(a + head_pad, b + head_pad) for a, b in spans]
+        gated = gate_pauses(joined, sample_rate, shifted, target - gain_db - (floor - target))
+        out, _ = match_level(gated, sample_rate, option)
+    return out
+
+
+def _floor_target(profile: Profile) -> float | None:
+    if profile.noise_floor_target_db is not None:
+        return profile.noise_floor_target_db
+    if profile.noise_floor_max_db is not None:
+        return profile.noise_floor_max_db - FLOOR_FALLBACK_MARGIN_DB
+    return None
+
+
+def conform_edges(
+    samples: np.ndarray, sample_rate: int, spans: list[tuple[int, int]], profile: Profile
+) -> tuple[np.ndarray, list[tuple[int, int]], int, int]:
+    """Cut a too-long head / tail to the profile's target; return the frames of room tone to add
+    at each end for a too-short one, with the samples and the speech spans after the cut."""
+    frames = samples.shape[0]
+    head, tail = spans[0][0], frames - spans[-1][1]
+    head_cut, head_pad = _edge_change(head, sample_rate, profile.head_s, profile.head_target_s)
+    tail_cut, tail_pad = _edge_change(tail, sample_rate, profile.tail_s, profile.tail_target_s)
+    samples = samples[head_cut : frames - tail_cut]
+    spans = [(a - head_cut, b - head_cut) for a, b in spans]
+    return samples, spans, head_pad, tail_pad
+
+
+def _edge_change(
+    edge: int, rate: int, window: tuple[float, float] | None, target: float | None
+) -> tuple[int, int]:
+    """(frames to cut, frames to add) to bring one edge of `edge` frames into `window`."""
+    if window is None:
+        return 0, 0
+    goal = round((target if target is not None else sum(window) / 2) * rate)
+    if edge > round((window[1] - EDGE_GUARD_S) * rate):
+        return edge - goal, 0
+    if edge < round((window[0] + EDGE_GUARD_S) * rate):
+        return 0, goal - edge
+    return 0, 0
+
+
+def _pauses(frames: int, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    bounds = [0] + [edge for span in spans for edge in span] + [frames]
+    return [(a, b) for a, b in zip(bounds[0::2], bounds[1::2], strict=True) if b > a]
+
+
+def _inner(pause: tuple[int, int], frames: int, margin: int) -> tuple[int, int]:
+    """A pause without the margins next to speech (the file's own ends need none)."""
+    start, end = pause
+    return (start + margin if start > 0 else 0), (end - margin if end < frames else frames)
+
+
+def quiet_level_db(samples: np.ndarray, sample_rate: int) -> float | None:
+    """Room-tone level of a stretch: RMS (dB) of the quieter half of its 10 ms frames; -200 for
+    digital silence, None for less than one frame."""
+    size = max(1, round(LEVEL_FRAME_S * sample_rate))
+    count = samples.shape[0] // size
+    if count == 0:
+        return None
+    blocks = samples[: count * size].reshape(count, -1)
+    power = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64) / blocks.shape[1]
+    quiet = np.sort(power)[: max(1, count // 2)]
+    mean = float(quiet.mean())
+    return 10 * math.log10(mean) if mean > 1e-20 else -200.0
+
+
+def pause_level_db(
+    samples: np.ndarray, sample_rate: int, spans: list[tuple[int, int]]
+) -> float | None:
+    """Room-tone level over all pauses (their inner parts) together."""
+    margin = round(MARGIN_S * sample_rate)
+    frames = samples.shape[0]
+    parts = [samples[slice(*_inner(p, frames, margin))] for p in _pauses(frames, spans)]
+    parts = [part for part in parts if part.shape[0] > 0]
+    return quiet_level_db(np.concatenate(parts), sample_rate) if parts else None
+
+
+def gate_pauses(
+    samples: np.ndarray, sample_rate: int, spans: list[tuple[int, int]], target_db: float
+) -> np.ndarray:
+    """Attenuate each pause so its room tone sits at `target_db` (same gain on all channels)."""
+    frames = samples.shape[0]
+    margin, fade = round(MARGIN_S * sample_rate), max(1, round(FADE_S * sample_rate))
+    gain = np.ones(frames, dtype=np.float32)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)  # 0 -> 1
+    for pause in _pauses(frames, spans):
+        start, end = _inner(pause, frames, margin)
+        ramps = (pause[0] > 0) + (pause[1] < frames)
+        if end - start < ramps * fade + fade:
+            continue  # too short to gate without a ramp running into speech
+        level = quiet_level_db(samples[start:end], sample_rate)
+        if level is None or level <= target_db:
+            continue
+        floor = 10 ** ((target_db - level) / 20)
+        curve = np.full(end - start, floor, dtype=np.float64)
+        if pause[0] > 0:
+            curve[:fade] = 1.0 + (floor - 1.0) * ramp
+        if pause[1] < frames:
+            curve[-fade:] = floor + (1.0 - floor) * ramp
+        gain[start:end] = curve
+    return samples * gain[:, None]
+
+
+def room_tone_power(
+    samples: np.ndarray, sample_rate: int, spans: list[tuple[int, int]]
+) -> np.ndarray | None:
+    """Average power spectrum (TONE_FFT bins, per channel) of the clip's pauses, or None when
+    the pauses hold less than one FFT frame or are digital silence."""
+    frames = samples.shape[0]
+    margin = round(MARGIN_S * sample_rate)
+    window = np.hanning(TONE_FFT)[:, None]
+    total, count = np.zeros((TONE_FFT // 2 + 1, samples.shape[1])), 0
+    for pause in _pauses(frames, spans):
+        start, end = _inner(pause, frames, margin)
+        for at in range(start, end - TONE_FFT + 1, TONE_FFT // 2):
+            segment = samples[at : at + TONE_FFT].astype(np.float64) * window
+            total += np.abs(np.fft.rfft(segment, axis=0)) ** 2
+            count += 1
+    if count == 0 or total.sum() <= 1e-20:
+        return None
+    return total / count
+
+
+def synth_room_tone(
+    frames: int,
+    sample_rate: int,
+    power: np.ndarray | None,
+    level_db: float,
+    seed: int,
+    channels: int | None = None,
+) -> np.ndarray:
+    """`frames` of noise with the spectrum `power` (pink when None) at `level_db` RMS."""
+    channels = channels or (power.shape[1] if power is not None else 1)
+    if frames <= 0:
+        return np.zeros((0, channels), dtype=np.float32)
+    rng = np.random.default_rng(SEED + seed)
+    spectrum = np.fft.rfft(rng.standard_normal((frames, channels)), axis=0)
+    freqs = np.fft.rfftfreq(frames, 1.0 / sample_rate)
+    if power is None:
+        shape = np.repeat((1.0 / np.maximum(freqs, PINK_CORNER_HZ))[:, None], channels, axis=1)
+    else:
+        grid = np.fft.rfftfreq(TONE_FFT, 1.0 / sample_rate)
+        shape = np.stack(
+            [np.interp(freqs, grid, power[:, c % power.shape[1]]) for c in range(channels)], 1
+        )
+    tone = np.fft.irfft(spectrum * np.sqrt(shape), n=frames, axis=0)
+    rms = float(np.sqrt(np.mean(tone**2)))
+    if rms > 0:
+        tone *= 10 ** (level_db / 20) / rms
+    return tone.astype(np.float32)
+
+
+def join_room_tone(
+    head: np.ndarray,
+    body: np.ndarray,
+    tail: np.ndarray,
+    sample_rate: int,
+    spans: list[tuple[int, int]],
+) -> np.ndarray:
+    """head + body + tail. Each join is an equal-power crossfade over the body's first / last
+    FADE_S when that part is room tone; where speech starts or ends right at the edge, the tone
+    only fades out over it (added under the speech, which keeps its full level)."""
+    fade = min(round(FADE_S * sample_rate), body.shape[0] // 2)
+    if fade == 0:
+        return np.concatenate([head, body, tail]).astype(np.float32)
+    phase = (np.arange(fade) + 0.5) / fade
+    rise, fall = np.sin(0.5 * np.pi * phase)[:, None], np.cos(0.5 * np.pi * phase)[:, None]
+    body = body.astype(np.float32, copy=True)
+    pieces = []
+    if head.shape[0]:
+        speech_at_start = spans[0][0] < fade
+        tone = np.concatenate([head, _extend(head, fade)])
+        body[:fade] = body[:fade] * (1.0 if speech_at_start else rise) + tone[-fade:] * fall
+        pieces.append(tone[:-fade])
+    pieces.append(body)
+    if tail.shape[0]:
+        speech_at_end = spans[-1][1] > body.shape[0] - fade
+        tone = np.concatenate([_extend(tail[::-1], fade)[::-1], tail])
+        body[-fade:] = body[-fade:] * (1.0 if speech_at_end else fall) + tone[:fade] * rise
+        pieces.append(tone[fade:])
+    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
+
+
+def _extend(tone: np.ndarray, frames: int) -> np.ndarray:
+    """`frames` more of the same room tone (a time-reversed copy: same spectrum and level)."""
+    reps = -(-frames // max(1, tone.shape[0]))
+    return np.concatenate([tone[::-1]] * reps)[:frames]
