@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from stepedit_core.access import AllowedRoots
 from stepedit_core.edits import EditError, EditSpec, parse_edit, vocabulary_help
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_engine
 from stepedit_core.executors import EXECUTORS
@@ -49,6 +50,38 @@ def _edit_arg(text: str) -> EditSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _storage_options_arg(text: str) -> dict:
+    """JSON text, or @FILE holding it (keeps secrets off the command line, which other users
+    of the machine can see)."""
+    from stepedit_core.access import parse_storage_options
+
+    try:
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
+        return parse_storage_options(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_access_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="folder or bucket prefix audio may be read from; repeatable (default: the "
+        "manifest's folder). Rows whose audio_uri resolves elsewhere fail as uri_not_allowed",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=_storage_options_arg,
+        default=None,
+        metavar="JSON|@FILE",
+        help="fsspec storage options for object storage (e.g. key, secret, "
+        "client_kwargs.endpoint_url), used for manifest, audio and outputs; never recorded",
+    )
+
+
 def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) -> None:
     p.add_argument(
         "--edit",
@@ -73,6 +106,7 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
         "code); default: $STEPEDIT_STEPAUDIO_SRC",
     )
+    _add_access_options(p)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -119,6 +153,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a finished run with the same run id"
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no log lines below warnings; the summary is still printed",
     )
 
 
@@ -178,6 +217,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             gpus=dict(args.gpu),
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,
+            allow_roots=args.allow_root,
+            storage_options=args.storage_options,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -206,31 +247,53 @@ def _check_before_run(job: JobSpec, overwrite: bool) -> None:
     check_inputs(job.manifest_uri, job.edits, make_engine(job.engine, job.engine_options()), store)
 
 
-def _run_flow(job: JobSpec) -> int:
+def _run_flow(job: JobSpec, quiet: bool) -> int:
+    from stepedit_core.progress import reporting
     from stepedit_flows.edit_catalog import edit_catalog
+    from stepedit_flows.progress import make_renderer
     from stepedit_tasks.summary import summary_text
 
-    record = edit_catalog(job)
+    renderer = make_renderer(quiet, sys.stderr)
+    try:
+        with reporting(renderer):
+            record = edit_catalog(job)
+    finally:
+        renderer.close()
     print(summary_text(record), end="")
     return 0
 
 
+def _console_logging(quiet: bool) -> None:
+    """Before Prefect is imported: under --quiet, or while a live bar owns the terminal,
+    Prefect's console shows warnings and errors only (the run's logs still reach its API)."""
+    if quiet or sys.stderr.isatty():
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from stepedit_core.access import storage_options_installed
+
     job = _job(args, args.manifest)
-    _check_before_run(job, args.overwrite)
-    return _run_flow(job)
+    _console_logging(args.quiet)
+    with storage_options_installed(job.storage_options, job.storage_uris()):
+        _check_before_run(job, args.overwrite)
+        return _run_flow(job, args.quiet)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from stepedit_core.demo import demo_clips
     from stepedit_flows.demo import write_demo_manifest
 
     catalog = Path(args.out) / f"{args.run_id}-catalog"
     # --edit given: it applies to every clip; otherwise each clip gets the edit that suits it
     manifest = write_demo_manifest(catalog, with_edits=not args.edit)
     print(f"demo catalog: {manifest}")
+    # the demo's clips ship inside the package, next to no manifest: allow their folder
+    args.allow_root = args.allow_root or sorted({str(Path(c["path"]).parent) for c in demo_clips()})
     job = _job(args, str(manifest))
+    _console_logging(args.quiet)
     _check_before_run(job, args.overwrite)
-    return _run_flow(job)
+    return _run_flow(job, args.quiet)
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -266,6 +329,14 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from stepedit_core.access import storage_options_installed
+
+    uris = [args.manifest, *args.allow_root]
+    with storage_options_installed(args.storage_options, uris):
+        return _validate(args, AllowedRoots.for_manifest(args.manifest, args.allow_root))
+
+
+def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
     from stepedit_core.checks import check_inputs
     from stepedit_core.engines import EngineOptions
     from stepedit_core.planning import check_rows
@@ -280,7 +351,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
     good, refused = 0, {}
-    for planned in check_rows(args.manifest, edits, engine, 0):
+    for planned in check_rows(args.manifest, edits, engine, 0, roots):
         if not isinstance(planned, RowResult):
             good += 1
         else:

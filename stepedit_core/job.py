@@ -6,10 +6,11 @@ The command line calls rounds "iterations" (`--iterations`); it is the same conc
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, field_validator
 
+from stepedit_core.access import redact
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 
@@ -19,6 +20,9 @@ MAX_ITERATIONS = 5
 # An edit inside the job is an EditSpec; it is a string only when the job is serialised
 # (run.json, Prefect parameters) and is parsed (and checked) when a job is built from one.
 Edit = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
+# fsspec storage options hold credentials: a serialised job (run.json, Prefect parameters)
+# keeps their names and never their values.
+StorageOptions = Annotated[dict[str, Any] | None, PlainSerializer(redact)]
 
 
 class JobSpec(BaseModel):
@@ -39,6 +43,8 @@ class JobSpec(BaseModel):
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
+    allow_roots: list[str] = Field(default_factory=list)  # empty: the manifest's folder
+    storage_options: StorageOptions = Field(None, repr=False)
 
     @field_validator("run_id")
     @classmethod
@@ -55,6 +61,10 @@ class JobSpec(BaseModel):
         if value not in ENGINES:
             raise ValueError(f"unknown engine {value!r}; available engines: {', '.join(ENGINES)}")
         return value
+
+    def storage_uris(self) -> list[str]:
+        """Every location the job reads or writes: storage options apply to their protocols."""
+        return [self.manifest_uri, self.out, *self.allow_roots]
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from stepedit_core.access import AllowedRoots, storage_options_installed
 from stepedit_core.checks import Validation, validate
 from stepedit_core.engines import make_engine
 from stepedit_core.executors import Executor, make_executor
@@ -25,7 +26,7 @@ from stepedit_core.run_record import write_run_record
 from stepedit_core.shard import ShardSummary, run_shard
 from stepedit_core.store import RunStore
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, int], None]  # (clips done, clips in the shard, failed so far)
 # step name -> a callable taking (steps, *args) that runs that step (e.g. a Prefect task)
 StepWrappers = Mapping[str, Callable[..., Any]]
 
@@ -51,8 +52,9 @@ class RunSteps:
 
     def plan(self) -> Sharding:
         job = self.job
+        roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
         return plan_shards(
-            self.store, job.manifest_uri, job.edits, self.engine, job.seed, job.shard_size
+            self.store, job.manifest_uri, job.edits, self.engine, job.seed, job.shard_size, roots
         )
 
     def run_shard(self, shard: int, progress: Progress | None = None) -> ShardSummary:
@@ -107,8 +109,11 @@ def run_job(
 
     `wrappers` maps a step name (validate, plan, run_shard, merge, finish) to a callable taking
     `(steps, *args)`, so an orchestrator can wrap a step without rewriting the chain."""
-    steps = RunSteps(job, executor)
-    wrappers = wrappers or {}
+    with storage_options_installed(job.storage_options, job.storage_uris()):
+        return _run_steps(RunSteps(job, executor), wrappers or {})
+
+
+def _run_steps(steps: RunSteps, wrappers: StepWrappers) -> dict[str, Any]:
 
     def step(name: str, *args: Any) -> Any:
         wrapper = wrappers.get(name)

@@ -46,7 +46,7 @@ def run_shard(
     shard: int,
     rounds: int,
     prompt_mode: str = "chain",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> ShardSummary:
     started = time.perf_counter()
     items = load_items(store, shard)
@@ -66,7 +66,7 @@ def run_shard(
             _write_part(store, shard, summary, records[:RECORDS_PER_PART])
             records = records[RECORDS_PER_PART:]
         if progress is not None:
-            progress(len(results), len(items))
+            progress(len(results), len(items), summary.failed)
     if records:
         _write_part(store, shard, summary, records)
     done = {r.row_index for r in results}

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from stepedit_core.checks import Validation
 from stepedit_core.manifest import MergeCounts
 from stepedit_core.planning import Sharding
+from stepedit_core.progress import run_progress
 from stepedit_core.run import RunSteps
 from stepedit_core.shard import ShardSummary
 from stepedit_tasks.summary import artifact_key, summary_markdown
@@ -40,6 +41,7 @@ def validate(steps: RunSteps) -> Validation:
 @task(name="plan-shards", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def plan(steps: RunSteps) -> Sharding:
     sharding = steps.plan()
+    run_progress().planned(sharding.planned_rows)
     get_run_logger().info(
         "planned %d rows in %d shard(s) of up to %d; %d row(s) refused at plan time %s",
         sharding.planned_rows,
@@ -62,7 +64,8 @@ def run_shard(steps: RunSteps, shard: int) -> ShardSummary:
     logger = get_run_logger()
     last = [time.monotonic()]
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, failed: int) -> None:
+        run_progress().shard(shard, done, failed)
         now = time.monotonic()
         if done == total or now - last[0] >= PROGRESS_EVERY_S:
             last[0] = now
