@@ -108,13 +108,13 @@ def run_job(
     """Run every step of a job; returns the run record (also written to run.json).
 
     `wrappers` maps a step name (validate, plan, run_shard, merge, finish) to a callable taking
-    `(steps, *args)`, so an orchestrator can wrap a step without rewriting the chain."""
+    `(steps, *args)`, so an orchestrator can wrap a step without rewriting the chain. The job's
+    storage options are fsspec's defaults while it runs (see `stepedit_core.access`)."""
     with storage_options_installed(job.storage_options, job.storage_uris()):
         return _run_steps(RunSteps(job, executor), wrappers or {})
 
 
 def _run_steps(steps: RunSteps, wrappers: StepWrappers) -> dict[str, Any]:
-
     def step(name: str, *args: Any) -> Any:
         wrapper = wrappers.get(name)
         return wrapper(steps, *args) if wrapper else getattr(steps, name)(*args)
