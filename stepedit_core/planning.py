@@ -1,9 +1,9 @@
 """Planning: check every row against the engine and cut the good ones into shards.
 
-A row that can not be edited (a blank cell, a duplicate clip id, an edit the engine can not run,
-a missing transcript) becomes a failed `RowResult` here, before any work runs; the rest become
-`PlanRow`s, written as shard plans of `shard_size` rows each. Prefect retries and reports shards,
-never single clips.
+A row that can not be edited (a blank cell, a duplicate clip id, audio outside the allowed
+roots, an edit the engine can not run, a missing transcript) becomes a failed `RowResult` here,
+before any work runs; the rest become `PlanRow`s, written as shard plans of `shard_size` rows
+each. Prefect retries and reports shards, never single clips.
 """
 
 from __future__ import annotations
