@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from stepedit_core.access import AllowedRoots
 from stepedit_core.edits import EditError, EditSpec, parse_edit, vocabulary_help
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_engine
 from stepedit_core.executors import EXECUTORS
@@ -50,6 +51,38 @@ def _edit_arg(text: str) -> EditSpec:
         return parse_edit(text)
     except EditError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _storage_options_arg(text: str) -> dict:
+    """JSON text, or @FILE holding it (keeps secrets off the command line, which other users
+    of the machine can see)."""
+    from stepedit_core.access import parse_storage_options
+
+    try:
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
+        return parse_storage_options(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_access_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="folder or bucket prefix audio may be read from; repeatable (default: the "
+        "manifest's folder). Rows whose audio_uri resolves elsewhere fail as uri_not_allowed",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=_storage_options_arg,
+        default=None,
+        metavar="JSON|@FILE",
+        help="fsspec storage options for object storage (e.g. key, secret, "
+        "client_kwargs.endpoint_url), used for manifest, audio and outputs; never recorded",
+    )
 
 
 def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) -> None:
@@ -92,6 +125,7 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         metavar="STAGE=IMAGE",
         help="run a stage's Ray workers in this container image",
     )
+    _add_access_options(p)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -141,6 +175,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start the run id afresh (by default a run id resumes where it stopped, and a "
         "finished one does nothing)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no log lines below warnings; the summary is still printed",
     )
 
 
@@ -234,6 +273,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             overwrite=args.overwrite,
             stage_python=dict(args.stage_python),
             stage_images=dict(args.stage_image),
+            allow_roots=args.allow_root,
+            storage_options=args.storage_options,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -267,20 +308,38 @@ def _check_before_run(job: JobSpec) -> bool:
     return True
 
 
-def _run_flow(job: JobSpec) -> int:
+def _run_flow(job: JobSpec, quiet: bool) -> int:
+    from stepedit_core.progress import reporting
     from stepedit_flows.edit_catalog import edit_catalog
+    from stepedit_flows.progress import make_renderer
     from stepedit_tasks.summary import summary_text
 
-    record = edit_catalog(job)
+    renderer = make_renderer(quiet, sys.stderr)
+    try:
+        with reporting(renderer):
+            record = edit_catalog(job)
+    finally:
+        renderer.close()
     print(summary_text(record), end="")
     return 0
 
 
+def _console_logging(quiet: bool) -> None:
+    """Before Prefect is imported: under --quiet, or while a live bar owns the terminal,
+    Prefect's console shows warnings and errors only (the run's logs still reach its API)."""
+    if quiet or sys.stderr.isatty():
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from stepedit_core.access import storage_options_installed
+
     job = _job(args, args.manifest)
-    if not _check_before_run(job):
-        return _print_finished(job)
-    return _run_flow(job)
+    _console_logging(args.quiet)
+    with storage_options_installed(job.storage_options, job.storage_uris()):
+        if not _check_before_run(job):
+            return _print_finished(job)
+        return _run_flow(job, args.quiet)
 
 
 def _print_finished(job: JobSpec) -> int:
@@ -293,16 +352,20 @@ def _print_finished(job: JobSpec) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from stepedit_core.demo import demo_clips
     from stepedit_flows.demo import write_demo_manifest
 
     catalog = Path(args.out) / f"{args.run_id}-catalog"
     # --edit given: it applies to every clip; otherwise each clip gets the edit that suits it
     manifest = write_demo_manifest(catalog, with_edits=not args.edit)
     print(f"demo catalog: {manifest}")
+    # the demo's clips ship inside the package, next to no manifest: allow their folder
+    args.allow_root = args.allow_root or sorted({str(Path(c["path"]).parent) for c in demo_clips()})
     job = _job(args, str(manifest))
+    _console_logging(args.quiet)
     if not _check_before_run(job):
         return _print_finished(job)
-    return _run_flow(job)
+    return _run_flow(job, args.quiet)
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -346,6 +409,14 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from stepedit_core.access import storage_options_installed
+
+    uris = [args.manifest, *args.allow_root]
+    with storage_options_installed(args.storage_options, uris):
+        return _validate(args, AllowedRoots.for_manifest(args.manifest, args.allow_root))
+
+
+def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
     from stepedit_core.checks import check_inputs
     from stepedit_core.engines import EngineOptions
     from stepedit_core.planning import check_rows
@@ -363,7 +434,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
     good, refused = 0, {}
-    for planned in check_rows(args.manifest, edits, engine, 0):
+    for planned in check_rows(args.manifest, edits, engine, 0, roots):
         if not isinstance(planned, RowResult):
             good += 1
         else:

@@ -39,6 +39,12 @@ _CODES = (
     FailureCode("missing_clip_id", "the row's `clip_id` is empty", "plan"),
     FailureCode("missing_audio_uri", "the row's `audio_uri` is empty", "plan"),
     FailureCode(
+        "uri_not_allowed",
+        "the `audio_uri` resolves (after `..` and symbolic links) outside the allowed roots "
+        "(`--allow-root`, default: the manifest's folder); the file is never opened",
+        "plan",
+    ),
+    FailureCode(
         "duplicate_clip_id",
         "the clip id appeared earlier in the manifest (the later rows fail)",
         "plan",

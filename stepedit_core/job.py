@@ -6,7 +6,7 @@ The command line calls rounds "iterations" (`--iterations`); it is the same conc
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from stepedit_core.access import redact
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 from stepedit_core.stage_envs import StageEnv, stage_envs
@@ -27,6 +28,9 @@ MAX_ITERATIONS = 5
 # An edit inside the job is an EditSpec; it is a string only when the job is serialised
 # (run.json, Prefect parameters) and is parsed (and checked) when a job is built from one.
 Edit = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
+# fsspec storage options hold credentials: a serialised job (run.json, Prefect parameters)
+# keeps their names and never their values.
+StorageOptions = Annotated[dict[str, Any] | None, PlainSerializer(redact)]
 
 
 class JobSpec(BaseModel):
@@ -59,6 +63,9 @@ class JobSpec(BaseModel):
         dumped = self.model_dump(mode="json")
         return {k: dumped[k] for k in keep}
 
+    allow_roots: list[str] = Field(default_factory=list)  # empty: the manifest's folder
+    storage_options: StorageOptions = Field(None, repr=False)
+
     @field_validator("run_id")
     @classmethod
     def _run_id(cls, value: str) -> str:
@@ -85,6 +92,10 @@ class JobSpec(BaseModel):
 
     def stage_envs(self) -> dict[str, StageEnv]:
         return stage_envs(self.stage_python, self.stage_images)  # StageEnvError: a ValueError
+
+    def storage_uris(self) -> list[str]:
+        """Every location the job reads or writes: storage options apply to their protocols."""
+        return [self.manifest_uri, self.out, *self.allow_roots]
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

@@ -1,9 +1,9 @@
 """Planning: check every row against the engine and cut the good ones into shards.
 
-A row that can not be edited (a blank cell, a duplicate clip id, an edit the engine can not run,
-a missing transcript) becomes a failed `RowResult` here, before any work runs; the rest become
-`PlanRow`s, written as shard plans of `shard_size` rows each. Prefect retries and reports shards,
-never single clips.
+A row that can not be edited (a blank cell, a duplicate clip id, audio outside the allowed
+roots, an edit the engine can not run, a missing transcript) becomes a failed `RowResult` here,
+before any work runs; the rest become `PlanRow`s, written as shard plans of `shard_size` rows
+each. Prefect retries and reports shards, never single clips.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from stepedit_core.access import AllowedRoots
 from stepedit_core.edits import EditError, EditSpec, parse_chain
 from stepedit_core.engines.base import Engine
 from stepedit_core.failpoints import failpoint
@@ -31,14 +32,19 @@ class Sharding:
 
 
 def check_rows(
-    uri: str, job_chain: tuple[EditSpec, ...], engine: Engine, base_seed: int
+    uri: str,
+    job_chain: tuple[EditSpec, ...],
+    engine: Engine,
+    base_seed: int,
+    roots: AllowedRoots | None = None,
 ) -> Iterator[PlanRow | RowResult]:
-    """A `PlanRow` for each row to edit, a failed `RowResult` for each row refused."""
+    """A `PlanRow` for each row to edit, a failed `RowResult` for each row refused. With
+    `roots`, a row whose audio resolves outside them is refused and its URI is never opened."""
     seen: set[str] = set()
     for index, row in iter_rows(uri):
         clip_id = clean(row.get("clip_id"))
         try:
-            yield _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed)
+            yield _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed, roots)
         except ItemFailure as failure:
             yield RowResult.failed(index, clip_id, failure.code, f"row {index}: {failure}")
         if clip_id is not None:
@@ -53,6 +59,7 @@ def _plan_row(
     job_chain: tuple[EditSpec, ...],
     engine: Engine,
     base_seed: int,
+    roots: AllowedRoots | None = None,
 ) -> PlanRow:
     """The row with its edit chain (its `edit` cell, else the job's), or ItemFailure saying why
     it is refused."""
@@ -67,6 +74,8 @@ def _plan_row(
     audio_uri = clean(row.get("audio_uri"))
     if audio_uri is None:
         raise ItemFailure("missing_audio_uri", "field 'audio_uri' is empty; expected a path or URI")
+    # the resolved URI is the one opened later: what is read is what was checked
+    audio_uri = roots.check(audio_uri) if roots is not None else row["audio_uri"]
     cell = clean(row.get("edit"))
     try:
         chain = parse_chain(cell) if cell is not None else job_chain
@@ -81,7 +90,7 @@ def _plan_row(
     return PlanRow(
         row_index=index,
         clip_id=clip_id,
-        audio_uri=row["audio_uri"],
+        audio_uri=audio_uri,
         edits=chain,
         text=text,
         target_text=target_text,
@@ -98,6 +107,7 @@ def plan_shards(
     engine: Engine,
     base_seed: int,
     shard_size: int,
+    roots: AllowedRoots | None = None,
 ) -> Sharding:
     """Check every row, write the shard plans and the refused rows' results, then `done.json`.
 
@@ -108,7 +118,7 @@ def plan_shards(
     sharding = Sharding()
     work: list[PlanRow] = []
     refused: list[RowResult] = []
-    for planned in check_rows(manifest_uri, job_chain, engine, base_seed):
+    for planned in check_rows(manifest_uri, job_chain, engine, base_seed, roots):
         if isinstance(planned, RowResult):
             refused.append(planned)
             code = str(planned.error_code)

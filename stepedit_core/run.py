@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from stepedit_core.access import AllowedRoots, storage_options_installed
 from stepedit_core.checks import Validation, validate
 from stepedit_core.engines import make_engine
 from stepedit_core.executors import Executor, make_executor
@@ -28,6 +29,7 @@ from stepedit_core.job import JobSpec
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
 from stepedit_core.planning import Sharding, plan_shards
+from stepedit_core.progress import run_progress
 from stepedit_core.records import RowResult
 from stepedit_core.run_record import write_run_record
 from stepedit_core.shard import Progress, ShardsOutcome, run_shards
@@ -47,7 +49,7 @@ class RunSteps:
         self.engine = make_engine(job.engine, job.engine_options())
         self.store = RunStore(job.out, job.run_id)
         self._executor = executor
-        self.progress = progress
+        self.progress = progress or run_progress().update
         self.started = time.time()
         self.attempt = 1
 
@@ -98,8 +100,9 @@ class RunSteps:
 
     def plan(self) -> Sharding:
         job = self.job
+        roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
         return plan_shards(
-            self.store, job.manifest_uri, job.edits, self.engine, job.seed, job.shard_size
+            self.store, job.manifest_uri, job.edits, self.engine, job.seed, job.shard_size, roots
         )
 
     def run_shards(self, shards: list[int]) -> ShardsOutcome:
@@ -159,10 +162,13 @@ def run_job(
 
     `wrappers` maps a step name (validate, begin, plan, run_shards, merge, finish) to a callable
     taking `(steps, *args)`, so an orchestrator can wrap a step without rewriting the chain.
-    A finished run id returns its record with `"nothing_to_do": True` and runs nothing."""
-    steps = RunSteps(job, executor, progress)
-    wrappers = wrappers or {}
+    A finished run id returns its record with `"nothing_to_do": True` and runs nothing. The
+    job's storage options are fsspec's defaults while it runs (see `stepedit_core.access`)."""
+    with storage_options_installed(job.storage_options, job.storage_uris()):
+        return _run_steps(RunSteps(job, executor, progress), wrappers or {})
 
+
+def _run_steps(steps: RunSteps, wrappers: StepWrappers) -> dict[str, Any]:
     def step(name: str, *args: Any) -> Any:
         wrapper = wrappers.get(name)
         return wrapper(steps, *args) if wrapper else getattr(steps, name)(*args)

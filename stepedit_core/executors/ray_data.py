@@ -189,6 +189,11 @@ def ensure_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    # A new local cluster turns token authentication on and warns, at every start, that it
+    # did: a notice about Ray's defaults, not about the run (errors still show).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
     ray.init(
         address=address,
         ignore_reinit_error=True,
@@ -196,6 +201,14 @@ def ensure_ray(address: str | None = None) -> None:
         logging_level=logging.WARNING,
         log_to_driver=False,
     )
+
+
+def _quiet_ray_data_console() -> None:
+    """The run reports its own progress: Ray Data's per-dataset plan lines (INFO) and its note
+    that its own progress bars are off (WARNING) are not about the user's run. Its log files
+    under the Ray session folder still receive warnings and errors."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 class RayDataExecutor:
@@ -234,6 +247,7 @@ class RayDataExecutor:
             return
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = self.progress_bars
+        _quiet_ray_data_console()
         context.execution_options.preserve_order = False
         resources = ray.cluster_resources()
         waves = plan_waves(
