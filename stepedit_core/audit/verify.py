@@ -273,11 +273,9 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
     present = {p.rstrip("/") for p in present}
     expected_files: set[str] = set()
     try:
-        rows = (
-            store.read_table(store.manifest)
-            .select(["clip_id", "status", "iterations_done"])
-            .to_pylist()
-        )
+        manifest = store.read_table(store.manifest)
+        columns = ["clip_id", "status", "iterations_done", "selected_round"]
+        rows = manifest.select([c for c in columns if c in manifest.column_names]).to_pylist()
     except _READ_ERRORS as exc:
         report.add("manifest_unreadable", "manifest.parquet", detail=str(exc))
         return
@@ -303,7 +301,7 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
             continue
         delivered += 1
         actual = object_sha256(store, path)
-        chosen = delivered_round(records)
+        chosen = delivered_round(records, row.get("selected_round"))
         if actual != chosen.get("output_sha256"):
             report.add(
                 "delivered_altered",
