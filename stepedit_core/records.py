@@ -266,6 +266,8 @@ class RoundRecord:
             input_tokens=_tokens(item.state.get("input_tokens")),
             output_tokens=_tokens(item.state.get("output_tokens")),
             duration_in_s=round(item.audio.duration, 4) if item.audio is not None else None,
+            instruction=item.state.get("instruction"),
+            model_fingerprint=item.state.get("model_fingerprint"),
         )
         if item.failed:
             return record
