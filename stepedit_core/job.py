@@ -56,6 +56,8 @@ class JobSpec(BaseModel):
     qc: Literal["acx", "r128", "netflix", "none"] = "none"  # delivery profile checked per round
     qc_heavy: bool = False  # also DNSMOS and speaker similarity (the qc-heavy extra)
     select: Literal["last", "best"] = "last"  # the round delivered
+    # the review page RUN/report/: players for every clip, for index.html's clips, or no page
+    report: Literal["all", "index", "none"] = "index"
     # stage name -> interpreter / container image its Ray workers run in (stage_envs.py)
     stage_python: dict[str, str] = Field(default_factory=dict)
     stage_images: dict[str, str] = Field(default_factory=dict)
