@@ -15,8 +15,9 @@ From there the clip goes the way every input clip goes:
 2. the tokenizer's `wav2token`, called with its defaults, resamples it to 16 kHz, scales it so
    that the peak is 0.999 (a peak under 0.01 counts as 0.01) and trims silence: it finds the
    non-silent span (frames of 512 samples every 128 whose RMS is within 20 dB of the loudest
-   frame), keeps 0.05 s before it, and cuts or zero-pads the clip to the span's length rounded
-   up to whole 240-sample hops plus 0.05 s + 0.22 s.
+   frame), keeps 0.05 s before it (zero-padding the start when there is less), and cuts or
+   zero-pads the end so that the clip lasts the span rounded up to whole 240-sample hops plus
+   0.05 s + 0.22 s.
 
 Steps 1 and 2 are what the engine's tokenize stage already does to every clip
 (`tokenizer.AudioTokenizer.encode`: the peak cap in our code, the resampling, normalisation and
