@@ -5,9 +5,10 @@ The public release runs one edit per request. To chain a second edit it keeps th
 24 kHz output as a float array, writes it to a WAV file with `soundfile` (whose default for WAV
 is 16-bit PCM) and hands the file's path to the next edit, which reads it back with
 `torchaudio.load` (16-bit samples divided by 32768). `soundfile` turns libsndfile's clipping on,
-and with it libsndfile scales a float sample to 32 bits (x * 2^31, rounded to the nearest
-integer) and keeps the top 16: the stored sample is floor(x * 32768), saturated at -32768 and
-32767 (so +1.0 gives 32767 and -1.0 gives -32768). `pcm16` reproduces this bit for bit.
+and on that path libsndfile scales a float sample to 32 bits (x * 2^31, rounded) and keeps the
+top 16: the stored sample is floor(x * 32768), saturated at -32768 and 32767 (+1.0 gives 32767,
+-1.0 gives -32768; measured with soundfile 0.14 and its libsndfile 1.2.2, and the tests check
+`pcm16` against the installed soundfile bit for bit).
 From there the clip goes the way every input clip goes:
 
 1. mixed down to mono and, when its peak is over 0.6, scaled so that the peak is 0.6; the
