@@ -68,11 +68,11 @@ def finished_run(tmp_path_factory):
         "s3",
         key="setup",
         secret="setup",
-        client_kwargs={"endpoint_url": endpoint},
+        endpoint_url=endpoint,  # overrides the session's S3 server, if another test set one
         skip_instance_cache=True,
     )
-    fs.mkdir("catalog")
-    fs.mkdir("runs")
+    fs.makedirs("catalog", exist_ok=True)  # moto keeps buckets per process
+    fs.makedirs("runs", exist_ok=True)
     uris = [_put_clip(fs, f"catalog/clips/c{i}.flac", 0.6, 180 + 30 * i) for i in range(3)]
     sink = io.BytesIO()
     pq.write_table(pa.table({"clip_id": ["c0", "c1", "c2"], "audio_uri": uris}), sink)
