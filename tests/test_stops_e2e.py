@@ -17,7 +17,7 @@ import pytest
 
 from conftest import write_clip, write_manifest
 
-CLIPS = 200
+CLIPS = 150
 SHARD_SIZE = 50
 STARTUP_TIMEOUT_S = 75  # Prefect's server and Ray start on a loaded 2-core machine
 
@@ -28,7 +28,7 @@ def catalog(tmp_path_factory) -> Path:
     rows = [
         {
             "clip_id": f"c{i:03d}",
-            "audio_uri": write_clip(folder / f"c{i:03d}.wav", 1.0, 16000, seed=i),
+            "audio_uri": write_clip(folder / f"c{i:03d}.wav", 0.5, 16000, seed=i),
         }
         for i in range(CLIPS)
     ]
@@ -140,6 +140,16 @@ def test_sigterm_stops_quickly_records_where_and_leaves_nothing(catalog, env, tm
         print(f"exit {exited_after:.1f} s after SIGTERM")
     finally:
         kill_all(run, started)
+    # the same command resumes: the stopped attempt's committed clips are not done again
+    resumed_at = time.monotonic()
+    again = start_run(catalog, out, "local", env)
+    output, _ = again.communicate(timeout=120)
+    print(f"resumed run finished in {time.monotonic() - resumed_at:.1f} s")
+    assert again.returncode == 0, output
+    record = json.loads((out / "r" / "run.json").read_text())
+    assert record["counts"]["ok"] == CLIPS and record["attempt"] == 2
+    rounds = record["clip_rounds"]
+    assert rounds["resumed"] >= SHARD_SIZE and rounds["resumed"] + rounds["done_now"] == CLIPS
 
 
 @pytest.mark.slow
