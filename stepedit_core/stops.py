@@ -110,8 +110,10 @@ class RunActivity:
 
     def track(self, wrappers: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable]:
         """Step wrappers for `run_job` that note each step here, around the given wrappers
-        (e.g. Prefect tasks); a step without a wrapper runs the plain `RunSteps` method."""
+        (e.g. Prefect tasks); a step without a wrapper runs the plain `RunSteps` method.
+        Called once per run: it starts the activity afresh."""
         wrappers = dict(wrappers or {})
+        self.step, self.args, self.since, self.finished = None, (), None, []
 
         def tracked(name: str) -> Callable[..., Any]:
             inner = wrappers.get(name)
