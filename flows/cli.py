@@ -1,5 +1,6 @@
 """The `stepedit` command line. Exit status: 0 run finished (even with failed clips),
-2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed.
+2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed,
+130/143 stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json).
 `verify` and `audit`: 0 intact, 1 a mismatch (each one named) or no such clip."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from stepedit_core.executors import EXECUTORS
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.stage_envs import StageEnvError
+from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 
 REFUSED = 2
@@ -340,13 +342,19 @@ def _check_before_run(job: JobSpec) -> bool:
 
 def _run_flow(job: JobSpec, quiet: bool) -> int:
     from stepedit_core.progress import reporting
+    from stepedit_core.reaper import start_reaper
+    from stepedit_core.stops import stop_on_signals
+    from stepedit_core.store import RunStore
     from stepedit_flows.edit_catalog import edit_catalog
+    from stepedit_flows.prefect_server import start_temporary_server
     from stepedit_flows.progress import make_renderer
     from stepedit_tasks.summary import summary_text
 
+    start_reaper()  # stops Prefect's server and a local Ray even if this process is killed
     renderer = make_renderer(quiet, sys.stderr)
     try:
-        with reporting(renderer):
+        with stop_on_signals(RunStore(job.out, job.run_id)), reporting(renderer):
+            start_temporary_server()  # out of the terminal's reach: Ctrl-C must not stop it first
             record = edit_catalog(job)
     finally:
         renderer.close()
@@ -533,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RunRefused, UnknownEngine, StageEnvError) as exc:
         print(f"stepedit: error: {exc}", file=sys.stderr)
         return REFUSED
+    except RunStopped as exc:
+        print(f"stepedit: {exc.describe()}", file=sys.stderr)
+        return exc.exit_status
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ from prefect import flow
 
 from stepedit_core.job import JobSpec
 from stepedit_core.run import run_job
+from stepedit_core.stops import ACTIVITY
 from stepedit_tasks.steps import STEP_TASKS
 
 
 @flow(name="edit_catalog", flow_run_name="{job.run_id}", log_prints=True)
 def edit_catalog(job: JobSpec) -> dict[str, Any]:
     """Edit every clip of a catalog manifest; returns the run record (also in run.json)."""
-    return run_job(job, wrappers=STEP_TASKS)
+    return run_job(job, wrappers=ACTIVITY.track(STEP_TASKS))  # a stop can name its step

@@ -41,6 +41,7 @@ import numpy as np
 
 from stepedit_core.stage_envs import StageEnv
 from stepedit_core.stages import Stage, WorkItem
+from stepedit_core.stops import keep_signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +195,14 @@ def ensure_ray(address: str | None = None) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
     )
-    ray.init(
-        address=address,
-        ignore_reinit_error=True,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    with keep_signal_handlers():  # Ray's SIGTERM handler would drain for 30 s and exit 1
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
 
 
 def _quiet_ray_data_console() -> None:
