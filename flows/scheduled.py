@@ -44,7 +44,9 @@ def job_spec(job: dict[str, Any], run_id: str) -> JobSpec:
         raise ValueError(f"unknown job parameter(s): {', '.join(unknown)}")
     if "run_id" in job:
         raise ValueError("job must not set run_id: each scheduled run stamps its own")
-    return JobSpec(**job, run_id=run_id)
+    # scheduled runs are incremental unless the deployment says otherwise (deployments
+    # registered before the switch existed hold no `incremental` field)
+    return JobSpec(**{"incremental": True, **job}, run_id=run_id)
 
 
 def claim_run_id(

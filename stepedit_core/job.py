@@ -52,6 +52,9 @@ class JobSpec(BaseModel):
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
     overwrite: bool = False  # start the run id afresh instead of resuming it
+    # edit only rows no earlier run under `out` finished with the same audio, edit, engine
+    # version and seed; the others point at the earlier output (incremental.py)
+    incremental: bool = False
     # stage name -> interpreter / container image its Ray workers run in (stage_envs.py)
     stage_python: dict[str, str] = Field(default_factory=dict)
     stage_images: dict[str, str] = Field(default_factory=dict)
@@ -59,7 +62,7 @@ class JobSpec(BaseModel):
     def fingerprint(self) -> dict[str, object]:
         """What decides a run's outputs: a resumed attempt must match the first one."""
         keep = ("manifest_uri", "edits", "iterations", "engine", "shard_size", "prompt_mode",
-                "seed", "models_dir", "llm_backend", "vad_max_pause")  # fmt: skip
+                "seed", "models_dir", "llm_backend", "vad_max_pause", "incremental")  # fmt: skip
         dumped = self.model_dump(mode="json")
         return {k: dumped[k] for k in keep}
 

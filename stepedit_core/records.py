@@ -85,6 +85,8 @@ class RowResult:
     error: str | None = None
     error_code: str | None = None
     rounds_done: int = 0
+    # incremental runs: the earlier run whose output this row reuses (None: edited in this run)
+    reused_from_run: str | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -95,6 +97,7 @@ class RowResult:
             ("error", pa.string()),
             ("error_code", pa.string()),
             ("iterations_done", pa.int32()),
+            ("reused_from_run", pa.string()),
         ]
     )
     # the columns the output manifest adds to the input's
@@ -104,6 +107,7 @@ class RowResult:
         "error",
         "error_code",
         "iterations_done",
+        "reused_from_run",
     )
 
     @classmethod
@@ -123,7 +127,8 @@ class RowResult:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RowResult:
-        values = {k: row.get(k) for k in ("status", "output_uri", "error", "error_code")}
+        names = ("status", "output_uri", "error", "error_code", "reused_from_run")
+        values = {k: row.get(k) for k in names}
         return cls(
             row["row_index"], row.get("clip_id"), rounds_done=row["iterations_done"], **values
         )

@@ -273,11 +273,10 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
     present = {p.rstrip("/") for p in present}
     expected_files: set[str] = set()
     try:
-        rows = (
-            store.read_table(store.manifest)
-            .select(["clip_id", "status", "iterations_done"])
-            .to_pylist()
-        )
+        manifest = store.read_table(store.manifest)
+        # an incremental run's reused rows point at an earlier run's file and records
+        reused = ["reused_from_run"] if "reused_from_run" in manifest.column_names else []
+        rows = manifest.select(["clip_id", "status", "iterations_done", *reused]).to_pylist()
     except _READ_ERRORS as exc:
         report.add("manifest_unreadable", "manifest.parquet", detail=str(exc))
         return
@@ -285,7 +284,7 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
     for row_index, row in enumerate(rows):
         records = by_row.get(row_index, [])
         ok_rounds = sum(1 for r in records if r.get("status") == "ok")
-        if row["status"] != "ok":
+        if row["status"] != "ok" or row.get("reused_from_run"):
             continue
         if (row.get("iterations_done") or 0) != ok_rounds:
             report.add(
