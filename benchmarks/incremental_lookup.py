@@ -35,6 +35,7 @@ from stepedit_core.incremental import (
     SourceHasher,
     SourceStamp,
     finished_key,
+    key_settings,
 )
 from stepedit_core.job import JobSpec
 from stepedit_core.manifest import clip_seed
@@ -68,6 +69,7 @@ def _source_sha(i: int) -> str:
 def build(out: str, clips: int, runs: int, job: JobSpec) -> list[PlanRow]:
     engine = make_engine(job.engine, job.engine_options())
     index = OutIndex(out)
+    settings = key_settings(job, engine)
     rows = [_plan_row(i, out) for i in range(clips)]
     per_run = -(-clips // runs)
     for r in range(runs):
@@ -75,7 +77,7 @@ def build(out: str, clips: int, runs: int, job: JobSpec) -> list[PlanRow]:
         chunk = rows[r * per_run : (r + 1) * per_run]
         finished = [
             {
-                "key": finished_key(_source_sha(p.row_index), p, job, engine),
+                "key": finished_key(_source_sha(p.row_index), p, settings),
                 "clip_id": p.clip_id,
                 "output_uri": f"{out}/{run_id}/audio/{p.row_index:08d}-{p.clip_id}.flac",
                 "run_id": run_id,
@@ -175,6 +177,7 @@ def main() -> None:
         "lookup": lookup,
         "source_hashes_local_disk": sources,
         "machine": machine_info(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # a shared machine
     }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "incremental_lookup.json"

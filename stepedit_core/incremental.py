@@ -69,16 +69,14 @@ _STAMP_FIELDS = ("ETag", "etag", "md5Hash", "crc32c", "mtime", "LastModified", "
 HASH_THREADS = 16  # source files are hashed concurrently: the cost is I/O, not CPU
 
 
-def finished_key(source_sha256: str, row: PlanRow, job: JobSpec, engine: Engine) -> str:
-    """Names one clip's result: equal keys mean the same input edited the same way."""
+def key_settings(job: JobSpec, engine: Engine) -> str:
+    """The run-wide part of every finished key: what the job and engine decide for all rows
+    (hashed once per run, so a row's key costs one short sha256)."""
     material = json.dumps(
         {
-            "source_sha256": source_sha256,
-            "edit": format_chain(row.edits),
             "iterations": job.iterations,
             "engine": engine.name,
             "engine_version": engine.version,
-            "seed": row.seed,
             "prompt_mode": job.prompt_mode,
             "llm_backend": job.llm_backend,
             "vad_max_pause": job.vad_max_pause,
@@ -86,6 +84,13 @@ def finished_key(source_sha256: str, row: PlanRow, job: JobSpec, engine: Engine)
         },
         sort_keys=True,
     )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def finished_key(source_sha256: str, row: PlanRow, settings: str) -> str:
+    """Names one clip's result: equal keys mean the same input bytes edited the same way
+    (`settings` from `key_settings`). Fields are joined by a byte no field contains."""
+    material = "\x00".join((settings, source_sha256, format_chain(row.edits), str(row.seed)))
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -219,7 +224,7 @@ class Reuse:
     """Plan-time lookup: which planned rows an earlier run already finished."""
 
     def __init__(self, job: JobSpec, engine: Engine) -> None:
-        self.job, self.engine = job, engine
+        self.job = job
         self.index = OutIndex(job.out)
         finished = self.index.finished(job.run_id)
         self.by_key = {k: i for i, k in enumerate(finished.column("key").to_pylist())}
@@ -227,6 +232,7 @@ class Reuse:
         self.run_id = finished.column("run_id").to_pylist()
         self.iterations_done = finished.column("iterations_done").to_pylist()
         self.hasher = SourceHasher(self.index.sources(job.run_id))
+        self.settings = key_settings(job, engine)
 
     def split(
         self, rows: Sequence[PlanRow]
@@ -237,7 +243,7 @@ class Reuse:
         reused: list[RowResult] = []
         keys: list[tuple[int, str]] = []
         for row, sha in zip(rows, shas, strict=True):
-            key = finished_key(sha, row, self.job, self.engine)
+            key = finished_key(sha, row, self.settings)
             found = self.by_key.get(key)
             if found is None:
                 todo.append(row)
@@ -264,6 +270,7 @@ def write_finished(store: RunStore, job: JobSpec, engine: Engine) -> int:
     plans = _plan_rows(store)
     sources = _first_round_sources(store)
     reused_keys = _reused_keys(store)
+    settings = key_settings(job, engine)
     rows: list[dict] = []
     for path in store.list(store.results_dir()):
         table = store.read_table(path)
@@ -276,7 +283,7 @@ def write_finished(store: RunStore, job: JobSpec, engine: Engine) -> int:
             if reused_from is not None:
                 key = reused_keys.get(row_index)
             elif row_index in plans and row_index in sources:
-                key = finished_key(sources[row_index], plans[row_index], job, engine)
+                key = finished_key(sources[row_index], plans[row_index], settings)
             else:
                 key = None
             if key is None:
