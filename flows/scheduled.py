@@ -106,6 +106,7 @@ def counts_row(record: dict[str, Any]) -> dict[str, Any]:
         "ok": counts["ok"],
         "failed": counts["failed"],
         "refused_at_plan": counts["refused_at_plan"],
+        "reused": counts.get("reused", 0),  # incremental: ok rows pointing at earlier outputs
         "errors": ", ".join(f"{c}: {n}" for c, n in record["errors_by_code"].items()),
         "manifest": record["outputs"]["manifest"],
     }

@@ -184,24 +184,31 @@ class SourceStamp:
 
 
 class SourceHasher:
-    """Content hashes of source files, reusing an earlier hash when size and stamp match."""
+    """Content hashes of source files, reusing an earlier hash when size and stamp match.
+
+    A file that can not be looked up or read has no hash (None): its row is edited as usual and
+    fails there with the code loading gives it (missing file, say)."""
 
     def __init__(self, known: dict[tuple[str, int, str], str]) -> None:
         self.known = known
-        self.seen: dict[str, SourceStamp] = {}
+        self.seen: dict[str, SourceStamp | None] = {}
         self.hashed = 0  # files read in full
         self.reused = 0  # files whose earlier hash was reused
 
-    def hash_all(self, uris: Sequence[str]) -> list[str]:
+    def hash_all(self, uris: Sequence[str]) -> list[str | None]:
         todo = [u for u in dict.fromkeys(uris) if u not in self.seen]
-        with ThreadPoolExecutor(HASH_THREADS) as pool:
-            for stamped in pool.map(self._stamp, todo):
-                self.seen[stamped.audio_uri] = stamped
-        return [self.seen[u].sha256 for u in uris]
+        if todo:
+            with ThreadPoolExecutor(min(HASH_THREADS, len(todo))) as pool:
+                for uri, stamped in zip(todo, pool.map(self._stamp, todo), strict=True):
+                    self.seen[uri] = stamped
+        return [s.sha256 if (s := self.seen[u]) is not None else None for u in uris]
 
-    def _stamp(self, uri: str) -> SourceStamp:
-        fs, path = fsspec.core.url_to_fs(uri)
-        info = retrying(lambda: fs.info(path), f"looking up {uri}")
+    def _stamp(self, uri: str) -> SourceStamp | None:
+        try:
+            fs, path = fsspec.core.url_to_fs(uri)
+            info = retrying(lambda: fs.info(path), f"looking up {uri}")
+        except (OSError, ValueError):
+            return None
         size = int(info.get("size") or 0)
         stamp = next((str(info[f]) for f in _STAMP_FIELDS if info.get(f) is not None), "")
         known = self.known.get((uri, size, stamp)) if stamp else None
@@ -209,14 +216,17 @@ class SourceHasher:
             self.reused += 1
             return SourceStamp(uri, size, stamp, known)
         digest = hashlib.sha256()
-        with fs.open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        try:
+            with fs.open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            return None
         self.hashed += 1
         return SourceStamp(uri, size, stamp, digest.hexdigest())
 
     def table(self) -> pa.Table:
-        rows = [vars(s) for s in self.seen.values()]
+        rows = [vars(s) for s in self.seen.values() if s is not None and s.stamp]
         return pa.Table.from_pylist(rows, SOURCES_SCHEMA)
 
 
@@ -243,7 +253,7 @@ class Reuse:
         reused: list[RowResult] = []
         keys: list[tuple[int, str]] = []
         for row, sha in zip(rows, shas, strict=True):
-            key = finished_key(sha, row, self.settings)
+            key = finished_key(sha, row, self.settings) if sha is not None else ""
             found = self.by_key.get(key)
             if found is None:
                 todo.append(row)

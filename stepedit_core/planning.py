@@ -128,6 +128,10 @@ def plan_shards(
     planning is simply planned again; a finished plan is read back instead."""
     if store.exists(store.plan_done):
         return Sharding(**store.read_json(store.plan_done))
+    if reuse is not None:
+        # what an earlier run finishes may change between attempts, and with it the shards:
+        # plans an interrupted attempt wrote must not outlive it
+        store.remove(store.list(store.path("_work", "plan"), prefix="shard-"))
     sharding = Sharding()
     work: list[PlanRow] = []
     refused: list[RowResult] = []

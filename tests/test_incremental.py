@@ -12,8 +12,10 @@ import pytest
 
 from stepedit_core.audit import verify_run
 from stepedit_core.engines.signal.engine import SignalEngine
+from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.incremental import OutIndex
 from stepedit_core.job import JobSpec
+from stepedit_core.run import RunSteps
 from stepedit_flows.cli import build_parser
 from stepedit_flows.deploy import job_parameters
 from stepedit_flows.scheduled import job_spec
@@ -176,3 +178,34 @@ def test_run_defaults_off_deploy_defaults_on(tmp_path):
     older = {k: v for k, v in job.items() if k != "incremental"}
     assert job_spec(older, "nightly-x").incremental is True
     json.dumps(job)  # Prefect stores the parameters as JSON
+
+
+def test_a_row_that_failed_earlier_is_edited_once_it_can_be(tmp_path, first_run):
+    clips, rows = first_run
+    late = {"clip_id": "late", "audio_uri": str(clips / "late.wav")}
+    manifest = write_manifest(tmp_path / "m2.parquet", [*rows, late])
+    record = run_inprocess(_job(tmp_path, manifest, "r2"))
+    assert record["counts"]["failed"] == 1 and record["counts"]["reused"] == 6
+    write_clip(clips / "late.wav", 0.8)
+    record = run_inprocess(_job(tmp_path, manifest, "r3"))
+    assert record["counts"]["ok"] == 7 and record["counts"]["reused"] == 6
+    assert _edited_clip_ids(tmp_path, "r3") == {"late"}
+
+
+def test_a_resumed_incremental_run_keeps_what_its_plan_decided(tmp_path, first_run):
+    """Planning is written once: an attempt that resumes after planning reads the plan back
+    and does not look up the index again (here the index is gone meanwhile)."""
+    _, rows = first_run
+    manifest = write_manifest(tmp_path / "m2.parquet", rows)
+    job = _job(tmp_path, manifest, "r2")
+    steps = RunSteps(job, executor=LocalExecutor())
+    steps.begin(steps.validate())
+    assert steps.plan().reused_rows == 6
+    (tmp_path / "out" / "_index" / "finished" / "r1.parquet").unlink()
+    record = run_inprocess(job)
+    assert record["attempt"] == 2 and record["counts"]["reused"] == 6
+    assert _edited_clip_ids(tmp_path, "r2") == set()
+    # r2's own index carries the reused outputs forward: a later run still finds them
+    record = run_inprocess(_job(tmp_path, manifest, "r3"))
+    assert record["counts"]["reused"] == 6
+    assert {r["reused_from_run"] for r in _manifest(tmp_path, "r3")} == {"r1"}
