@@ -206,6 +206,7 @@ class SourceHasher:
     def _stamp(self, uri: str) -> SourceStamp | None:
         try:
             fs, path = fsspec.core.url_to_fs(uri)
+            fs.invalidate_cache(path)  # a listing cached earlier in this process may be stale
             info = retrying(lambda: fs.info(path), f"looking up {uri}")
         except (OSError, ValueError):
             return None
