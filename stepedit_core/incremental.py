@@ -15,6 +15,8 @@ What lives under the output root (beside the run folders):
                                            plan time, with the size and mtime/ETag they were
                                            computed for
 
+No run id starts with `_` (job.py), so `_index/` never clashes with a run folder.
+
 The lookup reads the union of the small `finished/` files once (one read per earlier run, all
 in one Arrow dataset scan) and answers every row from a dict, so its cost does not grow with the
 number of files an earlier run wrote. Knowing that a source file did not change needs its
