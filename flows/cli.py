@@ -169,6 +169,25 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="STAGE=N",
         help="batch size of a stage",
     )
+    p.add_argument(
+        "--qc",
+        choices=("acx", "r128", "netflix", "none"),
+        default="none",
+        help="delivery profile every round is checked against (pass/fail with reasons); "
+        "cheap QC metrics are measured in any case",
+    )
+    p.add_argument(
+        "--qc-heavy",
+        action="store_true",
+        help="also DNSMOS and speaker similarity to the source (pip install 'stepedit[qc-heavy]')",
+    )
+    p.add_argument(
+        "--select",
+        choices=("last", "best"),
+        default="last",
+        help="round to deliver: the last, or the best round that passes --qc (highest speaker "
+        "similarity, else smallest timbre drift, else closest to the profile's targets)",
+    )
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     p.add_argument(
         "--overwrite",
@@ -280,6 +299,9 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,
             overwrite=args.overwrite,
+            qc=args.qc,
+            qc_heavy=args.qc_heavy,
+            select=args.select,
             incremental=getattr(args, "incremental", False),
             stage_python=dict(args.stage_python),
             stage_images=dict(args.stage_image),

@@ -104,6 +104,27 @@ PROFILES: dict[str, Profile] = {
 LOUDNESS_OPTION_PROFILES = {"acx": "acx", "ebu": "r128", "ebu-r128": "r128", "netflix": "netflix"}
 
 
+SELECT_MODES = ("last", "best")
+
+
+@dataclass(frozen=True)
+class QcPlan:
+    """What a run measures and checks in every round, and which round it delivers.
+
+    Cheap metrics are always measured; `profile` (other than `none`) adds a pass/fail verdict
+    with reasons; `heavy` adds DNSMOS and speaker similarity (the `qc-heavy` extra); `select`
+    `best` delivers the best passing round by `select_best`, `last` the last round."""
+
+    profile: str = "none"
+    heavy: bool = False
+    select: str = "last"
+
+    def __post_init__(self) -> None:
+        get_profile(self.profile)
+        if self.select not in SELECT_MODES:
+            raise ValueError(f"unknown selection {self.select!r}; valid: {', '.join(SELECT_MODES)}")
+
+
 def get_profile(profile: str | Profile) -> Profile:
     if isinstance(profile, Profile):
         return profile

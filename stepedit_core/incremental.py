@@ -55,8 +55,14 @@ FINISHED_SCHEMA = pa.schema(
         ("output_uri", pa.string()),
         ("run_id", pa.string()),  # the run whose audio/ holds output_uri
         ("iterations_done", pa.int32()),
+        # what the output manifest says of the delivered round, carried to rows reusing it
+        ("selected_round", pa.int32()),
+        ("selection_reason", pa.string()),
+        ("qc_status", pa.string()),
+        ("qc_reasons", pa.string()),
     ]
 )
+DELIVERY_COLUMNS = ("selected_round", "selection_reason", "qc_status", "qc_reasons")
 SOURCES_SCHEMA = pa.schema(
     [
         ("audio_uri", pa.string()),
@@ -83,6 +89,9 @@ def key_settings(job: JobSpec, engine: Engine) -> str:
             "llm_backend": job.llm_backend,
             "vad_max_pause": job.vad_max_pause,
             "models_dir": job.models_dir,
+            "qc": job.qc,  # the profile decides the verdict columns, and with
+            "qc_heavy": job.qc_heavy,
+            "select": job.select,  # `best` which round's audio is delivered
         },
         sort_keys=True,
     )
@@ -244,6 +253,7 @@ class Reuse:
         self.output_uri = finished.column("output_uri").to_pylist()
         self.run_id = finished.column("run_id").to_pylist()
         self.iterations_done = finished.column("iterations_done").to_pylist()
+        self.delivery = {c: finished.column(c).to_pylist() for c in DELIVERY_COLUMNS}
         self.hasher = SourceHasher(self.index.sources(job.run_id))
         self.settings = key_settings(job, engine)
 
@@ -265,6 +275,8 @@ class Reuse:
                 row.row_index, row.clip_id, self.output_uri[found], self.iterations_done[found]
             )
             result.reused_from_run = self.run_id[found]
+            for column, values in self.delivery.items():
+                setattr(result, column, values[found])
             reused.append(result)
             keys.append((row.row_index, key))
         return todo, reused, keys
@@ -308,6 +320,7 @@ def write_finished(store: RunStore, job: JobSpec, engine: Engine) -> int:
                     "output_uri": result["output_uri"],
                     "run_id": reused_from or job.run_id,
                     "iterations_done": result["iterations_done"],
+                    **{c: result.get(c) for c in DELIVERY_COLUMNS},
                 }
             )
     index = OutIndex(job.out)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from stepedit_core.access import redact
+from stepedit_core.delivery import QcPlan
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 from stepedit_core.stage_envs import StageEnv, stage_envs
@@ -52,6 +53,9 @@ class JobSpec(BaseModel):
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
     overwrite: bool = False  # start the run id afresh instead of resuming it
+    qc: Literal["acx", "r128", "netflix", "none"] = "none"  # delivery profile checked per round
+    qc_heavy: bool = False  # also DNSMOS and speaker similarity (the qc-heavy extra)
+    select: Literal["last", "best"] = "last"  # the round delivered
     # edit only rows no earlier run under `out` finished with the same audio, edit, engine
     # version and seed; the others point at the earlier output (incremental.py)
     incremental: bool = False
@@ -62,7 +66,8 @@ class JobSpec(BaseModel):
     def fingerprint(self) -> dict[str, object]:
         """What decides a run's outputs: a resumed attempt must match the first one."""
         keep = ("manifest_uri", "edits", "iterations", "engine", "shard_size", "prompt_mode",
-                "seed", "models_dir", "llm_backend", "vad_max_pause", "incremental")  # fmt: skip
+                "seed", "models_dir", "llm_backend", "vad_max_pause", "qc", "qc_heavy",
+                "select", "incremental")  # fmt: skip
         dumped = self.model_dump(mode="json")
         return {k: dumped[k] for k in keep}
 
@@ -99,6 +104,9 @@ class JobSpec(BaseModel):
     def storage_uris(self) -> list[str]:
         """Every location the job reads or writes: storage options apply to their protocols."""
         return [self.manifest_uri, self.out, *self.allow_roots]
+
+    def qc_plan(self) -> QcPlan:
+        return QcPlan(profile=self.qc, heavy=self.qc_heavy, select=self.select)
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

@@ -85,6 +85,10 @@ class RowResult:
     error: str | None = None
     error_code: str | None = None
     rounds_done: int = 0
+    selected_round: int | None = None  # the round whose audio is delivered
+    selection_reason: str | None = None
+    qc_status: str | None = None  # "pass" / "fail" of the delivered round (None: no profile)
+    qc_reasons: str | None = None  # why the delivered round fails delivery
     # incremental runs: the earlier run whose output this row reuses (None: edited in this run)
     reused_from_run: str | None = None
 
@@ -97,17 +101,16 @@ class RowResult:
             ("error", pa.string()),
             ("error_code", pa.string()),
             ("iterations_done", pa.int32()),
+            ("selected_round", pa.int32()),
+            ("selection_reason", pa.string()),
+            ("qc_status", pa.string()),
+            ("qc_reasons", pa.string()),
             ("reused_from_run", pa.string()),
         ]
     )
     # the columns the output manifest adds to the input's
-    OUTPUT_COLUMNS: ClassVar[tuple[str, ...]] = (
-        "status",
-        "output_uri",
-        "error",
-        "error_code",
-        "iterations_done",
-        "reused_from_run",
+    OUTPUT_COLUMNS: ClassVar[tuple[str, ...]] = tuple(
+        name for name in SCHEMA.names if name not in ("row_index", "clip_id")
     )
 
     @classmethod
@@ -120,6 +123,13 @@ class RowResult:
     def ok(cls, row_index: int, clip_id: str, output_uri: str, rounds_done: int) -> RowResult:
         return cls(row_index, clip_id, "ok", output_uri, None, None, rounds_done)
 
+    def deliver(self, record: RoundRecord, reason: str | None) -> None:
+        """Say which round is delivered, why, and whether it passes the delivery profile."""
+        self.selected_round, self.selection_reason = record.round, reason
+        if record.qc_pass is not None:
+            self.qc_status = "pass" if record.qc_pass else "fail"
+            self.qc_reasons = record.qc_reasons
+
     def to_row(self) -> dict[str, Any]:
         row = _shallow(self)
         row["iterations_done"] = row.pop("rounds_done")
@@ -127,8 +137,9 @@ class RowResult:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RowResult:
-        names = ("status", "output_uri", "error", "error_code", "reused_from_run")
-        values = {k: row.get(k) for k in names}
+        keep = ("status", "output_uri", "error", "error_code", "selected_round",
+                "selection_reason", "qc_status", "qc_reasons", "reused_from_run")  # fmt: skip
+        values = {k: row.get(k) for k in keep}
         return cls(
             row["row_index"], row.get("clip_id"), rounds_done=row["iterations_done"], **values
         )
@@ -168,6 +179,10 @@ class RoundRecord:
     peak_dbfs: float | None = None
     rms_dbfs: float | None = None
     clipped_samples: int | None = None
+    qc_profile: str | None = None  # the delivery profile checked (`none`: metrics only)
+    qc_pass: bool | None = None
+    qc_reasons: str | None = None  # each failed limit, "; "-joined
+    qc_json: str | None = None  # {"metrics": {...}, "notes": {...}} from stepedit_core.qc
     instruction: str | None = None  # the exact instruction text the engine ran
     model_fingerprint: str | None = None  # the model folder's fingerprint, when a model ran
     prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
@@ -200,6 +215,10 @@ class RoundRecord:
             ("peak_dbfs", pa.float64()),
             ("rms_dbfs", pa.float64()),
             ("clipped_samples", pa.int64()),
+            ("qc_profile", pa.string()),
+            ("qc_pass", pa.bool_()),
+            ("qc_reasons", pa.string()),
+            ("qc_json", pa.string()),
             ("instruction", pa.string()),
             ("model_fingerprint", pa.string()),
             ("prev_record_sha256", pa.string()),
@@ -250,6 +269,8 @@ class RoundRecord:
             input_tokens=_tokens(item.state.get("input_tokens")),
             output_tokens=_tokens(item.state.get("output_tokens")),
             duration_in_s=round(item.audio.duration, 4) if item.audio is not None else None,
+            instruction=item.state.get("instruction"),
+            model_fingerprint=item.state.get("model_fingerprint"),
         )
         if item.failed:
             return record

@@ -10,9 +10,11 @@ in rounds 1..N.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from stepedit_core import audio as audio_io
+from stepedit_core.delivery import QcPlan, check
 from stepedit_core.edits import EditSpec
 from stepedit_core.records import RoundRecord
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
@@ -73,17 +75,25 @@ class StartRound(Stage):
 
 
 class RoundEnd(Stage):
-    """Records the round (FLAC bytes, hashes, tokens, metrics) and promotes output to input."""
+    """Records the round (FLAC bytes, hashes, tokens, QC metrics and verdict), seals the record
+    into the clip's hash chain, and promotes the output to the next round's input."""
 
     resources = Resources(cpus=0.25)
     needs_actor = False
     ends_round = True
     batch_size = 32
 
-    def __init__(self, round_number: int, engine_name: str, engine_version: str) -> None:
+    def __init__(
+        self,
+        round_number: int,
+        engine_name: str,
+        engine_version: str,
+        qc_plan: QcPlan | None = None,
+    ) -> None:
         self.round = round_number
         self.engine_name = engine_name
         self.engine_version = engine_version
+        self.qc_plan = qc_plan or QcPlan()
         self.name = f"round_end_{round_number}"
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
@@ -96,6 +106,9 @@ class RoundEnd(Stage):
                 record = guard(item, RoundRecord.of, self.engine_name, self.engine_version)
             if record is None:  # encoding the output failed: record that failure instead
                 record = RoundRecord.of(item, self.engine_name, self.engine_version)
+            elif record.ok:
+                with timed(item, "qc"):
+                    self._measure(item, record)
             # the hash chain: a clip's first record links to its source file's sha256
             record.seal(
                 (item.records[-1].record_sha256 if item.records else item.source_sha256) or ""
@@ -107,9 +120,35 @@ class RoundEnd(Stage):
                 item.audio, item.output = item.output, None
         return items
 
+    def _measure(self, item: WorkItem, record: RoundRecord) -> None:
+        """QC of the round's output against its source; a metric that fails to compute is a
+        note in the record, never a failed clip."""
+        from stepedit_core import qc  # loads silero-vad on first use, in the worker
+
+        plan = self.qc_plan
+        record.qc_profile = plan.profile
+        try:
+            if item.qc_reference is None and item.original is not None:
+                item.qc_reference = qc.reference(item.original, plan.heavy)
+            report = qc.measure(item.output, item.qc_reference, heavy=plan.heavy)
+        except Exception as exc:  # noqa: BLE001 - QC describes a round, it must not fail it
+            record.qc_json = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+            if plan.profile != "none":
+                record.qc_pass, record.qc_reasons = False, f"QC could not measure: {exc}"
+            return
+        record.qc_json = report.to_json()
+        if plan.profile != "none":
+            verdict = check(report.metrics, plan.profile)
+            record.qc_pass = verdict.passed
+            record.qc_reasons = "; ".join(verdict.reasons) or None
+
 
 def build_stages(
-    engine: Engine, rounds: int, with_clone_round: bool, prompt_mode: str = "chain"
+    engine: Engine,
+    rounds: int,
+    with_clone_round: bool,
+    prompt_mode: str = "chain",
+    qc_plan: QcPlan | None = None,
 ) -> list[Stage]:
     """The flat stage list an executor runs: load, then (start, engine stages, end) per round."""
     stages: list[Stage] = [LoadAudio()]
@@ -117,5 +156,5 @@ def build_stages(
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
-        stages.append(RoundEnd(k, engine.name, engine.version))
+        stages.append(RoundEnd(k, engine.name, engine.version, qc_plan))
     return stages

@@ -126,6 +126,7 @@ class RunSteps:
             job.iterations,
             job.prompt_mode,
             self.progress,
+            job.qc_plan(),
         )
 
     def merge(self) -> MergeCounts:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from stepedit_core import audio as audio_io
+from stepedit_core.delivery import QcPlan, select_best
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
@@ -89,13 +90,17 @@ def committed_parts(store: RunStore, shard: int) -> list[tuple[str, list[RowResu
 class ShardWriter:
     """Commits one shard's finished items part by part, then its results object."""
 
-    def __init__(self, store: RunStore, shard: int, rows: list[PlanRow]) -> None:
+    def __init__(
+        self, store: RunStore, shard: int, rows: list[PlanRow], qc_plan: QcPlan | None = None
+    ) -> None:
         self.store, self.shard = store, shard
+        self.qc_plan = qc_plan or QcPlan()
         self.summary = ShardSummary(shard=shard, items=len(rows))
         self.results: list[RowResult] = []
         self.pending_rows = {r.row_index for r in rows}
         self.next_part = 0
         self._items: list[WorkItem] = []
+        self._delivered: list[bytes | None] = []
         self._records: list[RoundRecord] = []
         self._results: list[RowResult] = []
         self._last_commit = time.monotonic()
@@ -121,13 +126,19 @@ class ShardWriter:
         return self.store.audio_path(str(result.clip_id), result.row_index)
 
     def _republish(self, part: str, rows: list[RowResult]) -> None:
+        """Write the delivered files a crash left unwritten, from the committed records."""
         table = self.store.read_table(part, ["row_index", "iteration", "status", "audio_flac"])
-        last: dict[int, bytes] = {}
-        for rec in sorted(table.to_pylist(), key=lambda r: r["iteration"]):
+        flac: dict[tuple[int, int], bytes] = {}
+        last: dict[int, int] = {}
+        for rec in table.to_pylist():
             if rec["status"] == "ok" and rec["audio_flac"]:
-                last[rec["row_index"]] = rec["audio_flac"]
+                flac[(rec["row_index"], rec["iteration"])] = rec["audio_flac"]
+                last[rec["row_index"]] = max(last.get(rec["row_index"], -1), rec["iteration"])
         for result in rows:
-            self.store.write_bytes(self._audio(result), last[result.row_index])
+            chosen = result.selected_round
+            if chosen is None:
+                chosen = last[result.row_index]
+            self.store.write_bytes(self._audio(result), flac[(result.row_index, chosen)])
 
     @property
     def done(self) -> bool:
@@ -137,23 +148,44 @@ class ShardWriter:
         self.pending_rows.discard(item.row_index)
         self._items.append(item)
         self._records.extend(item.records)
-        self._results.append(self._result(item))
+        result, flac = self._result(item)
+        self._results.append(result)
+        self._delivered.append(flac)
         stale = time.monotonic() - self._last_commit >= COMMIT_EVERY_S
         if len(self._records) >= RECORDS_PER_PART or stale or not self.pending_rows:
             self.commit()
 
-    def _result(self, item: WorkItem) -> RowResult:
+    def _result(self, item: WorkItem) -> tuple[RowResult, bytes | None]:
+        """The item's row result and the FLAC bytes to deliver (None when it failed)."""
         rounds_done = sum(1 for r in item.records if r.ok)
         if not item.failed and item.audio is None:
             item.fail("no_output", "no round produced audio")
         if item.failed:
             self.summary.failed += 1
-            return RowResult.failed(
+            failed = RowResult.failed(
                 item.row_index, item.clip_id, str(item.error_code), str(item.error), rounds_done
             )
+            return failed, None
         self.summary.ok += 1
         uri = self.store.uri(self.store.audio_path(item.clip_id, item.row_index))
-        return RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
+        result = RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
+        ok = [r for r in item.records if r.ok and r.audio_flac]
+        if not ok:  # nothing recorded (cannot happen for an item that ran): its audio as is
+            return result, audio_io.encode_flac(item.audio)
+        chosen, reason = self._choose(ok)
+        result.deliver(chosen, reason)
+        return result, chosen.audio_flac
+
+    def _choose(self, records: list[RoundRecord]) -> tuple[RoundRecord, str | None]:
+        """The round to deliver: the last, or with `select=best` the best by `select_best`.
+        The delivered file is that round's FLAC, byte for byte, so its sha256 is the round's
+        output_sha256 and the audit chain ends at the delivered file."""
+        if self.qc_plan.select != "best":
+            return records[-1], None
+        metrics = [(r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in records]
+        picked = select_best(metrics, self.qc_plan.profile)
+        chosen = next(r for r in records if r.round == picked.round) if picked else records[-1]
+        return chosen, picked.reason if picked else None
 
     def commit(self) -> None:
         """Write the buffered records and results as one part, then publish the audio."""
@@ -164,15 +196,15 @@ class ShardWriter:
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
         self.store.write_table(path, table_of(self._records, RoundRecord.SCHEMA), meta)
         failpoint("shard.part_committed")
-        for item, result in zip(self._items, self._results, strict=True):
-            if result.status == "ok":
-                self.store.write_bytes(self._audio(result), _final_flac(item))
+        for result, flac in zip(self._results, self._delivered, strict=True):
+            if result.status == "ok" and flac is not None:
+                self.store.write_bytes(self._audio(result), flac)
         failpoint("shard.audio_published")
         self.next_part += 1
         self.summary.parts += 1
         self.summary.records += len(self._records)
         self.results.extend(self._results)
-        self._items, self._records, self._results = [], [], []
+        self._items, self._records, self._results, self._delivered = [], [], [], []
         self._last_commit = time.monotonic()
 
     def close(self) -> ShardSummary:
@@ -189,15 +221,6 @@ class ShardWriter:
         return self.summary
 
 
-def _final_flac(item: WorkItem) -> bytes:
-    # the last round's FLAC is the final audio: same bytes, so the file's sha256 is that
-    # round's output_sha256 and the audit chain ends at the delivered file
-    last = item.records[-1] if item.records else None
-    if last is not None and last.audio_flac:
-        return last.audio_flac
-    return audio_io.encode_flac(item.audio)
-
-
 def _part_number(path: str) -> int:
     return int(path.rsplit("-part-", 1)[1].split(".", 1)[0])
 
@@ -210,6 +233,7 @@ def run_shards(
     rounds: int,
     prompt_mode: str = "chain",
     progress: Progress | None = None,
+    qc_plan: QcPlan | None = None,
 ) -> ShardsOutcome:
     """Run every shard that is not done yet; returns one summary per shard."""
     started = time.perf_counter()
@@ -224,7 +248,7 @@ def run_shards(
             outcome.summaries.append(done)
             continue
         rows = plan_rows(store, shard)
-        writer = ShardWriter(store, shard, rows)
+        writer = ShardWriter(store, shard, rows, qc_plan)
         writers[shard] = writer
         outcome.summaries.append(writer.summary)
         for row in rows:
@@ -234,7 +258,7 @@ def run_shards(
     total = len(items)
     if items:
         with_clone = any(has_clone(item.edits) for item in items)
-        stages = build_stages(engine, rounds, with_clone, prompt_mode)
+        stages = build_stages(engine, rounds, with_clone, prompt_mode, qc_plan)
         counts = {"done": 0, "failed": 0}
 
         def finished(item: WorkItem) -> None:

@@ -61,6 +61,7 @@ class WorkItem:
     original: Audio | None = None  # the source clip, kept for prompt-fixed rounds
     prompt: Audio | None = None  # voice prompt of this round (engines that clone a voice)
     output: Audio | None = None
+    qc_reference: Any = None  # the source's QC analysis, made once per clip (qc.Reference)
     state: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)

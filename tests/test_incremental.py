@@ -209,3 +209,24 @@ def test_a_resumed_incremental_run_keeps_what_its_plan_decided(tmp_path, first_r
     record = run_inprocess(_job(tmp_path, manifest, "r3"))
     assert record["counts"]["reused"] == 6
     assert {r["reused_from_run"] for r in _manifest(tmp_path, "r3")} == {"r1"}
+
+
+def test_reused_rows_carry_the_delivered_round_and_qc_verdict(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    manifest = write_manifest(tmp_path / "m.parquet", _rows(clips, 3))
+
+    def job(run_id: str, select: str) -> JobSpec:
+        return _job(tmp_path, manifest, run_id).model_copy(
+            update={"iterations": 2, "qc": "r128", "select": select}
+        )
+
+    run_inprocess(job("q1", "best"))
+    record = run_inprocess(job("q2", "best"))
+    assert record["counts"]["reused"] == 3
+    columns = ("output_uri", "iterations_done", "selected_round", "selection_reason", "qc_status")
+    first = {r["clip_id"]: [r[c] for c in columns] for r in _manifest(tmp_path, "q1")}
+    again = {r["clip_id"]: [r[c] for c in columns] for r in _manifest(tmp_path, "q2")}
+    assert again == first and all(v[4] in ("pass", "fail") for v in again.values())
+    # another round selection delivers other audio: nothing is reused
+    assert run_inprocess(job("q3", "last"))["counts"]["reused"] == 0

@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -33,8 +32,8 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 @pytest.fixture(scope="module")
 def run_with_qc(tmp_path_factory) -> Path:
-    """4 good clips + 1 missing file, 2 rounds; QC verdicts added to the records the way the
-    QC stage writes them (qc_pass, qc_reasons, qc_profile, a qc_ metric)."""
+    """4 clips + 1 missing file, 2 rounds, mastered and checked against ACX; line-2 is
+    levelled far below ACX's RMS window, so it fails delivery."""
     base = tmp_path_factory.mktemp("report")
     clips = base / "clips"
     clips.mkdir()
@@ -43,6 +42,7 @@ def run_with_qc(tmp_path_factory) -> Path:
             "clip_id": f"line-{i}",
             "audio_uri": write_clip(clips / f"{i}.wav", 0.7 + 0.2 * i, f0=140 + 30 * i),
             "text": f"spoken line number {i}",
+            "edit": "loudness=-40" if i == 2 else None,
         }
         for i in range(4)
     ]
@@ -51,26 +51,22 @@ def run_with_qc(tmp_path_factory) -> Path:
         manifest_uri=write_manifest(base / "catalog.parquet", rows),
         out=str(base / "runs"),
         run_id="r1",
-        edits=["loudness=-23"],
+        edits=["loudness=acx"],
         iterations=2,
         executor="local",
         shard_size=10,
+        qc="acx",
     )
     run_inprocess(job)
-    run = base / "runs" / "r1"
-    for part in (run / "iterations").glob("*.parquet"):
-        table = pq.read_table(part)
-        ids = table.column("clip_id").to_pylist()
-        fails = [c == "line-2" for c in ids]
-        table = table.append_column("qc_pass", pa.array([not f for f in fails]))
-        reasons = ["noise floor -44.0 dB above -60 dB" if f else None for f in fails]
-        table = table.append_column("qc_reasons", pa.array(reasons, pa.string()))
-        table = table.append_column("qc_profile", pa.array(["acx"] * len(ids)))
-        table = table.append_column(
-            "qc_noise_floor_db", pa.array([-44.0 if f else -65.0 for f in fails])
-        )
-        pq.write_table(table, part)
-    return run
+    return base / "runs" / "r1"
+
+
+def records_of(run: Path) -> list[dict]:
+    """Round-1 records, in row order (the first player of a clip after its source)."""
+    records = pq.read_table(run / "iterations", columns=["clip_id", "iteration", "duration_s"])
+    return sorted(
+        (r for r in records.to_pylist() if r["iteration"] == 1), key=lambda r: r["clip_id"]
+    )
 
 
 def test_png_writer_produces_a_valid_png():
@@ -105,9 +101,12 @@ def test_report_files_and_pages(run_with_qc, capsys):
     summary = json.loads((report / "report.json").read_text())
     assert summary["pages"] == ["index.html", "page-0002.html", "page-0003.html"]
     index = (report / "index.html").read_text()
-    # first page (2 clips) plus every failing clip: line-2 (QC fail) and gone (missing file)
-    assert index.count("<tr data-status") == 4
-    assert 'data-qc="fail"' in index and "noise floor -44.0 dB" in index
+    # first page (2 clips) plus every failing clip: QC fails (line-2 at least) and gone
+    manifest = pq.read_table(run_with_qc / "manifest.parquet").to_pylist()
+    failing = [r for r in manifest[2:] if r["status"] == "failed" or r["qc_status"] == "fail"]
+    assert {"line-2", "gone"} <= {r["clip_id"] for r in failing}
+    assert index.count("<tr data-status") == 2 + len(failing)
+    assert 'data-qc="fail"' in index and "rms_dbfs" in index
     assert "missing_file" in index and 'href="page-0002.html"' in index
     assert "http://" not in index and "https://" not in index  # nothing loads from the network
     # a round's audio is the record's exact bytes
@@ -154,10 +153,15 @@ def test_report_in_headless_chromium(run_with_qc, tmp_path):
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1"
         )
         rows = driver.find_elements(By.CSS_SELECTOR, "table.clips tbody tr")
-        assert len(rows) == 4  # page 1 (line-0..2) plus the failing "gone" from page 2
+        manifest = pq.read_table(run_with_qc / "manifest.parquet").to_pylist()
+        later_failing = [
+            r for r in manifest[3:] if r["status"] == "failed" or r["qc_status"] == "fail"
+        ]
+        assert len(rows) == 3 + len(later_failing)  # page 1 (line-0..2) plus later failures
         # players: source + 2 rounds for each clip that ran; each one really decodes
         players = driver.find_elements(By.TAG_NAME, "audio")
-        assert len(players) == 3 * 3
+        ran = [r for r in manifest[:3] + later_failing if r["status"] == "ok"]
+        assert len(players) == 3 * len(ran)
         duration = driver.execute_async_script(
             "var done = arguments[arguments.length - 1];"
             "var a = document.querySelectorAll('audio')[1];"
@@ -165,10 +169,11 @@ def test_report_in_headless_chromium(run_with_qc, tmp_path):
             "a.addEventListener('error', function () { done(-1); });"
             "a.preload = 'auto'; a.load();"
         )
-        assert duration == pytest.approx(0.7, abs=0.02)  # line-0 is 0.7 s, loudness keeps it
+        source = next(r for r in records_of(run_with_qc) if r["clip_id"] == "line-0")
+        assert duration == pytest.approx(source["duration_s"], abs=0.02)  # round 1 of line-0
         charts = driver.find_elements(By.CSS_SELECTOR, "svg.chart")
         metrics = {c.get_attribute("data-metric") for c in charts}
-        assert {"rms_dbfs", "peak_dbfs", "duration_s", "qc_noise_floor_db"} <= metrics
+        assert {"rms_dbfs", "peak_dbfs", "duration_s", "noise_floor_db", "loudness_lufs"} <= metrics
         assert all(c.find_elements(By.TAG_NAME, "polyline") for c in charts)
         assert "QC pass rate by round (acx)" in driver.page_source
         image_ok = driver.execute_script(
@@ -190,11 +195,14 @@ def test_report_in_headless_chromium(run_with_qc, tmp_path):
         box.clear()
         box.send_keys("x")  # clear() fires no input event: type and delete
         box.send_keys("\b")
+        qc_fail = [r["clip_id"] for r in manifest if r["qc_status"] == "fail"]
+        shown = [r["clip_id"] for r in manifest[:3] + later_failing]
         Select(driver.find_element(By.ID, "filter-status")).select_by_value("qc-fail")
-        assert visible() == ["line-2"]
+        assert visible() == [c for c in shown if c in qc_fail] and "line-2" in visible()
         Select(driver.find_element(By.ID, "filter-status")).select_by_value("failed")
         assert visible() == ["gone"]
-        assert "1 of 4 clips shown" in driver.find_element(By.ID, "filter-count").text
+        count = driver.find_element(By.ID, "filter-count").text
+        assert f"1 of {len(shown)} clips shown" in count
         Select(driver.find_element(By.ID, "filter-status")).select_by_value("all")
 
         driver.execute_script("window.scrollTo(0, 0);")
@@ -227,8 +235,13 @@ def test_media_only_for_the_clips_on_the_index_page(run_with_qc, tmp_path):
     shutil.copytree(run_with_qc, run, ignore=shutil.ignore_patterns("report"))
     build_report(str(run.parent), run.name, page_size=1, media="index")
     media = sorted(p.name for p in (run / "report" / "media").iterdir())
-    assert media == ["00000000-line-0", "00000002-line-2"]  # page 1, and the QC failure
+    manifest = pq.read_table(run / "manifest.parquet").to_pylist()
+    qc_failing = [
+        f"{i:08d}-{r['clip_id']}" for i, r in enumerate(manifest) if i and r["qc_status"] == "fail"
+    ]
+    assert media == ["00000000-line-0", *qc_failing]  # page 1, and the QC failures
+    assert "00000002-line-2" in media
     page = (run / "report" / "page-0002.html").read_text()  # line-1: listed, no players
-    assert "line-1" in page and "<audio" not in page and "rms -21" in page
+    assert "line-1" in page and "<audio" not in page and "rms -" in page
     with pytest.raises(ValueError, match="media must be one of"):
         build_report(str(run.parent), run.name, media="some")

@@ -14,7 +14,7 @@ import torch
 
 from stepedit_core.edits import EditSpec, parse_chain
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
-from stepedit_core.engines.stepaudio import tokens, upstream
+from stepedit_core.engines.stepaudio import layout, tokens, upstream
 from stepedit_core.engines.stepaudio.engine import StepAudioEngine, expected_new_codes
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.failures import ItemFailure
@@ -192,6 +192,9 @@ def test_three_rounds_through_the_local_executor(engine, tmp_path):
                 assert codes and all(isinstance(c, int) for c in codes)
                 tokens.validate_codes(codes)
             assert json_has(record.timings_json, "tokenize", "edit", "decode")
+            # the audit trail: the exact instruction sent, and which model folder ran it
+            assert record.instruction and record.instruction.endswith("\n")
+            assert record.model_fingerprint == layout.fingerprint(engine.options.models_dir)
         assert item.records[1].input_sha256 == item.records[0].output_sha256
     para = out[1]
     assert para.text == "[Laughter] good morning"

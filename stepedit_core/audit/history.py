@@ -123,8 +123,15 @@ def _round_view(record: dict, previous: dict | None, loc: dict) -> dict[str, Any
     return view
 
 
-def delivered_round(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The record whose audio is the delivered file: the one marked selected, else the last."""
+def delivered_round(
+    records: list[dict[str, Any]], selected_round: int | None = None
+) -> dict[str, Any]:
+    """The record whose audio is the delivered file: the round the output manifest names as
+    selected (`--select best`), else one marked selected, else the last."""
+    if selected_round is not None:
+        named = [r for r in records if r.get("iteration") == selected_round]
+        if named:
+            return named[-1]
     marked = [r for r in records if r.get(SELECTED_FIELD)]
     return marked[-1] if marked else (records[-1] if records else {})
 
@@ -135,12 +142,24 @@ def _final_view(
     row = next((r for r in manifest if r.get("status") == "ok"), manifest[0] if manifest else {})
     final: dict[str, Any] = {
         k: row.get(k)
-        for k in ("row_index", "status", "output_uri", "error_code", "error", "iterations_done")
+        for k in (
+            "row_index",
+            "status",
+            "output_uri",
+            "error_code",
+            "error",
+            "iterations_done",
+            "selected_round",
+            "selection_reason",
+            "qc_status",
+            "qc_reasons",
+        )
     }
     if row.get("status") == "ok" and rounds:
         path = store.audio_path(row["clip_id"], row["row_index"])
         final["delivered"] = store.uri(path)
-        final["expected_sha256"] = delivered_round(rounds).get("output_sha256")
+        chosen = delivered_round(rounds, row.get("selected_round"))
+        final["expected_sha256"] = chosen.get("output_sha256")
         if check_delivered:
             actual = object_sha256(store, path) if store.exists(path) else None
             final["sha256"] = actual

@@ -275,8 +275,8 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
     try:
         manifest = store.read_table(store.manifest)
         # an incremental run's reused rows point at an earlier run's file and records
-        reused = ["reused_from_run"] if "reused_from_run" in manifest.column_names else []
-        rows = manifest.select(["clip_id", "status", "iterations_done", *reused]).to_pylist()
+        columns = ["clip_id", "status", "iterations_done", "selected_round", "reused_from_run"]
+        rows = manifest.select([c for c in columns if c in manifest.column_names]).to_pylist()
     except _READ_ERRORS as exc:
         report.add("manifest_unreadable", "manifest.parquet", detail=str(exc))
         return
@@ -302,7 +302,7 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
             continue
         delivered += 1
         actual = object_sha256(store, path)
-        chosen = delivered_round(records)
+        chosen = delivered_round(records, row.get("selected_round"))
         if actual != chosen.get("output_sha256"):
             report.add(
                 "delivered_altered",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,6 +36,7 @@ from stepedit_core.store import RunStore
 QC_PASS = "qc_pass"
 QC_REASONS = "qc_reasons"
 QC_PROFILE = "qc_profile"
+QC_JSON = "qc_json"  # {"metrics": {...}, "notes": {...}}: its numeric metrics are charted too
 SOURCE_ROUND = -1  # the source clip, drawn before round 0/1 in charts
 FAILURES_ON_INDEX = 2000  # more failing clips than this go to failures-NNNN.html pages
 NOT_METRICS = frozenset(
@@ -148,7 +150,9 @@ class ReportBuilder:
                 qc_columns = [
                     n
                     for n in parquet.schema_arrow.names
-                    if n.startswith("qc_") and n not in (QC_PASS, QC_REASONS) and n not in metrics
+                    if n.startswith("qc_")
+                    and n not in (QC_PASS, QC_REASONS, QC_JSON)
+                    and n not in metrics
                 ]
                 for group in range(parquet.num_row_groups):
                     for record in parquet.read_row_group(group).to_pylist():
@@ -173,6 +177,10 @@ class ReportBuilder:
         for m in metrics:
             if record.get(m) is not None:
                 self.values.setdefault(m, {}).setdefault(k, []).append(float(record[m]))
+        for m, value in _qc_metrics(record.get(QC_JSON)).items():
+            if m not in view.metrics:
+                view.metrics[m] = value
+                self.values.setdefault(m, {}).setdefault(k, []).append(value)
         if view.qc_pass is not None:
             counts = self.qc_counts.setdefault(k, [0, 0])
             counts[0] += int(bool(view.qc_pass))
@@ -314,6 +322,21 @@ def _nav(pages: list[str], current: str) -> str:
         else:
             links.append(f'<a href="{name}">{number}</a>')
     return f'<nav class="pages">pages: {" ".join(links)}</nav>'
+
+
+def _qc_metrics(blob: str | None) -> dict[str, float]:
+    """The finite numeric metrics of a record's `qc_json` (empty when there is none)."""
+    if not blob:
+        return {}
+    try:
+        metrics = json.loads(blob).get("metrics", {})
+    except (ValueError, AttributeError):
+        return {}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def _summary(run: dict, clips: list[ClipView], qc_counts: dict, profiles: set[str]) -> str:

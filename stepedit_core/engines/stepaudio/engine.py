@@ -208,7 +208,7 @@ class EditStage(_StepAudioStage):
             cfg = sampling_config(layout.llm_dir(models), self.options.extra)
         except GenerationSettingsError as exc:
             raise EngineNotReady(str(exc)) from exc
-        return {"llm": backend, "cfg": cfg}
+        return {"llm": backend, "cfg": cfg, "fingerprint": layout.fingerprint(models)}
 
     def _backend(self, folder: Path) -> Any:
         wanted = self.options.llm_backend
@@ -270,6 +270,9 @@ class EditStage(_StepAudioStage):
         except ValueError as exc:
             raise ItemFailure("bad_edit", str(exc)) from exc
         audio = tokens.to_text(plan.codes)
+        # the audit trail: the exact instruction of every pass, and which model ran it
+        item.state["instruction"] = item.state.get("instruction", "") + instruction
+        item.state["model_fingerprint"] = self.parts["fingerprint"]
         if spec.type == "clone":
             speaker = item.state.get("clone_speaker") or "clone_prompt"
             ids = prompts.clone_prompt_ids(

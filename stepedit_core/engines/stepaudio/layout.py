@@ -6,6 +6,7 @@ folder cheaply before any work is planned.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -165,3 +166,25 @@ def not_ready_message(models_dir: str | Path | None) -> str | None:
         + "\nexpected layout:\n"
         + expected_layout()
     )
+
+
+FINGERPRINT_SAMPLE = 1 << 20  # bytes hashed at each end of a large file
+
+
+def fingerprint(models_dir: str | Path) -> str:
+    """A fingerprint of the model folders, for the audit trail: sha256 over every file's
+    relative path, size, and content (small files whole; weights by their first and last MiB,
+    so a 7 GB folder is fingerprinted in milliseconds yet a swapped or truncated file shows)."""
+    root = Path(models_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root).as_posix()}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            if size <= 2 * FINGERPRINT_SAMPLE:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(FINGERPRINT_SAMPLE))
+                handle.seek(size - FINGERPRINT_SAMPLE)
+                digest.update(handle.read(FINGERPRINT_SAMPLE))
+    return digest.hexdigest()
