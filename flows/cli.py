@@ -188,6 +188,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="round to deliver: the last, or the best round that passes --qc (highest speaker "
         "similarity, else smallest timbre drift, else closest to the profile's targets)",
     )
+    p.add_argument(
+        "--report",
+        choices=("index", "all", "none"),
+        default="index",
+        help="review page RUN/report/index.html: players and spectrograms for the clips on "
+        "index.html (first page and every failure), for every clip, or no page",
+    )
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     p.add_argument(
         "--overwrite",
@@ -302,6 +309,7 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             qc=args.qc,
             qc_heavy=args.qc_heavy,
             select=args.select,
+            report=args.report,
             incremental=getattr(args, "incremental", False),
             stage_python=dict(args.stage_python),
             stage_images=dict(args.stage_image),

@@ -56,6 +56,8 @@ class JobSpec(BaseModel):
     qc: Literal["acx", "r128", "netflix", "none"] = "none"  # delivery profile checked per round
     qc_heavy: bool = False  # also DNSMOS and speaker similarity (the qc-heavy extra)
     select: Literal["last", "best"] = "last"  # the round delivered
+    # the review page RUN/report/: players for every clip, for index.html's clips, or no page
+    report: Literal["all", "index", "none"] = "index"
     # edit only rows no earlier run under `out` finished with the same audio, edit, engine
     # version and seed; the others point at the earlier output (incremental.py)
     incremental: bool = False

@@ -166,6 +166,14 @@ class RunSteps:
             self.attempt,
         )
 
+    def report(self) -> str | None:
+        """Build the review page (RUN/report/index.html); returns its URI."""
+        if self.job.report == "none":
+            return None
+        from stepedit_core.report import build_report
+
+        return build_report(self.job.out, self.job.run_id, media=self.job.report)
+
 
 def run_job(
     job: JobSpec,
@@ -175,8 +183,9 @@ def run_job(
 ) -> dict[str, Any]:
     """Run (or resume) every step of a job; returns the run record (also in run.json).
 
-    `wrappers` maps a step name (validate, begin, plan, run_shards, merge, finish) to a callable
-    taking `(steps, *args)`, so an orchestrator can wrap a step without rewriting the chain.
+    `wrappers` maps a step name (validate, begin, plan, run_shards, merge, finish, report) to a
+    callable taking `(steps, *args)`, so an orchestrator can wrap a step without rewriting the
+    chain.
     A finished run id returns its record with `"nothing_to_do": True` and runs nothing. The
     job's storage options are fsspec's defaults while it runs (see `stepedit_core.access`)."""
     with storage_options_installed(job.storage_options, job.storage_uris()):
@@ -197,4 +206,6 @@ def _run_steps(steps: RunSteps, wrappers: StepWrappers) -> dict[str, Any]:
         sharding = step("plan")
         outcome = step("run_shards", sharding.shards)
         counts = step("merge")
-        return step("finish", validation, sharding, counts, outcome)
+        record = step("finish", validation, sharding, counts, outcome)
+        step("report")
+        return record

@@ -120,6 +120,14 @@ def finish(
     return record
 
 
+@task(name="report", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def report(steps: RunSteps) -> str | None:
+    uri = steps.report()
+    if uri:
+        get_run_logger().info("review page: %s", uri)
+    return uri
+
+
 STEP_TASKS = {
     "validate": validate,
     "begin": begin,
@@ -127,4 +135,5 @@ STEP_TASKS = {
     "run_shards": run_shards,
     "merge": merge,
     "finish": finish,
+    "report": report,
 }

@@ -32,6 +32,8 @@ def summary_text(record: dict[str, Any]) -> str:
             f"{rounds['resumed']} resumed from earlier attempts"
         )
     lines.append(f"output manifest: {record['outputs']['manifest']}")
+    if record["outputs"].get("report"):
+        lines.append(f"review page: {record['outputs']['report']}")
     return "\n".join(lines) + "\n"
 
 
@@ -53,4 +55,8 @@ def summary_markdown(record: dict[str, Any]) -> str:
         lines += ["", "| error code | rows |", "|---|---:|"]
         lines += [f"| `{code}` | {n} |" for code, n in record["errors_by_code"].items()]
     lines += ["", f"Output manifest: `{record['outputs']['manifest']}`"]
+    report = record["outputs"].get("report")
+    if report:
+        link = report if "://" in report else f"file://{report}"
+        lines += ["", f"Review page: [{report}]({link})"]
     return "\n".join(lines) + "\n"

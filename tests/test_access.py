@@ -135,7 +135,7 @@ def test_rows_outside_the_roots_fail_and_are_never_opened(tmp_path, monkeypatch)
     assert [r["error_code"] for r in table[1:]] == ["uri_not_allowed"] * 3
     assert "outside the allowed roots" in table[2]["error"]
     assert str(catalog) in table[2]["error"]
-    assert opened == [os.path.realpath(good)]  # only the row inside was read
+    assert sorted(set(opened)) == [os.path.realpath(good)]  # only the row inside was read
     assert record["counts"]["refused_at_plan"] == 3
     assert record["errors_by_code"] == {"uri_not_allowed": 3}
 
