@@ -11,8 +11,8 @@ from stepedit_core.executors.ray_data import (
     TASK_RESERVE,
     RayDataExecutor,
     group_stages,
-    plan_pools,
-    plan_waves,
+    schedule_waves,
+    size_pools,
 )
 from stepedit_core.rounds import build_stages
 from stepedit_core.stages import Resources, Stage, WorkItem
@@ -47,14 +47,14 @@ GIB = 2**30
 
 def test_rounds_stream_together_when_they_fit():
     stages = build_stages(FakeGpuEngine(), 3, False)
-    waves = plan_waves(stages, cluster_cpus=48, cluster_gpus=4, cluster_memory=512 * GIB)
+    waves = schedule_waves(stages, cluster_cpus=48, cluster_gpus=4, cluster_memory=512 * GIB)
     assert len(waves) == 1
     assert [plan.stage for _, plan in waves[0]] == ["tokenize", "edit", "decode"] * 3
 
 
 def test_rounds_run_one_at_a_time_on_one_gpu():
     stages = build_stages(FakeGpuEngine(), 3, False)
-    waves = plan_waves(stages, cluster_cpus=16, cluster_gpus=1, cluster_memory=128 * GIB)
+    waves = schedule_waves(stages, cluster_cpus=16, cluster_gpus=1, cluster_memory=128 * GIB)
     assert len(waves) == 3  # 3 rounds x 1.0 GPU of pools can't all be resident on one GPU
     for wave in waves:
         assert sum(plan.gpus for _, plan in wave) <= 1.0
@@ -65,13 +65,13 @@ def test_rounds_run_one_at_a_time_on_one_gpu():
 
 def test_declared_memory_also_splits_rounds():
     stages = build_stages(FakeGpuEngine(), 2, False)
-    assert len(plan_waves(stages, 2, 0, 24 * GIB)) == 2
-    assert len(plan_waves(build_stages(make_engine("signal"), 3, False), 2, 0, 24 * GIB)) == 1
+    assert len(schedule_waves(stages, 2, 0, 24 * GIB)) == 2
+    assert len(schedule_waves(build_stages(make_engine("signal"), 3, False), 2, 0, 24 * GIB)) == 1
 
 
 def test_gpu_fractions_shrink_so_every_pool_can_start():
     stages = [FakeStage("a", 1, 0.5), FakeStage("b", 1, 0.5), FakeStage("c", 1, 0.5)]
-    plans = plan_pools(stages, cluster_cpus=8, cluster_gpus=1)
+    plans = size_pools(stages, cluster_cpus=8, cluster_gpus=1)
     assert sum(p.gpus for p in plans) <= 1.0
     assert all(p.gpus > 0 for p in plans)
 
@@ -79,7 +79,7 @@ def test_gpu_fractions_shrink_so_every_pool_can_start():
 @pytest.mark.parametrize("cpus", [2, 4, 16])
 def test_pools_leave_cpus_for_ray_data_tasks(cpus):
     stages = [FakeStage(f"s{i}", 1.0) for i in range(6)]
-    plans = plan_pools(stages, cluster_cpus=cpus, cluster_gpus=0)
+    plans = size_pools(stages, cluster_cpus=cpus, cluster_gpus=0)
     reserved = sum(p.cpus * p.max_size for p in plans)
     assert reserved <= cpus - max(TASK_RESERVE[0], TASK_RESERVE[1] * cpus) + 1e-6
     assert all(p.min_size == 1 and p.max_size >= 1 for p in plans)
@@ -87,7 +87,7 @@ def test_pools_leave_cpus_for_ray_data_tasks(cpus):
 
 @pytest.mark.parametrize("cpus", [2, 4, 32])
 def test_a_cpu_bound_stage_gets_about_one_actor_per_core(cpus):
-    (plan,) = plan_pools([FakeStage("denoise", 1.0)], cluster_cpus=cpus, cluster_gpus=0)
+    (plan,) = size_pools([FakeStage("denoise", 1.0)], cluster_cpus=cpus, cluster_gpus=0)
     assert plan.max_size == {2: 2, 4: 4, 32: 30}[cpus]  # 32 cores: 1.6 CPUs kept back
     assert plan.cpus * plan.max_size <= cpus - 0.2
     assert plan.cpus * plan.max_size >= 0.85 * cpus  # the cores are used, not half of them
@@ -99,16 +99,16 @@ def test_gpu_pools_are_sized_by_fraction():
         FakeStage("edit", 1.0, 0.5),
         FakeStage("decode", 1.0, 0.3),
     ]
-    plans = {p.stage: p for p in plan_pools(stages, cluster_cpus=64, cluster_gpus=3)}
+    plans = {p.stage: p for p in size_pools(stages, cluster_cpus=64, cluster_gpus=3)}
     assert plans["edit"].gpus == 0.5 and plans["edit"].max_size == 2  # one GPU's share each
     assert plans["tokenize"].max_size == 5
-    no_gpu = {p.stage: p for p in plan_pools(stages, cluster_cpus=4, cluster_gpus=0)}
+    no_gpu = {p.stage: p for p in size_pools(stages, cluster_cpus=4, cluster_gpus=0)}
     assert all(p.gpus == 0 for p in no_gpu.values())
 
 
 def test_bookkeeping_stages_run_as_tasks():
     engine = make_engine("signal")
-    plans = plan_pools(build_stages(engine, 2, False), 2, 0)
+    plans = size_pools(build_stages(engine, 2, False), 2, 0)
     assert [p.actor for p in plans] == [False, False, True, False, False, True, False]
 
 

@@ -9,7 +9,7 @@ or a token list.
 
 CPU sizing matters on small machines: Ray Data needs free CPU slots for its own task operators,
 and a set of pools that reserves every CPU makes a job wait forever without an error.
-`plan_pools` therefore keeps a small reserve (`TASK_RESERVE`) and hands the rest to the actor
+`size_pools` therefore keeps a small reserve (`TASK_RESERVE`) and hands the rest to the actor
 pools: a CPU-bound stage gets about one actor per core, each asking for a little less than a
 whole CPU, so on N cores N actors work while Ray Data's tasks still find a slot.
 
@@ -20,7 +20,7 @@ a small counter actor, so run.json can say how many times each model was loaded.
 
 Rounds are laid out one after another, so N rounds of a three-stage engine make 3N pools. When
 they all fit the cluster (GPU fractions and declared memory) they stream together and rounds
-overlap. When they do not (one 16 GB GPU, three rounds of a 3B model), `plan_waves` runs one
+overlap. When they do not (one 16 GB GPU, three rounds of a 3B model), `schedule_waves` runs one
 round at a time: each round's pools start, the round's output is materialized in the object
 store, the pools are released, and the next round starts. Either way no pool waits for
 resources that can never come.
@@ -51,7 +51,7 @@ TASK_CPUS = 0.1  # per bookkeeping task; they are I/O and hashing, not compute
 
 
 @dataclass(frozen=True)
-class PoolPlan:
+class PoolSize:
     stage: str
     actor: bool
     cpus: float
@@ -60,7 +60,7 @@ class PoolPlan:
     max_size: int
 
 
-def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) -> list[PoolPlan]:
+def size_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) -> list[PoolSize]:
     """Resources per stage, sized so the pools together use the cluster's CPUs but for a small
     reserve for Ray Data's own tasks, and so one actor of every pool can run at the same time
     (GPU fractions shrink if needed)."""
@@ -70,11 +70,11 @@ def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
     fair_share = budget / max(len(actor_stages), 1)
     gpu_demand = sum(s.resources.gpus for s in actor_stages)
     gpu_scale = min(1.0, cluster_gpus / gpu_demand) if gpu_demand > 0 else 1.0
-    plans = []
+    sizes = []
     for stage in stages:
         if not stage.needs_actor:
-            plans.append(
-                PoolPlan(stage.name, False, min(TASK_CPUS, stage.resources.cpus), 0.0, 1, 1)
+            sizes.append(
+                PoolSize(stage.name, False, min(TASK_CPUS, stage.resources.cpus), 0.0, 1, 1)
             )
             continue
         # about one actor per CPU the stage asks for, each taking an equal slice of its share
@@ -89,8 +89,8 @@ def plan_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
             size = min(by_cpu, by_gpu)
         else:
             size = by_cpu
-        plans.append(PoolPlan(stage.name, True, cpus, gpus, 1, size))
-    return plans
+        sizes.append(PoolSize(stage.name, True, cpus, gpus, 1, size))
+    return sizes
 
 
 def group_stages(stages: list[Stage]) -> list[list[Stage]]:
@@ -129,18 +129,18 @@ def fits_at_once(stages: list[Stage], cluster_gpus: float, cluster_memory: float
     return gpus <= cluster_gpus + 1e-9 and memory <= cluster_memory * MEMORY_SHARE
 
 
-def plan_waves(
+def schedule_waves(
     stages: list[Stage], cluster_cpus: float, cluster_gpus: float, cluster_memory: float
-) -> list[list[tuple[list[Stage], PoolPlan]]]:
-    """Waves of (stage group, pool plan): all rounds in one wave when they fit, else a wave per
+) -> list[list[tuple[list[Stage], PoolSize]]]:
+    """Waves of (stage group, pool size): all rounds in one wave when they fit, else a wave per
     round. Within a wave every pool is planned against the whole cluster."""
     together = fits_at_once(stages, cluster_gpus, cluster_memory)
     waves = [stages] if together else split_rounds(stages)
     planned = []
     for wave in waves:
         groups = group_stages(wave)
-        plans = plan_pools([_lead(g) for g in groups], cluster_cpus, cluster_gpus)
-        planned.append(list(zip(groups, plans, strict=True)))
+        sizes = size_pools([_lead(g) for g in groups], cluster_cpus, cluster_gpus)
+        planned.append(list(zip(groups, sizes, strict=True)))
     return planned
 
 
@@ -250,7 +250,7 @@ class RayDataExecutor:
         _quiet_ray_data_console()
         context.execution_options.preserve_order = False
         resources = ray.cluster_resources()
-        waves = plan_waves(
+        waves = schedule_waves(
             stages,
             resources.get("CPU", 1.0),
             resources.get("GPU", 0.0),
@@ -266,9 +266,9 @@ class RayDataExecutor:
         for number, wave in enumerate(waves):
             if number > 0:
                 ds = ds.materialize()  # the previous round's pools finish and are released
-            for group, plan in wave:
+            for group, size in wave:
                 env = self.stage_envs.get(_lead(group).name, StageEnv())
-                ds = _map(ds, group, plan, self._counter, env.runtime_env())
+                ds = _map(ds, group, size, self._counter, env.runtime_env())
         for batch in ds.iter_batches(batch_size=16, batch_format="numpy", prefetch_batches=1):
             for blob in batch["item"]:
                 yield pickle.loads(blob)
@@ -277,17 +277,17 @@ class RayDataExecutor:
 def _map(
     ds: Any,
     group: list[Stage],
-    plan: PoolPlan,
+    size: PoolSize,
     counter: Any,
     runtime_env: dict[str, Any] | None = None,
 ) -> Any:
     import ray.data
 
     lead = _lead(group)
-    log.debug("stages %s: %s (runtime env %s)", [s.name for s in group], plan, runtime_env)
+    log.debug("stages %s: %s (runtime env %s)", [s.name for s in group], size, runtime_env)
     # Only a stage with an environment of its own names one: the others inherit the job's.
     remote_args: dict[str, Any] = {"runtime_env": runtime_env} if runtime_env else {}
-    if plan.actor:
+    if size.actor:
         with warnings.catch_warnings():
             # Ray 2.60 has no named parameter for an actor's task retries yet; the keyword is
             # the documented way and the deprecation notice is not about the user's run.
@@ -296,9 +296,9 @@ def _map(
                 _GroupActor,
                 fn_constructor_kwargs={"stages": group, "counter": counter},
                 batch_size=lead.batch_size,
-                compute=ray.data.ActorPoolStrategy(min_size=plan.min_size, max_size=plan.max_size),
-                num_cpus=plan.cpus,
-                num_gpus=plan.gpus or None,
+                compute=ray.data.ActorPoolStrategy(min_size=size.min_size, max_size=size.max_size),
+                num_cpus=size.cpus,
+                num_gpus=size.gpus or None,
                 batch_format="numpy",
                 max_restarts=-1,
                 max_task_retries=MAX_TASK_RETRIES,
@@ -308,7 +308,7 @@ def _map(
         _apply,
         fn_kwargs={"stages": group},
         batch_size=lead.batch_size,
-        num_cpus=plan.cpus,
+        num_cpus=size.cpus,
         batch_format="numpy",
         **remote_args,
     )

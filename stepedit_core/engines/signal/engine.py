@@ -119,12 +119,13 @@ class SignalEngine(Engine):
         "speed": "pitch and formants are kept (1.25 plays 1.25x as fast)",
         "denoise": "RNNoise at 48 kHz (resampled back to the source rate)",
         "vad": (
-            "pauses longer than the limit (default 0.3 s), leading and trailing silence "
-            "included, are shortened to it; speech is kept intact"
+            "pauses longer than the limit (default 0.3 s) are shortened to it; leading and "
+            "trailing silence is kept up to 0.75 s / 1.5 s (inside ACX's window); speech is kept"
         ),
         "loudness": (
-            f"profiles: {_profiles()}, acx (RMS -20 dB in -23..-18, sample peaks <= -3 dBFS); "
-            "a LUFS target gets true peak <= -1 dBTP"
+            f"profiles: {_profiles()}, acx (RMS -20 dB, sample peaks <= -3 dBFS, noise floor "
+            "under -60 dB between words, 0.75 s head / 1.5 s tail of room tone); a LUFS target "
+            "gets true peak <= -1 dBTP"
         ),
     }
 
