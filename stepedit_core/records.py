@@ -185,6 +185,9 @@ class RoundRecord:
     qc_json: str | None = None  # {"metrics": {...}, "notes": {...}} from stepedit_core.qc
     instruction: str | None = None  # the exact instruction text the engine ran
     model_fingerprint: str | None = None  # the model folder's fingerprint, when a model ran
+    # JSON list, one object per LLM pass of the round (engines that run several): see
+    # stepedit_core/engines/stepaudio/roundtrip.py
+    passes_json: str | None = None
     prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
     record_sha256: str | None = None
     audio_flac: bytes | None = None
@@ -221,6 +224,7 @@ class RoundRecord:
             ("qc_json", pa.string()),
             ("instruction", pa.string()),
             ("model_fingerprint", pa.string()),
+            ("passes_json", pa.string()),
             ("prev_record_sha256", pa.string()),
             ("record_sha256", pa.string()),
             ("audio_flac", pa.binary()),
@@ -268,6 +272,7 @@ class RoundRecord:
             timings_json=json.dumps({k: round(v, 6) for k, v in item.timings.items()}),
             input_tokens=_tokens(item.state.get("input_tokens")),
             output_tokens=_tokens(item.state.get("output_tokens")),
+            passes_json=_passes(item.state.get("passes")),
             duration_in_s=round(item.audio.duration, 4) if item.audio is not None else None,
             instruction=item.state.get("instruction"),
             model_fingerprint=item.state.get("model_fingerprint"),
@@ -300,6 +305,10 @@ def _tokens(value: Any) -> list[int] | None:
     if value is None:
         return None
     return [int(v) for v in value]
+
+
+def _passes(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
 
 
 def table_of(records: list[Any], schema: pa.Schema) -> pa.Table:
