@@ -205,6 +205,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "finished one does nothing)",
     )
     p.add_argument(
+        "--incremental",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="edit only rows no earlier run under --out finished with the same audio bytes, "
+        "edit, engine version and seed; the output manifest points the others at the earlier "
+        "outputs (column reused_from_run). Default: off for `run`, on for `deploy`",
+    )
+    p.add_argument(
         "--quiet",
         action="store_true",
         help="no progress and no log lines below warnings; the summary is still printed",
@@ -252,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="schedule a job as a Prefect deployment (cron)")
     add_deploy_options(deploy)
     _add_run_options(deploy)
+    deploy.set_defaults(incremental=True)  # a schedule re-runs a catalog: redo only what changed
 
     deployments = sub.add_parser("deployments", help="list scheduled jobs and their last runs")
     add_list_options(deployments)
@@ -303,6 +312,7 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             qc_heavy=args.qc_heavy,
             select=args.select,
             report=args.report,
+            incremental=getattr(args, "incremental", False),
             stage_python=dict(args.stage_python),
             stage_images=dict(args.stage_image),
             allow_roots=args.allow_root,

@@ -44,7 +44,9 @@ def job_spec(job: dict[str, Any], run_id: str) -> JobSpec:
         raise ValueError(f"unknown job parameter(s): {', '.join(unknown)}")
     if "run_id" in job:
         raise ValueError("job must not set run_id: each scheduled run stamps its own")
-    return JobSpec(**job, run_id=run_id)
+    # scheduled runs are incremental unless the deployment says otherwise (deployments
+    # registered before the switch existed hold no `incremental` field)
+    return JobSpec(**{"incremental": True, **job}, run_id=run_id)
 
 
 def claim_run_id(
@@ -104,6 +106,7 @@ def counts_row(record: dict[str, Any]) -> dict[str, Any]:
         "ok": counts["ok"],
         "failed": counts["failed"],
         "refused_at_plan": counts["refused_at_plan"],
+        "reused": counts.get("reused", 0),  # incremental: ok rows pointing at earlier outputs
         "errors": ", ".join(f"{c}: {n}" for c, n in record["errors_by_code"].items()),
         "manifest": record["outputs"]["manifest"],
     }

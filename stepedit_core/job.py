@@ -58,6 +58,9 @@ class JobSpec(BaseModel):
     select: Literal["last", "best"] = "last"  # the round delivered
     # the review page RUN/report/: players for every clip, for index.html's clips, or no page
     report: Literal["all", "index", "none"] = "index"
+    # edit only rows no earlier run under `out` finished with the same audio, edit, engine
+    # version and seed; the others point at the earlier output (incremental.py)
+    incremental: bool = False
     # stage name -> interpreter / container image its Ray workers run in (stage_envs.py)
     stage_python: dict[str, str] = Field(default_factory=dict)
     stage_images: dict[str, str] = Field(default_factory=dict)
@@ -66,7 +69,7 @@ class JobSpec(BaseModel):
         """What decides a run's outputs: a resumed attempt must match the first one."""
         keep = ("manifest_uri", "edits", "iterations", "engine", "shard_size", "prompt_mode",
                 "seed", "models_dir", "llm_backend", "vad_max_pause", "qc", "qc_heavy",
-                "select")  # fmt: skip
+                "select", "incremental")  # fmt: skip
         dumped = self.model_dump(mode="json")
         return {k: dumped[k] for k in keep}
 

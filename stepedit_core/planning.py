@@ -4,6 +4,10 @@ A row that can not be edited (a blank cell, a duplicate clip id, audio outside t
 roots, an edit the engine can not run, a missing transcript) becomes a failed `RowResult` here,
 before any work runs; the rest become `PlanRow`s, written as shard plans of `shard_size` rows
 each. Prefect retries and reports shards, never single clips.
+
+An incremental run (`reuse`, see incremental.py) also decides here which rows an earlier run
+under the same output root already finished: those become ok `RowResult`s pointing at the
+earlier output and never reach a shard.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from stepedit_core.edits import EditError, EditSpec, parse_chain
 from stepedit_core.engines.base import Engine
 from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import ItemFailure
+from stepedit_core.incremental import Reuse, reused_keys_path, reused_keys_table
 from stepedit_core.manifest import clean, clip_seed, iter_rows
 from stepedit_core.records import PlanRow, RowResult, table_of
 from stepedit_core.store import RunStore
@@ -29,6 +34,9 @@ class Sharding:
     planned_rows: int = 0
     refused_rows: int = 0
     refused_by_code: dict[str, int] = field(default_factory=dict)
+    reused_rows: int = 0  # incremental runs: rows an earlier run already finished
+    sources_hashed: int = 0  # incremental runs: source files read in full to hash them
+    source_hashes_reused: int = 0  # ... and those whose size and mtime/ETag matched a hash
 
 
 def check_rows(
@@ -100,6 +108,9 @@ def _plan_row(
     )
 
 
+REUSE_BATCH_ROWS = 1024  # rows looked up (and their sources hashed) together
+
+
 def plan_shards(
     store: RunStore,
     manifest_uri: str,
@@ -108,32 +119,73 @@ def plan_shards(
     base_seed: int,
     shard_size: int,
     roots: AllowedRoots | None = None,
+    reuse: Reuse | None = None,
 ) -> Sharding:
-    """Check every row, write the shard plans and the refused rows' results, then `done.json`.
+    """Check every row, write the shard plans and the refused (and reused) rows' results, then
+    `done.json`.
 
     Planning is deterministic for a given manifest and job, so an attempt that died while
     planning is simply planned again; a finished plan is read back instead."""
     if store.exists(store.plan_done):
         return Sharding(**store.read_json(store.plan_done))
+    if reuse is not None:
+        # what an earlier run finishes may change between attempts, and with it the shards:
+        # plans an interrupted attempt wrote must not outlive it
+        store.remove(store.list(store.path("_work", "plan"), prefix="shard-"))
     sharding = Sharding()
     work: list[PlanRow] = []
     refused: list[RowResult] = []
+    reused: list[RowResult] = []
+    reused_keys: list[tuple[int, str]] = []
+    pending: list[PlanRow] = []
+
+    def add_work(rows: list[PlanRow]) -> None:
+        nonlocal work
+        for row in rows:
+            work.append(row)
+            if len(work) == shard_size:
+                _write_shard(store, sharding, work)
+                work = []
+
+    def look_up_pending() -> None:
+        assert reuse is not None
+        todo, found, keys = reuse.split(pending)
+        reused.extend(found)
+        reused_keys.extend(keys)
+        pending.clear()
+        add_work(todo)
+
     for planned in check_rows(manifest_uri, job_chain, engine, base_seed, roots):
         if isinstance(planned, RowResult):
             refused.append(planned)
             code = str(planned.error_code)
             sharding.refused_by_code[code] = sharding.refused_by_code.get(code, 0) + 1
-            continue
-        work.append(planned)
-        if len(work) == shard_size:
-            _write_shard(store, sharding, work)
-            work = []
+        elif reuse is None:
+            add_work([planned])
+        else:
+            pending.append(planned)
+            if len(pending) == REUSE_BATCH_ROWS:
+                look_up_pending()
+    if pending:
+        look_up_pending()
     if work:
         _write_shard(store, sharding, work)
     sharding.refused_rows = len(refused)
     store.write_table(store.plan_failures(), table_of(refused, RowResult.SCHEMA))
+    if reuse is not None:
+        sharding.reused_rows = len(reused)
+        sharding.sources_hashed = reuse.hasher.hashed
+        sharding.source_hashes_reused = reuse.hasher.reused
+        store.write_table(plan_reused(store), table_of(reused, RowResult.SCHEMA))
+        store.write_table(reused_keys_path(store), reused_keys_table(reused_keys))
+        reuse.save_sources()
     store.write_json(store.plan_done, asdict(sharding))
     return sharding
+
+
+def plan_reused(store: RunStore) -> str:
+    """The reused rows' results; merge reads every table in the results folder."""
+    return store.path("_work", "results", "plan-reused.parquet")
 
 
 def _write_shard(store: RunStore, sharding: Sharding, rows: list[PlanRow]) -> None:

@@ -89,6 +89,8 @@ class RowResult:
     selection_reason: str | None = None
     qc_status: str | None = None  # "pass" / "fail" of the delivered round (None: no profile)
     qc_reasons: str | None = None  # why the delivered round fails delivery
+    # incremental runs: the earlier run whose output this row reuses (None: edited in this run)
+    reused_from_run: str | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -103,6 +105,7 @@ class RowResult:
             ("selection_reason", pa.string()),
             ("qc_status", pa.string()),
             ("qc_reasons", pa.string()),
+            ("reused_from_run", pa.string()),
         ]
     )
     # the columns the output manifest adds to the input's
@@ -135,7 +138,7 @@ class RowResult:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RowResult:
         keep = ("status", "output_uri", "error", "error_code", "selected_round",
-                "selection_reason", "qc_status", "qc_reasons")  # fmt: skip
+                "selection_reason", "qc_status", "qc_reasons", "reused_from_run")  # fmt: skip
         values = {k: row.get(k) for k in keep}
         return cls(
             row["row_index"], row.get("clip_id"), rounds_done=row["iterations_done"], **values

@@ -25,6 +25,7 @@ from stepedit_core.engines import make_engine
 from stepedit_core.executors import Executor, make_executor
 from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import RunRefused
+from stepedit_core.incremental import Reuse, write_finished
 from stepedit_core.job import JobSpec
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
@@ -101,8 +102,18 @@ class RunSteps:
     def plan(self) -> Sharding:
         job = self.job
         roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
+        # the earlier runs' index is read only when this run is planned now, not read back
+        planning = job.incremental and not self.store.exists(self.store.plan_done)
+        reuse = Reuse(job, self.engine) if planning else None
         return plan_shards(
-            self.store, job.manifest_uri, job.edits, self.engine, job.seed, job.shard_size, roots
+            self.store,
+            job.manifest_uri,
+            job.edits,
+            self.engine,
+            job.seed,
+            job.shard_size,
+            roots,
+            reuse,
         )
 
     def run_shards(self, shards: list[int]) -> ShardsOutcome:
@@ -139,7 +150,10 @@ class RunSteps:
         counts: MergeCounts,
         outcome: ShardsOutcome,
     ) -> dict[str, Any]:
-        """Write run.json and return it."""
+        """Record this run's ok clips in the output root's index (what later incremental runs
+        look up), then write run.json and return it. The index is written first: one whose
+        run.json is missing is ignored by the lookup."""
+        write_finished(self.store, self.job, self.engine)
         return write_run_record(
             self.job,
             self.engine,

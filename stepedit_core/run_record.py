@@ -51,6 +51,7 @@ def write_run_record(
             "ok": counts.ok,
             "failed": counts.failed,
             "refused_at_plan": sharding.refused_rows,
+            "reused": sharding.reused_rows,  # incremental: ok rows pointing at earlier outputs
             "shards": len(sharding.shards),
         },
         "errors_by_code": dict(counts.errors_by_code),
@@ -59,6 +60,11 @@ def write_run_record(
             "resumed": outcome.resumed_records,
             "done_now": outcome.records,
             "total": outcome.resumed_records + outcome.records,
+        },
+        "incremental": {
+            "reused_rows": sharding.reused_rows,
+            "sources_hashed": sharding.sources_hashed,
+            "source_hashes_reused": sharding.source_hashes_reused,
         },
         "setups": dict(outcome.setups),
         "shards": [asdict(s) for s in outcome.summaries],

@@ -121,7 +121,14 @@ def test_run_writes_every_row_and_every_round(tmp_path, catalog):
     delivered = Path(by_row[0]["output_uri"]).read_bytes()
     assert hashlib.sha256(delivered).hexdigest() == last["output_sha256"]
 
-    assert record["counts"] == {"rows": 8, "ok": 3, "failed": 5, "refused_at_plan": 1, "shards": 3}
+    assert record["counts"] == {
+        "rows": 8,
+        "ok": 3,
+        "failed": 5,
+        "refused_at_plan": 1,
+        "reused": 0,
+        "shards": 3,
+    }
     run_json = json.loads(Path(store.run_json).read_text())
     assert run_json["input_manifest"]["sha256"] == record["input_manifest"]["sha256"]
     assert run_json["engine"]["name"] == "signal"

@@ -274,7 +274,8 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
     expected_files: set[str] = set()
     try:
         manifest = store.read_table(store.manifest)
-        columns = ["clip_id", "status", "iterations_done", "selected_round"]
+        # an incremental run's reused rows point at an earlier run's file and records
+        columns = ["clip_id", "status", "iterations_done", "selected_round", "reused_from_run"]
         rows = manifest.select([c for c in columns if c in manifest.column_names]).to_pylist()
     except _READ_ERRORS as exc:
         report.add("manifest_unreadable", "manifest.parquet", detail=str(exc))
@@ -283,7 +284,7 @@ def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, li
     for row_index, row in enumerate(rows):
         records = by_row.get(row_index, [])
         ok_rounds = sum(1 for r in records if r.get("status") == "ok")
-        if row["status"] != "ok":
+        if row["status"] != "ok" or row.get("reused_from_run"):
             continue
         if (row.get("iterations_done") or 0) != ok_rounds:
             report.add(
