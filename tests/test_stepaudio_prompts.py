@@ -240,3 +240,15 @@ def test_importing_the_package_and_engine_loads_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_clone_speaks_the_target_text_without_its_tags_and_paralinguistic_adds_them():
+    tagged = "[Laughter] Well, [Sigh] that went well."
+    clone, para = EditSpec("clone"), EditSpec("paralinguistic")
+    assert prompts.spoken_text(clone, tagged) == "Well, that went well."
+    assert instruction_text(clone, "the prompt's words", tagged) == "Well, that went well."
+    # round 1 after the clone: the transcript is the plain text, the instruction asks for tags
+    text = prompts.spoken_text(clone, tagged)
+    instruction = instruction_text(para, text, tagged)
+    assert f"the new text is : {tagged}\n" in instruction and f"is: {text}\n" in instruction
+    assert prompts.spoken_text(para, tagged) == tagged
