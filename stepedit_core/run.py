@@ -89,14 +89,21 @@ class RunSteps:
                     "start it afresh, or choose another --run-id"
                 )
         self.attempt = int(earlier.get("attempts", 0)) + 1
+        # where earlier attempts were stopped stays on record; the marker is for the last stop
+        stops = list(earlier.get("stops", []))
+        if store.exists(store.stopped):
+            stops.append(store.read_json(store.stopped))
         store.write_json(
             store.job_json,
             {
                 "fingerprint": fingerprint,
                 "attempts": self.attempt,
                 "first_started": earlier.get("first_started", self.started),
+                "stops": stops,
             },
         )
+        if store.exists(store.stopped):
+            store.remove([store.stopped])
         return self.attempt
 
     def plan(self) -> Sharding:

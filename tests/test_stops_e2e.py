@@ -150,6 +150,10 @@ def test_sigterm_stops_quickly_records_where_and_leaves_nothing(catalog, env, tm
     assert record["counts"]["ok"] == CLIPS and record["attempt"] == 2
     rounds = record["clip_rounds"]
     assert rounds["resumed"] >= SHARD_SIZE and rounds["resumed"] + rounds["done_now"] == CLIPS
+    # the stop marker is moved into the job's history once an attempt resumes
+    assert not (out / "r" / "_work" / "stopped.json").exists()
+    history = json.loads((out / "r" / "_work" / "job.json").read_text())["stops"]
+    assert [s["signal"] for s in history] == ["SIGTERM"]
 
 
 @pytest.mark.slow
