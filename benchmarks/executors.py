@@ -1,7 +1,11 @@
 """In-process vs Ray Data executor on the same shard of short clips (signal engine).
 
 Measures throughput (clips/s) and fixed start-up cost (call to first finished clip, Ray start
-included for the Ray executor). Run: `python benchmarks/executors.py --clips 2000`.
+included for the Ray executor). Steady-state throughput is taken between the moments 10% and
+90% of the clips were done, so neither start-up nor the last stragglers count; the goal on N
+cores is Ray at >= 0.85 x N x the in-process (one core) steady rate. The load average before and
+after each run is recorded: on a shared machine other work takes cores away.
+Run: `python benchmarks/executors.py --clips 2000 --edit denoise`.
 Writes benchmarks/results/executors-<edit>.json (e.g. executors-loudness-23.json).
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -55,8 +60,12 @@ def measure(executor_name: str, manifest: str, out: str, edit: str) -> dict:
         shard_size=1_000_000,
     )
     executor = LocalExecutor() if executor_name == "local" else RayDataExecutor()
-    steps = RunSteps(job, executor)
+    done_at: list[float] = []
+    steps = RunSteps(job, executor, progress=lambda done, total, failed: done_at.append(
+        time.perf_counter()
+    ))
     sharding = steps.plan()
+    load_before = os.getloadavg()
     started = time.perf_counter()
     summary = steps.run_shards(sharding.shards).summaries[0]
     total = time.perf_counter() - started
@@ -68,10 +77,22 @@ def measure(executor_name: str, manifest: str, out: str, edit: str) -> dict:
         "clips_per_s": round(summary.items / total, 2),
         "first_clip_done_s": round(summary.first_done_s or 0.0, 3),
         # after the first clip: throughput once start-up (Ray start, actor start) is paid
-        "steady_clips_per_s": round(
+        "after_first_clips_per_s": round(
             (summary.items - 1) / max(total - (summary.first_done_s or 0.0), 1e-9), 2
         ),
+        "steady_clips_per_s": steady_rate(done_at),
+        "setups": dict(getattr(executor, "setups", {})),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def steady_rate(done_at: list[float], low: float = 0.1, high: float = 0.9) -> float:
+    """Clips per second between the moments `low` and `high` of the clips were done."""
+    if len(done_at) < 10:
+        return 0.0
+    first, last = int(len(done_at) * low), int(len(done_at) * high) - 1
+    return round((last - first) / max(done_at[last] - done_at[first], 1e-9), 2)
 
 
 def main() -> None:
@@ -92,7 +113,10 @@ def main() -> None:
         "edit": args.edit,
         "clip_seconds": args.seconds,
         "runs": runs,
+        "cpus": os.cpu_count(),
         "ray_over_local_throughput": round(ray["clips_per_s"] / local["clips_per_s"], 3),
+        "ray_over_local_steady": round(ray["steady_clips_per_s"] / local["steady_clips_per_s"], 3),
+        "steady_goal": round(0.85 * (os.cpu_count() or 1), 2),
         "machine": machine_info(),
     }
     slug = "".join(c if c.isalnum() else "-" for c in args.edit).strip("-")

@@ -16,6 +16,7 @@ import soundfile as sf
 import soxr
 
 from stepedit_core.failures import ItemFailure
+from stepedit_core.retry import retrying
 
 
 @dataclass
@@ -46,10 +47,16 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def read_bytes(uri: str) -> bytes:
-    """Read a whole object from a local path or any fsspec URI."""
-    try:
+    """Read a whole object from a local path or any fsspec URI. An unreachable endpoint is
+    retried with backoff (a blip must not fail the clip); what is wrong with the object itself
+    (missing, a directory, unreadable) fails at once."""
+
+    def read() -> bytes:
         with fsspec.open(uri, "rb") as handle:
             return handle.read()
+
+    try:
+        return retrying(read, f"reading {uri}")
     except FileNotFoundError as exc:
         raise ItemFailure("missing_file", f"audio file not found: {uri}") from exc
     except IsADirectoryError as exc:

@@ -1,0 +1,108 @@
+"""Durability on the Ray executor (2-CPU session cluster): a worker that dies on one clip costs a
+retry of its batch and then a `worker_died` record for that clip alone; model stages set up once
+per actor for the whole run, not once per shard; a CPU-bound edit finishes with the pool sizing
+that leaves Ray Data's own tasks their share (the hang guard)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+import stepedit_core.run as run_module
+from stepedit_core.edits import parse_chain
+from stepedit_core.executors.ray_data import RayDataExecutor, plan_pools
+from stepedit_core.job import JobSpec
+from stepedit_core.rounds import build_stages
+from stepedit_core.run import run_job
+
+import dying_engine
+from conftest import write_clip, write_manifest
+from durability import cli_env, run_args, stepedit
+
+
+def catalog(folder, clip_ids: list[str], seconds: float = 0.3) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"clip_id": c, "audio_uri": write_clip(folder / f"{c}.wav", seconds, f0=130.0 + i)}
+        for i, c in enumerate(clip_ids)
+    ]
+    return write_manifest(folder / "catalog.parquet", rows)
+
+
+def job_for(manifest: str, out, run_id: str, edit: str, shard_size: int = 2000) -> JobSpec:
+    return JobSpec(
+        manifest_uri=manifest,
+        out=str(out),
+        run_id=run_id,
+        edits=list(parse_chain(edit)),
+        executor="ray",
+        shard_size=shard_size,
+    )
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_on_one_clip_fails_that_clip_alone(
+    ray_cluster, tmp_path, monkeypatch
+):
+    import ray.cloudpickle
+
+    # the stage travels to the actors by value: the workers can not import the tests folder
+    ray.cloudpickle.register_pickle_by_value(sys.modules["dying_engine"])
+    log_path = tmp_path / "batches.jsonl"
+    engine = dying_engine.DyingEngine()
+    engine.log_path = str(log_path)
+    monkeypatch.setattr(run_module, "make_engine", lambda *args, **kwargs: engine)
+    clips = ["a", "b", "c", dying_engine.KILLER, "d", "e", "f", "g"]
+    manifest = catalog(tmp_path / "catalog", clips)
+    record = run_job(job_for(manifest, tmp_path / "runs", "dies", "loudness=-23"),
+                     executor=RayDataExecutor())  # fmt: skip
+    rows = pq.read_table(tmp_path / "runs" / "dies" / "manifest.parquet").to_pylist()
+    status = {r["clip_id"]: (r["status"], r["error_code"]) for r in rows}
+    assert status.pop(dying_engine.KILLER) == ("failed", "worker_died")
+    assert all(s == ("ok", None) for s in status.values()), status
+    assert len(rows) == len(clips)
+    assert record["counts"]["ok"] == len(clips) - 1
+    assert record["errors_by_code"] == {"worker_died": 1}
+    batches = [json.loads(line) for line in log_path.read_text().splitlines()]
+    fatal = [b for b in batches if dying_engine.KILLER in b["clips"]]
+    # the first batch holding the killer ran twice (one retry) on two processes before the
+    # executor gave up on it
+    first = fatal[0]["clips"]
+    assert fatal[1]["clips"] == first and fatal[0]["pid"] != fatal[1]["pid"]
+    # in the end the killer was run alone, and the other clips each finished once
+    assert fatal[-1]["clips"] == [dying_engine.KILLER]
+
+
+@pytest.mark.slow
+def test_model_stage_sets_up_once_per_actor_not_once_per_shard(ray_cluster, tmp_path):
+    manifest = catalog(tmp_path / "catalog", [f"s{i}" for i in range(9)])
+    record = run_job(
+        job_for(manifest, tmp_path / "runs", "setups", "loudness=-23", shard_size=3),
+        executor=RayDataExecutor(),
+    )
+    assert record["counts"]["shards"] == 3 and record["counts"]["ok"] == 9
+    engine = run_module.make_engine("signal")
+    stages = build_stages(engine, 1, False)
+    pool = {p.stage: p for p in plan_pools(stages, 2.0, 0.0)}["signal_edit"]
+    setups = record["setups"]["signal_edit"]
+    # at most one setup per actor of the one pool (2 on this cluster); one per shard per
+    # actor would be 3 or more
+    assert 1 <= setups <= pool.max_size < 3, (setups, pool)
+
+
+@pytest.mark.slow
+def test_cpu_bound_edit_finishes_on_two_cores(tmp_path):
+    """A real `stepedit run` on a local Ray cluster of this machine's cores: a starved Ray Data
+    (pools holding every CPU) waits forever, so the subprocess timeout is the guard."""
+    manifest = catalog(tmp_path / "catalog", [f"n{i}" for i in range(24)], seconds=1.0)
+    out = tmp_path / "runs"
+    args = run_args(manifest, str(out), "hang")
+    args[args.index("loudness=-23")] = "denoise"
+    args[args.index("local")] = "ray"
+    done = stepedit(args, cli_env(), timeout=150)
+    assert done.code == 0, done.err
+    record = json.loads((out / "hang" / "run.json").read_text())
+    assert record["counts"]["ok"] == 24

@@ -1,0 +1,67 @@
+"""The S3 endpoint goes away for about 10 s in the middle of a run (the moto server is stopped
+and started again on the same port; moto keeps its buckets in the process): every object-store
+call, clip reads included, waits it out with backoff and the run completes with nothing lost."""
+
+from __future__ import annotations
+
+import time
+
+import fsspec
+import pytest
+from moto.server import ThreadedMotoServer
+
+from conftest import free_port
+from durability import check_finished_run, cli_env, output, reap, run_args, s3_catalog, start
+
+CLIPS = 400
+OUTAGE_S = 10.0
+
+
+def serve(port: int) -> ThreadedMotoServer:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    return server
+
+
+@pytest.mark.slow
+def test_run_survives_the_endpoint_going_away_for_ten_seconds(monkeypatch):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    aws = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    for name, value in aws.items():
+        monkeypatch.setenv(name, value)
+    server = serve(port)
+    try:
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, endpoint_url=endpoint)
+        for bucket in ("outage-catalog", "outage-runs"):
+            if not fs.exists(bucket):
+                fs.mkdir(bucket)
+        manifest = s3_catalog(fs, "outage-catalog/clips", CLIPS)
+        out = "s3://outage-runs/runs"
+        # 4 shards of 100 clips: the outage starts once the first shard is committed
+        proc = start(run_args(manifest, out, "blip", "--shard-size", "100"), cli_env(aws))
+        deadline = time.monotonic() + 120
+        while not fs.exists("outage-runs/runs/blip/_work/results/shard-00000.parquet"):
+            assert proc.poll() is None, output(proc)
+            assert time.monotonic() < deadline, "the first shard never finished"
+            time.sleep(0.2)
+            fs.invalidate_cache()
+        server.stop()
+        time.sleep(OUTAGE_S)
+        still_running = proc.poll() is None
+        server = serve(port)
+        try:
+            proc.wait(timeout=180)
+        finally:
+            reap(proc)
+        assert still_running, "the run ended during the outage"
+        assert proc.returncode == 0, output(proc)[1]
+        record = check_finished_run(out, "blip", CLIPS, 1)
+        assert record["counts"]["ok"] == CLIPS and record["attempt"] == 1
+    finally:
+        server.stop()
