@@ -67,10 +67,11 @@ def kill(args: list[str], env: dict, crash: str, out: str, run_id: str) -> None:
     """One attempt that dies: at a failpoint, or by an outside SIGKILL after a random delay."""
     if crash == "random":
         proc = start(args, env)
-        # a random moment once work is under way (the first part committed), so that the
-        # kill lands between commits rather than in Prefect's start-up
+        # a random moment once this attempt's work is under way (it committed a part), so
+        # that the kill lands between commits rather than in Prefect's start-up
+        before = audio_only_after_commit(out, run_id)
         deadline = time.monotonic() + 90
-        while audio_only_after_commit(out, run_id) == 0:
+        while audio_only_after_commit(out, run_id) == before:
             assert proc.poll() is None and time.monotonic() < deadline, output(proc)
             time.sleep(0.1)
         time.sleep(random.uniform(0.0, 1.5))
