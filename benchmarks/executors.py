@@ -61,9 +61,9 @@ def measure(executor_name: str, manifest: str, out: str, edit: str) -> dict:
     )
     executor = LocalExecutor() if executor_name == "local" else RayDataExecutor()
     done_at: list[float] = []
-    steps = RunSteps(job, executor, progress=lambda done, total, failed: done_at.append(
-        time.perf_counter()
-    ))
+    steps = RunSteps(
+        job, executor, progress=lambda done, total, failed: done_at.append(time.perf_counter())
+    )
     sharding = steps.plan()
     load_before = os.getloadavg()
     started = time.perf_counter()

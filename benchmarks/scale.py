@@ -17,6 +17,7 @@ Writes benchmarks/results/scale-<storage>-<rows>-<edited>[-resume].json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -68,7 +69,10 @@ def write_catalog(fs, base: str, rows: int, edited: int, seconds: float, scheme:
         uris.append(f"{scheme}{path}")
     audio = [uris[i % DISTINCT_CLIPS] if i < edited else None for i in range(rows)]
     table = pa.table(
-        {"clip_id": [f"clip-{i:06d}" for i in range(rows)], "audio_uri": pa.array(audio, pa.string())}
+        {
+            "clip_id": [f"clip-{i:06d}" for i in range(rows)],
+            "audio_uri": pa.array(audio, pa.string()),
+        }
     )
     sink = io.BytesIO()
     pq.write_table(table, sink)
@@ -125,10 +129,8 @@ def run_cli(args: list[str], env: dict[str, str]) -> dict:
         time.sleep(0.25)
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything the run left behind
-    except ProcessLookupError:
-        pass
     return {
         "code": proc.returncode,
         "seconds": round(seconds, 2),
@@ -151,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--edited", type=int, default=None, help="rows edited (default: all)")
-    parser.add_argument("--seconds", type=float, default=0.2, help="length of each clip")
+    parser.add_argument("--seconds", type=float, default=0.5, help="clip length (BS.1770 needs > 0.4 s)")
     parser.add_argument("--shard-size", type=int, default=2000)
     parser.add_argument("--storage", choices=("local", "s3"), default="local")
     parser.add_argument("--resume", action="store_true", help="kill at ~90%% of parts, rerun")
@@ -203,8 +205,14 @@ def main() -> None:
                     for s in range(0, edited, args.shard_size)
                 )
                 nth = max(1, int(parts * 0.9))
-                killed = run_cli(command, {**env, "STEPEDIT_FAILPOINT": f"shard.part_committed:{nth}"})
-                result["killed_run"] = {**killed, "failpoint": f"shard.part_committed:{nth}", "parts": parts}
+                killed = run_cli(
+                    command, {**env, "STEPEDIT_FAILPOINT": f"shard.part_committed:{nth}"}
+                )
+                result["killed_run"] = {
+                    **killed,
+                    "failpoint": f"shard.part_committed:{nth}",
+                    "parts": parts,
+                }
             run = run_cli(command, env)
             result["run"] = run
             record = json.loads(fs.cat_file(f"{run_root}/run.json"))

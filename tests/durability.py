@@ -4,6 +4,7 @@ delivered file the bytes its record names)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -103,10 +104,8 @@ def output(proc: subprocess.Popen) -> tuple[str, str]:
 
 def reap(proc: subprocess.Popen) -> None:
     """SIGKILL whatever the run started and left behind (its session)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stepedit(args: list[str], env: dict[str, str], timeout: float = 120) -> Finished:

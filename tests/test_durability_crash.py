@@ -13,13 +13,12 @@ import time
 import fsspec
 import pyarrow.parquet as pq
 import pytest
-
 from durability import (
     check_finished_run,
     cli_env,
     kill_group,
-    output,
     local_catalog,
+    output,
     run_args,
     s3_catalog,
     start,

@@ -10,6 +10,17 @@ import time
 
 import fsspec
 import pytest
+from durability import (
+    check_finished_run,
+    cli_env,
+    kill_group,
+    local_catalog,
+    output,
+    run_args,
+    s3_catalog,
+    start,
+    stepedit,
+)
 
 from stepedit_core.edits import parse_chain
 from stepedit_core.job import JobSpec
@@ -18,17 +29,6 @@ from stepedit_core.store import RunStore
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess
-from durability import (
-    check_finished_run,
-    cli_env,
-    kill_group,
-    output,
-    local_catalog,
-    run_args,
-    s3_catalog,
-    start,
-    stepedit,
-)
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import sys
 
+import dying_engine
 import pyarrow.parquet as pq
 import pytest
+from durability import cli_env, run_args, stepedit
 
 import stepedit_core.run as run_module
 from stepedit_core.edits import parse_chain
@@ -18,9 +20,7 @@ from stepedit_core.job import JobSpec
 from stepedit_core.rounds import build_stages
 from stepedit_core.run import run_job
 
-import dying_engine
 from conftest import write_clip, write_manifest
-from durability import cli_env, run_args, stepedit
 
 
 def catalog(folder, clip_ids: list[str], seconds: float = 0.3) -> str:
@@ -44,9 +44,7 @@ def job_for(manifest: str, out, run_id: str, edit: str, shard_size: int = 2000) 
 
 
 @pytest.mark.slow
-def test_a_worker_that_dies_on_one_clip_fails_that_clip_alone(
-    ray_cluster, tmp_path, monkeypatch
-):
+def test_a_worker_that_dies_on_one_clip_fails_that_clip_alone(ray_cluster, tmp_path, monkeypatch):
     import ray.cloudpickle
 
     # the stage travels to the actors by value: the workers can not import the tests folder

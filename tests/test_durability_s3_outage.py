@@ -8,10 +8,10 @@ import time
 
 import fsspec
 import pytest
+from durability import check_finished_run, cli_env, output, reap, run_args, s3_catalog, start
 from moto.server import ThreadedMotoServer
 
 from conftest import free_port
-from durability import check_finished_run, cli_env, output, reap, run_args, s3_catalog, start
 
 CLIPS = 400
 OUTAGE_S = 10.0
