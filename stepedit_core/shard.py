@@ -200,6 +200,8 @@ class ShardWriter:
             if result.status == "ok" and flac is not None:
                 self.store.write_bytes(self._audio(result), flac)
         failpoint("shard.audio_published")
+        for item in self._items:
+            _release(item)
         self.next_part += 1
         self.summary.parts += 1
         self.summary.records += len(self._records)
@@ -219,6 +221,15 @@ class ShardWriter:
                 {RECORDS_KEY: str(records)},
             )
         return self.summary
+
+
+def _release(item: WorkItem) -> None:
+    """Drop a committed item's audio and records. An executor may hand back the very objects
+    `run_shards` holds for the whole run (the local executor does): kept, every clip's audio
+    would stay in memory until the run ends, so a catalog's peak memory grew with its size."""
+    item.audio = item.original = item.prompt = item.output = None
+    item.records = []
+    item.state = {}
 
 
 def _part_number(path: str) -> int:
