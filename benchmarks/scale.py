@@ -221,6 +221,8 @@ def main() -> None:
                 }
             run = run_cli(command, env)
             result["run"] = run
+            if run["code"] != 0:
+                raise SystemExit(f"stepedit run failed ({run['code']}): {run['stderr_tail']}")
             record = json.loads(fs.cat_file(f"{run_root}/run.json"))
             result["run_record"] = {
                 "counts": record["counts"],
