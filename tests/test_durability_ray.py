@@ -15,7 +15,7 @@ from durability import cli_env, run_args, stepedit
 
 import stepedit_core.run as run_module
 from stepedit_core.edits import parse_chain
-from stepedit_core.executors.ray_data import RayDataExecutor, plan_pools
+from stepedit_core.executors.ray_data import RayDataExecutor, size_pools
 from stepedit_core.job import JobSpec
 from stepedit_core.rounds import build_stages
 from stepedit_core.run import run_job
@@ -84,7 +84,7 @@ def test_model_stage_sets_up_once_per_actor_not_once_per_shard(ray_cluster, tmp_
     assert record["counts"]["shards"] == 3 and record["counts"]["ok"] == 9
     engine = run_module.make_engine("signal")
     stages = build_stages(engine, 1, False)
-    pool = {p.stage: p for p in plan_pools(stages, 2.0, 0.0)}["signal_edit"]
+    pool = {p.stage: p for p in size_pools(stages, 2.0, 0.0)}["signal_edit"]
     setups = record["setups"]["signal_edit"]
     # at most one setup per actor of the one pool (2 on this cluster); one per shard per
     # actor would be 3 or more
