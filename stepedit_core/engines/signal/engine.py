@@ -45,9 +45,10 @@ class SignalEditStage(EngineStage):
 
     def setup(self) -> None:
         if self._vad is None:
-            from stepedit_core.engines.signal.vad import SileroVad
+            # the process's one silero-vad model: QC and ACX mastering use the same one
+            from stepedit_core.engines.signal.vad import shared_vad
 
-            self._vad = SileroVad()
+            self._vad = shared_vad()
         if self._denoiser is None:
             from stepedit_core.engines.signal.denoise import load_denoiser
 

@@ -100,7 +100,8 @@ class SileroVad:
 
 @lru_cache(maxsize=1)
 def shared_vad() -> SileroVad:
-    """One SileroVad per process, for callers that do not hold their own (QC, mastering)."""
+    """The process's one SileroVad: the vad edit, ACX mastering and QC all use it, so a
+    worker loads the model once."""
     return SileroVad()
 
 
