@@ -45,7 +45,7 @@ from stepedit_core.engines.base import Engine
 from stepedit_core.job import JobSpec
 from stepedit_core.records import PlanRow, RowResult
 from stepedit_core.retry import retrying
-from stepedit_core.store import RunStore
+from stepedit_core.store import RunStore, list_objects
 
 INDEX_DIR = "_index"
 FINISHED_SCHEMA = pa.schema(
@@ -121,17 +121,9 @@ class OutIndex:
         return posixpath.join(self.dir, "sources", f"{run_id}.parquet")
 
     def _files(self, kind: str, skip_run: str) -> list[str]:
-        folder = posixpath.join(self.dir, kind)
-
-        def ls() -> list[str]:
-            self.fs.invalidate_cache(folder)
-            if not self.fs.exists(folder):
-                return []
-            return self.fs.ls(folder, detail=False)
-
-        names = retrying(ls, f"listing {folder}")
         skip = f"{skip_run}.parquet"
-        return sorted(n for n in names if n.endswith(".parquet") and posixpath.basename(n) != skip)
+        names = list_objects(self.fs, posixpath.join(self.dir, kind))
+        return [n for n in names if posixpath.basename(n) != skip]
 
     def _read_union(self, paths: list[str], schema: pa.Schema) -> pa.Table:
         """All files as one table, read in one multi-threaded scan."""

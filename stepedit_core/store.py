@@ -34,6 +34,22 @@ from stepedit_core.retry import retrying
 LOCAL = ("file", "local")
 
 
+def list_objects(fs: Any, directory: str, prefix: str = "", suffix: str = ".parquet") -> list[str]:
+    """Objects directly in `directory` whose names start with `prefix` and end with `suffix`,
+    sorted; a fresh listing (no stale cache), retried when the endpoint is unreachable."""
+
+    def ls() -> list[str]:
+        fs.invalidate_cache(directory)
+        if not fs.exists(directory):
+            return []
+        return fs.ls(directory, detail=False)
+
+    names = retrying(ls, f"listing {directory}")
+    return sorted(
+        n for n in names if posixpath.basename(n).startswith(prefix) and n.endswith(suffix)
+    )
+
+
 class RunStore:
     def __init__(self, out: str, run_id: str) -> None:
         self.fs, root = fsspec.core.url_to_fs(out)
@@ -166,17 +182,7 @@ class RunStore:
 
     def list(self, directory: str, prefix: str = "", suffix: str = ".parquet") -> list[str]:
         """Objects directly in `directory` whose names start with `prefix` (fresh listing)."""
-
-        def ls() -> list[str]:
-            self.fs.invalidate_cache(directory)
-            if not self.fs.exists(directory):
-                return []
-            return self.fs.ls(directory, detail=False)
-
-        names = retrying(ls, f"listing {self.uri(directory)}")
-        return sorted(
-            n for n in names if posixpath.basename(n).startswith(prefix) and n.endswith(suffix)
-        )
+        return list_objects(self.fs, directory, prefix, suffix)
 
     def remove(self, paths: list[str]) -> None:
         for path in paths:
