@@ -87,13 +87,33 @@ def committed_parts(store: RunStore, shard: int) -> list[tuple[str, list[RowResu
     return parts
 
 
+class PublishedAudio:
+    """The delivered files already in `audio/`, listed once per run and only when a resumed
+    shard needs to know (on S3 a listing of 100k objects is a hundred requests)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._names: set[str] | None = None
+
+    def __call__(self) -> set[str]:
+        if self._names is None:
+            self._names = set(self.store.list(self.store.audio_dir, suffix=""))
+        return self._names
+
+
 class ShardWriter:
     """Commits one shard's finished items part by part, then its results object."""
 
     def __init__(
-        self, store: RunStore, shard: int, rows: list[PlanRow], qc_plan: QcPlan | None = None
+        self,
+        store: RunStore,
+        shard: int,
+        rows: list[PlanRow],
+        qc_plan: QcPlan | None = None,
+        published: PublishedAudio | None = None,
     ) -> None:
         self.store, self.shard = store, shard
+        self.published = published or PublishedAudio(store)
         self.qc_plan = qc_plan or QcPlan()
         self.summary = ShardSummary(shard=shard, items=len(rows))
         self.results: list[RowResult] = []
@@ -109,15 +129,13 @@ class ShardWriter:
 
     def _resume(self) -> None:
         """Take over what earlier attempts committed; republish their missing audio."""
-        published: set[str] | None = None
         for path, rows, records in committed_parts(self.store, self.shard):
-            if published is None:  # listed once, and only when there is something to check
-                published = set(self.store.list(self.store.audio_dir, suffix=""))
             self.next_part = max(self.next_part, _part_number(path) + 1)
             self.summary.resumed_records += records
             self.summary.resumed_items += len(rows)
             self.results.extend(rows)
             self.pending_rows -= {r.row_index for r in rows}
+            published = self.published()
             missing = [r for r in rows if r.status == "ok" and self._audio(r) not in published]
             if missing:
                 self._republish(path, missing)
@@ -250,6 +268,7 @@ def run_shards(
     started = time.perf_counter()
     outcome = ShardsOutcome()
     writers: dict[int, ShardWriter] = {}
+    published = PublishedAudio(store)
     shard_of: dict[int, int] = {}
     items: list[WorkItem] = []
     for shard in shards:
@@ -259,7 +278,7 @@ def run_shards(
             outcome.summaries.append(done)
             continue
         rows = plan_rows(store, shard)
-        writer = ShardWriter(store, shard, rows, qc_plan)
+        writer = ShardWriter(store, shard, rows, qc_plan, published)
         writers[shard] = writer
         outcome.summaries.append(writer.summary)
         for row in rows:
