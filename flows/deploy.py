@@ -203,29 +203,37 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
 
-def _last_run(client: SyncPrefectClient, deployment_id: Any) -> LastRun | None:
+def _first_run(
+    client: SyncPrefectClient, deployment_id: Any, states: list[str], latest_first: bool
+) -> Any:
+    """The deployment's flow run in one of `states` that started last (or is due first)."""
     from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
         DeploymentFilter,
         DeploymentFilterId,
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
-    from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+    from prefect.client.schemas.sorting import FlowRunSort
 
     runs = client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
         flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(_RAN)))
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
         ),
-        sort=FlowRunSort.START_TIME_DESC,
+        sort=FlowRunSort.START_TIME_DESC if latest_first else FlowRunSort.EXPECTED_START_TIME_ASC,
         limit=1,
     )
-    if not runs:
+    return runs[0] if runs else None
+
+
+def _last_run(client: SyncPrefectClient, deployment_id: Any) -> LastRun | None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    run = _first_run(client, deployment_id, list(_RAN), latest_first=True)
+    if run is None:
         return None
-    run = runs[0]
     counts: dict[str, Any] = {}
     # The counts table the run published (absent when it was refused or crashed before).
     artifacts = client.read_artifacts(
@@ -247,24 +255,8 @@ def _last_run(client: SyncPrefectClient, deployment_id: Any) -> LastRun | None:
 
 
 def _next_run(client: SyncPrefectClient, deployment_id: Any) -> str | None:
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    runs = client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["SCHEDULED"]))
-        ),
-        sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-        limit=1,
-    )
-    return _iso(runs[0].expected_start_time) if runs else None
+    run = _first_run(client, deployment_id, ["SCHEDULED"], latest_first=False)
+    return _iso(run.expected_start_time) if run is not None else None
 
 
 def list_deployments(client: SyncPrefectClient) -> list[DeploymentInfo]:
