@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -56,3 +58,22 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         pass
     return info
+
+
+def one_core() -> None:
+    """Pin this process to one core with one torch thread: results are per core."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def timed_runs(func: Callable[[], object], repeat: int) -> list[float]:
+    """Wall seconds of `repeat` calls of `func`."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return times

@@ -42,7 +42,7 @@ from stepedit_core.engines.signal.loudness import (  # noqa: E402
 )
 from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, one_core, timed_runs  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "qc_metrics.json"
 RATE = 24000
@@ -61,12 +61,7 @@ def load_speech(seconds: float) -> np.ndarray:
 
 def median_time(func: Callable[[], object], repeat: int) -> float:
     func()  # warm-up: model loading, JIT, caches
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed_runs(func, repeat))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    import torch
-
-    torch.set_num_threads(1)
+    one_core()
 
     start = time.perf_counter()
     shared_vad()

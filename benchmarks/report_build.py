@@ -13,33 +13,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import soundfile as sf
-
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.job import JobSpec
 from stepedit_core.report import build_report
 from stepedit_core.run import run_job
 
+from executors import make_catalog
 from machine import machine_info
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def make_catalog(folder: Path, clips: int, seconds: float, rate: int = 24000) -> str:
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * rate)) / rate
-    uris = []
-    for i in range(clips):
-        wave = 0.2 * np.sin(2 * np.pi * (110 + 3 * i) * t) + rng.normal(0, 0.01, t.shape)
-        path = folder / f"clip-{i:05d}.wav"
-        sf.write(path, wave.astype(np.float32), rate)
-        uris.append(str(path))
-    table = pa.table({"clip_id": [f"clip-{i:05d}" for i in range(clips)], "audio_uri": uris})
-    pq.write_table(table, folder / "catalog.parquet")
-    return str(folder / "catalog.parquet")
 
 
 def main() -> None:
@@ -51,7 +33,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         job = JobSpec(
-            manifest_uri=make_catalog(folder, args.clips, args.seconds),
+            manifest_uri=make_catalog(folder, args.clips, args.seconds, rate=24000),
             out=str(folder / "runs"),
             run_id="bench",
             edits=["loudness=-23"],

@@ -26,7 +26,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -40,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().par
 from stepedit_core.edits import parse_edit  # noqa: E402
 from stepedit_core.engines.signal import SignalEngine  # noqa: E402
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, one_core, timed_runs  # noqa: E402
 from signal_fixtures import utterance, white_noise  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "signal_edits.json"
@@ -71,15 +70,6 @@ def load_audio(seconds: float) -> tuple[np.ndarray, str]:
     level = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))
     signal += white_noise(frames, level * 10 ** (-20 / 20), seed=9)
     return signal[:, None], source
-
-
-def timed_runs(func: Callable[[], object], repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def tool_version(binary: str, flag: str) -> str | None:
@@ -137,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    import torch
-
-    torch.set_num_threads(1)
+    one_core()
 
     audio, source = load_audio(args.seconds)
     seconds = audio.shape[0] / RATE
@@ -229,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if hasattr(os, "sched_getaffinity"):
         info["pinned_cpus"] = sorted(os.sched_getaffinity(0))
+    import torch
+
     info["torch_threads"] = torch.get_num_threads()
     result = {
         "benchmark": "signal_edits",
