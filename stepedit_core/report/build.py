@@ -137,7 +137,7 @@ class ReportBuilder:
         return clips
 
     def add_records(self, clips: dict[int, ClipView]) -> None:
-        """One row group at a time: memory holds one part's audio, never the run's."""
+        """One row group at a time: memory holds one row group's audio at most, never the run's."""
         for part in self.store.list(self.store.iterations_dir):
             with self.store.fs.open(part, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
@@ -154,8 +154,18 @@ class ReportBuilder:
                     and n not in (QC_PASS, QC_REASONS, QC_JSON)
                     and n not in metrics
                 ]
+                # the audio column is read only for row groups holding a clip that gets media:
+                # with media on index.html alone, most of a large run's audio is never read
+                names = [n for n in parquet.schema_arrow.names if n != "audio_flac"]
                 for group in range(parquet.num_row_groups):
-                    for record in parquet.read_row_group(group).to_pylist():
+                    table = parquet.read_row_group(group, columns=names)
+                    rows = table.column("row_index").to_pylist()
+                    if "audio_flac" in parquet.schema_arrow.names and any(
+                        r in clips and self.wants_media(clips[r]) for r in rows
+                    ):
+                        audio = parquet.read_row_group(group, columns=["audio_flac"])
+                        table = table.append_column("audio_flac", audio.column("audio_flac"))
+                    for record in table.to_pylist():
                         clip = clips.get(record["row_index"])
                         if clip is not None:
                             self._add_round(clip, record, metrics, qc_columns)
