@@ -108,8 +108,3 @@ def encode_flac(audio: Audio) -> bytes:
     clipped = np.clip(audio.samples, -1.0, 1.0)
     sf.write(buffer, clipped, audio.sample_rate, format="FLAC", subtype="PCM_24")
     return buffer.getvalue()
-
-
-def write_uri(uri: str, data: bytes) -> None:
-    with fsspec.open(uri, "wb") as handle:
-        handle.write(data)

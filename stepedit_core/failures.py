@@ -156,10 +156,6 @@ class ItemFailure(Exception):
         return str(self)
 
 
-def codes_where(where: Where) -> list[str]:
-    return [c.code for c in _CODES if c.where == where]
-
-
 def markdown_table() -> str:
     """The README's table of failure codes, made from this registry."""
     arising = {
