@@ -123,7 +123,8 @@ class RunSteps:
             reuse,
         )
 
-    def run_shards(self, shards: list[int]) -> ShardsOutcome:
+    def run_shards(self, shards: list[int], progress: Progress | None = None) -> ShardsOutcome:
+        """`progress` replaces the run's own reporter for this call (a wrapper may add to it)."""
         job = self.job
         return run_shards(
             self.store,
@@ -132,7 +133,7 @@ class RunSteps:
             shards,
             job.iterations,
             job.prompt_mode,
-            self.progress,
+            progress or self.progress,
             job.qc_plan(),
         )
 

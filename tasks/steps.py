@@ -71,21 +71,15 @@ def run_shards(steps: RunSteps, shards: list[int]) -> ShardsOutcome:
     resumes from the committed parts, so it redoes only what was not committed."""
     logger = get_run_logger()
     last = [time.monotonic()]
-    outer = steps.progress
 
     def progress(done: int, total: int, failed: int) -> None:
-        if outer is not None:
-            outer(done, total, failed)
+        steps.progress(done, total, failed)  # the run's own watcher (the CLI's bar) first
         now = time.monotonic()
         if done == total or now - last[0] >= PROGRESS_EVERY_S:
             last[0] = now
             logger.info("%d/%d clips done, %d failed", done, total, failed)
 
-    steps.progress = progress
-    try:
-        outcome = steps.run_shards(shards)
-    finally:
-        steps.progress = outer
+    outcome = steps.run_shards(shards, progress)
     for summary in outcome.summaries:
         logger.info(
             "shard %d: %d ok, %d failed, %d clip-rounds committed now, %d resumed",
