@@ -19,6 +19,7 @@ again until the item that kills its worker is found, which gets a `worker_died` 
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -77,28 +78,39 @@ def plan_rows(store: RunStore, shard: int) -> list[PlanRow]:
     return [PlanRow.from_row(row) for row in table.to_pylist()]
 
 
-def committed_parts(store: RunStore, shard: int) -> list[tuple[str, list[RowResult], int]]:
+def committed_parts(
+    store: RunStore, shard: int, listing: Listing | None = None
+) -> list[tuple[str, list[RowResult], int]]:
     """(path, row results, clip-rounds) of every committed part of a shard."""
+    listing = listing or Listing(store, store.iterations_dir, ".parquet")
+    prefix = f"shard-{shard:05d}-part-"
     parts = []
-    for path in store.list(store.iterations_dir, prefix=f"shard-{shard:05d}-part-"):
+    for path in (p for p in listing() if posixpath.basename(p).startswith(prefix)):
         meta = store.read_metadata(path)
         rows = [RowResult.from_row(r) for r in json.loads(meta.get(RESULTS_KEY, "[]"))]
         parts.append((path, rows, int(meta.get(RECORDS_KEY, "0"))))
     return parts
 
 
-class PublishedAudio:
-    """The delivered files already in `audio/`, listed once per run and only when a resumed
-    shard needs to know (on S3 a listing of 100k objects is a hundred requests)."""
+class Listing:
+    """A folder's objects, listed once per run and only when first asked for: resuming many
+    partly done shards must not list `iterations/` or `audio/` once per shard (on S3 a listing
+    of 100k objects is a hundred requests)."""
 
-    def __init__(self, store: RunStore) -> None:
-        self.store = store
-        self._names: set[str] | None = None
+    def __init__(self, store: RunStore, directory: str, suffix: str = "") -> None:
+        self.store, self.directory, self.suffix = store, directory, suffix
+        self._names: list[str] | None = None
+        self._set: frozenset[str] | None = None
 
-    def __call__(self) -> set[str]:
+    def __call__(self) -> list[str]:
         if self._names is None:
-            self._names = set(self.store.list(self.store.audio_dir, suffix=""))
+            self._names = self.store.list(self.directory, suffix=self.suffix)
         return self._names
+
+    def __contains__(self, name: str) -> bool:
+        if self._set is None:
+            self._set = frozenset(self())
+        return name in self._set
 
 
 class ShardWriter:
@@ -110,10 +122,12 @@ class ShardWriter:
         shard: int,
         rows: list[PlanRow],
         qc_plan: QcPlan | None = None,
-        published: PublishedAudio | None = None,
+        parts: Listing | None = None,
+        published: Listing | None = None,
     ) -> None:
         self.store, self.shard = store, shard
-        self.published = published or PublishedAudio(store)
+        self.parts = parts or Listing(store, store.iterations_dir, ".parquet")
+        self.published = published or Listing(store, store.audio_dir)
         self.qc_plan = qc_plan or QcPlan()
         self.summary = ShardSummary(shard=shard, items=len(rows))
         self.results: list[RowResult] = []
@@ -129,14 +143,13 @@ class ShardWriter:
 
     def _resume(self) -> None:
         """Take over what earlier attempts committed; republish their missing audio."""
-        for path, rows, records in committed_parts(self.store, self.shard):
+        for path, rows, records in committed_parts(self.store, self.shard, self.parts):
             self.next_part = max(self.next_part, _part_number(path) + 1)
             self.summary.resumed_records += records
             self.summary.resumed_items += len(rows)
             self.results.extend(rows)
             self.pending_rows -= {r.row_index for r in rows}
-            published = self.published()
-            missing = [r for r in rows if r.status == "ok" and self._audio(r) not in published]
+            missing = [r for r in rows if r.status == "ok" and self._audio(r) not in self.published]
             if missing:
                 self._republish(path, missing)
 
@@ -268,7 +281,8 @@ def run_shards(
     started = time.perf_counter()
     outcome = ShardsOutcome()
     writers: dict[int, ShardWriter] = {}
-    published = PublishedAudio(store)
+    parts = Listing(store, store.iterations_dir, ".parquet")
+    published = Listing(store, store.audio_dir)
     shard_of: dict[int, int] = {}
     items: list[WorkItem] = []
     for shard in shards:
@@ -278,7 +292,7 @@ def run_shards(
             outcome.summaries.append(done)
             continue
         rows = plan_rows(store, shard)
-        writer = ShardWriter(store, shard, rows, qc_plan, published)
+        writer = ShardWriter(store, shard, rows, qc_plan, parts, published)
         writers[shard] = writer
         outcome.summaries.append(writer.summary)
         for row in rows:
