@@ -72,6 +72,20 @@ def speechlike(
     return (0.5 * out / (np.abs(out).max() + 1e-12)).astype(np.float32)
 
 
+# pauses 0.5 (lead), 1.0, 0.2, 0.6, 0.8 (tail) around four stretches of speech: 4.2 s of speech
+PAUSE_LAYOUT = [
+    ("pause", 0.5),
+    ("speech", 1.2),
+    ("pause", 1.0),
+    ("speech", 1.0),
+    ("pause", 0.2),
+    ("speech", 0.9),
+    ("pause", 0.6),
+    ("speech", 1.1),
+    ("pause", 0.8),
+]
+
+
 def utterance(
     layout: list[tuple[str, float]], rate: int, floor_db: float = -60.0, seed: int = 0
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:

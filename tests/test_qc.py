@@ -15,21 +15,10 @@ from stepedit_core import qc
 from stepedit_core.audio import Audio
 from stepedit_core.delivery import check
 
-from signal_fixtures import speechlike, utterance, white_noise
+from signal_fixtures import PAUSE_LAYOUT, speechlike, utterance, white_noise
 
 DEMO = Path(__file__).resolve().parents[1] / "stepedit_core" / "demo"
 RATE = 24000
-LAYOUT = [  # 0.5 s head, 0.8 s tail, 4.2 s of speech with one 0.2 s gap silero merges
-    ("pause", 0.5),
-    ("speech", 1.2),
-    ("pause", 1.0),
-    ("speech", 1.0),
-    ("pause", 0.2),
-    ("speech", 0.9),
-    ("pause", 0.6),
-    ("speech", 1.1),
-    ("pause", 0.8),
-]
 
 
 def demo(name: str) -> Audio:
@@ -108,9 +97,9 @@ def test_clipped_samples_are_counted() -> None:
 
 
 def test_speech_ratio_head_and_tail() -> None:
-    signal, _ = utterance(LAYOUT, RATE, floor_db=-55.0)
+    signal, _ = utterance(PAUSE_LAYOUT, RATE, floor_db=-55.0)
     metrics = qc.measure(Audio(signal, RATE)).metrics
-    total = sum(seconds for _, seconds in LAYOUT)
+    total = sum(seconds for _, seconds in PAUSE_LAYOUT)
     assert metrics["speech_ratio"] == pytest.approx(4.4 / total, abs=0.03)
     assert metrics["head_silence_s"] == pytest.approx(0.5, abs=0.05)
     assert metrics["tail_silence_s"] == pytest.approx(0.8, abs=0.05)

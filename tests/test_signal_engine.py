@@ -35,6 +35,7 @@ from stepedit_core.rounds import build_stages
 from stepedit_core.stages import Resources, WorkItem
 
 from signal_fixtures import (
+    PAUSE_LAYOUT,
     active_spans,
     estimate_f0,
     harmonic,
@@ -47,19 +48,6 @@ from signal_fixtures import (
 )
 
 DEMO = Path(__file__).resolve().parents[1] / "stepedit_core" / "demo"
-
-# pauses 0.5 (lead), 1.0, 0.2, 0.6, 0.8 (tail) around four stretches of speech: 5.1 s of speech
-PAUSE_LAYOUT = [
-    ("pause", 0.5),
-    ("speech", 1.2),
-    ("pause", 1.0),
-    ("speech", 1.0),
-    ("pause", 0.2),
-    ("speech", 0.9),
-    ("pause", 0.6),
-    ("speech", 1.1),
-    ("pause", 0.8),
-]
 
 
 @pytest.fixture(scope="module")
