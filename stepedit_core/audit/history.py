@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -190,6 +191,9 @@ def format_history(history: dict[str, Any]) -> str:
         metrics = _metric_fields(r)
         if metrics:
             lines.append("           " + "  ".join(f"{k}={v}" for k, v in metrics.items()))
+        qc = _qc_metrics(r.get("qc_json"))
+        if qc:
+            lines.append("           qc " + "  ".join(f"{k}={v}" for k, v in qc.items()))
         if r.get("error_code"):
             lines.append(f"           error {r['error_code']}: {r.get('error')}")
     final = history["final"]
@@ -216,5 +220,18 @@ def _metric_fields(view: dict[str, Any]) -> dict[str, Any]:
         for k, v in view.items()
         if v is not None
         and k not in _NOT_METRICS
+        and k != "qc_json"  # shown as its own line, measured values only
         and (k.startswith("qc") or (isinstance(v, (int, float)) and not isinstance(v, bool)))
     }
+
+
+def _qc_metrics(blob: str | None) -> dict[str, Any]:
+    """The measured QC metrics of a record's `qc_json` (those not measured are left out;
+    `--json` keeps the whole record, notes included)."""
+    if not blob:
+        return {}
+    try:
+        metrics = json.loads(blob).get("metrics", {})
+    except (ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in sorted(metrics.items()) if v is not None}
