@@ -1,27 +1,42 @@
 """Named crash points for testing durability: with STEPEDIT_FAILPOINT=NAME set, the process
 kills itself with SIGKILL the first time it passes `failpoint(NAME)` (NAME:N: the N-th time).
+With STEPEDIT_HOLDPOINT=NAME[:N] it stops there instead and waits, doing nothing, until it is
+killed from outside.
 
 Crash tests need a crash at an exact moment (between a part's commit and its audio, halfway
 through planning, after the manifest but before run.json); a timer can not hit those reliably.
-Without the variable a failpoint is one dictionary lookup.
+A hold point lets a test kill at a moment of its own choosing and still be sure the attempt it
+kills has not finished first (on a loaded machine a small run can end before any timer fires).
+Without the variables a failpoint is two dictionary lookups.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "STEPEDIT_FAILPOINT"
-_passed: dict[str, int] = {}
+HOLD_ENV = "STEPEDIT_HOLDPOINT"
+_passed: dict[tuple[str, str], int] = {}
+
+
+def _reached(env: str, name: str) -> bool:
+    """Whether this pass of `name` is the one the variable `env` asks for (NAME[:N])."""
+    wanted = os.environ.get(env)
+    if not wanted:
+        return False
+    target, _, nth = wanted.partition(":")
+    if target != name:
+        return False
+    key = (env, name)
+    _passed[key] = _passed.get(key, 0) + 1
+    return _passed[key] == int(nth or 1)
 
 
 def failpoint(name: str) -> None:
-    wanted = os.environ.get(ENV)
-    if not wanted:
-        return
-    target, _, nth = wanted.partition(":")
-    if target != name:
-        return
-    _passed[name] = _passed.get(name, 0) + 1
-    if _passed[name] >= int(nth or 1):
+    if _reached(ENV, name):
         os.kill(os.getpid(), signal.SIGKILL)
+    if _reached(HOLD_ENV, name):
+        while True:  # held until the test kills the process
+            time.sleep(1.0)

@@ -25,11 +25,16 @@ from durability import (
     stepedit,
 )
 
+from stepedit_core.failpoints import HOLD_ENV
+
 CLIPS = 200
 ROUNDS = 2
 SECONDS = 0.5  # BS.1770 loudness needs more than one 0.4 s block
 # 150-clip shards of 2 rounds: shard 0 commits a 256-record part mid-shard, then the rest
 SHARDING = ["--shard-size", "150", "--iterations", str(ROUNDS)]
+
+# where a randomly killed attempt waits for its kill: after every commit, before run.json
+HOLD_AT = "merge.manifest_written"
 
 FAILPOINTS = [
     "plan.shard_written",  # while planning: one shard plan written, no done.json
@@ -62,10 +67,18 @@ def audio_only_after_commit(out: str, run_id: str) -> int:
     return records
 
 
+def run_finished(out: str, run_id: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{run_id}")
+    fs.invalidate_cache()
+    return fs.exists(f"{root}/run.json")
+
+
 def kill(args: list[str], env: dict, crash: str, out: str, run_id: str) -> None:
     """One attempt that dies: at a failpoint, or by an outside SIGKILL after a random delay."""
     if crash == "random":
-        proc = start(args, env)
+        # held once the manifest is written, the attempt can not finish before the kill, however
+        # fast it runs: the random moment falls between its first commit and that hold
+        proc = start(args, {**env, HOLD_ENV: HOLD_AT})
         # a random moment once this attempt's work is under way (it committed a part), so
         # that the kill lands between commits rather than in Prefect's start-up
         before = audio_only_after_commit(out, run_id)
@@ -74,7 +87,9 @@ def kill(args: list[str], env: dict, crash: str, out: str, run_id: str) -> None:
             assert proc.poll() is None and time.monotonic() < deadline, output(proc)
             time.sleep(0.1)
         time.sleep(random.uniform(0.0, 1.5))
+        assert proc.poll() is None, f"the attempt ended before its kill: {output(proc)}"
         kill_group(proc)
+        assert not run_finished(out, run_id), "the killed attempt wrote run.json"
         return
     killed = stepedit(args, {**env, "STEPEDIT_FAILPOINT": crash})
     assert killed.code == -9, f"{crash} was not reached: {killed.code}\n{killed.err}"

@@ -23,6 +23,7 @@ from durability import (
 )
 
 from stepedit_core.edits import parse_chain
+from stepedit_core.failpoints import HOLD_ENV
 from stepedit_core.job import JobSpec
 from stepedit_core.lease import TTL_S
 from stepedit_core.store import RunStore
@@ -60,7 +61,8 @@ def test_second_run_is_refused_while_the_first_lives_then_takes_over(place, caps
     manifest, out = place(300, "busy")
     args = run_args(manifest, out, "busy")
     store = RunStore(out, "busy")
-    first = start(args, cli_env())
+    # held while planning (the lease taken): the first run can not finish before the second asks
+    first = start(args, cli_env({HOLD_ENV: "plan.shard_written"}))
     try:
         lease = wait_for_lease(store, first)
         code = main(args)  # in this process: the refusal comes before any work

@@ -56,7 +56,7 @@ def test_signal_in_a_step_writes_stopped_json_and_raises(tmp_path, signum):
 
         def run_shards(self, shards, sharding):
             os.kill(os.getpid(), signum)
-            time.sleep(5)  # the handler interrupts this
+            time.sleep(60)  # the handler interrupts this
             raise AssertionError("not stopped")
 
     before = signal.getsignal(signal.SIGTERM)
@@ -64,7 +64,7 @@ def test_signal_in_a_step_writes_stopped_json_and_raises(tmp_path, signum):
     with pytest.raises(RunStopped) as stopped, stop_on_signals(store, activity):
         assert steps["plan"](Steps()) == "planned"
         steps["run_shards"](Steps(), [1, 2], object())
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 30  # interrupted, not slept out (load-proof)
     assert stopped.value.signum == signum
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
     written = json.loads((tmp_path / "r1" / "_work" / "stopped.json").read_text())
