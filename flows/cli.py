@@ -1,7 +1,14 @@
-"""The `stepedit` command line. Exit status: 0 run finished (even with failed clips),
-2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed,
-130/143 stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json).
-`verify` and `audit`: 0 intact, 1 a mismatch (each one named) or no such clip."""
+"""The `stepedit` command line.
+
+exit status of run and demo:
+  0    the run finished and every row is ok
+  1    the run finished and some rows failed (the summary says how many; their failure
+       records are the rows with status 'failed' in the output manifest)
+  2    refused before any work (bad manifest, unknown engine or edit, engine not ready,
+       every row refused at plan time for one reason, run id held by another attempt)
+  3    crashed (the traceback is printed)
+  130/143  stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json)
+verify and audit: 0 intact, 1 a mismatch (each one named) or no such clip."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +32,11 @@ from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 
+OK = 0
+ROWS_FAILED = 1
 REFUSED = 2
+CRASHED = 3
+EXIT_STATUSES = __doc__.split("\n\n", 1)[1].split("verify and audit")[0].rstrip()
 
 # Batch machines are often offline: Prefect's temporary server must not try to send telemetry
 # (its heartbeat also contends for the local SQLite database). Users can still turn it on.
@@ -228,13 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="edit every clip of a manifest")
+    run = sub.add_parser(
+        "run",
+        help="edit every clip of a manifest",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://...)")
     run.add_argument("--out", required=True, help="output root: local path or fsspec URI")
     run.add_argument("--run-id", required=True)
     _add_run_options(run)
 
-    demo = sub.add_parser("demo", help="build a demo catalog from the shipped clips and run it")
+    demo = sub.add_parser(
+        "demo",
+        help="build a demo catalog from the shipped clips and run it",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     demo.add_argument("--out", default="runs", help="output root (default: runs)")
     demo.add_argument("--run-id", default="demo")
     _add_run_options(demo)
@@ -253,9 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--audio-codes", default=None, metavar="C1,C2,...")
     prompt.add_argument("--speaker", default=None, help="clone: the voice prompt's speaker name")
 
-    validate = sub.add_parser("validate", help="check a manifest and model folders, run nothing")
+    validate = sub.add_parser(
+        "validate",
+        help="check a manifest and model folders as `run` would with the same options, run "
+        "nothing (exit 2 where run would be refused)",
+    )
     validate.add_argument("manifest")
-    _add_job_options(validate)
+    _add_run_options(validate)
+    validate.set_defaults(out=".", run_id="validate")  # the job needs them; nothing is written
 
     deploy = sub.add_parser("deploy", help="schedule a job as a Prefect deployment (cron)")
     add_deploy_options(deploy)
@@ -281,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--media",
         choices=("all", "index", "none"),
-        default="all",
-        help="players and spectrograms for every clip, only those on index.html, or none",
+        default="index",  # as runs write it (`run --report`)
+        help="players and spectrograms for every clip, only those on index.html (default, as "
+        "runs write it), or none",
     )
     return parser
 
@@ -347,7 +375,27 @@ def _check_before_run(job: JobSpec) -> bool:
     engine = make_engine(job.engine, job.engine_options())
     check_inputs(job.manifest_uri, job.edits, engine, store)
     check_stage_names(job.stage_envs(), [stage.name for stage in engine.stages()])
+    _refuse_when_every_row_would_be(job, engine)
     return True
+
+
+def _refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
+    """A job whose rows would all be refused at plan time for one reason would only write
+    failure records: refuse it whole, saying what would fix it."""
+    from stepedit_core.planning import refusal_of_every_row
+
+    try:
+        roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
+    except ValueError as exc:
+        raise Refused(f"--allow-root: {exc}") from None
+    problem = refusal_of_every_row(job.manifest_uri, job.edits, engine, roots)
+    if problem is not None:
+        raise Refused(problem)
+
+
+def exit_status(record: dict) -> int:
+    """0 when every row of the finished run is ok, 1 when some failed."""
+    return ROWS_FAILED if record["counts"]["failed"] else OK
 
 
 def _run_flow(job: JobSpec, quiet: bool) -> int:
@@ -369,7 +417,7 @@ def _run_flow(job: JobSpec, quiet: bool) -> int:
     finally:
         renderer.close()
     print(summary_text(record), end="")
-    return 0
+    return exit_status(record)
 
 
 def _console_logging(quiet: bool) -> None:
@@ -395,8 +443,9 @@ def _print_finished(job: JobSpec) -> int:
     from stepedit_tasks.summary import summary_text
 
     store = RunStore(job.out, job.run_id)
-    print(summary_text({**store.read_json(store.run_json), "nothing_to_do": True}), end="")
-    return 0
+    record = store.read_json(store.run_json)
+    print(summary_text({**record, "nothing_to_do": True}), end="")
+    return exit_status(record)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -459,37 +508,32 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
-    uris = [args.manifest, *args.allow_root]
-    with storage_options_installed(args.storage_options, uris):
-        return _validate(args, AllowedRoots.for_manifest(args.manifest, args.allow_root))
+    # the job `run` would build from the same options (no output is written)
+    job = _job(args, args.manifest)
+    with storage_options_installed(job.storage_options, job.storage_uris()):
+        return _validate(job)
 
 
-def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
+def _validate(job: JobSpec) -> int:
     from stepedit_core.checks import check_inputs
-    from stepedit_core.engines import EngineOptions
     from stepedit_core.planning import check_rows
     from stepedit_core.records import RowResult
-    from stepedit_core.stage_envs import check_stage_names, report, report_lines, stage_envs
+    from stepedit_core.stage_envs import check_stage_names, report, report_lines
 
-    try:
-        edits = tuple(args.edit)
-        engine = make_engine(
-            args.engine, EngineOptions(models_dir=args.models_dir, stepaudio_src=args.stepaudio_src)
-        )
-        envs = stage_envs(dict(args.stage_python), dict(args.stage_image))
-        check_stage_names(envs, [stage.name for stage in engine.stages()])
-    except UnknownEngine as exc:
-        raise Refused(str(exc)) from None
-    check_inputs(args.manifest, edits, engine)
+    engine = make_engine(job.engine, job.engine_options())
+    envs = job.stage_envs()
+    check_stage_names(envs, [stage.name for stage in engine.stages()])
+    check_inputs(job.manifest_uri, job.edits, engine)
+    roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
     good, refused = 0, {}
-    for planned in check_rows(args.manifest, edits, engine, 0, roots):
+    for planned in check_rows(job.manifest_uri, job.edits, engine, job.seed, roots):
         if not isinstance(planned, RowResult):
             good += 1
         else:
             refused[planned.error_code] = refused.get(planned.error_code, 0) + 1
             print(f"  {planned.error}", file=sys.stderr)
     print(
-        f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
+        f"{job.manifest_uri}: {good} row(s) ready for engine {engine.name}, "
         f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
     )
     rows = report([stage.name for stage in engine.stages()], envs)
@@ -498,6 +542,8 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
     unusable = [f"stage {stage}: {problem}" for stage, _, _, found in rows for problem in found]
     if unusable:
         raise Refused("; ".join(unusable))
+    if not good and len(refused) == 1:  # what `run` refuses whole
+        _refuse_when_every_row_would_be(job, engine)
     return 0
 
 
@@ -554,6 +600,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunStopped as exc:
         print(f"stepedit: {exc.describe()}", file=sys.stderr)
         return exc.exit_status
+    except Exception:  # noqa: BLE001 - a crash keeps its own status, apart from failed rows
+        traceback.print_exc()
+        print(f"stepedit: {args.command} crashed (exit status {CRASHED})", file=sys.stderr)
+        return CRASHED
 
 
 if __name__ == "__main__":

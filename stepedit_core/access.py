@@ -117,6 +117,30 @@ class AllowedRoots:
         return where.uri()
 
 
+def covering_roots(uris: Iterable[str]) -> list[str]:
+    """The fewest roots that allow every one of `uris`: their common folder or bucket prefix;
+    where they share none (other buckets, other top folders, other protocols) one root per
+    bucket or top folder, rather than a whole filesystem. URIs that can not be resolved are
+    left out (no root allows them)."""
+    folders: dict[str, set[str]] = {}
+    for uri in uris:
+        try:
+            where = resolve(uri)
+        except UriNotResolvable:
+            continue
+        folders.setdefault(where.protocol, set()).add(posixpath.dirname(where.path))
+    roots = []
+    for protocol, paths in sorted(folders.items()):
+        common = posixpath.commonpath(sorted(paths))
+        if common.strip("/"):
+            tops = [common]
+        else:  # nothing shared below the filesystem's or the store's top
+            leading = "/" if protocol == LOCAL else ""
+            tops = sorted({leading + p.strip("/").split("/")[0] for p in paths})
+        roots += [Location(protocol, top).uri() for top in tops]
+    return roots
+
+
 # --- storage options -----------------------------------------------------------------------
 
 

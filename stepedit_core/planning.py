@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from stepedit_core.access import AllowedRoots
+from stepedit_core.access import AllowedRoots, covering_roots
 from stepedit_core.edits import EditError, EditSpec, parse_chain
 from stepedit_core.engines.base import Engine
 from stepedit_core.failpoints import failpoint
@@ -48,15 +48,56 @@ def check_rows(
 ) -> Iterator[PlanRow | RowResult]:
     """A `PlanRow` for each row to edit, a failed `RowResult` for each row refused. With
     `roots`, a row whose audio resolves outside them is refused and its URI is never opened."""
+    for _, planned in _checked_rows(uri, job_chain, engine, base_seed, roots):
+        yield planned
+
+
+def _checked_rows(
+    uri: str,
+    job_chain: tuple[EditSpec, ...],
+    engine: Engine,
+    base_seed: int,
+    roots: AllowedRoots | None,
+) -> Iterator[tuple[dict, PlanRow | RowResult]]:
+    """Each manifest row with what `check_rows` makes of it."""
     seen: set[str] = set()
     for index, row in iter_rows(uri):
         clip_id = clean(row.get("clip_id"))
         try:
-            yield _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed, roots)
+            yield row, _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed, roots)
         except ItemFailure as failure:
-            yield RowResult.failed(index, clip_id, failure.code, f"row {index}: {failure}")
+            yield row, RowResult.failed(index, clip_id, failure.code, f"row {index}: {failure}")
         if clip_id is not None:
             seen.add(clip_id)
+
+
+def refusal_of_every_row(
+    uri: str,
+    job_chain: tuple[EditSpec, ...],
+    engine: Engine,
+    roots: AllowedRoots | None = None,
+) -> str | None:
+    """When planning would refuse every row of the manifest for one and the same reason: what
+    to tell the user, with what would fix it. A run of such a job would only write failure
+    records. None as soon as one row would be planned or a second reason appears, so a usable
+    catalog costs a row or two here; an empty manifest is not refused."""
+    code, first, rows = None, "", 0
+    audio_uris: set[str] = set()
+    for row, planned in _checked_rows(uri, job_chain, engine, 0, roots):
+        if not isinstance(planned, RowResult) or code not in (None, planned.error_code):
+            return None
+        code, first = planned.error_code, first or str(planned.error)
+        rows += 1
+        if code == "uri_not_allowed" and clean(row.get("audio_uri")) is not None:
+            audio_uris.add(str(row["audio_uri"]))
+    if code is None:
+        return None
+    message = f"every row ({rows}) would be refused at plan time as {code}; {first}"
+    covering = covering_roots(audio_uris)
+    if code == "uri_not_allowed" and covering:
+        message += "; the audio lies under " + ", ".join(covering) + ": run again with "
+        message += " ".join(f"--allow-root {root}" for root in covering)
+    return message
 
 
 def _plan_row(

@@ -32,6 +32,11 @@ def summary_text(record: dict[str, Any]) -> str:
             f"{rounds['resumed']} resumed from earlier attempts"
         )
     lines.append(f"output manifest: {record['outputs']['manifest']}")
+    if counts["failed"]:
+        lines.append(
+            f"{counts['failed']} failed rows: their failure records (error_code, error) are the "
+            "rows with status 'failed' in the output manifest"
+        )
     if record["outputs"].get("report"):
         lines.append(f"review page: {record['outputs']['report']}")
     return "\n".join(lines) + "\n"

@@ -164,9 +164,11 @@ def test_validate_names_rows_outside_the_roots(tmp_path, capsys):
     catalog.mkdir()
     outside = write_clip(tmp_path / "a.wav", 0.5)
     manifest = write_manifest(catalog / "m.parquet", [{"clip_id": "a", "audio_uri": outside}])
-    assert main(["validate", manifest, "--edit", "denoise"]) == 0
+    # its only row outside the roots: validate refuses as run would, naming the root to allow
+    assert main(["validate", manifest, "--edit", "denoise"]) == 2
     out = capsys.readouterr()
     assert "uri_not_allowed" in out.out and "outside the allowed roots" in out.err
+    assert f"--allow-root {tmp_path}" in out.err
     assert main(["validate", manifest, "--edit", "denoise", "--allow-root", str(tmp_path)]) == 0
     assert "1 row(s) ready" in capsys.readouterr().out
 

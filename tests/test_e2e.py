@@ -70,16 +70,17 @@ def test_run_with_bad_rows_finishes_and_reports(tmp_path, prefect_server, ray_cl
         "--shard-size",
         "2",
     ]
-    assert main(args) == 0
+    assert main(args) == 1  # the run finished and some rows failed
     out = capsys.readouterr().out
     assert "1 ok, 2 failed" in out and "missing_file: 1" in out and "unsupported_edit: 1" in out
+    assert "2 failed rows: their failure records" in out and "status 'failed'" in out
     rows = pq.read_table(tmp_path / "runs/nightly-01/manifest.parquet").to_pylist()
     assert [r["status"] for r in rows] == ["ok", "failed", "failed"]
     audio, rate = sf.read(rows[0]["output_uri"])
     assert len(audio) / rate == pytest.approx(0.8 * 0.64, rel=0.03)
     # a finished run id is not silently overwritten: a rerun does nothing and says so
     before = (tmp_path / "runs/nightly-01/run.json").read_bytes()
-    assert main(args) == 0
+    assert main(args) == 1  # the finished run's status
     assert "already finished" in capsys.readouterr().out
     assert (tmp_path / "runs/nightly-01/run.json").read_bytes() == before
 
