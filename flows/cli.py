@@ -31,6 +31,7 @@ from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
+from stepedit_flows.run_logs import console_logging, run_log
 
 OK = 0
 ROWS_FAILED = 1
@@ -224,10 +225,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "edit, engine version and seed; the output manifest points the others at the earlier "
         "outputs (column reused_from_run). Default: off for `run`, on for `deploy`",
     )
-    p.add_argument(
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument(
         "--quiet",
         action="store_true",
-        help="no progress and no log lines below warnings; the summary is still printed",
+        help="no progress; the summary (and warnings and errors) is still printed",
+    )
+    talk.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show Prefect's and Ray's log lines (by default they go to the Prefect "
+        "backend and to RUN/_work/logs/ only)",
     )
 
 
@@ -410,28 +419,23 @@ def _run_flow(job: JobSpec, quiet: bool) -> int:
 
     start_reaper()  # stops Prefect's server and a local Ray even if this process is killed
     renderer = make_renderer(quiet, sys.stderr)
+    store = RunStore(job.out, job.run_id)
     try:
-        with stop_on_signals(RunStore(job.out, job.run_id)), reporting(renderer):
+        with run_log(store) as log, stop_on_signals(store), reporting(renderer):
             start_temporary_server()  # out of the terminal's reach: Ctrl-C must not stop it first
             record = edit_catalog(job)
     finally:
         renderer.close()
     print(summary_text(record), end="")
+    print(f"log: {log}")
     return exit_status(record)
-
-
-def _console_logging(quiet: bool) -> None:
-    """Before Prefect is imported: under --quiet, or while a live bar owns the terminal,
-    Prefect's console shows warnings and errors only (the run's logs still reach its API)."""
-    if quiet or sys.stderr.isatty():
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
     job = _job(args, args.manifest)
-    _console_logging(args.quiet)
+    console_logging(args.verbose)
     with storage_options_installed(job.storage_options, job.storage_uris()):
         if not _check_before_run(job):
             return _print_finished(job)
@@ -459,7 +463,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # the demo's clips ship inside the package, next to no manifest: allow their folder
     args.allow_root = args.allow_root or sorted({str(Path(c["path"]).parent) for c in demo_clips()})
     job = _job(args, str(manifest))
-    _console_logging(args.quiet)
+    console_logging(args.verbose)
     if not _check_before_run(job):
         return _print_finished(job)
     return _run_flow(job, args.quiet)

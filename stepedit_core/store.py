@@ -73,6 +73,11 @@ class RunStore:
         return self.path("run.json")
 
     @property
+    def logs_dir(self) -> str:
+        """Each attempt's log file (Prefect's and Ray's lines); kept by --overwrite."""
+        return self.path("_work", "logs")
+
+    @property
     def manifest(self) -> str:
         return self.path("manifest.parquet")
 
@@ -197,5 +202,5 @@ class RunStore:
                 retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
         work = self.path("_work")
         for path in self.list(work, suffix=""):
-            if path != self.lease:
+            if path not in (self.lease, self.logs_dir):
                 retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")

@@ -31,6 +31,8 @@ BASE_ENV = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "RAY_AUTH_MODE": "disabled",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # the temporary server's start waits out a loaded 2-core machine (Prefect's default: 20 s)
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 CLI = "import sys; from stepedit_flows.cli import main; sys.exit(main())"
 

@@ -8,6 +8,7 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -183,7 +184,10 @@ def _cli(tmp_path, manifest: str, *extra: str) -> list[str]:
 def _env(tmp_path) -> dict[str, str]:
     """A user's environment: none of the test session's Prefect settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return dict(env, PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="100")
+    # a fresh Prefect home builds its database while the temporary server starts: on a loaded
+    # 2-core machine that can take longer than Prefect's default wait
+    slow_start = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    return dict(env, PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="100", **slow_start)
 
 
 def _run_in_pty(command: list[str], env: dict[str, str], timeout: float = 240) -> str:
@@ -236,3 +240,32 @@ def test_quiet_shows_no_progress_and_no_logs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.startswith("run p: 3 rows, 3 ok, 0 failed")
+
+
+@pytest.mark.slow
+def test_off_a_terminal_a_run_shows_progress_and_summary_and_v_shows_the_logs(tmp_path):
+    manifest = _catalog(tmp_path)
+    default = subprocess.run(
+        _cli(tmp_path, manifest), capture_output=True, text=True, env=_env(tmp_path), timeout=240
+    )
+    assert default.returncode == 0, default.stderr
+    # stepedit's own lines only: Prefect's go to the run's log file (and Prefect's API)
+    assert all(line.startswith("progress: ") for line in default.stderr.splitlines())
+    assert default.stdout.startswith("run p: 3 rows, 3 ok, 0 failed")
+    log = default.stdout.splitlines()[-1].removeprefix("log: ")
+    assert Path(log).parent == tmp_path / "out" / "p" / "_work" / "logs"
+    logged = Path(log).read_text()
+    assert "Starting temporary server" in logged and "Beginning flow run 'p'" in logged
+    assert "Task run 'plan-shards-" in logged and "| INFO    |" in logged
+    verbose = subprocess.run(
+        _cli(tmp_path, manifest, "-v", "--overwrite"),
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        timeout=240,
+    )
+    assert verbose.returncode == 0, verbose.stderr
+    assert "Beginning flow run 'p'" in verbose.stderr and "Task run 'plan-shards-" in verbose.stderr
+    assert "progress: 3/3 clips (100%)" in verbose.stderr
+    # --overwrite starts the run afresh but keeps the earlier attempts' logs
+    assert len(list(Path(log).parent.glob("*.log"))) == 2

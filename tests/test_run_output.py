@@ -96,6 +96,7 @@ def finished_run(tmp_path_factory):
     dropped = ("AWS_", "FSSPEC_", "RAY_", "PREFECT_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env.update(ENV_SECRETS, PREFECT_HOME=str(tmp / "prefect"), RAY_TMPDIR=str(ray_tmp))
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # a loaded machine
     command = [
         sys.executable,
         "-m",
@@ -168,3 +169,13 @@ def test_normal_output_has_no_warnings_or_errors_from_ray_or_prefect(finished_ru
     ]
     assert not noisy, "\n".join(noisy)
     assert "progress: 3/3 clips (100%)" in result.stderr  # plain lines off a terminal
+    assert "| INFO" not in result.stderr  # Prefect's INFO lines go to the log file
+
+
+@pytest.mark.slow
+def test_the_log_file_is_uploaded_to_the_run_folder(finished_run):
+    result, written = finished_run
+    log = result.stdout.splitlines()[-1].removeprefix("log: ")
+    assert log.startswith("s3://runs/nightly/sec/_work/logs/") and log.endswith(".log")
+    logged = written[log].decode()
+    assert "Beginning flow run 'sec'" in logged and "Task run 'run-shards-" in logged

@@ -184,6 +184,9 @@ def _apply(batch: dict[str, np.ndarray], stages: list[Stage]) -> dict[str, np.nd
     return {"item": np.array([pickle.dumps(i, protocol=5) for i in items], dtype=object)}
 
 
+RAY_TO_CONSOLE_ENV = "STEPEDIT_RAY_LOG_TO_DRIVER"
+
+
 def ensure_ray(address: str | None = None) -> None:
     import ray
 
@@ -195,13 +198,16 @@ def ensure_ray(address: str | None = None) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
     )
+    # `stepedit run -v` asks for Ray's INFO lines and its workers' output on the console;
+    # otherwise they stay in Ray's session logs (and the run's log file, see stepedit_flows)
+    verbose = os.environ.get(RAY_TO_CONSOLE_ENV) == "1"
     with keep_signal_handlers():  # Ray's SIGTERM handler would drain for 30 s and exit 1
         ray.init(
             address=address,
             ignore_reinit_error=True,
             include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            log_to_driver=verbose,
         )
 
 
