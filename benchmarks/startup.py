@@ -10,9 +10,8 @@ Each piece is measured in a fresh interpreter, `--repeat` times (medians are rep
 - `ray init`: `ensure_ray()` starting a local Ray (after its imports);
 - `run local` / `run ray`: `stepedit run` on one 1 s clip (`speed=faster`), command to exit,
   each in a new run folder;
-- `run local, server reused`: the same with PREFECT_API_URL pointing at a Prefect server that
-  is already up (`prefect server start`, started once by this script), so no temporary server
-  starts.
+- `run local, server reused` / `run ray, server reused`: the same while `stepedit server start`
+  keeps a local Prefect server up (started once by this script), so no temporary server starts.
 
     python benchmarks/startup.py [--repeat 3]
 
@@ -26,14 +25,11 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,49 +109,14 @@ def run_command(manifest: str, out: Path, run_id: str, executor: str) -> list[st
     ]  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
-def prefect_server(env: dict[str, str]) -> Iterator[str]:
-    """`prefect server start` in the background until it answers; yields its API URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],  # fmt: skip
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    api = f"http://127.0.0.1:{port}/api"
+def local_server(env: dict[str, str]) -> Iterator[None]:
+    """`stepedit server start` for the Prefect home in `env` until the block ends."""
+    wall([sys.executable, "-m", "stepedit_flows.cli", "server", "start"], env)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("prefect server start did not come up") from None
-                time.sleep(0.5)
-        yield api
+        yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        wall([sys.executable, "-m", "stepedit_flows.cli", "server", "stop"], env)
 
 
 def median(values: list[float]) -> float:
@@ -200,11 +161,12 @@ def main() -> None:
             for executor in ("local", "ray"):
                 command = run_command(manifest, tmp_path / "runs", f"{executor}-{i}", executor)
                 record(f"run {executor}", wall(command, env)[0])
-        with prefect_server(base_env(tmp_path / "server-home")) as api:
-            reused = {**env, "PREFECT_API_URL": api}
+        with local_server(env):
             for i in range(args.repeat):
-                command = run_command(manifest, tmp_path / "runs", f"reused-{i}", "local")
-                record("run local, server reused", wall(command, reused)[0])
+                for executor in ("local", "ray"):
+                    run_id = f"reused-{executor}-{i}"
+                    command = run_command(manifest, tmp_path / "runs", run_id, executor)
+                    record(f"run {executor}, server reused", wall(command, env)[0])
 
     seconds = {name: median(values) for name, values in samples.items()}
     floor = seconds["import prefect, ray, torch"]
@@ -215,9 +177,17 @@ def main() -> None:
         "samples": {name: [round(v, 2) for v in values] for name, values in samples.items()},
         "ratios_to_imports": {
             name: round(seconds[name] / floor, 2)
-            for name in ("run local", "run ray", "run local, server reused")
+            for name in (
+                "run local",
+                "run ray",
+                "run local, server reused",
+                "run ray, server reused",
+            )
         },
         "ray_minus_local_s": round(seconds["run ray"] - seconds["run local"], 2),
+        "ray_minus_local_server_reused_s": round(
+            seconds["run ray, server reused"] - seconds["run local, server reused"], 2
+        ),
         "note": "shared machine, other jobs running: load average before/after recorded",
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -30,6 +30,7 @@ from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
+from stepedit_flows import local_server
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.run_logs import console_logging, run_log
 
@@ -298,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(deploy)
     deploy.set_defaults(incremental=True)  # a schedule re-runs a catalog: redo only what changed
 
+    server = sub.add_parser(
+        "server",
+        help="a local Prefect server that later runs reuse instead of starting their own",
+    )
+    server.add_argument("action", choices=("start", "stop", "status"))
+
     deployments = sub.add_parser("deployments", help="list scheduled jobs and their last runs")
     add_list_options(deployments)
 
@@ -434,6 +441,7 @@ def _run_flow(job: JobSpec, quiet: bool) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
+    local_server.use_for_this_run()
     job = _job(args, args.manifest)
     console_logging(args.verbose)
     with storage_options_installed(job.storage_options, job.storage_uris()):
@@ -463,6 +471,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # the demo's clips ship inside the package, next to no manifest: allow their folder
     args.allow_root = args.allow_root or sorted({str(Path(c["path"]).parent) for c in demo_clips()})
     job = _job(args, str(manifest))
+    local_server.use_for_this_run()
     console_logging(args.verbose)
     if not _check_before_run(job):
         return _print_finished(job)
@@ -579,7 +588,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    """start: print the API URL runs will use; stop: 0 whether or not one ran; status: 1 when
+    none runs."""
+    home = local_server.prefect_home()
+    if args.action == "start":
+        try:
+            state = local_server.start()
+        except RuntimeError as exc:
+            raise Refused(str(exc)) from None
+        verb = "already running" if state.get("already_running") else "started"
+        print(f"Prefect server {verb} at {state['api_url']} (pid {state['pid']}, home {home})")
+        return 0
+    if args.action == "stop":
+        state = local_server.stop()
+        print(f"Prefect server stopped (pid {state['pid']})" if state else "no server running")
+        return 0
+    state = local_server.running()
+    if state is None:
+        print(f"no server running for Prefect home {home}")
+        return 1
+    print(f"Prefect server at {state['api_url']} (pid {state['pid']}, home {home})")
+    return 0
+
+
 COMMANDS = {
+    "server": cmd_server,
     "audit": cmd_audit,
     "verify": cmd_verify,
     "report": cmd_report,
