@@ -110,7 +110,7 @@ def reap(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def stepedit(args: list[str], env: dict[str, str], timeout: float = 120) -> Finished:
+def stepedit(args: list[str], env: dict[str, str], timeout: float = 300) -> Finished:
     started = time.monotonic()
     proc = start(args, env)
     try:

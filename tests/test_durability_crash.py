@@ -33,6 +33,8 @@ SECONDS = 0.5  # BS.1770 loudness needs more than one 0.4 s block
 # 150-clip shards of 2 rounds: shard 0 commits a 256-record part mid-shard, then the rest
 SHARDING = ["--shard-size", "150", "--iterations", str(ROUNDS)]
 
+# generous: Prefect's temporary server may take a minute to start on a loaded 2-core machine
+START_TIMEOUT_S = 240
 # where a randomly killed attempt waits for its kill: after every commit, before run.json
 HOLD_AT = "merge.manifest_written"
 
@@ -79,16 +81,18 @@ def kill(args: list[str], env: dict, crash: str, out: str, run_id: str) -> None:
         # held once the manifest is written, the attempt can not finish before the kill, however
         # fast it runs: the random moment falls between its first commit and that hold
         proc = start(args, {**env, HOLD_ENV: HOLD_AT})
-        # a random moment once this attempt's work is under way (it committed a part), so
-        # that the kill lands between commits rather than in Prefect's start-up
-        before = audio_only_after_commit(out, run_id)
-        deadline = time.monotonic() + 90
-        while audio_only_after_commit(out, run_id) == before:
-            assert proc.poll() is None and time.monotonic() < deadline, output(proc)
-            time.sleep(0.1)
-        time.sleep(random.uniform(0.0, 1.5))
-        assert proc.poll() is None, f"the attempt ended before its kill: {output(proc)}"
-        kill_group(proc)
+        try:
+            # a random moment once this attempt's work is under way (it committed a part), so
+            # that the kill lands between commits rather than in Prefect's start-up
+            before = audio_only_after_commit(out, run_id)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while audio_only_after_commit(out, run_id) == before:
+                assert proc.poll() is None and time.monotonic() < deadline, output(proc)
+                time.sleep(0.1)
+            time.sleep(random.uniform(0.0, 1.5))
+            assert proc.poll() is None, f"the attempt ended before its kill: {output(proc)}"
+        finally:  # a failed check must not leave a held attempt behind
+            kill_group(proc)
         assert not run_finished(out, run_id), "the killed attempt wrote run.json"
         return
     killed = stepedit(args, {**env, "STEPEDIT_FAILPOINT": crash})

@@ -45,7 +45,7 @@ def place(request, tmp_path):
     return make
 
 
-def wait_for_lease(store: RunStore, proc, timeout: float = 60.0) -> dict:
+def wait_for_lease(store: RunStore, proc, timeout: float = 240.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, output(proc)
