@@ -46,9 +46,8 @@ FAILPOINTS = [
 ]
 
 
-def audio_only_after_commit(out: str, run_id: str) -> int:
-    """Every final audio file on disk belongs to a clip a committed part holds (a crash never
-    leaves a file ahead of its record); returns how many clip-rounds are committed."""
+def committed_rows(out: str, run_id: str) -> tuple[set[int], int]:
+    """The rows committed parts hold, and how many clip-rounds they hold."""
     fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{run_id}")
     fs.invalidate_cache()
     committed: set[int] = set()
@@ -59,6 +58,15 @@ def audio_only_after_commit(out: str, run_id: str) -> int:
                 table = pq.read_table(io.BytesIO(fs.cat_file(part)), columns=["row_index"])
                 committed.update(table.column("row_index").to_pylist())
                 records += table.num_rows
+    return committed, records
+
+
+def audio_only_after_commit(out: str, run_id: str) -> int:
+    """Every final audio file on disk belongs to a clip a committed part holds (a crash never
+    leaves a file ahead of its record); returns how many clip-rounds are committed. Only once
+    no attempt runs: a live one may commit and publish between the two listings."""
+    committed, records = committed_rows(out, run_id)
+    fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{run_id}")
     if fs.exists(f"{root}/audio"):
         for path in fs.ls(f"{root}/audio", detail=False):
             name = path.rsplit("/", 1)[1]
@@ -84,9 +92,9 @@ def kill(args: list[str], env: dict, crash: str, out: str, run_id: str) -> None:
         try:
             # a random moment once this attempt's work is under way (it committed a part), so
             # that the kill lands between commits rather than in Prefect's start-up
-            before = audio_only_after_commit(out, run_id)
+            before = committed_rows(out, run_id)[1]
             deadline = time.monotonic() + START_TIMEOUT_S
-            while audio_only_after_commit(out, run_id) == before:
+            while committed_rows(out, run_id)[1] == before:
                 assert proc.poll() is None and time.monotonic() < deadline, output(proc)
                 time.sleep(0.1)
             time.sleep(random.uniform(0.0, 1.5))
