@@ -11,9 +11,11 @@ in rounds 1..N.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audio import Audio
 from stepedit_core.delivery import QcPlan, check
 from stepedit_core.edits import EditSpec
 from stepedit_core.records import RoundRecord
@@ -76,7 +78,8 @@ class StartRound(Stage):
 
 class RoundEnd(Stage):
     """Records the round (FLAC bytes, hashes, tokens, QC metrics and verdict), seals the record
-    into the clip's hash chain, and promotes the output to the next round's input."""
+    into the clip's hash chain, and promotes the output to the next round's input, through the
+    engine's `round_handoff` when it has one (the record keeps the output as it was made)."""
 
     resources = Resources(cpus=0.25)
     needs_actor = False
@@ -89,11 +92,13 @@ class RoundEnd(Stage):
         engine_name: str,
         engine_version: str,
         qc_plan: QcPlan | None = None,
+        handoff: Callable[[Audio], Audio] | None = None,
     ) -> None:
         self.round = round_number
         self.engine_name = engine_name
         self.engine_version = engine_version
         self.qc_plan = qc_plan or QcPlan()
+        self.handoff = handoff
         self.name = f"round_end_{round_number}"
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
@@ -117,7 +122,10 @@ class RoundEnd(Stage):
             item.state = {"input_sha256": record.output_sha256}
             item.timings = {}
             if not item.failed:
-                item.audio, item.output = item.output, None
+                output = item.output
+                if self.handoff is not None and output is not None:
+                    output = self.handoff(output)
+                item.audio, item.output = output, None
         return items
 
     def _measure(self, item: WorkItem, record: RoundRecord) -> None:
@@ -156,5 +164,5 @@ def build_stages(
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
-        stages.append(RoundEnd(k, engine.name, engine.version, qc_plan))
+        stages.append(RoundEnd(k, engine.name, engine.version, qc_plan, engine.round_handoff))
     return stages

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepedit_core.audio import Audio
 from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
 from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.stages import Stage
@@ -37,6 +39,9 @@ class Engine(ABC):
     reads_text: bool = True
     # edit type -> what this engine does with it, beyond the table's options (`stepedit engines`)
     notes: dict[str, str] = {}
+    # What the next round receives of a round's output; None: the output as it is. A
+    # module-level function, so the round-end stage that calls it pickles it by reference.
+    round_handoff: Callable[[Audio], Audio] | None = None
 
     def __init__(self, options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
