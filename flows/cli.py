@@ -23,6 +23,7 @@ from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
+from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
 
 REFUSED = 2
 
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="players and spectrograms for every clip, only those on index.html, or none",
     )
+    add_eval_parser(sub)
     return parser
 
 
@@ -540,6 +542,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "deploy": cmd_deploy,
     "deployments": cmd_deployments,
+    "eval": cmd_eval,
 }
 
 
