@@ -498,7 +498,8 @@ class StepAudioEngine(Engine):
         "paralinguistic": "target_text carries tags: " + " ".join(PARALINGUISTIC_TAGS),
         "clone": (
             "the row's clip is the voice, text its transcript, target_text what to say "
-            "(round 0; tags in target_text are left out of what the clone says)"
+            "(round 0; its paralinguistic tags are left out of what the clone says, "
+            "dialect and language tags such as [Sichuanese] stay)"
         ),
     }
 

@@ -50,8 +50,16 @@ class TextTokenizerError(ValueError):
     """A model folder whose text tokenizer can not be reproduced."""
 
 
-_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token")
-_SPECIAL_KEYS += ("mask_token",)  # the reference's order of special-token attributes
+# the reference's special-token attributes, in its order
+_SPECIAL_KEYS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 
 
 def _token_text(value: Any) -> str | None:
