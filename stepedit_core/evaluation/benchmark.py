@@ -112,12 +112,12 @@ def find_task_files(checkout: Path, tasks: Iterable[str] = TASKS) -> dict[str, P
     return found
 
 
-def _where(path: Path, checkout: Path, line: int) -> str:
+def _name(path: Path, checkout: Path) -> str:
+    """The file as the checkout names it (`data/style.jsonl`)."""
     try:
-        name = path.relative_to(checkout)
+        return str(path.relative_to(checkout))
     except ValueError:
-        name = path
-    return f"{name} line {line}"
+        return str(path)
 
 
 def _field(record: dict, name: str, where: str) -> str:
@@ -148,7 +148,7 @@ def _prompt_audio(checkout: Path, relative: str, where: str) -> str:
 
 def parse_line(text: str, task: str, path: Path, checkout: Path, line: int) -> dict:
     """One benchmark line as a manifest row (without its clip_id); LineError when unusable."""
-    where = _where(path, checkout, line)
+    where = f"{_name(path, checkout)} line {line}"
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -180,7 +180,7 @@ def parse_line(text: str, task: str, path: Path, checkout: Path, line: int) -> d
         "eval_task": task,
         "eval_label": label,
         "benchmark_id": values["id"],
-        "benchmark_source": where.replace(" line ", ":"),
+        "benchmark_source": f"{_name(path, checkout)}:{line}",
     }
 
 
