@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from stepedit_core import audio as audio_io
 from stepedit_core.delivery import QcPlan, check
 from stepedit_core.edits import EditSpec
+from stepedit_core.judges.stage import JudgeRound, RoundJudging
 from stepedit_core.records import RoundRecord
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
@@ -68,7 +69,8 @@ class StartRound(Stage):
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         for item in items:
             item.round = self.round
-            item.round_edits = edits_in_round(item.edits, self.round)
+            # a clip a judge already confirmed gets no further rounds (--until-judged)
+            item.round_edits = () if item.stopped_by else edits_in_round(item.edits, self.round)
             if not item.failed:
                 item.prompt = item.original if self.prompt_mode == "fixed" else item.audio
         return items
@@ -149,12 +151,16 @@ def build_stages(
     with_clone_round: bool,
     prompt_mode: str = "chain",
     qc_plan: QcPlan | None = None,
+    judging: RoundJudging | None = None,
 ) -> list[Stage]:
-    """The flat stage list an executor runs: load, then (start, engine stages, end) per round."""
+    """The flat stage list an executor runs: load, then (start, engine stages, end) per round,
+    and with `judging` a judge after each round's end."""
     stages: list[Stage] = [LoadAudio()]
     first = CLONE_ROUND if with_clone_round else 1
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
         stages.append(RoundEnd(k, engine.name, engine.version, qc_plan))
+        if judging is not None:
+            stages.append(JudgeRound(k, judging))
     return stages

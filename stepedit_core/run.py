@@ -27,6 +27,8 @@ from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import RunRefused
 from stepedit_core.incremental import Reuse, write_finished
 from stepedit_core.job import JobSpec
+from stepedit_core.judges.stage import RoundJudging
+from stepedit_core.judges.targets import manifest_targets
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
 from stepedit_core.planning import Sharding, plan_shards
@@ -135,7 +137,17 @@ class RunSteps:
             job.prompt_mode,
             progress or self.progress,
             job.qc_plan(),
+            self.round_judging(),
         )
+
+    def round_judging(self) -> RoundJudging | None:
+        """How rounds are judged as they are made (`--judge`): the judge and each row's target
+        from the manifest's eval_task and eval_label."""
+        job = self.job
+        if job.judge is None:
+            return None
+        targets, _ = manifest_targets(job.manifest_uri)
+        return RoundJudging(job.judge.judge(job.out), targets, job.until_judged)
 
     def merge(self) -> MergeCounts:
         """Join plan refusals and shard results onto the input manifest, in input order."""

@@ -1,0 +1,78 @@
+"""`stepedit verify` for verdicts: each one's seal, its link to the round (or source) it judged,
+and the sealed digest over a judging pass's verdicts (`RUN/eval/judgements.json`)."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+
+from stepedit_core.audit.records import audit_key, record_digest, run_relative, seal_line
+from stepedit_core.store import RunStore
+
+JUDGEMENTS_DIR = "judgements"
+
+
+def check_verdicts(store: RunStore, report: Any, found: dict[tuple, dict]) -> None:
+    """Add a mismatch to `report` (a VerifyReport) for each verdict that is altered or judged
+    a record the run does not hold. `found`: (row_index, iteration) -> round record."""
+    parts = store.list(store.path(JUDGEMENTS_DIR))
+    if not parts:
+        return
+    links = {r.get("record_sha256") for r in found.values()}
+    first: dict[int, dict] = {}
+    for (row, iteration), record in found.items():
+        if row not in first or iteration < first[row]["iteration"]:
+            first[row] = record
+    links |= {r.get("input_sha256") for r in first.values()}  # iteration 0: the source file
+    count = 0
+    by_prefix: dict[str, list[str]] = {}
+    for part in parts:
+        rel = run_relative(store, part)
+        try:
+            rows = store.read_table(part).to_pylist()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            report.add("verdicts_unreadable", rel, detail=f"{type(exc).__name__}: {exc}")
+            continue
+        prefix = posixpath.basename(part).split("-shard-", 1)[0]
+        for row in rows:
+            count += 1
+            by_prefix.setdefault(prefix, []).append(row.get("record_sha256") or "")
+            where = f"iteration {row.get('iteration')} {row.get('task')}"
+            if record_digest(row) != row.get("record_sha256"):
+                report.add("verdict_altered", rel, row.get("clip_id"), f"{where}: seal broken")
+            elif row.get("prev_record_sha256") not in links:
+                report.add(
+                    "verdict_unlinked",
+                    rel,
+                    row.get("clip_id"),
+                    f"{where}: judged a record this run does not hold",
+                )
+    report.checked["verdicts"] = count
+    _check_digest(store, report, by_prefix)
+
+
+def _check_digest(store: RunStore, report: Any, by_prefix: dict[str, list[str]]) -> None:
+    from stepedit_core.judges.judging import verdicts_digest  # judging imports this module's peers
+
+    path = store.path("eval", "judgements.json")
+    if not store.exists(path):
+        return
+    data = store.read_bytes(path)
+    seal_path = path + ".sha256"
+    sealed = store.read_bytes(seal_path).decode().split()[0] if store.exists(seal_path) else ""
+    key = audit_key() if sealed.startswith("hmac-sha256:") else None
+    if sealed != seal_line(data, key).split()[0]:
+        report.add("judgements_altered", "eval/judgements.json", detail="does not match its seal")
+        return
+    record = json.loads(data)
+    hashes = by_prefix.get(record.get("judge_id", ""), [])
+    if verdicts_digest(hashes) != record.get("verdicts_digest"):
+        report.add(
+            "judgements_altered",
+            "eval/judgements.json",
+            detail=f"the judge's {len(hashes)} verdicts do not digest to the recorded digest "
+            f"({record.get('verdicts')} verdicts recorded)",
+        )
