@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from judge_server import KEY, JudgeServer
 
-from stepedit_core.audit import verify_run
+from stepedit_core.audit import clip_history, format_history, verify_run
 from stepedit_core.edits import parse_edit
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.job import JobSpec
@@ -232,6 +232,9 @@ def test_rounds_stop_when_the_judge_agrees_and_best_prefers_confirmed_rounds(
     assert {v["clip_id"] for v in verdicts} == {"c0", "c1"}
     assert all(v["stop_reason"].startswith("stopped after iteration 1") for v in verdicts)
     assert verify_run(str(out), "r").intact
+    history = clip_history(str(out), "r", "c0")
+    assert history["intact"] and history["verdicts"][0]["answer"] == "happy"
+    assert "stopped after iteration 1" in format_history(history)
 
 
 def test_objective_judges_give_signal_edits_a_verdict(tmp_path):

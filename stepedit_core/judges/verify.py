@@ -8,6 +8,7 @@ import posixpath
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from stepedit_core.audit.records import audit_key, record_digest, run_relative, seal_line
 from stepedit_core.store import RunStore
@@ -76,3 +77,30 @@ def _check_digest(store: RunStore, report: Any, by_prefix: dict[str, list[str]])
             detail=f"the judge's {len(hashes)} verdicts do not digest to the recorded digest "
             f"({record.get('verdicts')} verdicts recorded)",
         )
+
+
+def clip_verdicts(store: RunStore, clip_id: str) -> list[dict[str, Any]]:
+    """Every verdict on one clip (all judges), each with whether its seal holds."""
+    found = []
+    for part in store.list(store.path(JUDGEMENTS_DIR)):
+        table = store.read_table(part)
+        mask = pa.compute.equal(table.column("clip_id"), clip_id)
+        for row in table.filter(mask).to_pylist():
+            row["seal_ok"] = record_digest(row) == row.get("record_sha256")
+            found.append(row)
+    return sorted(found, key=lambda v: (v["iteration"], v["judge"], v["model"], v["task"]))
+
+
+def format_verdicts(verdicts: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for v in verdicts:
+        said = v.get("answer") if v.get("status") == "ok" else f"{v.get('error_code')}"
+        mark = "" if v.get("seal_ok") else "  SEAL BROKEN"
+        lines.append(
+            f"  verdict  iteration {v['iteration']}  {v['judge']} {v['model']}: {v['task']} "
+            f"{v['label']!r} -> {said!r} ({'landed' if v.get('correct') else 'not landed'})"
+            f"{mark}"
+        )
+        if v.get("stop_reason"):
+            lines.append(f"           {v['stop_reason']}")
+    return lines
