@@ -1,0 +1,102 @@
+"""Judging throughput: verdicts per second at 1, 8 and 32 requests in flight, against a local
+judge server (the tests' server, both API shapes) that answers after a fixed latency.
+
+Measures what one judge actor does (`Judge.judge_many`: WAV encoding, base64, HTTP, parsing,
+sealing), without the verdict cache, so every verdict is a request.
+
+    python benchmarks/judges.py [--latency 0.2] [--api gemini]
+
+Writes benchmarks/results/judges.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from machine import machine_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from judge_server import KEY, JudgeServer  # noqa: E402 - the tests' server, found via sys.path
+
+from stepedit_core.judges.http import HttpPolicy  # noqa: E402
+from stepedit_core.judges.judge import Judge, JudgeTask  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+LEVELS = (1, 8, 32)
+SECONDS_PER_LEVEL = 8.0  # requests per level: about this long at the ideal rate
+
+
+def clip_bytes(seconds: float = 3.0, rate: int = 24000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+    path = Path(tempfile.mkdtemp()) / "clip.flac"
+    sf.write(path, wave, rate)
+    return path.read_bytes()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--api", choices=("gemini", "openai"), default="gemini")
+    args = parser.parse_args()
+    import os
+
+    os.environ["BENCH_JUDGE_KEY"] = KEY
+    server = JudgeServer(latency_s=args.latency)
+    url = server.start()
+    endpoint = url + ("/v1" if args.api == "openai" else "")
+    audio = clip_bytes()
+    rows = []
+    try:
+        for level in LEVELS:
+            count = max(level * 2, int(SECONDS_PER_LEVEL / args.latency * level))
+            tasks = [
+                JudgeTask(f"c{i}", i, 1, "emotion", "happy", audio, f"sha{i}", f"rec{i}")
+                for i in range(count)
+            ]
+            judge = Judge(args.api, "bench-model", endpoint, "BENCH_JUDGE_KEY", None, level,
+                          policy=HttpPolicy(timeout_s=30))  # fmt: skip
+            before = server.answered
+            started = time.perf_counter()
+            verdicts = judge.judge_many(tasks)
+            seconds = time.perf_counter() - started
+            assert all(v.ok for v in verdicts), [v.error for v in verdicts if not v.ok][:3]
+            rows.append(
+                {
+                    "concurrency": level,
+                    "verdicts": count,
+                    "requests": server.answered - before,
+                    "seconds": round(seconds, 3),
+                    "verdicts_per_s": round(count / seconds, 2),
+                    "ideal_per_s": round(level / args.latency, 2),
+                    "efficiency": round(count / seconds / (level / args.latency), 3),
+                }
+            )
+            print(rows[-1])
+    finally:
+        server.stop()
+    result = {
+        "benchmark": "judges",
+        "api": args.api,
+        "server_latency_s": args.latency,
+        "clip": "3 s mono 24 kHz FLAC, sent as 16-bit WAV",
+        "note": "one judge actor's thread pool against a local server in the same process; "
+        "the machine is shared with other work (2 cores), so the numbers are a floor",
+        "results": rows,
+        "machine": machine_info(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "judges.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
