@@ -24,9 +24,11 @@ from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.judge_cli import (
+    add_eval_parser,
     add_judge_options,
     add_judge_parser,
     add_until_judged,
+    cmd_eval,
     cmd_judge,
     judge_spec,
 )
@@ -294,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="players and spectrograms for every clip, only those on index.html, or none",
     )
     add_judge_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
@@ -553,6 +556,7 @@ COMMANDS = {
     "deploy": cmd_deploy,
     "deployments": cmd_deployments,
     "judge": cmd_judge,
+    "eval": cmd_eval,
 }
 
 

@@ -97,7 +97,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         raise RunRefused("--judge is required")
     out, run_id = split_run_uri(args.run)
     judge = spec.judge(cache_root=out)
-    executor = make_executor(args.executor, args.ray_address)
+    executor = make_executor(args.executor, getattr(args, "ray_address", None))
     outcome = judge_run(out, run_id, judge, executor)
     store = RunStore(out, run_id)
     page = build_report(out, run_id, media="index")
@@ -116,4 +116,92 @@ def cmd_judge(args: argparse.Namespace) -> int:
     print(store.read_bytes(eval_path(store, "accuracy.md")).decode(), end="")
     print(f"accuracy: {store.uri(eval_path(store, 'accuracy.parquet'))}")
     print(f"review page: {page}")
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """`stepedit eval ...`; returns its subcommands so others (import-benchmark) can join."""
+    evaluation = sub.add_parser("eval", help="the benchmark protocol: edit, then judge")
+    commands = evaluation.add_subparsers(dest="eval_command", required=True)
+    run = commands.add_parser(
+        "run", help="round 0 (clone or another system's audio), N editing rounds, then judge"
+    )
+    run.add_argument("manifest", help="benchmark manifest (stepedit eval import-benchmark)")
+    run.add_argument("--out", default="runs", help="output root (default: runs)")
+    run.add_argument("--run-id", default=None, help="default: eval-<manifest name>")
+    run.add_argument("--engine", default="step-audio-editx")
+    run.add_argument("--models", dest="models_dir", metavar="DIR")
+    run.add_argument("--stepaudio-src", metavar="DIR")
+    run.add_argument("--iterations", type=int, default=3, help="editing rounds (default 3)")
+    run.add_argument(
+        "--mode",
+        choices=("chain", "prompt-fixed"),
+        default="chain",
+        help="voice prompt of each round: the previous round's audio, or the round-0 audio",
+    )
+    run.add_argument(
+        "--post-process",
+        metavar="COLUMN",
+        default=None,
+        help="round 0 is another system's audio, from this manifest column (no clone)",
+    )
+    run.add_argument("--executor", choices=EXECUTORS, default="ray")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--allow-root", action="append", default=[], metavar="URI")
+    run.add_argument("--overwrite", action="store_true")
+    run.add_argument("--quiet", action="store_true")
+    add_judge_options(run, required=True)
+    return commands
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.eval_command != "run":
+        raise RunRefused(f"unknown eval command {args.eval_command!r}")
+    return cmd_eval_run(args)
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    import posixpath
+
+    from stepedit_core.access import default_root
+    from stepedit_core.job import JobSpec
+    from stepedit_core.judges.protocol import MODES, protocol_jobs
+    from stepedit_flows.cli import _check_before_run, _print_finished, _run_flow
+
+    spec = judge_spec(args)
+    if spec is None:
+        raise RunRefused("--judge is required")
+    stem = posixpath.basename(args.manifest.rstrip("/")).rsplit(".", 1)[0]
+    run_id = args.run_id or f"eval-{stem}"
+    jobs = protocol_jobs(args.manifest, args.out, run_id, args.iterations, args.post_process)
+    # the derived manifests live under OUT/_eval: audio stays readable where the input's was
+    roots = args.allow_root or [default_root(args.manifest)]
+    for job in jobs:
+        try:
+            spec_job = JobSpec(
+                manifest_uri=job.manifest_uri,
+                out=args.out,
+                run_id=job.run_id,
+                iterations=job.iterations,
+                engine=args.engine,
+                executor=args.executor,
+                prompt_mode=MODES[args.mode],
+                seed=args.seed,
+                models_dir=args.models_dir,
+                stepaudio_src=args.stepaudio_src,
+                overwrite=args.overwrite,
+                allow_roots=roots,
+            )
+        except ValidationError as exc:
+            raise RunRefused(
+                "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            ) from None
+        print(f"{job.run_id}: {job.rows} rows, {job.iterations} editing round(s) after round 0")
+        if _check_before_run(spec_job):
+            _run_flow(spec_job, args.quiet)
+        else:
+            _print_finished(spec_job)
+    for job in jobs:
+        args.run = posixpath.join(args.out, job.run_id)
+        cmd_judge(args)
     return 0

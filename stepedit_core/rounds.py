@@ -119,6 +119,10 @@ class RoundEnd(Stage):
             item.state = {"input_sha256": record.output_sha256}
             item.timings = {}
             if not item.failed:
+                if self.round == CLONE_ROUND:
+                    # the clone's voice is the clip's from now on: a fixed voice prompt
+                    # (prompt mode `fixed`) is the round-0 audio, as in the paper's ablation
+                    item.original = item.output
                 item.audio, item.output = item.output, None
         return items
 
