@@ -265,3 +265,58 @@ def test_stepedit_judge_command_on_ray(server, key_env, tmp_path, ray_cluster, c
     assert "Judged accuracy" in page and "<svg" in page
     asked = server.answered
     assert main(args) == 0 and server.answered == asked
+
+
+class _CrashAfter:
+    """The local executor, except that its `calls`-th run raises (a judging pass that dies)."""
+
+    name = "crash-after"
+
+    def __init__(self, calls: int) -> None:
+        self.calls, self.inner = calls, LocalExecutor()
+
+    def run(self, stages, items):
+        self.calls -= 1
+        if self.calls < 0:
+            raise RuntimeError("judging pass killed")
+        yield from self.inner.run(stages, items)
+
+
+def test_a_crashed_judging_pass_resumes_with_the_parts_not_written(
+    server, key_env, tmp_path, monkeypatch
+):
+    out = tmp_path / "runs"
+    job = JobSpec(manifest_uri=_catalog(tmp_path), out=str(out), run_id="r", shard_size=1,
+                  edits=(parse_edit("speed=faster"),), executor="local")  # fmt: skip
+    run_inprocess(job)
+    monkeypatch.setattr("stepedit_core.judges.judging.PARTS_PER_CALL", 1)
+    spec = JudgeSpec(kind="gemini", endpoint=server.url, model="m", key_env=key_env)
+    with pytest.raises(RuntimeError, match="killed"):
+        judge_run(str(out), "r", spec.judge(None), _CrashAfter(1))  # no cache: count requests
+    first = server.answered
+    assert len(list((out / "r" / "judgements").glob("*.parquet"))) == 1 and first == 2
+    outcome = judge_run(str(out), "r", spec.judge(None), LocalExecutor())
+    assert outcome.parts_resumed == 1 and outcome.verdicts == 4
+    assert server.answered - first == 2  # only the clip whose part was not written
+    assert verify_run(str(out), "r").intact
+
+
+@pytest.mark.slow
+def test_run_with_objective_judge_until_judged_on_prefect_and_ray(
+    tmp_path, prefect_server, ray_cluster
+):
+    clip = write_clip(tmp_path / "a.wav", seconds=1.5)
+    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": clip}])
+    out = tmp_path / "runs"
+    args = ["run", manifest, "--out", str(out), "--run-id", "j", "--edit", "loudness=ebu",
+            "--iterations", "3", "--judge", "objective", "--until-judged", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    (row,) = pq.read_table(out / "j" / "manifest.parquet").to_pylist()
+    assert row["status"] == "ok" and row["iterations_done"] == 1
+    (verdict,) = pq.read_table(out / "j" / "judgements").to_pylist()
+    assert verdict["task"] == "loudness" and verdict["correct"]
+    assert verdict["stop_reason"].startswith("stopped after iteration 1")
+    run = json.loads((out / "j" / "run.json").read_text())
+    assert run["parameters"]["judge"]["kind"] == "objective"
+    assert run["parameters"]["until_judged"] is True
+    assert verify_run(str(out), "j").intact
