@@ -262,7 +262,7 @@ def test_stepedit_judge_command_on_ray(server, key_env, tmp_path, ray_cluster, c
     printed = capsys.readouterr().out
     assert "| emotion | en | 1 | 2 | 100.0%" in printed
     page = (out / "r" / "report" / "index.html").read_text()
-    assert "Judged accuracy" in page and "<svg" in page
+    assert "Judged accuracy" in page and 'class="paper"' in page and 'class="ours"' in page
     asked = server.answered
     assert main(args) == 0 and server.answered == asked
 
@@ -320,3 +320,20 @@ def test_run_with_objective_judge_until_judged_on_prefect_and_ray(
     assert run["parameters"]["judge"]["kind"] == "objective"
     assert run["parameters"]["until_judged"] is True
     assert verify_run(str(out), "j").intact
+
+
+@pytest.mark.slow
+def test_run_judged_by_gemini_on_ray_keeps_the_key_out_of_every_file(
+    server, key_env, tmp_path, prefect_server, ray_cluster
+):
+    out = tmp_path / "runs"
+    args = ["run", _catalog(tmp_path), "--out", str(out), "--run-id", "g", "--edit",
+            "speed=faster", "--iterations", "2", "--judge", "gemini", "--endpoint", server.url,
+            "--model", "m", "--key-env", key_env, "--until-judged", "--select", "best",
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    rows = {r["clip_id"]: r for r in pq.read_table(out / "g" / "manifest.parquet").to_pylist()}
+    assert rows["c1"]["iterations_done"] == 1 and rows["plain"]["iterations_done"] == 2
+    assert rows["c1"]["selection_reason"].startswith("judge confirmed")
+    for path, data in _all_bytes(out):
+        assert KEY.encode() not in data, path
