@@ -18,6 +18,7 @@ PAPER = {
 }
 PAPER_PARALINGUISTIC = [1.91, 2.89]  # mean score, iterations 0 and 1, both languages
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 300, 160, 40, 26, 22
+COLORS = {"ours": ("#1f6fd1", "none"), "paper": ("#9a9a9a", "4 3")}  # stroke, dashes
 
 
 def accuracy_section(store: RunStore) -> str:
@@ -71,13 +72,15 @@ def _chart(title: str, ours: dict[int, float | None], paper: list[float], scored
         return TOP + span_y * (high - v) / (high - low)
 
     def line(points: list[tuple[int, float]], cls: str) -> str:
+        color, dash = COLORS[cls]
         coords = " ".join(f"{x(k):.1f},{y(v):.1f}" for k, v in points)
         dots = "".join(
-            f'<circle class="{cls}" cx="{x(k):.1f}" cy="{y(v):.1f}" r="3">'
-            f"<title>{cls} iteration {k}: {v:.3g}</title></circle>"
+            f'<circle class="{cls}" cx="{x(k):.1f}" cy="{y(v):.1f}" r="3" '
+            f'style="fill:{color}"><title>{cls} iteration {k}: {v:.3g}</title></circle>'
             for k, v in points
         )
-        return f'<polyline class="{cls}" points="{coords}" fill="none"/>{dots}'
+        style = f"fill:none;stroke:{color};stroke-width:2;stroke-dasharray:{dash}"
+        return f'<polyline class="{cls}" points="{coords}" style="{style}"/>{dots}'
 
     mine = [(k, v) for k, v in sorted(ours.items()) if v is not None]
     theirs = list(enumerate(paper))
@@ -91,8 +94,11 @@ def _chart(title: str, ours: dict[int, float | None], paper: list[float], scored
         f'<text class="tick" x="{LEFT - 4}" y="{HEIGHT - BOTTOM}" text-anchor="end">{low:g}</text>',
     ]
     if theirs:
+        parts.append(line(theirs, "paper"))
         parts.append(
-            line(theirs, "paper").replace('fill="none"', 'fill="none" stroke-dasharray="4 3"')
+            f'<text class="tick" x="{WIDTH - 12}" y="14" text-anchor="end">'
+            f'<tspan style="fill:{COLORS["ours"][0]}">ours</tspan> '
+            f'<tspan style="fill:{COLORS["paper"][0]}">- - paper</tspan></text>'
         )
     parts.append(line(mine, "ours"))
     for k in xs:
