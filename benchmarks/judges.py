@@ -43,10 +43,49 @@ def clip_bytes(seconds: float = 3.0, rate: int = 24000) -> bytes:
     return path.read_bytes()
 
 
+def through_ray(endpoint: str, args: argparse.Namespace, audio: bytes) -> list[dict]:
+    """The same verdicts through the Ray Data executor (`stepedit judge`'s path): one judge
+    actor, Ray Data's start-up and the tasks' trips through the object store included."""
+    import ray
+
+    from stepedit_core.executors.ray_data import RayDataExecutor
+    from stepedit_core.judges.stage import JudgeTasks
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    executor, rows = RayDataExecutor(), []
+    for level in LEVELS[1:]:
+        count = 320
+        tasks = [
+            JudgeTask(f"c{i}", i, 1, "emotion", "happy", audio, f"sha{i}", f"rec{i}")
+            for i in range(count)
+        ]
+        judge = Judge(args.api, "bench-model", endpoint, "BENCH_JUDGE_KEY", None, level)
+        started = time.perf_counter()
+        judged = list(executor.run([JudgeTasks(judge.with_key())], tasks))
+        seconds = time.perf_counter() - started
+        assert len(judged) == count and all(t.verdict.ok for t in judged)
+        rows.append(
+            {
+                "path": "ray_data_executor",
+                "concurrency": level,
+                "verdicts": count,
+                "seconds": round(seconds, 3),
+                "verdicts_per_s": round(count / seconds, 2),
+                "ideal_per_s": round(level / args.latency, 2),
+            }
+        )
+        print(rows[-1])
+    ray.shutdown()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--api", choices=("gemini", "openai"), default="gemini")
+    parser.add_argument(
+        "--ray", action="store_true", help="also through the Ray Data executor (one judge actor)"
+    )
     args = parser.parse_args()
     import os
 
@@ -72,6 +111,7 @@ def main() -> None:
             assert all(v.ok for v in verdicts), [v.error for v in verdicts if not v.ok][:3]
             rows.append(
                 {
+                    "path": "judge_actor",
                     "concurrency": level,
                     "verdicts": count,
                     "requests": server.answered - before,
@@ -82,6 +122,8 @@ def main() -> None:
                 }
             )
             print(rows[-1])
+        if args.ray:
+            rows += through_ray(endpoint, args, audio)
     finally:
         server.stop()
     result = {
@@ -89,8 +131,10 @@ def main() -> None:
         "api": args.api,
         "server_latency_s": args.latency,
         "clip": "3 s mono 24 kHz FLAC, sent as 16-bit WAV",
-        "note": "one judge actor's thread pool against a local server in the same process; "
-        "the machine is shared with other work (2 cores), so the numbers are a floor",
+        "note": "judge_actor: one judge actor's thread pool (Judge.judge_many) against a local "
+        "server in the same process; ray_data_executor: the same through the Ray Data executor "
+        "(start-up of the pool included, 320 verdicts). The machine is shared with other "
+        "engineers' work (2 cores), so the numbers are a floor",
         "results": rows,
         "machine": machine_info(),
     }

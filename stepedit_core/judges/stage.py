@@ -24,7 +24,7 @@ JUDGE_CPUS = 0.2  # waiting on HTTP, not computing (objective judges measure a l
 
 
 def _batch_size(judge: Judge) -> int:
-    return max(16, 2 * judge.concurrency)  # enough in one call to keep every slot busy
+    return max(32, 4 * judge.concurrency)  # several waves per call: the gaps between calls amortise
 
 
 class JudgeTasks(Stage):
