@@ -112,12 +112,12 @@ class JudgeServer:
         request = json.loads(body)
         if gemini:
             parts = request["contents"][0]["parts"]
-            prompt = parts[0]["text"]
+            prompt = self.requests[number]["prompt"] = parts[0]["text"]
             wav = base64.b64decode(parts[1]["inline_data"]["data"])
             text = self.answer(prompt, wav)
             return 200, {"candidates": [{"content": {"parts": [{"text": text}]}}]}
         content = request["messages"][0]["content"]
-        prompt = content[0]["text"]
+        prompt = self.requests[number]["prompt"] = content[0]["text"]
         wav = base64.b64decode(content[1]["input_audio"]["data"])
         text = self.answer(prompt, wav)
         return 200, {"choices": [{"message": {"role": "assistant", "content": text}}]}

@@ -337,3 +337,59 @@ def test_run_judged_by_gemini_on_ray_keeps_the_key_out_of_every_file(
     assert rows["c1"]["selection_reason"].startswith("judge confirmed")
     for path, data in _all_bytes(out):
         assert KEY.encode() not in data, path
+
+
+def test_retry_after_in_seconds_or_as_an_http_date():
+    import email.utils
+    import time
+
+    from stepedit_core.judges.http import _retry_after
+
+    assert _retry_after("3") == 3.0 and _retry_after(None) == 0.0 and _retry_after("x") == 0.0
+    soon = email.utils.formatdate(time.time() + 20, usegmt=True)
+    assert 15 <= _retry_after(soon) <= 20
+
+
+def test_the_cache_spares_a_second_run_of_the_same_audio(server, key_env, tmp_path):
+    out = tmp_path / "runs"
+    manifest = _catalog(tmp_path)
+    spec = JudgeSpec(kind="gemini", endpoint=server.url, model="m", key_env=key_env)
+    for run_id in ("first", "second"):  # the signal engine makes the same bytes twice
+        job = JobSpec(manifest_uri=manifest, out=str(out), run_id=run_id,
+                      edits=(parse_edit("speed=faster"),), executor="local")  # fmt: skip
+        run_inprocess(job)
+        outcome = judge_run(str(out), run_id, spec.judge(str(out)), LocalExecutor())
+    assert outcome.requests_saved == outcome.verdicts == 4
+    assert server.answered == 4
+
+
+def test_judge_command_refuses_a_run_without_targets_or_key(tmp_path, capsys, monkeypatch):
+    clip = write_clip(tmp_path / "a.wav")
+    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": clip}])
+    out = tmp_path / "runs"
+    run_inprocess(JobSpec(manifest_uri=manifest, out=str(out), run_id="r",
+                          edits=(parse_edit("speed=faster"),), executor="local"))  # fmt: skip
+    base = ["judge", str(out / "r"), "--judge", "gemini", "--model", "m", "--executor", "local"]
+    monkeypatch.delenv("NO_SUCH_JUDGE_KEY", raising=False)
+    assert main([*base, "--key-env", "NO_SUCH_JUDGE_KEY"]) == 2
+    assert "NO_SUCH_JUDGE_KEY is not set" in capsys.readouterr().err
+    monkeypatch.setenv("SOME_KEY", "k")
+    assert main([*base, "--key-env", "SOME_KEY", "--endpoint", "http://127.0.0.1:9"]) == 2
+    assert "eval_task and eval_label" in capsys.readouterr().err
+
+
+def test_paralinguistic_rounds_stop_at_the_top_score(server, key_env, tmp_path):
+    clip = write_clip(tmp_path / "a.wav", seconds=1.0)
+    manifest = write_manifest(tmp_path / "m.parquet", [
+        {"clip_id": "p", "audio_uri": clip, "target_text": "Well [Laughter] fine.",
+         "eval_task": "paralinguistic", "eval_label": "[Laughter]"}])  # fmt: skip
+    out = tmp_path / "runs"
+    spec = JudgeSpec(kind="openai", endpoint=server.url + "/v1", model="m", key_env=key_env)
+    job = JobSpec(manifest_uri=manifest, out=str(out), run_id="r", iterations=3,
+                  edits=(parse_edit("speed=faster"),), executor="local", judge=spec,
+                  until_judged=True)  # fmt: skip
+    run_inprocess(job)
+    (row,) = pq.read_table(out / "r" / "manifest.parquet").to_pylist()
+    (verdict,) = pq.read_table(out / "r" / "judgements").to_pylist()
+    assert row["iterations_done"] == 1 and verdict["score"] == 3 and verdict["correct"]
+    assert "- right after 'Well': laughter" in server.requests[-1]["prompt"]

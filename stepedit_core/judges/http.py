@@ -10,6 +10,7 @@ a record. Errors carry the status and a short excerpt of the body, with the key 
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import os
 import random
@@ -158,11 +159,18 @@ class JudgeClient:
 
 
 def _retry_after(value: str | None) -> float:
-    """Seconds a Retry-After header asks for (the seconds form; an HTTP date counts as 0)."""
-    try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(value))) if value else 0.0
-    except ValueError:
+    """Seconds a Retry-After header asks for: its seconds, or the time until its HTTP date."""
+    if not value:
         return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return 0.0
+        seconds = when.timestamp() - time.time()
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
 def _scrub(text: str, key: str | None) -> str:
