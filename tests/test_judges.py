@@ -235,6 +235,10 @@ def test_rounds_stop_when_the_judge_agrees_and_best_prefers_confirmed_rounds(
     history = clip_history(str(out), "r", "c0")
     assert history["intact"] and history["verdicts"][0]["answer"] == "happy"
     assert "stopped after iteration 1" in format_history(history)
+    for part in (out / "r" / "judgements").glob("*.parquet"):
+        part.unlink()  # run.json's digest notices verdicts that are gone
+    kinds = {m.kind for m in verify_run(str(out), "r").mismatches}
+    assert kinds == {"verdicts_missing"}
 
 
 def test_objective_judges_give_signal_edits_a_verdict(tmp_path):

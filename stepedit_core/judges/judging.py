@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepedit_core import audio as audio_io
-from stepedit_core.audit.records import audit_key, seal_line
+from stepedit_core.audit.records import audit_key, seal_line, verdicts_digest
 from stepedit_core.edits import parse_chain
 from stepedit_core.executors import Executor
 from stepedit_core.failures import RunRefused
@@ -131,13 +131,6 @@ def read_verdicts(store: RunStore, prefix: str = "") -> list[dict[str, Any]]:
     for path in store.list(judgements_dir(store), prefix=prefix):
         rows += store.read_table(path).to_pylist()
     return rows
-
-
-def verdicts_digest(record_hashes: list[str]) -> str:
-    digest = hashlib.sha256(b"stepedit-judgements-v1\n")
-    for value in sorted(record_hashes):
-        digest.update(f"{value}\n".encode())
-    return digest.hexdigest()
 
 
 def finish(store: RunStore, jid: str, judge: Judge, outcome: JudgeOutcome) -> None:

@@ -10,16 +10,44 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from stepedit_core.audit.records import audit_key, record_digest, run_relative, seal_line
+from stepedit_core.audit.records import (
+    audit_key,
+    record_digest,
+    run_relative,
+    seal_line,
+    verdicts_digest,
+)
 from stepedit_core.store import RunStore
 
 JUDGEMENTS_DIR = "judgements"
+RUN_VERDICTS = ""  # the group of the verdicts a run made while editing (parts named shard-*)
 
 
-def check_verdicts(store: RunStore, report: Any, found: dict[tuple, dict]) -> None:
+def _group(part: str) -> str:
+    """Whose verdicts a part holds: `<judge id>-shard-...` (stepedit judge) or `shard-...`."""
+    name = posixpath.basename(part)
+    return name.split("-shard-", 1)[0] if "-shard-" in name else RUN_VERDICTS
+
+
+def verdict_groups(store: RunStore) -> dict[str, list[str]]:
+    """Record hashes of the verdicts, by group (reads one column of each part)."""
+    groups: dict[str, list[str]] = {}
+    for part in store.list(store.path(JUDGEMENTS_DIR)):
+        hashes = store.read_table(part, ["record_sha256"]).column(0).to_pylist()
+        groups.setdefault(_group(part), []).extend(h or "" for h in hashes)
+    return groups
+
+
+def check_verdicts(
+    store: RunStore, report: Any, found: dict[tuple, dict], audit: dict[str, Any]
+) -> None:
     """Add a mismatch to `report` (a VerifyReport) for each verdict that is altered or judged
-    a record the run does not hold. `found`: (row_index, iteration) -> round record."""
+    a record the run does not hold, and for verdict sets that do not match their digests
+    (run.json's `audit` for the run's own, eval/judgements.json for `stepedit judge`'s).
+    `found`: (row_index, iteration) -> round record."""
     parts = store.list(store.path(JUDGEMENTS_DIR))
+    if audit.get("verdicts_digest") and not parts:
+        report.add("verdicts_missing", JUDGEMENTS_DIR, detail="run.json records verdicts")
     if not parts:
         return
     links = {r.get("record_sha256") for r in found.values()}
@@ -37,7 +65,7 @@ def check_verdicts(store: RunStore, report: Any, found: dict[tuple, dict]) -> No
         except (pa.ArrowException, OSError, ValueError) as exc:
             report.add("verdicts_unreadable", rel, detail=f"{type(exc).__name__}: {exc}")
             continue
-        prefix = posixpath.basename(part).split("-shard-", 1)[0]
+        prefix = _group(part)
         for row in rows:
             count += 1
             by_prefix.setdefault(prefix, []).append(row.get("record_sha256") or "")
@@ -52,12 +80,18 @@ def check_verdicts(store: RunStore, report: Any, found: dict[tuple, dict]) -> No
                     f"{where}: judged a record this run does not hold",
                 )
     report.checked["verdicts"] = count
+    recorded = audit.get("verdicts_digest")
+    if recorded and verdicts_digest(by_prefix.get(RUN_VERDICTS, [])) != recorded:
+        report.add(
+            "verdicts_digest_mismatch",
+            JUDGEMENTS_DIR,
+            detail=f"the run's verdicts do not digest to run.json's ({audit.get('verdicts')} "
+            f"recorded, {len(by_prefix.get(RUN_VERDICTS, []))} found)",
+        )
     _check_digest(store, report, by_prefix)
 
 
 def _check_digest(store: RunStore, report: Any, by_prefix: dict[str, list[str]]) -> None:
-    from stepedit_core.judges.judging import verdicts_digest  # judging imports this module's peers
-
     path = store.path("eval", "judgements.json")
     if not store.exists(path):
         return
