@@ -305,16 +305,14 @@ def test_a_crashed_judging_pass_resumes_with_the_parts_not_written(
     assert verify_run(str(out), "r").intact
 
 
-@pytest.mark.slow
-def test_run_with_objective_judge_until_judged_on_prefect_and_ray(
-    tmp_path, prefect_server, ray_cluster
-):
+def test_objective_judge_stops_rounds_and_run_json_records_the_judge(tmp_path):
     clip = write_clip(tmp_path / "a.wav", seconds=1.5)
     manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": clip}])
     out = tmp_path / "runs"
-    args = ["run", manifest, "--out", str(out), "--run-id", "j", "--edit", "loudness=ebu",
-            "--iterations", "3", "--judge", "objective", "--until-judged", "--quiet"]  # fmt: skip
-    assert main(args) == 0
+    job = JobSpec(manifest_uri=manifest, out=str(out), run_id="j", iterations=3,
+                  edits=(parse_edit("loudness=ebu"),), executor="local",
+                  judge=JudgeSpec(kind="objective"), until_judged=True)  # fmt: skip
+    run_inprocess(job)
     (row,) = pq.read_table(out / "j" / "manifest.parquet").to_pylist()
     assert row["status"] == "ok" and row["iterations_done"] == 1
     (verdict,) = pq.read_table(out / "j" / "judgements").to_pylist()
@@ -322,7 +320,7 @@ def test_run_with_objective_judge_until_judged_on_prefect_and_ray(
     assert verdict["stop_reason"].startswith("stopped after iteration 1")
     run = json.loads((out / "j" / "run.json").read_text())
     assert run["parameters"]["judge"]["kind"] == "objective"
-    assert run["parameters"]["until_judged"] is True
+    assert run["parameters"]["until_judged"] is True and run["audit"]["verdicts"] == 1
     assert verify_run(str(out), "j").intact
 
 
