@@ -98,7 +98,11 @@ def cmd_judge(args: argparse.Namespace) -> int:
     out, run_id = split_run_uri(args.run)
     judge = spec.judge(cache_root=out)
     executor = make_executor(args.executor, getattr(args, "ray_address", None))
-    outcome = judge_run(out, run_id, judge, executor)
+
+    def progress(done: int, total: int) -> None:
+        print(f"judging {run_id}: {done}/{total} parts of iterations/", file=sys.stderr)
+
+    outcome = judge_run(out, run_id, judge, executor, progress)
     store = RunStore(out, run_id)
     page = build_report(out, run_id, media="index")
     failures = Counter(

@@ -134,7 +134,7 @@ def read_verdicts(store: RunStore, prefix: str = "") -> list[dict[str, Any]]:
 
 
 def finish(store: RunStore, jid: str, judge: Judge, outcome: JudgeOutcome) -> None:
-    """Accuracy table, its Markdown, the sealed digest of this judge's verdicts, the page."""
+    """Accuracy table, its Markdown and the sealed digest of this judge's verdicts."""
     verdicts = read_verdicts(store, jid)
     outcome.verdicts = len(verdicts)
     outcome.failed = sum(1 for v in verdicts if v["status"] != "ok")
