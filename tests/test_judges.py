@@ -395,3 +395,33 @@ def test_paralinguistic_rounds_stop_at_the_top_score(server, key_env, tmp_path):
     (verdict,) = pq.read_table(out / "r" / "judgements").to_pylist()
     assert row["iterations_done"] == 1 and verdict["score"] == 3 and verdict["correct"]
     assert "- right after 'Well': laughter" in server.requests[-1]["prompt"]
+
+
+def test_a_crash_between_verdicts_and_their_rounds_leaves_each_verdict_once(tmp_path, monkeypatch):
+    from stepedit_core.store import RunStore
+
+    clips = [write_clip(tmp_path / f"{n}.wav", seconds=1.5, seed=n) for n in range(2)]
+    rows = [{"clip_id": f"c{n}", "audio_uri": c} for n, c in enumerate(clips)]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    out = tmp_path / "runs"
+    job = JobSpec(manifest_uri=manifest, out=str(out), run_id="x", iterations=2,
+                  edits=(parse_edit("loudness=ebu"),), executor="local",
+                  judge=JudgeSpec(kind="objective"))  # fmt: skip
+    real = RunStore.write_table
+
+    def crash_on_rounds(self, path, table, metadata=None):
+        if "/iterations/" in path:
+            raise OSError("disk gone")  # the verdict part is written, its rounds are not
+        return real(self, path, table, metadata)
+
+    monkeypatch.setattr(RunStore, "write_table", crash_on_rounds)
+    with pytest.raises(OSError, match="disk gone"):
+        run_inprocess(job)
+    assert list((out / "x" / "judgements").glob("*.parquet"))
+    monkeypatch.setattr(RunStore, "write_table", real)
+    run_inprocess(job)
+    verdicts = pq.read_table(out / "x" / "judgements").to_pylist()
+    assert sorted((v["clip_id"], v["iteration"]) for v in verdicts) == [
+        ("c0", 1), ("c0", 2), ("c1", 1), ("c1", 2)
+    ]  # fmt: skip
+    assert verify_run(str(out), "x").intact
