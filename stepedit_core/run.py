@@ -13,6 +13,7 @@ objects whole. A rerun of a finished run id does no work; `overwrite` starts it 
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,6 +38,8 @@ from stepedit_core.records import RowResult
 from stepedit_core.run_record import write_run_record
 from stepedit_core.shard import Progress, ShardsOutcome, run_shards
 from stepedit_core.store import RunStore
+
+log = logging.getLogger(__name__)
 
 # step name -> a callable taking (steps, *args) that runs that step (e.g. a Prefect task)
 StepWrappers = Mapping[str, Callable[..., Any]]
@@ -70,7 +73,9 @@ class RunSteps:
         return self.store.read_json(self.store.run_json)
 
     def validate(self) -> Validation:
-        return validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+        validation = validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+        self.round_judging()  # a model judge with nothing to judge refuses the run here
+        return validation
 
     def begin(self, validation: Validation) -> int:
         """Start afresh (`overwrite`) or check that this attempt resumes the same job; returns
@@ -146,7 +151,14 @@ class RunSteps:
         job = self.job
         if job.judge is None:
             return None
-        targets, _ = manifest_targets(job.manifest_uri)
+        targets, skipped = manifest_targets(job.manifest_uri)
+        if job.judge.kind != "objective" and not targets:
+            raise RunRefused(
+                f"--judge {job.judge.kind}: no row of {job.manifest_uri} has both eval_task and "
+                "eval_label, so no round could be judged" + (f" ({skipped[0]})" if skipped else "")
+            )
+        for note in skipped:
+            log.warning("not judged: %s", note)
         return RoundJudging(job.judge.judge(job.out), targets, job.until_judged)
 
     def merge(self) -> MergeCounts:

@@ -425,3 +425,16 @@ def test_a_crash_between_verdicts_and_their_rounds_leaves_each_verdict_once(tmp_
         ("c0", 1), ("c0", 2), ("c1", 1), ("c1", 2)
     ]  # fmt: skip
     assert verify_run(str(out), "x").intact
+
+
+def test_a_model_judge_with_no_targets_refuses_the_run(tmp_path, server, key_env):
+    from stepedit_core.failures import RunRefused
+
+    clip = write_clip(tmp_path / "a.wav")
+    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": clip}])
+    spec = JudgeSpec(kind="gemini", endpoint=server.url, model="m", key_env=key_env)
+    job = JobSpec(manifest_uri=manifest, out=str(tmp_path / "o"), run_id="n",
+                  edits=(parse_edit("speed=faster"),), executor="local", judge=spec)  # fmt: skip
+    with pytest.raises(RunRefused, match="no row of .* has both eval_task and eval_label"):
+        run_inprocess(job)
+    assert not (tmp_path / "o" / "n" / "iterations").exists()
