@@ -208,7 +208,7 @@ class ShardWriter:
         if not ok:  # nothing recorded (cannot happen for an item that ran): its audio as is
             return result, audio_io.encode_flac(item.audio)
         chosen, reason = self._choose(ok, item.verdicts)
-        result.deliver(chosen, reason)
+        result.deliver(chosen, reason or item.stopped_by)  # a judge's stop says why it ended
         return result, chosen.audio_flac
 
     def _choose(

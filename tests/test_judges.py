@@ -315,6 +315,7 @@ def test_objective_judge_stops_rounds_and_run_json_records_the_judge(tmp_path):
     run_inprocess(job)
     (row,) = pq.read_table(out / "j" / "manifest.parquet").to_pylist()
     assert row["status"] == "ok" and row["iterations_done"] == 1
+    assert row["selection_reason"].startswith("stopped after iteration 1: the objective judge")
     (verdict,) = pq.read_table(out / "j" / "judgements").to_pylist()
     assert verdict["task"] == "loudness" and verdict["correct"]
     assert verdict["stop_reason"].startswith("stopped after iteration 1")
