@@ -24,6 +24,13 @@ from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
+from stepedit_flows.judge_cli import (
+    add_judge_options,
+    add_judge_parser,
+    add_until_judged,
+    cmd_judge,
+    judge_spec,
+)
 
 REFUSED = 2
 
@@ -234,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output root: local path or fsspec URI")
     run.add_argument("--run-id", required=True)
     _add_run_options(run)
+    add_judge_options(run)
+    add_until_judged(run)
 
     demo = sub.add_parser("demo", help="build a demo catalog from the shipped clips and run it")
     demo.add_argument("--out", default="runs", help="output root (default: runs)")
@@ -285,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="players and spectrograms for every clip, only those on index.html, or none",
     )
+    add_judge_parser(sub)
     add_eval_parser(sub)
     return parser
 
@@ -319,6 +329,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             stage_images=dict(args.stage_image),
             allow_roots=args.allow_root,
             storage_options=args.storage_options,
+            judge=judge_spec(args),
+            until_judged=getattr(args, "until_judged", False),
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -542,6 +554,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "deploy": cmd_deploy,
     "deployments": cmd_deployments,
+    "judge": cmd_judge,
     "eval": cmd_eval,
 }
 

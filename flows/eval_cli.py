@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stepedit_core.access import default_root, resolve
 from stepedit_core.evaluation.benchmark import TASKS, BenchmarkError, import_benchmark
+from stepedit_flows.judge_cli import add_eval_run_parser, cmd_eval_run
 
 
 def _tasks_arg(text: str) -> tuple[str, ...]:
@@ -30,7 +31,9 @@ def _positive_int(text: str) -> int:
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
-    evaluation = sub.add_parser("eval", help="the model's benchmark protocol: import it")
+    evaluation = sub.add_parser(
+        "eval", help="the model's benchmark protocol: import it, edit, then judge"
+    )
     commands = evaluation.add_subparsers(dest="eval_command", required=True)
     imported = commands.add_parser(
         "import-benchmark",
@@ -56,6 +59,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write the usable lines and list the others (default: refuse, write nothing)",
     )
+    add_eval_run_parser(commands)
 
 
 def cmd_import_benchmark(args: argparse.Namespace) -> int:
@@ -78,7 +82,7 @@ def cmd_import_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-EVAL_COMMANDS = {"import-benchmark": cmd_import_benchmark}
+EVAL_COMMANDS = {"import-benchmark": cmd_import_benchmark, "run": cmd_eval_run}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ and a message naming the row, the field and what was expected. Codes arise in th
   engine can not run, a missing transcript);
 - `stage`: a stage fails the item while it runs (unreadable audio, a model that produced no
   audio...);
-- `run`: the run's own bookkeeping noticed the item went missing or produced nothing.
+- `run`: the run's own bookkeeping noticed the item went missing or produced nothing;
+- `judge`: a judge gave no usable verdict on a round (the verdict records it; the row and its
+  audio are untouched).
 
 `ItemFailure` is the one exception type for a per-item failure: a stage raises it (or any
 exception, which becomes `stage_error`) and the stage contract turns it into a failure on that
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Where = Literal["plan", "stage", "run"]
+Where = Literal["plan", "stage", "run", "judge"]
 
 from stepedit_core.edits import SIGNAL, STEPAUDIO  # noqa: E402 - engine names live with the table
 
@@ -124,6 +126,18 @@ _CODES = (
     # the run's bookkeeping --------------------------------------------------------------------
     FailureCode("no_output", "the engine stages finished without producing audio", "run"),
     FailureCode("lost_item", "the item did not come back from the executor", "run"),
+    # judging a round (the verdict fails, never the row) ---------------------------------------
+    FailureCode(
+        "judge_failed",
+        "the judge API gave no answer after retries (timeouts, 429/5xx, refused request, "
+        "key not set), or no objective judge exists for the edit",
+        "judge",
+    ),
+    FailureCode(
+        "judge_unparsable",
+        "the judge answered, but with no label or score of the task (kept in `raw_answer`)",
+        "judge",
+    ),
 )
 
 CODES: dict[str, FailureCode] = {c.code: c for c in _CODES}
@@ -162,6 +176,7 @@ def markdown_table() -> str:
         "plan": "refused at plan time",
         "stage": "failed in a stage",
         "run": "run bookkeeping",
+        "judge": "verdict of a judge",
     }
     lines = ["| code | where | engines | meaning |", "|---|---|---|---|"]
     for c in _CODES:

@@ -21,6 +21,7 @@ from stepedit_core.access import redact
 from stepedit_core.delivery import QcPlan
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
+from stepedit_core.judges.spec import JudgeSpec
 from stepedit_core.stage_envs import StageEnv, stage_envs
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -71,7 +72,16 @@ class JobSpec(BaseModel):
                 "seed", "models_dir", "llm_backend", "vad_max_pause", "qc", "qc_heavy",
                 "select", "incremental")  # fmt: skip
         dumped = self.model_dump(mode="json")
-        return {k: dumped[k] for k in keep}
+        found = {k: dumped[k] for k in keep}
+        if self.judge is not None:  # absent for unjudged runs: their fingerprints stay as they were
+            found["judge"] = dumped["judge"]
+            found["until_judged"] = self.until_judged
+        return found
+
+    # judge each round as it is made (stepedit_core/judges); with until_judged a clip stops
+    # after the first round the judge confirms
+    judge: JudgeSpec | None = None
+    until_judged: bool = False
 
     allow_roots: list[str] = Field(default_factory=list)  # empty: the manifest's folder
     storage_options: StorageOptions = Field(None, repr=False)
@@ -98,6 +108,12 @@ class JobSpec(BaseModel):
             raise ValueError(
                 "a stage environment (--stage-python/--stage-image) needs --executor ray"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _until_judged(self) -> JobSpec:
+        if self.until_judged and self.judge is None:
+            raise ValueError("--until-judged needs --judge")
         return self
 
     def stage_envs(self) -> dict[str, StageEnv]:

@@ -18,6 +18,7 @@ from stepedit_core import audio as audio_io
 from stepedit_core.audio import Audio
 from stepedit_core.delivery import QcPlan, check
 from stepedit_core.edits import EditSpec
+from stepedit_core.judges.stage import JudgeRound, RoundJudging
 from stepedit_core.records import RoundRecord
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
@@ -70,7 +71,8 @@ class StartRound(Stage):
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         for item in items:
             item.round = self.round
-            item.round_edits = edits_in_round(item.edits, self.round)
+            # a clip a judge already confirmed gets no further rounds (--until-judged)
+            item.round_edits = () if item.stopped_by else edits_in_round(item.edits, self.round)
             if not item.failed:
                 item.prompt = item.original if self.prompt_mode == "fixed" else item.audio
         return items
@@ -125,6 +127,10 @@ class RoundEnd(Stage):
                 output = item.output
                 if self.handoff is not None and output is not None:
                     output = self.handoff(output)
+                if self.round == CLONE_ROUND:
+                    # the clone's voice is the clip's from now on: a fixed voice prompt
+                    # (prompt mode `fixed`) is the round-0 audio, as in the paper's ablation
+                    item.original = output
                 item.audio, item.output = output, None
         return items
 
@@ -157,12 +163,16 @@ def build_stages(
     with_clone_round: bool,
     prompt_mode: str = "chain",
     qc_plan: QcPlan | None = None,
+    judging: RoundJudging | None = None,
 ) -> list[Stage]:
-    """The flat stage list an executor runs: load, then (start, engine stages, end) per round."""
+    """The flat stage list an executor runs: load, then (start, engine stages, end) per round,
+    and with `judging` a judge after each round's end."""
     stages: list[Stage] = [LoadAudio()]
     first = CLONE_ROUND if with_clone_round else 1
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
         stages.append(RoundEnd(k, engine.name, engine.version, qc_plan, engine.round_handoff))
+        if judging is not None:
+            stages.append(JudgeRound(k, judging))
     return stages

@@ -13,6 +13,7 @@ objects whole. A rerun of a finished run id does no work; `overwrite` starts it 
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +28,8 @@ from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import RunRefused
 from stepedit_core.incremental import Reuse, write_finished
 from stepedit_core.job import JobSpec
+from stepedit_core.judges.stage import RoundJudging
+from stepedit_core.judges.targets import manifest_targets
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
 from stepedit_core.planning import Sharding, plan_shards
@@ -35,6 +38,8 @@ from stepedit_core.records import RowResult
 from stepedit_core.run_record import write_run_record
 from stepedit_core.shard import Progress, ShardsOutcome, run_shards
 from stepedit_core.store import RunStore
+
+log = logging.getLogger(__name__)
 
 # step name -> a callable taking (steps, *args) that runs that step (e.g. a Prefect task)
 StepWrappers = Mapping[str, Callable[..., Any]]
@@ -68,7 +73,9 @@ class RunSteps:
         return self.store.read_json(self.store.run_json)
 
     def validate(self) -> Validation:
-        return validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+        validation = validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+        self.round_judging()  # a model judge with nothing to judge refuses the run here
+        return validation
 
     def begin(self, validation: Validation) -> int:
         """Start afresh (`overwrite`) or check that this attempt resumes the same job; returns
@@ -135,7 +142,24 @@ class RunSteps:
             job.prompt_mode,
             progress or self.progress,
             job.qc_plan(),
+            self.round_judging(),
         )
+
+    def round_judging(self) -> RoundJudging | None:
+        """How rounds are judged as they are made (`--judge`): the judge and each row's target
+        from the manifest's eval_task and eval_label."""
+        job = self.job
+        if job.judge is None:
+            return None
+        targets, skipped = manifest_targets(job.manifest_uri)
+        if job.judge.kind != "objective" and not targets:
+            raise RunRefused(
+                f"--judge {job.judge.kind}: no row of {job.manifest_uri} has both eval_task and "
+                "eval_label, so no round could be judged" + (f" ({skipped[0]})" if skipped else "")
+            )
+        for note in skipped:
+            log.warning("not judged: %s", note)
+        return RoundJudging(job.judge.judge(job.out), targets, job.until_judged)
 
     def merge(self) -> MergeCounts:
         """Join plan refusals and shard results onto the input manifest, in input order."""

@@ -29,6 +29,8 @@ from stepedit_core.delivery import QcPlan, select_best
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
+from stepedit_core.judges.stage import RoundJudging
+from stepedit_core.judges.verdict import Verdict, verdict_table
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.stages import Stage, WorkItem
@@ -136,6 +138,7 @@ class ShardWriter:
         self._items: list[WorkItem] = []
         self._delivered: list[bytes | None] = []
         self._records: list[RoundRecord] = []
+        self._verdicts: list[Verdict] = []
         self._results: list[RowResult] = []
         self._last_commit = time.monotonic()
         self._closed = False
@@ -179,6 +182,7 @@ class ShardWriter:
         self.pending_rows.discard(item.row_index)
         self._items.append(item)
         self._records.extend(item.records)
+        self._verdicts.extend(item.verdicts)
         result, flac = self._result(item)
         self._results.append(result)
         self._delivered.append(flac)
@@ -203,26 +207,41 @@ class ShardWriter:
         ok = [r for r in item.records if r.ok and r.audio_flac]
         if not ok:  # nothing recorded (cannot happen for an item that ran): its audio as is
             return result, audio_io.encode_flac(item.audio)
-        chosen, reason = self._choose(ok)
-        result.deliver(chosen, reason)
+        chosen, reason = self._choose(ok, item.verdicts)
+        result.deliver(chosen, reason or item.stopped_by)  # a judge's stop says why it ended
         return result, chosen.audio_flac
 
-    def _choose(self, records: list[RoundRecord]) -> tuple[RoundRecord, str | None]:
-        """The round to deliver: the last, or with `select=best` the best by `select_best`.
-        The delivered file is that round's FLAC, byte for byte, so its sha256 is the round's
-        output_sha256 and the audit chain ends at the delivered file."""
+    def _choose(
+        self, records: list[RoundRecord], verdicts: list[Verdict] | None = None
+    ) -> tuple[RoundRecord, str | None]:
+        """The round to deliver: the last, or with `select=best` the best by `select_best`,
+        among the rounds a judge confirmed when there are any. The delivered file is that
+        round's FLAC, byte for byte, so its sha256 is the round's output_sha256 and the audit
+        chain ends at the delivered file."""
         if self.qc_plan.select != "best":
             return records[-1], None
-        metrics = [(r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in records]
+        landed = _confirmed_rounds(verdicts or [])
+        candidates = [r for r in records if r.round in landed] or records
+        metrics = [(r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in candidates]
         picked = select_best(metrics, self.qc_plan.profile)
-        chosen = next(r for r in records if r.round == picked.round) if picked else records[-1]
-        return chosen, picked.reason if picked else None
+        chosen = (
+            next(r for r in candidates if r.round == picked.round) if picked else candidates[-1]
+        )
+        reason = picked.reason if picked else None
+        if landed and chosen.round in landed:
+            reason = "judge confirmed" + (f"; {reason}" if reason else "")
+        return chosen, reason
 
     def commit(self) -> None:
         """Write the buffered records and results as one part, then publish the audio."""
         if not self._items:
             return
         path = self.store.iteration_part(self.shard, self.next_part)
+        if self._verdicts:
+            # before the part: a crash between the two leaves verdicts that the rerun of the
+            # part's items overwrites under the same name, never verdicts without their rounds
+            judged = posixpath.join(self.store.path("judgements"), posixpath.basename(path))
+            self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
         self.store.write_table(path, table_of(self._records, RoundRecord.SCHEMA), meta)
@@ -238,6 +257,7 @@ class ShardWriter:
         self.summary.records += len(self._records)
         self.results.extend(self._results)
         self._items, self._records, self._results, self._delivered = [], [], [], []
+        self._verdicts = []
         self._last_commit = time.monotonic()
 
     def close(self) -> ShardSummary:
@@ -260,7 +280,16 @@ def _release(item: WorkItem) -> None:
     would stay in memory until the run ends, so a catalog's peak memory grew with its size."""
     item.audio = item.original = item.prompt = item.output = None
     item.records = []
+    item.verdicts = []
     item.state = {}
+
+
+def _confirmed_rounds(verdicts: list[Verdict]) -> set[int]:
+    """Rounds whose every verdict says the edit landed."""
+    by_round: dict[int, list[Verdict]] = {}
+    for verdict in verdicts:
+        by_round.setdefault(verdict.round, []).append(verdict)
+    return {k for k, group in by_round.items() if all(v.landed for v in group)}
 
 
 def _part_number(path: str) -> int:
@@ -276,6 +305,7 @@ def run_shards(
     prompt_mode: str = "chain",
     progress: Progress | None = None,
     qc_plan: QcPlan | None = None,
+    judging: RoundJudging | None = None,
 ) -> ShardsOutcome:
     """Run every shard that is not done yet; returns one summary per shard."""
     started = time.perf_counter()
@@ -302,7 +332,7 @@ def run_shards(
     total = len(items)
     if items:
         with_clone = any(has_clone(item.edits) for item in items)
-        stages = build_stages(engine, rounds, with_clone, prompt_mode, qc_plan)
+        stages = build_stages(engine, rounds, with_clone, prompt_mode, qc_plan, judging)
         counts = {"done": 0, "failed": 0}
 
         def finished(item: WorkItem) -> None:

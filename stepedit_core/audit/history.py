@@ -14,6 +14,7 @@ from stepedit_core.audit.records import (
     object_sha256,
     record_digest,
 )
+from stepedit_core.judges.verify import clip_verdicts, format_verdicts
 from stepedit_core.store import RunStore
 
 # too bulky to print in a clip's history; their presence is still covered by record_sha256
@@ -92,14 +93,17 @@ def clip_history(out: str, run_id: str, clip_id: str, check_delivered: bool = Tr
     source_sha = rounds[0]["input_sha256"] if rounds else None
     final = _final_view(store, manifest, rounds, check_delivered)
     audio_uri = next((r.get("audio_uri") for r in manifest if r.get("audio_uri")), None)
+    verdicts = clip_verdicts(store, clip_id)
     return {
         "run": store.uri(store.root),
         "clip_id": clip_id,
         "source": {"audio_uri": audio_uri, "sha256": source_sha},
         "rounds": rounds,
         "final": final,
+        "verdicts": verdicts,
         "intact": all(r["record_ok"] and r["links_ok"] for r in rounds)
-        and final.get("delivered_ok") is not False,
+        and final.get("delivered_ok") is not False
+        and all(v["seal_ok"] for v in verdicts),
         "lookup_seconds": round(time.perf_counter() - started, 4),
     }
 
@@ -196,6 +200,7 @@ def format_history(history: dict[str, Any]) -> str:
             lines.append("           qc " + "  ".join(f"{k}={v}" for k, v in qc.items()))
         if r.get("error_code"):
             lines.append(f"           error {r['error_code']}: {r.get('error')}")
+    lines += format_verdicts(history.get("verdicts", []))
     final = history["final"]
     lines.append(f"  final    [{final.get('status')}]  {final.get('delivered') or ''}".rstrip())
     if "sha256" in final:

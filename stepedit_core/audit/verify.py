@@ -24,6 +24,7 @@ from stepedit_core.audit.records import (
     run_relative,
     seal_line,
 )
+from stepedit_core.judges.verify import check_verdicts
 from stepedit_core.store import RunStore
 
 # what verify_run keeps of each record once it is re-hashed: enough to check the chains
@@ -395,6 +396,7 @@ def verify_run(out: str, run_id: str, check_sources: bool = False) -> VerifyRepo
     by_row = _check_chains(report, found)
     report.checked["clips"] = len(by_row)
     _check_delivered(store, report, by_row)
+    check_verdicts(store, report, found, audit)
     if check_sources:
         _check_sources(store, report, by_row)
     links = [(k[0], k[1], r.get("record_sha256") or "") for k, r in found.items()]
