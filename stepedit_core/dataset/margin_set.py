@@ -40,6 +40,7 @@ from stepedit_core.dataset.scorers import SCORERS, Margin, Pair, make_scorer
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.job import JobSpec
+from stepedit_core.report.margins import SET_METADATA
 from stepedit_core.store import RunStore
 
 Attribute = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
@@ -239,12 +240,12 @@ def _records(store: RunStore, clone: bool) -> dict[tuple[int, int], dict[str, An
     return found
 
 
-def _neutral_clone_uri(store: RunStore, row: dict[str, Any], record: dict[str, Any]) -> str:
-    """The round-0 clone as a file of the set (written once; its bytes are the record's)."""
-    stem = posixpath.basename(store.audio_path(row["clip_id"], row["row_index"]))
+def _neutral_clone_uri(store: RunStore, clip_id: str, index: int, record: dict[str, Any]) -> str:
+    """The round-0 clone as a file of the set: the record's own bytes, written every time (an
+    earlier attempt's file may hold another clone)."""
+    stem = posixpath.basename(store.audio_path(clip_id, index))
     path = store.path("dataset", "neutral", stem)
-    if not store.exists(path):
-        store.write_bytes(path, record["audio_flac"])
+    store.write_bytes(path, record["audio_flac"])
     return store.uri(path)
 
 
@@ -284,7 +285,7 @@ def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]
     for name in passed:
         schema = schema.append(pa.field(name, pa.string()))
     table = pa.Table.from_pylist(rows, schema)
-    store.write_table(sft_path(store), table, {"stepedit_margin_set": _spec_json(spec)})
+    store.write_table(sft_path(store), table, {SET_METADATA: _spec_json(spec)})
     summary = card.summarize(table, spec, record)
     store.write_bytes(card_path(store), card.data_card(summary).encode())
     if spec.report != "none":
@@ -327,7 +328,9 @@ def _fill_pair(
         return
     try:
         neutral_uri = (
-            _neutral_clone_uri(store, row, neutral) if clone else roots.check(row["audio_uri"])
+            _neutral_clone_uri(store, row["clip_id"], index, neutral)
+            if clone
+            else roots.check(row["audio_uri"])
         )
         neutral_audio, neutral_bytes = audio_io.load(neutral_uri)
         edited_audio, edited_bytes = audio_io.load(row["output_uri"])
