@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, model_validator
 
 from stepedit_core import audio as audio_io
-from stepedit_core.access import AllowedRoots, storage_options_installed
+from stepedit_core.access import AllowedRoots, default_root, storage_options_installed
 from stepedit_core.dataset import card
 from stepedit_core.dataset.pair_rows import (
     ATTRIBUTE,
@@ -108,7 +108,8 @@ class MarginSpec(BaseModel):
         seed, allow_roots, storage_options, overwrite...). Audio is read from the source
         manifest's folder unless `allow_roots` says otherwise."""
         store = RunStore(out, run_id)
-        job.setdefault("allow_roots", [])
+        # the run's manifest is in RUN/dataset/: its default root would be that folder
+        job["allow_roots"] = list(job.get("allow_roots") or [default_root(manifest_uri)])
         run = JobSpec(
             manifest_uri=store.uri(rows_path(store)),
             out=out,
@@ -197,6 +198,7 @@ SFT_SCHEMA = pa.schema(
         ("margin_note", pa.string()),
         ("neutral_tokens", pa.list_(pa.int32())),
         ("edited_tokens", pa.list_(pa.int32())),
+        ("edited_input_tokens", pa.list_(pa.int32())),  # the neutral version as the edit read it
         ("neutral_record_sha256", pa.string()),
         ("edited_record_sha256", pa.string()),
         ("run_id", pa.string()),
@@ -213,6 +215,7 @@ RECORD_COLUMNS = [
     "instruction",
     "output_sha256",
     "record_sha256",
+    "input_tokens",
     "output_tokens",
 ]
 
@@ -352,6 +355,7 @@ def _fill_pair(
         margin_note=margin.note,
         neutral_tokens=neutral.get("output_tokens") if neutral else None,
         edited_tokens=edited.get("output_tokens"),
+        edited_input_tokens=edited.get("input_tokens"),
         neutral_record_sha256=neutral.get("record_sha256") if neutral else None,
         edited_record_sha256=edited.get("record_sha256"),
     )
