@@ -351,6 +351,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
     from stepedit_core.dataset import MarginSpec, build_margin_set
     from stepedit_core.dataset.margin_set import check_scorer, write_pair_rows
+
+    _console_logging(args.quiet)  # before Prefect is imported (stepedit_flows.margin_set)
     from stepedit_flows.margin_set import summary_text
 
     if args.judge:
@@ -380,7 +382,6 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         )
     except (ValidationError, ValueError) as exc:
         raise Refused(_problems(exc)) from None
-    _console_logging(args.quiet)
     job = spec.job
     with storage_options_installed(job.storage_options, job.storage_uris()):
         check_scorer(spec)
