@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -40,11 +41,13 @@ def _demo_manifest(path: Path) -> str:
             "text": DEMO[clip]["text"],
             "license": "CC-BY-4.0",
             "consent": f"signed-{clip}",
+            "consent_given": True,
         }
         for clip in ("noisy_01", "pauses_01")
     ]
     rows.append({"clip_id": "gone", "audio_uri": str(Path(DEMO["noisy_01"]["path"]).parent / "x")})
-    return write_manifest(path, rows)
+    pq.write_table(pa.Table.from_pylist(rows), path)  # consent_given stays a bool
+    return str(path)
 
 
 def _spec(manifest: str, out: Path, attributes=ATTRIBUTES, **job) -> MarginSpec:
@@ -98,6 +101,7 @@ def test_margin_set_pairs_each_clip_with_each_attribute(signal_set):
         assert row["instruction"] == row["attribute"]  # the signal engine reads no prompt
         assert row["neutral_tokens"] is None and row["edited_tokens"] is None
         assert row["license"] == "CC-BY-4.0" and row["consent"] == f"signed-{row['clip_id']}"
+        assert row["consent_given"] is True
         assert row["kept"] == (row["margin"] >= 6)
     assert summary["pairs"] == 6 and summary["kept"] == sum(r["kept"] for r in rows)
 

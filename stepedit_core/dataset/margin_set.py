@@ -19,7 +19,7 @@ import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,7 +74,7 @@ class MarginSpec(BaseModel):
     attributes: tuple[Attribute, ...] = Field(min_length=1)
     min_margin: float = Field(DEFAULT_MIN_MARGIN, ge=1, le=10)
     scorer: str = "objective"
-    report: str = "index"  # review page media, as `stepedit run --report`
+    report: Literal["all", "index", "none"] = "index"  # review page media, as `stepedit run`
     job: JobSpec
 
     @model_validator(mode="after")
@@ -262,10 +262,10 @@ def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]
     clone = neutral_is_clone(spec.job.engine)
     scorer = make_scorer(spec.scorer)
     roots = spec.roots()
-    output = store.read_table(store.manifest).to_pylist()
+    manifest = store.read_table(store.manifest)
+    output = manifest.to_pylist()
     records = _records(store, clone)
-    source_names = read_source(spec.manifest_uri).column_names
-    passed = _passed_columns(source_names)
+    passed = _passed_columns(read_source(spec.manifest_uri).column_names)
     rows = []
     for index, row in enumerate(output):
         attribute = parse_edit(row[ATTRIBUTE])
@@ -285,8 +285,8 @@ def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]
             _fill_pair(out, spec, scorer, roots, store, clone, row, index, records, attribute)
         rows.append(out)
     schema = SFT_SCHEMA
-    for name in passed:
-        schema = schema.append(pa.field(name, pa.string()))
+    for name in passed:  # with the manifest's own types (a consent flag may be a bool)
+        schema = schema.append(manifest.schema.field(name))
     table = pa.Table.from_pylist(rows, schema)
     store.write_table(sft_path(store), table, {SET_METADATA: _spec_json(spec)})
     summary = card.summarize(table, spec, record)
