@@ -176,6 +176,15 @@ def test_a_second_build_resumes_the_run_and_changes_nothing(signal_set, tmp_path
         build_margin_set(other, executor=LocalExecutor())
 
 
+def test_the_set_is_the_same_whatever_the_batch_size(signal_set, monkeypatch):
+    from stepedit_core.dataset import sft
+
+    spec, _, run, rows = signal_set
+    monkeypatch.setattr(sft, "BATCH_ROWS", 4)  # 6 pairs: a batch boundary inside a clip's rows
+    build_margin_set(spec, executor=LocalExecutor())
+    assert pq.read_table(run / "dataset" / "sft.parquet").to_pylist() == rows
+
+
 # --- the objective mapping --------------------------------------------------------------------
 
 

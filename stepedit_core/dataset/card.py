@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN
 
 if TYPE_CHECKING:
@@ -26,9 +24,11 @@ configs:
 """
 
 
-def summarize(table: pa.Table, spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]:
-    """Counts per attribute and margin, keep rates, and the run the set came from."""
-    rows = table.select(["attribute", "status", "margin", "kept"]).to_pylist()
+def summarize(
+    rows: list[dict[str, Any]], columns: list[str], spec: MarginSpec, record: dict[str, Any]
+) -> dict[str, Any]:
+    """Counts per attribute and margin, keep rates, and the run the set came from. `rows`:
+    each pair's attribute, status, margin and kept flag."""
     per_attribute: dict[str, dict[str, Any]] = {}
     for attribute in (str(a) for a in spec.attributes):
         mine = [r for r in rows if r["attribute"] == attribute]
@@ -60,7 +60,7 @@ def summarize(table: pa.Table, spec: MarginSpec, record: dict[str, Any]) -> dict
             "package_version": record.get("package_version"),
             "ended_at": record.get("ended_at"),
         },
-        "columns": table.column_names,
+        "columns": columns,
     }
 
 

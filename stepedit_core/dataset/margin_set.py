@@ -16,38 +16,26 @@ from __future__ import annotations
 
 import io
 import json
-import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, model_validator
 
-from stepedit_core import audio as audio_io
 from stepedit_core.access import AllowedRoots, default_root, storage_options_installed
 from stepedit_core.dataset import card
-from stepedit_core.dataset.pair_rows import (
-    ATTRIBUTE,
-    SOURCE_CLIP_ID,
-    SOURCE_ROW,
-    neutral_is_clone,
-    pair_rows,
-    read_source,
-)
-from stepedit_core.dataset.scorers import SCORERS, Margin, Pair, make_scorer
+from stepedit_core.dataset.pair_rows import neutral_is_clone, pair_rows, read_source
+from stepedit_core.dataset.scorers import SCORERS, make_scorer
+from stepedit_core.dataset.sft import SetWriting, passed_columns, write_sft
 from stepedit_core.edits import EditSpec, parse_edit
-from stepedit_core.failures import ItemFailure, RunRefused
+from stepedit_core.failures import RunRefused
 from stepedit_core.job import JobSpec
 from stepedit_core.report.margins import SET_METADATA
 from stepedit_core.store import RunStore
 
 Attribute = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
 DEFAULT_MIN_MARGIN = 6.0
-# input columns carried into the set as they are: rights first, then what a trainer reads
-PASSED_PREFIXES = ("license", "consent")
-PASSED_COLUMNS = ("text", "language", "speaker")
 
 
 def dataset_dir(store: RunStore) -> str:
@@ -178,124 +166,29 @@ def build_margin_set(
         return write_margin_set(spec, record)
 
 
-# --- pairing and scoring ---------------------------------------------------------------------
-
-SFT_SCHEMA = pa.schema(
-    [
-        ("clip_id", pa.string()),
-        ("attribute", pa.string()),
-        ("instruction", pa.string()),
-        ("neutral_uri", pa.string()),
-        ("edited_uri", pa.string()),
-        ("neutral_sha256", pa.string()),
-        ("edited_sha256", pa.string()),
-        ("margin", pa.int32()),
-        ("kept", pa.bool_()),
-        ("margin_scorer", pa.string()),
-        ("margin_basis", pa.string()),
-        ("margin_measure", pa.float64()),
-        ("margin_measures_json", pa.string()),
-        ("margin_note", pa.string()),
-        ("neutral_tokens", pa.list_(pa.int32())),
-        ("edited_tokens", pa.list_(pa.int32())),
-        ("edited_input_tokens", pa.list_(pa.int32())),  # the neutral version as the edit read it
-        ("neutral_record_sha256", pa.string()),
-        ("edited_record_sha256", pa.string()),
-        ("run_id", pa.string()),
-        ("pair_clip_id", pa.string()),
-        ("status", pa.string()),
-        ("error_code", pa.string()),
-        ("error", pa.string()),
-    ]
-)
-RECORD_COLUMNS = [
-    "row_index",
-    "iteration",
-    "status",
-    "instruction",
-    "output_sha256",
-    "record_sha256",
-    "input_tokens",
-    "output_tokens",
-]
-
-
-@dataclass
-class Versions:
-    """Where a row's two versions are and the records they came from."""
-
-    neutral_uri: str | None = None
-    edited_uri: str | None = None
-    neutral: dict[str, Any] | None = None  # round-0 record (clone), None for the source
-    edited: dict[str, Any] | None = None
-
-
-def _records(store: RunStore, clone: bool) -> dict[tuple[int, int], dict[str, Any]]:
-    """(row_index, iteration) -> record fields the set needs; the round-0 clone's FLAC too."""
-    found: dict[tuple[int, int], dict[str, Any]] = {}
-    columns = RECORD_COLUMNS + (["audio_flac"] if clone else [])
-    for part in store.list(store.iterations_dir):
-        table = store.read_table(part, columns=columns)
-        for row in table.to_pylist():
-            if row["iteration"] != 0:
-                row.pop("audio_flac", None)  # the delivered file holds the edited audio
-            found[(row["row_index"], row["iteration"])] = row
-    return found
-
-
-def _neutral_clone_uri(store: RunStore, clip_id: str, index: int, record: dict[str, Any]) -> str:
-    """The round-0 clone as a file of the set: the record's own bytes, written every time (an
-    earlier attempt's file may hold another clone)."""
-    stem = posixpath.basename(store.audio_path(clip_id, index))
-    path = store.path("dataset", "neutral", stem)
-    store.write_bytes(path, record["audio_flac"])
-    return store.uri(path)
-
-
-def _passed_columns(names: list[str]) -> list[str]:
-    rights = [n for n in names if n.lower().startswith(PASSED_PREFIXES)]
-    return rights + [n for n in PASSED_COLUMNS if n in names and n not in rights]
-
-
 def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """Pair, score and write the set from the finished run, then its data card and the review
+    page; returns the card's summary with the URIs written."""
     store = RunStore(spec.job.out, spec.job.run_id)
-    clone = neutral_is_clone(spec.job.engine)
-    scorer = make_scorer(spec.scorer)
-    roots = spec.roots()
-    manifest = store.read_table(store.manifest)
-    output = manifest.to_pylist()
-    records = _records(store, clone)
-    passed = _passed_columns(read_source(spec.manifest_uri).column_names)
-    rows = []
-    for index, row in enumerate(output):
-        attribute = parse_edit(row[ATTRIBUTE])
-        out = {
-            "clip_id": row[SOURCE_CLIP_ID],
-            "attribute": str(attribute),
-            "run_id": spec.job.run_id,
-            "pair_clip_id": row["clip_id"],
-            "status": row["status"],
-            "error_code": row["error_code"],
-            "error": row["error"],
-            "margin_scorer": scorer.name,
-            "kept": False,
-            **{name: row.get(name) for name in passed},
-        }
-        if row["status"] == "ok":
-            _fill_pair(out, spec, scorer, roots, store, clone, row, index, records, attribute)
-        rows.append(out)
-    schema = SFT_SCHEMA
-    for name in passed:  # with the manifest's own types (a consent flag may be a bool)
-        schema = schema.append(manifest.schema.field(name))
-    table = pa.Table.from_pylist(rows, schema)
-    store.write_table(sft_path(store), table, {SET_METADATA: _spec_json(spec)})
-    summary = card.summarize(table, spec, record)
+    writing = SetWriting(
+        store=store,
+        run_id=spec.job.run_id,
+        scorer=make_scorer(spec.scorer),
+        min_margin=spec.min_margin,
+        roots=spec.roots(),
+        clone=neutral_is_clone(spec.job.engine),
+        passed=passed_columns(read_source(spec.manifest_uri).column_names),
+    )
+    path = sft_path(store)
+    counted = write_sft(writing, path, {SET_METADATA: _spec_json(spec)})
+    columns = pq.read_schema(store.fs.open(path, "rb")).names
+    summary = card.summarize(counted, columns, spec, record)
     store.write_bytes(card_path(store), card.data_card(summary).encode())
     if spec.report != "none":
         from stepedit_core.report import build_report
 
         summary["report"] = build_report(spec.job.out, spec.job.run_id, media=spec.report)
-    summary["sft"] = store.uri(sft_path(store))
+    summary["sft"] = store.uri(path)
     summary["card"] = store.uri(card_path(store))
     return summary
 
@@ -310,63 +203,3 @@ def _spec_json(spec: MarginSpec) -> str:
             "engine": spec.job.engine,
         }
     )
-
-
-def _fill_pair(
-    out: dict[str, Any],
-    spec: MarginSpec,
-    scorer: Any,
-    roots: AllowedRoots,
-    store: RunStore,
-    clone: bool,
-    row: dict[str, Any],
-    index: int,
-    records: dict[tuple[int, int], dict[str, Any]],
-    attribute: EditSpec,
-) -> None:
-    edited = records.get((index, 1))
-    neutral = records.get((index, 0)) if clone else None
-    if edited is None or (clone and neutral is None):
-        out["status"], out["error"] = "failed", "the run's records of this pair are missing"
-        return
-    try:
-        neutral_uri = (
-            _neutral_clone_uri(store, row["clip_id"], index, neutral)
-            if clone
-            else roots.check(row["audio_uri"])
-        )
-        neutral_audio, neutral_bytes = audio_io.load(neutral_uri)
-        edited_audio, edited_bytes = audio_io.load(row["output_uri"])
-    except ItemFailure as exc:
-        out["status"], out["error_code"], out["error"] = "failed", exc.code, str(exc)
-        return
-    margin: Margin = scorer.score(Pair(attribute, neutral_audio, edited_audio))
-    out.update(
-        instruction=edited.get("instruction") or str(attribute),
-        neutral_uri=neutral_uri,
-        edited_uri=row["output_uri"],
-        neutral_sha256=audio_io.sha256_bytes(neutral_bytes),
-        edited_sha256=audio_io.sha256_bytes(edited_bytes),
-        margin=margin.value,
-        kept=margin.value is not None and margin.value >= spec.min_margin,
-        margin_basis=margin.basis,
-        margin_measure=margin.measure,
-        margin_measures_json=json.dumps(margin.measures, sort_keys=True),
-        margin_note=margin.note,
-        neutral_tokens=neutral.get("output_tokens") if neutral else None,
-        edited_tokens=edited.get("output_tokens"),
-        edited_input_tokens=edited.get("input_tokens"),
-        neutral_record_sha256=neutral.get("record_sha256") if neutral else None,
-        edited_record_sha256=edited.get("record_sha256"),
-    )
-
-
-__all__ = [
-    "ATTRIBUTE",
-    "SOURCE_ROW",
-    "MarginSpec",
-    "build_margin_set",
-    "card_path",
-    "dataset_dir",
-    "sft_path",
-]
