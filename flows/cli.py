@@ -330,6 +330,12 @@ def _add_dataset_commands(sub: argparse._SubParsersAction) -> None:
         help="objective: what the edit measurably did (speed, denoise, loudness, vad)",
     )
     margin.add_argument(
+        "--dnsmos",
+        action="store_true",
+        help="denoise margins also count the DNSMOS gain (pip install 'stepedit[qc-heavy]'; "
+        "about a second a pair on one core)",
+    )
+    margin.add_argument(
         "--judge",
         metavar="NAME",
         help="judge-based margins (emotion, style...): not available yet; the command refuses",
@@ -368,6 +374,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             args.run_id,
             min_margin=args.min_margin,
             scorer=args.scorer,
+            dnsmos=args.dnsmos,
             report=args.report,
             engine=args.engine,
             models_dir=args.models_dir,

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stepedit_core.audio import Audio, sha256_bytes
+from stepedit_core.audio import load as load_audio
 from stepedit_core.dataset import MarginSpec, build_margin_set
 from stepedit_core.dataset.objective import ANCHORS, ObjectiveScorer, markdown_table, to_margin
 from stepedit_core.dataset.scorers import Pair
@@ -216,6 +217,25 @@ def test_loudness_moved_either_way_scores_the_same():
     assert louder.value == quieter.value
     short = scorer.score(Pair(parse_edit("loudness=-20"), _tone(0.2), _tone(0.2)))
     assert short.value is None and "not measurable" in short.note
+
+
+def test_denoise_with_dnsmos_takes_the_larger_margin(monkeypatch):
+    from stepedit_core import qc
+    from stepedit_core.dataset.scorers import ScorerUnavailable
+
+    clean = load_audio(DEMO["clean_01"]["path"])[0]  # speech: DNSMOS rates speech
+    noise = np.random.default_rng(0).normal(0, 0.03, clean.samples.shape).astype(np.float32)
+    pair = Pair(parse_edit("denoise"), Audio(clean.samples + noise, clean.sample_rate), clean)
+    floor_only = ObjectiveScorer().score(pair)
+    both = ObjectiveScorer(dnsmos=True).score(pair)  # the test extra installs qc-heavy
+    assert "dnsmos_ovrl_gained" not in floor_only.measures
+    assert both.measures["dnsmos_ovrl_gained"] > 0
+    assert both.value == max(
+        floor_only.value, to_margin(both.measures["dnsmos_ovrl_gained"], ANCHORS["denoise_dnsmos"])
+    )
+    monkeypatch.setattr(qc, "dnsmos_unavailable", lambda: "speechmos not installed")
+    with pytest.raises(ScorerUnavailable, match="speechmos not installed"):
+        ObjectiveScorer(dnsmos=True)
 
 
 def test_attributes_without_an_objective_measure_are_refused():

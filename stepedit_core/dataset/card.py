@@ -48,7 +48,7 @@ def summarize(
         "run_id": spec.job.run_id,
         "source_manifest": spec.manifest_uri,
         "engine": engine,
-        "scorer": spec.scorer,
+        "scorer": spec.scorer + (" with DNSMOS" if spec.dnsmos else ""),
         "min_margin": spec.min_margin,
         "pairs": len(rows),
         "kept": kept,

@@ -26,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, model_v
 from stepedit_core.access import AllowedRoots, default_root, storage_options_installed
 from stepedit_core.dataset import card
 from stepedit_core.dataset.pair_rows import neutral_is_clone, pair_rows, read_source
-from stepedit_core.dataset.scorers import SCORERS, make_scorer
+from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable, make_scorer
 from stepedit_core.dataset.sft import SetWriting, passed_columns, write_sft
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.failures import RunRefused
@@ -62,6 +62,7 @@ class MarginSpec(BaseModel):
     attributes: tuple[Attribute, ...] = Field(min_length=1)
     min_margin: float = Field(DEFAULT_MIN_MARGIN, ge=1, le=10)
     scorer: str = "objective"
+    dnsmos: bool = False  # denoise margins also count the DNSMOS gain (qc-heavy extra)
     report: Literal["all", "index", "none"] = "index"  # review page media, as `stepedit run`
     job: JobSpec
 
@@ -90,6 +91,7 @@ class MarginSpec(BaseModel):
         min_margin: float = DEFAULT_MIN_MARGIN,
         scorer: str = "objective",
         report: str = "index",
+        dnsmos: bool = False,
         **job: Any,
     ) -> MarginSpec:
         """The spec with its run: `job` takes JobSpec's fields (engine, models_dir, executor,
@@ -110,6 +112,7 @@ class MarginSpec(BaseModel):
             attributes=tuple(attributes),
             min_margin=min_margin,
             scorer=scorer,
+            dnsmos=dnsmos,
             report=report,
             job=run,
         )
@@ -123,7 +126,10 @@ RunJob = Callable[[JobSpec], dict[str, Any]]
 
 def check_scorer(spec: MarginSpec) -> None:
     """Refuse attributes the scorer can not score (RunRefused), before any work."""
-    scorer = make_scorer(spec.scorer)
+    try:
+        scorer = make_scorer(spec.scorer, spec.dnsmos)
+    except ScorerUnavailable as exc:
+        raise RunRefused(str(exc)) from None
     problems = [p for a in spec.attributes if (p := scorer.refusal(a))]
     if problems:
         raise RunRefused("; ".join(problems))
@@ -173,7 +179,7 @@ def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]
     writing = SetWriting(
         store=store,
         run_id=spec.job.run_id,
-        scorer=make_scorer(spec.scorer),
+        scorer=make_scorer(spec.scorer, spec.dnsmos),
         min_margin=spec.min_margin,
         roots=spec.roots(),
         clone=neutral_is_clone(spec.job.engine),
@@ -200,6 +206,7 @@ def _spec_json(spec: MarginSpec) -> str:
             "attributes": [str(a) for a in spec.attributes],
             "min_margin": spec.min_margin,
             "scorer": spec.scorer,
+            "dnsmos": spec.dnsmos,
             "engine": spec.job.engine,
         }
     )

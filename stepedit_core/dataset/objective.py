@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from stepedit_core import qc
 from stepedit_core.audio import Audio
-from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, Margin, Pair
+from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, Margin, Pair, ScorerUnavailable
 from stepedit_core.edits import EditSpec
 
 FLOOR_LIMIT_DB = -100.0  # below any audible floor; digital silence (-200) must not count as gain
@@ -60,8 +60,8 @@ ANCHORS: dict[str, Anchor] = {
         Anchor(
             "denoise_dnsmos",
             "dnsmos_ovrl_gained",
-            "with the qc-heavy extra installed, also the DNSMOS overall score gained; the "
-            "`denoise` margin is the larger of the two",
+            "with `--dnsmos` (the qc-heavy extra), also the DNSMOS overall score gained; the "
+            "`denoise` margin is then the larger of the two",
             0.0,
             1.5,
             " MOS",
@@ -123,15 +123,18 @@ def _floor(audio: Audio) -> float:
 
 def _denoise(pair: Pair) -> Margin:
     lowered = round(_floor(pair.neutral) - _floor(pair.edited), 2)
-    margin = to_margin(lowered, ANCHORS["denoise"])
-    measures: dict[str, float | None] = {ANCHORS["denoise"].basis: lowered}
-    if qc.dnsmos_unavailable() is None:
-        before = qc.dnsmos(qc.mono_16k(pair.neutral.samples, pair.neutral.sample_rate))
-        after = qc.dnsmos(qc.mono_16k(pair.edited.samples, pair.edited.sample_rate))
-        gained = round(after["dnsmos_ovrl"] - before["dnsmos_ovrl"], 3)
-        measures[ANCHORS["denoise_dnsmos"].basis] = gained
-        margin = max(margin, to_margin(gained, ANCHORS["denoise_dnsmos"]))
-    return Margin(margin, ANCHORS["denoise"].basis, lowered, measures)
+    basis = ANCHORS["denoise"].basis
+    return Margin(to_margin(lowered, ANCHORS["denoise"]), basis, lowered, {basis: lowered})
+
+
+def _with_dnsmos(pair: Pair, floor: Margin) -> Margin:
+    """The denoise margin as the larger of the floor's and the DNSMOS gain's."""
+    before = qc.dnsmos(qc.mono_16k(pair.neutral.samples, pair.neutral.sample_rate))
+    after = qc.dnsmos(qc.mono_16k(pair.edited.samples, pair.edited.sample_rate))
+    gained = round(after["dnsmos_ovrl"] - before["dnsmos_ovrl"], 3)
+    anchor = ANCHORS["denoise_dnsmos"]
+    value = max(floor.value or MARGIN_MIN, to_margin(gained, anchor))
+    return replace(floor, value=value, measures={**floor.measures, anchor.basis: gained})
 
 
 def _loudness(pair: Pair) -> Margin:
@@ -177,6 +180,13 @@ MEASURES: dict[str, Callable[[Pair], Margin]] = {
 class ObjectiveScorer:
     name = "objective"
 
+    def __init__(self, dnsmos: bool = False) -> None:
+        """`dnsmos`: denoise margins also count the DNSMOS gain (slow: about a second a pair
+        on one core), which needs the qc-heavy extra."""
+        if dnsmos and (missing := qc.dnsmos_unavailable()):
+            raise ScorerUnavailable(f"--dnsmos: DNSMOS is not available: {missing}")
+        self.dnsmos = dnsmos
+
     def refusal(self, attribute: EditSpec) -> str | None:
         if attribute.type not in MEASURES:
             return (
@@ -191,6 +201,8 @@ class ObjectiveScorer:
         if pair.neutral.frames == 0 or pair.edited.frames == 0:
             return Margin(None, pair.attribute.type, note="empty audio: nothing to measure")
         margin = MEASURES[pair.attribute.type](pair)
+        if pair.attribute.type == "denoise" and self.dnsmos:
+            margin = _with_dnsmos(pair, margin)
         if margin.measure is not None and not np.isfinite(margin.measure):
             return Margin(None, margin.basis, note="the measure is not finite")
         return margin

@@ -51,15 +51,14 @@ class ScorerUnavailable(ValueError):
     """The scorer asked for does not exist (or can not score an attribute asked for)."""
 
 
-def make_scorer(name: str) -> MarginScorer:
+def make_scorer(name: str, dnsmos: bool = False) -> MarginScorer:
+    """The scorer called `name`; `dnsmos`: the objective scorer also measures DNSMOS for
+    denoise (the qc-heavy extra)."""
     from stepedit_core.dataset.objective import ObjectiveScorer
 
-    scorers: dict[str, type] = {"objective": ObjectiveScorer}
-    if name not in scorers:
-        raise ScorerUnavailable(
-            f"unknown margin scorer {name!r}; available: {', '.join(sorted(scorers))}"
-        )
-    return scorers[name]()
+    if name != "objective":
+        raise ScorerUnavailable(f"unknown margin scorer {name!r}; available: {', '.join(SCORERS)}")
+    return ObjectiveScorer(dnsmos=dnsmos)
 
 
 SCORERS = ("objective",)
