@@ -6,7 +6,8 @@ x the attributes speed=faster, denoise, loudness=-16, vad, edited in-process (lo
 one core, one torch thread). Reported: the run's wall time, the set's wall time (pairing,
 reading both versions, scoring, writing sft.parquet; a second call on the finished run, which
 does no editing), and the median scorer time per pair for each attribute (audio already
-decoded). The machine is shared with other users and loaded: the load average is recorded.
+decoded), and denoise with --dnsmos. The machine is shared with other users and loaded: the
+load average is recorded.
 
 Run: `python benchmarks/margin_set.py` -> benchmarks/results/margin_set.json
 """
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         set_s = time.perf_counter() - start
         sft = pq.read_table(Path(tmp) / "bench" / "dataset" / "sft.parquet").to_pylist()
         per_attribute = {}
-        scorer = ObjectiveScorer()
-        for attribute in ATTRIBUTES:
+        timed = [(a, a, ObjectiveScorer()) for a in ATTRIBUTES]
+        timed.append(("denoise --dnsmos", "denoise", ObjectiveScorer(dnsmos=True)))
+        for label, attribute, scorer in timed:
             times = []
             for row in (r for r in sft if r["attribute"] == attribute and r["status"] == "ok"):
                 pair = Pair(
@@ -87,11 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 begin = time.perf_counter()
                 scorer.score(pair)
                 times.append(time.perf_counter() - begin)
-            per_attribute[attribute] = {
+            per_attribute[label] = {
                 "pairs": len(times),
                 "median_score_ms": round(1000 * statistics.median(times), 2) if times else None,
-                "kept": summary["attributes"][attribute]["kept"],
             }
+            if label == attribute:
+                per_attribute[label]["kept_at_6"] = summary["attributes"][attribute]["kept"]
     pairs = len(rows) * len(ATTRIBUTES)
     result = {
         "benchmark": "margin_set",
