@@ -186,6 +186,40 @@ def test_the_set_is_the_same_whatever_the_batch_size(signal_set, monkeypatch):
     assert pq.read_table(run / "dataset" / "sft.parquet").to_pylist() == rows
 
 
+CRASHING_BUILD = """
+import sys
+from stepedit_core.dataset import MarginSpec, build_margin_set
+from stepedit_core.executors.local import LocalExecutor
+manifest, out, root = sys.argv[1:4]
+spec = MarginSpec.create(manifest, ["speed=faster", "vad"], out, "crash", executor="local",
+                         shard_size=2, allow_roots=[root], report="none")
+print(build_margin_set(spec, executor=LocalExecutor())["kept"])
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_margin_set_resumes_exactly_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    manifest = _demo_manifest(tmp_path / "m.parquet")
+    root = str(Path(DEMO["noisy_01"]["path"]).parent)
+    command = [sys.executable, "-c", CRASHING_BUILD, manifest, str(tmp_path / "o"), root]
+    env = {**os.environ, "STEPEDIT_FAILPOINT": "shard.part_committed:1"}
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    assert killed.returncode == -9, killed.stderr  # SIGKILL after the first shard's part
+    run = tmp_path / "o" / "crash"
+    assert not (run / "dataset" / "sft.parquet").exists()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+    record = json.loads((run / "run.json").read_text())
+    assert record["attempt"] == 2
+    assert record["clip_rounds"]["resumed"] == 2 and record["clip_rounds"]["done_now"] == 2
+    rows = pq.read_table(run / "dataset" / "sft.parquet").to_pylist()
+    assert len(rows) == 6 and int(done.stdout.split()[-1]) == sum(r["kept"] for r in rows)
+    assert len({r["edited_record_sha256"] for r in rows[:4]}) == 4
+
+
 # --- the objective mapping --------------------------------------------------------------------
 
 
