@@ -333,7 +333,7 @@ def _add_dataset_commands(sub: argparse._SubParsersAction) -> None:
         "--dnsmos",
         action="store_true",
         help="denoise margins also count the DNSMOS gain (pip install 'stepedit[qc-heavy]'; "
-        "about a second a pair on one core)",
+        "about 0.8 s a pair on one core)",
     )
     margin.add_argument(
         "--judge",

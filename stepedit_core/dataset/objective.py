@@ -181,7 +181,7 @@ class ObjectiveScorer:
     name = "objective"
 
     def __init__(self, dnsmos: bool = False) -> None:
-        """`dnsmos`: denoise margins also count the DNSMOS gain (slow: about a second a pair
+        """`dnsmos`: denoise margins also count the DNSMOS gain (slow: about 0.8 s a pair
         on one core), which needs the qc-heavy extra."""
         if dnsmos and (missing := qc.dnsmos_unavailable()):
             raise ScorerUnavailable(f"--dnsmos: DNSMOS is not available: {missing}")
