@@ -172,6 +172,10 @@ def test_a_second_build_resumes_the_run_and_changes_nothing(signal_set, tmp_path
     assert json.loads((run / "run.json").read_text()) == before  # no second run
     assert pq.read_table(run / "dataset" / "sft.parquet").to_pylist() == rows
     assert again["kept"] == sum(r["kept"] for r in rows)
+    stricter = build_margin_set(spec.model_copy(update={"min_margin": 8}), executor=LocalExecutor())
+    assert json.loads((run / "run.json").read_text()) == before  # rescored, not edited again
+    assert stricter["kept"] == sum(1 for r in rows if (r["margin"] or 0) >= 8) < again["kept"]
+    build_margin_set(spec, executor=LocalExecutor())  # back to the fixture's set
     other = spec.model_copy(update={"attributes": (parse_edit("denoise"),)})
     with pytest.raises(RunRefused, match="another manifest or other attributes"):
         build_margin_set(other, executor=LocalExecutor())

@@ -25,33 +25,22 @@ from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, model_v
 
 from stepedit_core.access import AllowedRoots, default_root, storage_options_installed
 from stepedit_core.dataset import card
-from stepedit_core.dataset.pair_rows import neutral_is_clone, pair_rows, read_source
+from stepedit_core.dataset.layout import SET_METADATA, card_path, rows_path, sft_path
+from stepedit_core.dataset.pair_rows import (
+    neutral_is_clone,
+    pair_rows,
+    read_source,
+    source_columns,
+)
 from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable, make_scorer
 from stepedit_core.dataset.sft import SetWriting, passed_columns, write_sft
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import JobSpec
-from stepedit_core.report.margins import SET_METADATA
 from stepedit_core.store import RunStore
 
 Attribute = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
 DEFAULT_MIN_MARGIN = 6.0
-
-
-def dataset_dir(store: RunStore) -> str:
-    return store.path("dataset")
-
-
-def rows_path(store: RunStore) -> str:
-    return store.path("dataset", "rows.parquet")
-
-
-def sft_path(store: RunStore) -> str:
-    return store.path("dataset", "sft.parquet")
-
-
-def card_path(store: RunStore) -> str:
-    return store.path("dataset", "README.md")
 
 
 class MarginSpec(BaseModel):
@@ -183,11 +172,12 @@ def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]
         min_margin=spec.min_margin,
         roots=spec.roots(),
         clone=neutral_is_clone(spec.job.engine),
-        passed=passed_columns(read_source(spec.manifest_uri).column_names),
+        passed=passed_columns(source_columns(spec.manifest_uri)),
     )
     path = sft_path(store)
     counted = write_sft(writing, path, {SET_METADATA: _spec_json(spec)})
-    columns = pq.read_schema(store.fs.open(path, "rb")).names
+    with store.fs.open(path, "rb") as handle:
+        columns = pq.read_schema(handle).names
     summary = card.summarize(counted, columns, spec, record)
     store.write_bytes(card_path(store), card.data_card(summary).encode())
     if spec.report != "none":

@@ -51,6 +51,12 @@ def read_source(manifest_uri: str) -> pa.Table:
     return table
 
 
+def source_columns(manifest_uri: str) -> list[str]:
+    """The source manifest's column names (its footer only)."""
+    with fsspec.open(manifest_uri, "rb") as handle:
+        return pq.read_schema(handle).names
+
+
 def pair_rows(source: pa.Table, attributes: tuple[EditSpec, ...], engine: str) -> pa.Table:
     """The derived manifest: every source column, clip_id/edit (and, when cloning,
     target_text) rewritten, plus source_clip_id, attribute and source_row_index."""

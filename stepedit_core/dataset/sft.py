@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from stepedit_core import audio as audio_io
 from stepedit_core.access import AllowedRoots
 from stepedit_core.audit.records import index_path
+from stepedit_core.dataset.layout import neutral_path
 from stepedit_core.dataset.pair_rows import ATTRIBUTE, SOURCE_CLIP_ID
 from stepedit_core.dataset.scorers import Margin, MarginScorer, Pair
 from stepedit_core.edits import EditSpec, parse_edit
@@ -247,7 +248,7 @@ def _fetch(
         if neutral is not None:
             store = writing.store
             stem = posixpath.basename(store.audio_path(row["clip_id"], index))
-            path = store.path("dataset", "neutral", stem)
+            path = neutral_path(store, stem)
             store.write_bytes(path, neutral["audio_flac"])
             neutral_uri, neutral_bytes = store.uri(path), neutral["audio_flac"]
         else:

@@ -8,12 +8,12 @@ import html
 import json
 from collections import Counter
 
+from stepedit_core.dataset.layout import SET_METADATA, sft_path
 from stepedit_core.store import RunStore
 
 WIDTH, HEIGHT = 300, 150
 LEFT, RIGHT, TOP, BOTTOM = 36, 10, 22, 26
 MARGINS = range(1, 11)
-SET_METADATA = "stepedit_margin_set"  # the footer key holding the set's settings
 
 
 def margin_histogram_svg(attribute: str, margins: list[int], min_margin: float) -> str:
@@ -52,7 +52,7 @@ def margin_histogram_svg(attribute: str, margins: list[int], min_margin: float) 
 
 def margin_section(store: RunStore) -> str:
     """The section's HTML, or "" when the run made no margin set."""
-    path = store.path("dataset", "sft.parquet")
+    path = sft_path(store)
     if not store.exists(path):
         return ""
     settings = json.loads(store.read_metadata(path).get(SET_METADATA, "{}"))
