@@ -3,6 +3,7 @@ dataset with a data card and a chart on the review page."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -152,6 +153,7 @@ def test_the_set_loads_with_datasets_and_has_a_data_card(signal_set, tmp_path):
     assert f"| `speed=faster` | 3 | 1 | 2 | {kept_speed} |" in card
     assert "| `speed=faster` | 0 | 0 | 0 | 0 | 0 | 0 | 2 | 0 | 0 | 0 |" in card
     assert json.loads((run / "run.json").read_text())["audit"]["run_digest"] in card
+    assert markdown_table() in card  # how the margins were made travels with the set
 
 
 def test_the_review_page_charts_margins_per_attribute(signal_set):
@@ -222,6 +224,33 @@ def test_a_killed_margin_set_resumes_exactly_once(tmp_path):
     rows = pq.read_table(run / "dataset" / "sft.parquet").to_pylist()
     assert len(rows) == 6 and int(done.stdout.split()[-1]) == sum(r["kept"] for r in rows)
     assert len({r["edited_record_sha256"] for r in rows[:4]}) == 4
+
+
+def test_a_margin_set_in_s3(s3):
+    from conftest import put_clip
+
+    uris = [put_clip(s3, "catalog/margin/a.flac", 1.0), put_clip(s3, "catalog/margin/b.flac", 0.8)]
+    sink = io.BytesIO()
+    pq.write_table(
+        pa.table({"clip_id": ["a", "b"], "audio_uri": uris, "license": ["x", "y"]}), sink
+    )
+    s3.pipe("catalog/margin/m.parquet", sink.getvalue())
+    spec = MarginSpec.create(
+        "s3://catalog/margin/m.parquet", ["speed=slower"], "s3://runs/margins", "s3set",
+        executor="local", report="none",
+    )  # fmt: skip
+    summary = build_margin_set(spec, executor=LocalExecutor())
+    assert summary["sft"] == "s3://runs/margins/s3set/dataset/sft.parquet"
+    with s3.open("runs/margins/s3set/dataset/sft.parquet", "rb") as handle:
+        rows = pq.read_table(handle).to_pylist()
+    assert [(r["clip_id"], r["status"], r["margin"], r["license"]) for r in rows] == [
+        ("a", "ok", 7, "x"),
+        ("b", "ok", 7, "y"),
+    ]
+    assert rows[0]["neutral_uri"] == "s3://catalog/margin/a.flac"
+    assert rows[0]["edited_sha256"] == sha256_bytes(s3.cat(rows[0]["edited_uri"]))
+    assert s3.exists("runs/margins/s3set/dataset/README.md")
+    assert not [p for p in s3.ls("runs/margins/s3set/dataset") if ".tmp-" in p]
 
 
 # --- the objective mapping --------------------------------------------------------------------

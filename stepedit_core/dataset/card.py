@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN
+from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, make_scorer
 
 if TYPE_CHECKING:
     from stepedit_core.dataset.margin_set import MarginSpec
@@ -49,6 +49,7 @@ def summarize(
         "source_manifest": spec.manifest_uri,
         "engine": engine,
         "scorer": spec.scorer + (" with DNSMOS" if spec.dnsmos else ""),
+        "scoring": make_scorer(spec.scorer, spec.dnsmos).describe(),
         "min_margin": spec.min_margin,
         "pairs": len(rows),
         "kept": kept,
@@ -104,6 +105,7 @@ def data_card(summary: dict[str, Any]) -> str:
     for name, a in summary["attributes"].items():
         counts = " | ".join(str(a["margins"].get(m, 0)) for m in margins)
         lines.append(f"| `{name}` | {counts} |")
+    lines += ["", "## How margins were scored", "", summary["scoring"]]
     lines += [
         "",
         "## Columns",

@@ -197,6 +197,14 @@ class ObjectiveScorer:
             return f"attribute {attribute}: a speed factor of 1 changes nothing"
         return None
 
+    def describe(self) -> str:
+        dnsmos = "on" if self.dnsmos else "off"
+        return (
+            "What the edit measurably did, linear between two anchors, rounded, clipped to "
+            f"1..10; a change in the wrong direction scores 1 (DNSMOS for denoise: {dnsmos}).\n\n"
+            + markdown_table()
+        )
+
     def score(self, pair: Pair) -> Margin:
         if pair.neutral.frames == 0 or pair.edited.frames == 0:
             return Margin(None, pair.attribute.type, note="empty audio: nothing to measure")

@@ -46,6 +46,9 @@ class MarginScorer(Protocol):
 
     def score(self, pair: Pair) -> Margin: ...
 
+    def describe(self) -> str:
+        """How margins are made, in Markdown (the data card shows it)."""
+
 
 class ScorerUnavailable(ValueError):
     """The scorer asked for does not exist (or can not score an attribute asked for)."""
