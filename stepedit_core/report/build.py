@@ -441,8 +441,8 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
     header = _header(run, run_id)
 
     index_body = _summary(run, clips, builder.qc_counts, builder.profiles)
+    index_body += margin_section(store)  # a margin set's run: its margins first
     index_body += f'<h2>Metrics by round</h2><div class="charts">{charts}</div>'
-    index_body += margin_section(store)
     index_body += f"<h2>Clips 1-{len(chunks[0])} of {len(clips)}</h2>{_nav(pages, pages[0])}"
     index_rows = chunks[0] + (fail_chunks[0] if fail_chunks else [])
     if fail_chunks:
