@@ -83,7 +83,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_dataset(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
     from stepedit_core.dataset import MarginSpec, build_margin_set
-    from stepedit_core.dataset.margin_set import check_scorer, write_pair_rows
+    from stepedit_core.dataset.margin_set import check_attributes, write_pair_rows
     from stepedit_flows.cli import Refused, _check_before_run, _console_logging
 
     _console_logging(args.quiet)  # before Prefect is imported (stepedit_flows.margin_set)
@@ -119,7 +119,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         raise Refused(_problems(exc)) from None
     job = spec.job
     with storage_options_installed(job.storage_options, job.storage_uris()):
-        check_scorer(spec)
+        check_attributes(spec)
         write_pair_rows(spec)
         if not _check_before_run(job):  # the run finished: score and write the set only
             print(summary_text(build_margin_set(spec)), end="")

@@ -381,6 +381,8 @@ def test_cli_refuses_judge_and_attributes_it_can_not_score(tmp_path, capsys):
     assert "not available yet" in capsys.readouterr().err
     assert main([*base, "--attribute", "emotion=happy"]) == 2
     assert "emotion needs a judge" in capsys.readouterr().err
+    code = main([*base, "--attribute", "speed=1.3", "--engine", "step-audio-editx"])
+    assert code == 2 and "valid options: faster" in capsys.readouterr().err
     assert main([*base, "--attribute", "clone"]) == 2
     assert "neutral version" in capsys.readouterr().err
     assert not (tmp_path / "o" / "x" / "run.json").exists()

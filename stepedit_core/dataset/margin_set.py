@@ -34,7 +34,7 @@ from stepedit_core.dataset.pair_rows import (
 )
 from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable, make_scorer
 from stepedit_core.dataset.sft import SetWriting, passed_columns, write_sft
-from stepedit_core.edits import EditSpec, parse_edit
+from stepedit_core.edits import EditSpec, parse_edit, refusal
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import JobSpec
 from stepedit_core.store import RunStore
@@ -113,13 +113,16 @@ class MarginSpec(BaseModel):
 RunJob = Callable[[JobSpec], dict[str, Any]]
 
 
-def check_scorer(spec: MarginSpec) -> None:
-    """Refuse attributes the scorer can not score (RunRefused), before any work."""
+def check_attributes(spec: MarginSpec) -> None:
+    """Refuse attributes the engine can not run or the scorer can not score (RunRefused),
+    before any work: otherwise every pair of them would fail."""
     try:
         scorer = make_scorer(spec.scorer, spec.dnsmos)
     except ScorerUnavailable as exc:
         raise RunRefused(str(exc)) from None
-    problems = [p for a in spec.attributes if (p := scorer.refusal(a))]
+    engine = spec.job.engine
+    problems = [f"attribute {a}: {p}" for a in spec.attributes if (p := refusal(engine, a))]
+    problems += [p for a in spec.attributes if (p := scorer.refusal(a))]
     if problems:
         raise RunRefused("; ".join(problems))
 
@@ -150,7 +153,7 @@ def build_margin_set(
 ) -> dict[str, Any]:
     """Make (or resume) the margin set; returns its summary (also in the data card)."""
     with storage_options_installed(spec.job.storage_options, spec.job.storage_uris()):
-        check_scorer(spec)
+        check_attributes(spec)
         write_pair_rows(spec)
         if run is None:
             from stepedit_core.run import run_job
