@@ -15,7 +15,9 @@ import posixpath
 import tempfile
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +110,7 @@ def write_sft(writing: SetWriting, path: str, metadata: dict[str, str]) -> list[
             schema = schema.append(manifest.schema_arrow.field(name))
         schema = schema.with_metadata(metadata)
         with (
-            _atomic_local_file(store, path) as local,
+            _staged_file(store, path) as local,
             pq.ParquetWriter(local, schema, compression="zstd") as sink,
         ):
             start = 0
@@ -126,37 +128,26 @@ def write_sft(writing: SetWriting, path: str, metadata: dict[str, str]) -> list[
     return counted
 
 
-class _atomic_local_file:  # noqa: N801 - used as a context manager, reads like `open`
+@contextmanager
+def _staged_file(store: RunStore, path: str) -> Iterator[str]:
     """A local file to write; on success it becomes `path` whole (local disk: renamed in
-    place; object stores: one upload), on failure it is removed."""
-
-    def __init__(self, store: RunStore, path: str) -> None:
-        self.store, self.path = store, path
-        self.local = store.protocol in LOCAL
-
-    def __enter__(self) -> str:
-        if self.local:
-            folder = posixpath.dirname(self.path)
-            self.store.fs.makedirs(folder, exist_ok=True)
-            self.tmp = posixpath.join(
-                folder, f".{posixpath.basename(self.path)}.tmp-{uuid.uuid4().hex}"
-            )
+    place; object stores: one upload, retried), on failure it is removed."""
+    if store.protocol in LOCAL:
+        folder = posixpath.dirname(path)
+        store.fs.makedirs(folder, exist_ok=True)
+        tmp = posixpath.join(folder, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
+    else:
+        handle, tmp = tempfile.mkstemp(suffix=".parquet")
+        os.close(handle)
+    try:
+        yield tmp
+        if store.protocol in LOCAL:
+            store.fs.mv(tmp, path)
         else:
-            handle, self.tmp = tempfile.mkstemp(suffix=".parquet")
-            os.close(handle)
-        return self.tmp
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        try:
-            if kind is None:
-                if self.local:
-                    self.store.fs.mv(self.tmp, self.path)
-                else:
-                    uri = self.store.uri(self.path)
-                    retrying(lambda: self.store.fs.put_file(self.tmp, self.path), f"writing {uri}")
-        finally:
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            retrying(lambda: store.fs.put_file(tmp, path), f"writing {store.uri(path)}")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 Location = tuple[str, int, int, int]  # part, row group, row in group, iteration
