@@ -192,6 +192,24 @@ def test_the_set_is_the_same_whatever_the_batch_size(signal_set, monkeypatch):
     assert pq.read_table(run / "dataset" / "sft.parquet").to_pylist() == rows
 
 
+def test_a_pair_whose_file_is_gone_fails_alone(tmp_path):
+    rows = [
+        {"clip_id": c, "audio_uri": DEMO[c]["path"], "text": DEMO[c]["text"]}
+        for c in ("clean_01", "clean_02")
+    ]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    spec = _spec(manifest, tmp_path / "o", ["speed=faster"], report="none")
+    build_margin_set(spec, executor=LocalExecutor())
+    sft = tmp_path / "o" / "set" / "dataset" / "sft.parquet"
+    gone = Path(pq.read_table(sft).to_pylist()[0]["edited_uri"])
+    gone.unlink()
+    build_margin_set(spec, executor=LocalExecutor())
+    first, second = pq.read_table(sft).to_pylist()
+    assert first["status"] == "failed" and first["error_code"] == "missing_file"
+    assert str(gone) in first["error"] and first["kept"] is False
+    assert second["status"] == "ok" and second["margin"] == 7 and second["kept"]
+
+
 CRASHING_BUILD = """
 import sys
 from stepedit_core.dataset import MarginSpec, build_margin_set
