@@ -422,3 +422,12 @@ def test_cli_makes_a_margin_set_through_prefect_and_ray(
     assert [r["margin"] for r in rows] == [7, 7, None]
     assert main(args) == 0  # finished: the set is written again, nothing is edited again
     assert json.loads((tmp_path / "o" / "cli" / "run.json").read_text())["attempt"] == 1
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["stepedit-margin-set-cli"]))
+        )
+    assert artifacts and "| `speed=faster` | 3 | 1 | 2 | 2 | 66.7% |" in artifacts[0].data

@@ -65,10 +65,12 @@ def summarize(
     }
 
 
-def data_card(summary: dict[str, Any]) -> str:
+def data_card(summary: dict[str, Any], dataset_header: bool = True) -> str:
+    """The card's Markdown; `dataset_header`: with the YAML header that `datasets` reads
+    (left out where the card is only shown, as in the Prefect artifact)."""
     engine = summary["engine"]
     lines = [
-        HEADER,
+        HEADER if dataset_header else "",
         f"# Margin set `{summary['run_id']}`",
         "",
         "Pairs of the same clip, a neutral version and a version with one attribute edited, "
