@@ -22,6 +22,7 @@ from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
+from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
 from stepedit_flows.judge_cli import (
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_judge_parser(sub)
     add_eval_parser(sub)
+    add_dataset_commands(sub)
     return parser
 
 
@@ -556,6 +558,7 @@ COMMANDS = {
     "deployments": cmd_deployments,
     "judge": cmd_judge,
     "eval": cmd_eval,
+    "dataset": cmd_dataset,
 }
 
 

@@ -31,6 +31,7 @@ from stepedit_core import audio as audio_io
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
+from stepedit_core.report.margins import margin_section
 from stepedit_core.report.spectrogram import spectrogram_png
 from stepedit_core.store import RunStore
 
@@ -441,6 +442,7 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
     header = _header(run, run_id)
 
     index_body = _summary(run, clips, builder.qc_counts, builder.profiles)
+    index_body += margin_section(store)  # a margin set's run: its margins first
     index_body += f'<h2>Metrics by round</h2><div class="charts">{charts}</div>'
     index_body += accuracy_section(store)  # empty until the run is judged (stepedit judge)
     index_body += f"<h2>Clips 1-{len(chunks[0])} of {len(clips)}</h2>{_nav(pages, pages[0])}"
