@@ -93,6 +93,17 @@ _CODES = (
         "non_finite_output", "the edit produced NaN or infinite samples", "stage", (SIGNAL,)
     ),
     FailureCode(
+        "no_word_timings",
+        "the edit needs word timings: English `text` (aligned with pocketsphinx) or an ASR "
+        "model (`--asr-models`)",
+        "stage",
+        (SIGNAL,),
+    ),
+    FailureCode(
+        "alignment_failed", "the audio could not be aligned with its `text`", "stage", (SIGNAL,)
+    ),
+    FailureCode("asr_failed", "the ASR model could not transcribe the audio", "stage"),
+    FailureCode(
         "too_long",
         "prompt plus expected output over the model's 8192-token cap (checked before "
         "generating; the message gives the limit in seconds)",

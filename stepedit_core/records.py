@@ -188,6 +188,12 @@ class RoundRecord:
     # JSON list, one object per LLM pass of the round (engines that run several): see
     # stepedit_core/engines/stepaudio/roundtrip.py
     passes_json: str | None = None
+    # word timings (stepedit_core/words): [{"word", "start", "end", "confidence", "filler"}],
+    # the fillers edit's cuts [{"start_s", "end_s", "word", "room_tone_s"}] in the round's
+    # input timeline, and where `text` came from ("manifest" or "asr")
+    words_json: str | None = None
+    cuts_json: str | None = None
+    text_source: str | None = None
     prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
     record_sha256: str | None = None
     audio_flac: bytes | None = None
@@ -225,6 +231,9 @@ class RoundRecord:
             ("instruction", pa.string()),
             ("model_fingerprint", pa.string()),
             ("passes_json", pa.string()),
+            ("words_json", pa.string()),
+            ("cuts_json", pa.string()),
+            ("text_source", pa.string()),
             ("prev_record_sha256", pa.string()),
             ("record_sha256", pa.string()),
             ("audio_flac", pa.binary()),
@@ -276,6 +285,9 @@ class RoundRecord:
             duration_in_s=round(item.audio.duration, 4) if item.audio is not None else None,
             instruction=item.state.get("instruction"),
             model_fingerprint=item.state.get("model_fingerprint"),
+            words_json=item.state.get("words_json"),
+            cuts_json=item.state.get("cuts_json"),
+            text_source=item.state.get("text_source") or ("manifest" if item.text else None),
         )
         if item.failed:
             return record

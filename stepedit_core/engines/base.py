@@ -24,6 +24,7 @@ class EngineOptions:
     prompt_mode: str = "chain"  # chain: round k's output is round k+1's voice prompt; fixed
     llm_backend: str = "transformers"  # or "vllm"
     vad_max_pause: float = 0.3  # seconds a pause may last after the vad edit (signal engine)
+    asr_models: str | None = None  # a faster-whisper (CTranslate2) folder: stepedit_core/words
     gpus: dict[str, float] = field(default_factory=dict)  # stage name -> GPU fraction per actor
     batch_sizes: dict[str, int] = field(default_factory=dict)  # stage name -> batch size
     extra: dict[str, Any] = field(default_factory=dict)

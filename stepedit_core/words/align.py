@@ -1,0 +1,135 @@
+"""Forced alignment of a known English text with pocketsphinx (model and dictionary in the wheel).
+
+The text becomes a grammar in which any number of fillers may sit before, between and after
+its words, so the decoder has to account for the whole text, in order, and may explain extra
+voiced sounds only as fillers. Its segmentation gives every word's start and end (10 ms frames)
+and posterior. Words the dictionary does not know get a spelling-based pronunciation, which is
+rough but keeps them in the text: a word of the text is never left to be taken for a filler.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import soxr
+
+from stepedit_core.failures import ItemFailure
+from stepedit_core.words.timing import Word
+
+ALIGN_RATE = 16000
+FRAME_S = 0.01  # pocketsphinx's frame rate: 100 frames per second
+# our own pronunciations of fillers (CMU phones), so the set does not depend on the dictionary
+FILLER_PHONES = {
+    "um": "AH M",
+    "uhm": "AH M",
+    "uh": "AH",
+    "er": "ER",
+    "erm": "ER M",
+    "ah": "AA",
+    "hmm": "HH M",
+    "hm": "HH M",
+    "mm": "M",
+}
+LETTER_PHONES = {
+    "a": "AE", "b": "B", "c": "K", "d": "D", "e": "EH", "f": "F", "g": "G", "h": "HH", "i": "IH",
+    "j": "JH", "k": "K", "l": "L", "m": "M", "n": "N", "o": "AA", "p": "P", "q": "K", "r": "R",
+    "s": "S", "t": "T", "u": "AH", "v": "V", "w": "W", "x": "K S", "y": "Y", "z": "Z",
+}  # fmt: skip
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+NON_WORDS = {"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]"}
+TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
+
+
+def tokens(text: str) -> list[str]:
+    """The text's words as the dictionary spells them: lower case, digits read one by one."""
+    out: list[str] = []
+    for token in TOKEN.findall(text.lower()):
+        if token.isdigit():
+            out.extend(DIGITS[int(d)] for d in token)
+        else:
+            out.append(token)
+    return out
+
+
+class PocketsphinxAligner:
+    """One decoder per process (loading the model takes ~0.2 s); not thread-safe."""
+
+    name = "pocketsphinx"
+
+    def __init__(self) -> None:
+        from pocketsphinx import Config, Decoder
+
+        config = Config(lm=None, loglevel="FATAL")
+        self._decoder: Any = Decoder(config)
+        for word, phones in FILLER_PHONES.items():
+            if self._decoder.lookup_word(word) is None:
+                self._decoder.add_word(word, phones, False)
+        self._grammars = 0
+
+    def _known(self, word: str) -> None:
+        if self._decoder.lookup_word(word) is None:
+            letters = [LETTER_PHONES[c] for c in word if c in LETTER_PHONES]
+            self._decoder.add_word(word, " ".join(letters) or "AH", False)
+
+    def align(self, samples: np.ndarray, sample_rate: int, text: str) -> list[Word]:
+        """Words of `text` and any fillers, in order, timed in seconds of `samples`."""
+        words = tokens(text)
+        if not words:
+            raise ItemFailure("alignment_failed", "column 'text' has no words to align")
+        for word in words:
+            self._known(word)
+        filler = "( " + " | ".join(FILLER_PHONES) + " )*"
+        body = " ".join(f"{w} {filler}" for w in words)
+        grammar = f"#JSGF V1.0;\ngrammar text;\npublic <text> = {filler} {body} ;\n"
+        self._grammars += 1
+        name = f"text{self._grammars}"
+        decoder = self._decoder
+        decoder.add_jsgf_string(name, grammar)
+        decoder.activate_search(name)
+        try:
+            decoder.start_utt()
+            decoder.process_raw(pcm16(samples, sample_rate), full_utt=True)
+            decoder.end_utt()
+            segments = list(decoder.seg() or [])
+        finally:
+            decoder.remove_search(name)
+        found = [
+            Word(
+                word=re.sub(r"\(\d+\)$", "", seg.word),
+                start=round(seg.start_frame * FRAME_S, 3),
+                end=round((seg.end_frame + 1) * FRAME_S, 3),
+                confidence=round(float(seg.prob), 3),
+            )
+            for seg in segments
+            if seg.word not in NON_WORDS
+        ]
+        if not found:
+            raise ItemFailure(
+                "alignment_failed",
+                f"pocketsphinx could not align the text of column 'text' ({len(words)} words) "
+                "with the audio",
+            )
+        # the text's words come out in order; anything else came from a filler loop (a filler
+        # spoken as a word of the text stays a word of the text)
+        marked, next_word = [], 0
+        for w in found:
+            is_text = next_word < len(words) and w.word == words[next_word]
+            next_word += is_text
+            marked.append(Word(w.word, w.start, w.end, w.confidence, not is_text))
+        return marked
+
+
+@lru_cache(maxsize=1)
+def shared_aligner() -> PocketsphinxAligner:
+    return PocketsphinxAligner()
+
+
+def pcm16(samples: np.ndarray, sample_rate: int) -> bytes:
+    """Mono 16 kHz 16-bit PCM bytes of (frames, channels) or (frames,) float samples."""
+    mono = samples.mean(axis=1) if samples.ndim > 1 else samples
+    if sample_rate != ALIGN_RATE:
+        mono = soxr.resample(mono, sample_rate, ALIGN_RATE, quality="HQ")
+    return (np.clip(mono, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()

@@ -1,0 +1,134 @@
+"""Word timings and the fillers edit, on Piper clips with fillers inserted at known times
+(tests/words_clips: clips.json holds the speech spans of every script piece and filler)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stepedit_core.edits import EditError, fillers_of, parse_edit
+from stepedit_core.failures import ItemFailure
+from stepedit_core.words.align import tokens
+from stepedit_core.words.edit import remove_fillers, word_timings
+from stepedit_core.words.fillers import Cut, apply_cuts, plan_cuts, unexplained_voice
+from stepedit_core.words.timing import Word, words_from_json, words_json
+
+CLIPS_DIR = Path(__file__).resolve().parent / "words_clips"
+CLIPS = {c["clip_id"]: c for c in json.loads((CLIPS_DIR / "clips.json").read_text())}
+FILLED = [cid for cid, c in CLIPS.items() if c["filler_spans"]]
+CROSSFADE_TOLERANCE_S = 0.011  # a cut's edges are blended over 10 ms of kept room tone
+
+
+def load(clip_id: str) -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(CLIPS_DIR / CLIPS[clip_id]["file"], dtype="float32", always_2d=True)
+    return samples, rate
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def test_fillers_option_is_parsed_against_the_filler_vocabulary():
+    assert fillers_of(parse_edit("fillers")) == (("um", "uh", "uhm", "er", "ah", "hmm"), False)
+    assert fillers_of(parse_edit("fillers=list")) == (("um", "uh", "uhm", "er", "ah", "hmm"), True)
+    assert fillers_of(parse_edit("fillers=UM, uh,um")) == (("um", "uh"), False)
+    assert fillers_of(parse_edit("fillers=list,hmm")) == (("hmm",), True)
+    with pytest.raises(EditError, match="unknown filler 'like'"):
+        parse_edit("fillers=um,like")
+
+
+def test_tokens_read_digits_and_keep_apostrophes():
+    assert tokens("It's 11, Ma'am!") == ["it's", "one", "one", "ma'am"]
+
+
+def test_alignment_gives_every_word_of_the_text_in_order_and_no_filler_on_a_clean_clip():
+    samples, rate = load("plain_01")
+    timings = word_timings(samples, rate, CLIPS["plain_01"]["text"], "en")
+    assert timings.backend == "pocketsphinx"
+    assert [w.word for w in timings.words] == tokens(CLIPS["plain_01"]["text"])
+    assert not any(w.filler for w in timings.words)
+    spans = CLIPS["plain_01"]["script_spans"]
+    (first_start, _), (_, last_end) = spans[0], spans[-1]
+    assert abs(timings.words[0].start - first_start) < 0.05
+    assert abs(timings.words[-1].end - last_end) < 0.1
+    assert words_from_json(words_json(timings.words)) == timings.words
+
+
+@pytest.mark.parametrize("clip_id", FILLED)
+def test_fillers_are_cut_and_no_word_of_the_script_is(clip_id):
+    clip = CLIPS[clip_id]
+    samples, rate = load(clip_id)
+    result = remove_fillers(parse_edit("fillers"), samples, rate, clip["text"], "en")
+    cuts = [(c.start_s, c.end_s) for c in result.cuts]
+    inserted = sum(b - a for a, b in clip["filler_spans"])
+    removed = sum(overlap(f, c) for f in clip["filler_spans"] for c in cuts)
+    assert removed >= 0.8 * inserted, (clip_id, result.cuts)
+    for span in clip["script_spans"]:
+        for cut in cuts:
+            assert overlap(tuple(span), cut) <= CROSSFADE_TOLERANCE_S, (clip_id, span, cut)
+    # the output is the input less the cuts (plus any room tone put in, less the crossfades)
+    expected = len(samples) / rate - sum(c.end_s - c.start_s - c.room_tone_s for c in result.cuts)
+    assert abs(result.samples.shape[0] / rate - expected) <= 0.011 * (2 * len(cuts) + 1)
+    assert result.samples.shape[1] == samples.shape[1]
+
+
+def test_a_clip_without_fillers_comes_out_unchanged():
+    samples, rate = load("plain_01")
+    result = remove_fillers(parse_edit("fillers"), samples, rate, CLIPS["plain_01"]["text"], "en")
+    assert result.cuts == []
+    assert np.array_equal(result.samples, samples)
+
+
+def test_fillers_list_only_records_the_cuts():
+    samples, rate = load("fill_01")
+    result = remove_fillers(
+        parse_edit("fillers=list"), samples, rate, CLIPS["fill_01"]["text"], None
+    )
+    assert result.cuts and np.array_equal(result.samples, samples)
+
+
+def test_only_the_chosen_fillers_are_cut():
+    words = [
+        Word("so", 0.2, 0.5),
+        Word("ah", 0.8, 1.0, 0.9, True),
+        Word("i", 1.4, 1.5),
+        Word("um", 1.8, 2.0, 0.9, True),
+        Word("go", 2.3, 2.6),
+    ]
+    assert [c.word for c in plan_cuts(words, ("um",), 3.0)] == ["um"]
+    assert [c.word for c in plan_cuts(words, ("um", "ah"), 3.0)] == ["ah", "um"]
+
+
+def test_a_cut_leaves_the_longer_pause_and_fills_a_short_one_with_room_tone():
+    words = [Word("so", 0.2, 0.5), Word("um", 0.55, 0.8, 0.9, True), Word("go", 0.85, 1.2)]
+    (cut,) = plan_cuts(words, ("um",), 1.5)
+    # pauses of 0.05 s either side: both kept, 0.05 s of room tone makes the 0.15 s minimum
+    assert cut == Cut(0.55, 0.8, "um", pytest.approx(0.05))
+    rate = 16000
+    rng = np.random.default_rng(1)
+    floor = (rng.standard_normal((int(1.5 * rate), 1)) * 0.001).astype(np.float32)
+    out = apply_cuts(floor, rate, [cut], [(0.0, 0.2), (1.2, 1.5)])
+    assert abs(out.shape[0] - floor.shape[0] - round((0.05 - 0.25) * rate)) <= 2
+    filled = out[int(0.56 * rate) : int(0.59 * rate)]
+    level = 20 * np.log10(np.sqrt(np.mean(filled**2)) / 0.001)
+    assert abs(level) < 3.0  # the room tone has the level of the clip's pauses
+
+
+def test_voiced_stretches_no_word_explains_count_as_fillers():
+    words = [Word("so", 0.2, 0.5), Word("go", 1.5, 1.8)]
+    voiced = [(0.2, 0.5), (0.9, 1.1), (1.52, 1.6), (1.55, 1.6)]
+    marked = unexplained_voice(words, voiced)
+    assert [(w.word, w.start) for w in marked if w.filler] == [("<voiced>", 0.9)]
+
+
+def test_no_text_and_no_asr_is_a_clear_failure():
+    samples, rate = load("plain_01")
+    with pytest.raises(ItemFailure, match="--asr-models") as info:
+        word_timings(samples, rate, None, "en")
+    assert info.value.code == "no_word_timings"
+    with pytest.raises(ItemFailure, match="language de"):
+        word_timings(samples, rate, "Guten Tag", "de")
