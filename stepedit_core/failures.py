@@ -133,6 +133,12 @@ _CODES = (
         "stage",
     ),
     # the run's bookkeeping --------------------------------------------------------------------
+    FailureCode(
+        "over_max_wer",
+        "`--select best`: every round's word error rate against its text is over `--qc-max-wer` "
+        "(the rounds stay in `iterations/`; none is delivered)",
+        "run",
+    ),
     FailureCode("no_output", "the engine stages finished without producing audio", "run"),
     FailureCode("lost_item", "the item did not come back from the executor", "run"),
 )

@@ -49,6 +49,9 @@ class JobSpec(BaseModel):
     stepaudio_src: str | None = None
     llm_backend: Literal["transformers", "vllm"] = "transformers"
     vad_max_pause: float = Field(0.3, ge=0.05, le=5)
+    # a local faster-whisper folder: word timings, transcripts for rows without text, `wer` QC
+    asr_models: str | None = None
+    qc_max_wer: float | None = Field(None, ge=0.0, le=10.0)  # needs asr_models
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
@@ -69,7 +72,7 @@ class JobSpec(BaseModel):
         """What decides a run's outputs: a resumed attempt must match the first one."""
         keep = ("manifest_uri", "edits", "iterations", "engine", "shard_size", "prompt_mode",
                 "seed", "models_dir", "llm_backend", "vad_max_pause", "qc", "qc_heavy",
-                "select", "incremental")  # fmt: skip
+                "select", "incremental", "asr_models", "qc_max_wer")  # fmt: skip
         dumped = self.model_dump(mode="json")
         return {k: dumped[k] for k in keep}
 
@@ -94,6 +97,8 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _stage_envs(self) -> JobSpec:
+        if self.qc_max_wer is not None and self.asr_models is None:
+            raise ValueError("--qc-max-wer needs --asr-models (the ASR model measures the WER)")
         if self.stage_envs() and self.executor != "ray":
             raise ValueError(
                 "a stage environment (--stage-python/--stage-image) needs --executor ray"
@@ -108,7 +113,13 @@ class JobSpec(BaseModel):
         return [self.manifest_uri, self.out, *self.allow_roots]
 
     def qc_plan(self) -> QcPlan:
-        return QcPlan(profile=self.qc, heavy=self.qc_heavy, select=self.select)
+        return QcPlan(
+            profile=self.qc,
+            heavy=self.qc_heavy,
+            select=self.select,
+            asr_models=self.asr_models,
+            max_wer=self.qc_max_wer,
+        )
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -117,6 +128,7 @@ class JobSpec(BaseModel):
             prompt_mode=self.prompt_mode,
             llm_backend=self.llm_backend,
             vad_max_pause=self.vad_max_pause,
+            asr_models=self.asr_models,
             gpus=dict(self.gpus),
             batch_sizes=dict(self.batch_sizes),
         )

@@ -29,7 +29,7 @@ from stepedit_core.delivery import QcPlan, select_best
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
-from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
+from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.stages import Stage, WorkItem
 from stepedit_core.store import RunStore
@@ -196,6 +196,7 @@ class ShardWriter:
             failed = RowResult.failed(
                 item.row_index, item.clip_id, str(item.error_code), str(item.error), rounds_done
             )
+            failed.text_source = text_source_of(item)
             return failed, None
         self.summary.ok += 1
         uri = self.store.uri(self.store.audio_path(item.clip_id, item.row_index))
@@ -203,18 +204,33 @@ class ShardWriter:
         ok = [r for r in item.records if r.ok and r.audio_flac]
         if not ok:  # nothing recorded (cannot happen for an item that ran): its audio as is
             return result, audio_io.encode_flac(item.audio)
+        result.text_source = text_source_of(item)
         chosen, reason = self._choose(ok)
+        if chosen is None:  # --select best: every round is over --qc-max-wer
+            self.summary.ok -= 1
+            self.summary.failed += 1
+            failed = RowResult.failed(
+                item.row_index, item.clip_id, "over_max_wer", str(reason), rounds_done
+            )
+            failed.text_source = result.text_source
+            return failed, None
         result.deliver(chosen, reason)
         return result, chosen.audio_flac
 
-    def _choose(self, records: list[RoundRecord]) -> tuple[RoundRecord, str | None]:
+    def _choose(self, records: list[RoundRecord]) -> tuple[RoundRecord | None, str | None]:
         """The round to deliver: the last, or with `select=best` the best by `select_best`.
         The delivered file is that round's FLAC, byte for byte, so its sha256 is the round's
         output_sha256 and the audit chain ends at the delivered file."""
         if self.qc_plan.select != "best":
             return records[-1], None
         metrics = [(r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in records]
-        picked = select_best(metrics, self.qc_plan.profile)
+        picked = select_best(metrics, self.qc_plan.profile, self.qc_plan.max_wer)
+        if picked is None and self.qc_plan.max_wer is not None:
+            wers = ", ".join(f"round {n}: {m.get('wer')}" for n, m in metrics)
+            return None, (
+                f"every round's word error rate is over --qc-max-wer {self.qc_plan.max_wer:g} "
+                f"({wers}); no round is delivered"
+            )
         chosen = next(r for r in records if r.round == picked.round) if picked else records[-1]
         return chosen, picked.reason if picked else None
 

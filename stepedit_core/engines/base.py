@@ -92,9 +92,12 @@ class Engine(ABC):
         """ItemFailure when this engine can not edit a row with this chain and these texts."""
         for spec in chain:
             self.check_edit(spec)
-            if spec.kind.needs_text and self.reads_text and not (text or "").strip():
+            # with an ASR model a row without text gets its transcript (stepedit_core/words)
+            asr = self.options.asr_models is not None
+            if spec.kind.needs_text and self.reads_text and not asr and not (text or "").strip():
                 raise ItemFailure(
-                    "missing_text", f"edit {spec} needs the transcript in column 'text'"
+                    "missing_text",
+                    f"edit {spec} needs the transcript in column 'text' (or pass --asr-models)",
                 )
             if spec.kind.needs_target_text and not (target_text or "").strip():
                 raise ItemFailure("missing_target_text", f"edit {spec} needs column 'target_text'")

@@ -108,7 +108,7 @@ class SignalEditStage(EngineStage):
         item.state["cuts_json"] = cuts_json(result.cuts)
         item.state["word_timing_backend"] = result.timings.backend
         if result.timings.text_source == "asr" and not (item.text or "").strip():
-            item.text, item.state["text_source"] = result.timings.text, "asr"
+            item.text, item.text_source = result.timings.text, "asr"
         return result.samples
 
     def apply(self, spec: EditSpec, samples: np.ndarray, sample_rate: int) -> np.ndarray:

