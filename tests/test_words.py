@@ -12,10 +12,12 @@ import soundfile as sf
 
 from stepedit_core.edits import EditError, fillers_of, parse_edit
 from stepedit_core.failures import ItemFailure
+from stepedit_core.report.cuts import cuts_strip
 from stepedit_core.words.align import tokens
 from stepedit_core.words.edit import remove_fillers, word_timings
 from stepedit_core.words.fillers import Cut, apply_cuts, plan_cuts, unexplained_voice
 from stepedit_core.words.timing import Word, words_from_json, words_json
+from stepedit_core.words.wer import error_rate, uses_characters
 
 CLIPS_DIR = Path(__file__).resolve().parent / "words_clips"
 CLIPS = {c["clip_id"]: c for c in json.loads((CLIPS_DIR / "clips.json").read_text())}
@@ -132,3 +134,27 @@ def test_no_text_and_no_asr_is_a_clear_failure():
     assert info.value.code == "no_word_timings"
     with pytest.raises(ItemFailure, match="language de"):
         word_timings(samples, rate, "Guten Tag", "de")
+
+
+def test_wer_ignores_case_and_punctuation_and_counts_every_kind_of_error():
+    assert error_rate("Hello, World!", "hello world") == 0.0
+    assert error_rate("the cat sat", "the bat sat down") == pytest.approx(2 / 3)
+    assert error_rate("the cat sat", "cat sat") == pytest.approx(1 / 3)
+    assert error_rate("It's fine.", "its fine") == pytest.approx(1 / 2)
+    assert error_rate("...", "anything") is None
+
+
+def test_cer_for_chinese_and_japanese():
+    assert uses_characters("zh-CN") and uses_characters("ja") and not uses_characters("en")
+    assert error_rate("你好，世界。", "你好世界", "zh") == 0.0
+    assert error_rate("你好世界", "你好世", "zh") == pytest.approx(1 / 4)
+    # the same text as words would be one word, wrong as a whole
+    assert error_rate("你好世界", "你好世", "en") == 1.0
+
+
+def test_review_page_strip_marks_each_cut_on_the_input_timeline():
+    cuts = '[{"start_s": 1.0, "end_s": 1.5, "word": "um", "room_tone_s": 0.0}]'
+    strip = cuts_strip(cuts, 4.0)
+    assert 'x="25.00%"' in strip and 'width="12.50%"' in strip
+    assert "um: 1.00-1.50 s cut" in strip
+    assert cuts_strip("[]", 4.0) == "" and cuts_strip(None, None) == ""

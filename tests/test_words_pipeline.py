@@ -15,8 +15,9 @@ import pytest
 from stepedit_core.checks import check_inputs
 from stepedit_core.edits import parse_edit
 from stepedit_core.engines import EngineOptions, make_engine
-from stepedit_core.failures import RunRefused
+from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.job import JobSpec
+from stepedit_core.rounds import build_stages
 from stepedit_core.words.asr import check_asr_folder
 
 from conftest import run_inprocess, write_manifest
@@ -141,3 +142,14 @@ def test_select_best_never_delivers_a_round_over_the_wer_limit(tmp_path, whisper
     assert row["output_uri"] is None
     assert records and all(not r["qc_pass"] for r in records)
     assert np.isfinite(json.loads(records[0]["qc_json"])["metrics"]["wer"])
+
+
+def test_model_edits_accept_rows_without_text_when_asr_can_transcribe_them(whisper_folder):
+    chain = (parse_edit("emotion=happy"),)
+    with pytest.raises(ItemFailure, match="--asr-models") as info:
+        make_engine("step-audio-editx", EngineOptions()).check_row(chain, None, None)
+    assert info.value.code == "missing_text"
+    engine = make_engine("step-audio-editx", EngineOptions(asr_models=whisper_folder))
+    engine.check_row(chain, None, None)  # the transcribe stage fills `text` before round 1
+    stages = build_stages(engine, 1, with_clone_round=False)
+    assert [s.name for s in stages[:2]] == ["load", "transcribe"]

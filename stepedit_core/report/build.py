@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from stepedit_core import audio as audio_io
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
+from stepedit_core.report.cuts import cuts_strip
 from stepedit_core.report.spectrogram import spectrogram_png
 from stepedit_core.store import RunStore
 
@@ -56,6 +57,7 @@ class RoundView:
     qc_reasons: str | None = None
     audio: str | None = None  # media path relative to report/
     image: str | None = None
+    cuts: str = ""  # the fillers edit's cuts on the input's timeline (report/cuts.py)
 
 
 @dataclass
@@ -182,6 +184,7 @@ class ReportBuilder:
             metrics={m: record.get(m) for m in metrics + qc_columns if record.get(m) is not None},
             qc_pass=record.get(QC_PASS),
             qc_reasons=record.get(QC_REASONS),
+            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s")),
         )
         clip.edit = clip.edit or view.edit
         for m in metrics:
@@ -269,6 +272,7 @@ def _figure(view: RoundView) -> str:
         body += f'<img src="{_e(view.image)}" alt="{alt}" loading="lazy">'
     if view.audio:
         body += f'<audio controls preload="none" src="{_e(view.audio)}"></audio>'
+    body += view.cuts
     if view.error:
         body += f'<div class="reason">{_e(view.error)}</div>'
     return f"<figure>{body}</figure>"
