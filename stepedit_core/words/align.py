@@ -54,48 +54,40 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+# Search beams: the narrow set is ~5x faster than pocketsphinx's defaults and gave the same
+# alignments on the test clips; when it finds no path through the text, the defaults retry.
+NARROW_BEAMS = {"beam": 1e-20, "wbeam": 1e-15, "pbeam": 1e-20}
+DEFAULT_BEAMS: dict[str, float] = {}
+
+
 class PocketsphinxAligner:
-    """One decoder per process (loading the model takes ~0.2 s); not thread-safe."""
+    """Decoders loaded once per process (~0.2 s each); not thread-safe."""
 
     name = "pocketsphinx"
 
     def __init__(self) -> None:
-        from pocketsphinx import Config, Decoder
-
-        config = Config(lm=None, loglevel="FATAL")
-        self._decoder: Any = Decoder(config)
-        for word, phones in FILLER_PHONES.items():
-            if self._decoder.lookup_word(word) is None:
-                self._decoder.add_word(word, phones, False)
+        self._decoders: dict[str, Any] = {}
         self._grammars = 0
 
-    def _known(self, word: str) -> None:
-        if self._decoder.lookup_word(word) is None:
-            letters = [LETTER_PHONES[c] for c in word if c in LETTER_PHONES]
-            self._decoder.add_word(word, " ".join(letters) or "AH", False)
+    def _decoder(self, beams: dict[str, float]) -> Any:
+        key = repr(sorted(beams.items()))
+        if key not in self._decoders:
+            from pocketsphinx import Config, Decoder
+
+            decoder = Decoder(Config(lm=None, loglevel="FATAL", **beams))
+            for word, phones in FILLER_PHONES.items():
+                if decoder.lookup_word(word) is None:
+                    decoder.add_word(word, phones, False)
+            self._decoders[key] = decoder
+        return self._decoders[key]
 
     def align(self, samples: np.ndarray, sample_rate: int, text: str) -> list[Word]:
         """Words of `text` and any fillers, in order, timed in seconds of `samples`."""
         words = tokens(text)
         if not words:
             raise ItemFailure("alignment_failed", "column 'text' has no words to align")
-        for word in words:
-            self._known(word)
-        filler = "( " + " | ".join(FILLER_PHONES) + " )*"
-        body = " ".join(f"{w} {filler}" for w in words)
-        grammar = f"#JSGF V1.0;\ngrammar text;\npublic <text> = {filler} {body} ;\n"
-        self._grammars += 1
-        name = f"text{self._grammars}"
-        decoder = self._decoder
-        decoder.add_jsgf_string(name, grammar)
-        decoder.activate_search(name)
-        try:
-            decoder.start_utt()
-            decoder.process_raw(pcm16(samples, sample_rate), full_utt=True)
-            decoder.end_utt()
-            segments = list(decoder.seg() or [])
-        finally:
-            decoder.remove_search(name)
+        pcm = pcm16(samples, sample_rate)
+        segments = self._search(NARROW_BEAMS, words, pcm) or self._search(DEFAULT_BEAMS, words, pcm)
         found = [
             Word(
                 word=re.sub(r"\(\d+\)$", "", seg.word),
@@ -120,6 +112,28 @@ class PocketsphinxAligner:
             next_word += is_text
             marked.append(Word(w.word, w.start, w.end, w.confidence, not is_text))
         return marked
+
+    def _search(self, beams: dict[str, float], words: list[str], pcm: bytes) -> list[Any]:
+        """The segmentation of the best path through the text's grammar ([] when none)."""
+        decoder = self._decoder(beams)
+        for word in words:  # a word the dictionary lacks gets a pronunciation from its letters
+            if decoder.lookup_word(word) is None:
+                letters = [LETTER_PHONES[c] for c in word if c in LETTER_PHONES]
+                decoder.add_word(word, " ".join(letters) or "AH", False)
+        filler = "( " + " | ".join(FILLER_PHONES) + " )*"
+        body = " ".join(f"{w} {filler}" for w in words)
+        grammar = f"#JSGF V1.0;\ngrammar text;\npublic <text> = {filler} {body} ;\n"
+        self._grammars += 1
+        name = f"text{self._grammars}"
+        decoder.add_jsgf_string(name, grammar)
+        decoder.activate_search(name)
+        try:
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            return list(decoder.seg() or [])
+        finally:
+            decoder.remove_search(name)
 
 
 @lru_cache(maxsize=1)
