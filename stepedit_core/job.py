@@ -72,9 +72,11 @@ class JobSpec(BaseModel):
         """What decides a run's outputs: a resumed attempt must match the first one."""
         keep = ("manifest_uri", "edits", "iterations", "engine", "shard_size", "prompt_mode",
                 "seed", "models_dir", "llm_backend", "vad_max_pause", "qc", "qc_heavy",
-                "select", "incremental", "asr_models", "qc_max_wer")  # fmt: skip
+                "select", "incremental")  # fmt: skip
         dumped = self.model_dump(mode="json")
-        return {k: dumped[k] for k in keep}
+        # the ASR settings only when set: runs without them keep the fingerprint they had
+        asr = ("asr_models", "qc_max_wer") if self.asr_models is not None else ()
+        return {k: dumped[k] for k in (*keep, *asr)}
 
     allow_roots: list[str] = Field(default_factory=list)  # empty: the manifest's folder
     storage_options: StorageOptions = Field(None, repr=False)
