@@ -324,6 +324,8 @@ def select_best(
     else:
         best_score, best = max(scores, key=lambda pair: (pair[0], pair[1]))
     reason = _selection_reason(spec, basis, best, best_score, len(passing), len(rounds))
+    if max_wer is not None:
+        reason += f" (and --qc-max-wer {max_wer:g})"
     return Selection(best, bool(passing), basis, best_score, reason)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from stepedit_core.delivery import check, select_best
 from stepedit_core.edits import EditError, fillers_of, parse_edit
 from stepedit_core.failures import ItemFailure
 from stepedit_core.report.cuts import cuts_strip
@@ -158,3 +159,18 @@ def test_review_page_strip_marks_each_cut_on_the_input_timeline():
     assert 'x="25.00%"' in strip and 'width="12.50%"' in strip
     assert "um: 1.00-1.50 s cut" in strip
     assert cuts_strip("[]", 4.0) == "" and cuts_strip(None, None) == ""
+
+
+def test_the_wer_limit_fails_rounds_and_best_never_picks_one_over_it():
+    over, under = {"wer": 0.5, "ltas_distance_db": 0.1}, {"wer": 0.1, "ltas_distance_db": 3.0}
+    verdict = check(over, "none", max_wer=0.3)
+    assert not verdict.passed and "wer) is 0.5, above the limit of 0.3" in verdict.reasons[0]
+    assert not check({"wer": None}, "none", max_wer=0.3).passed  # unmeasured: not verified
+    assert check(over, "none").passed  # no limit, no gate
+    picked = select_best([(1, over), (2, under)], "none", max_wer=0.3)
+    assert picked is not None and picked.round == 2 and "--qc-max-wer 0.3" in picked.reason
+    # no round passes the profile: the fallback still never takes a round over the limit
+    picked = select_best([(1, {**over, "rms_dbfs": -40}), (2, {**under, "rms_dbfs": -40})], "acx",
+                         max_wer=0.3)  # fmt: skip
+    assert picked is not None and picked.round == 2 and not picked.passed
+    assert select_best([(1, over), (2, over)], "none", max_wer=0.3) is None

@@ -101,8 +101,8 @@ class PocketsphinxAligner:
         if not found:
             raise ItemFailure(
                 "alignment_failed",
-                f"pocketsphinx could not align the text of column 'text' ({len(words)} words) "
-                "with the audio",
+                f"pocketsphinx found no alignment of the {len(words)} words of the text with "
+                "the audio (does column 'text' say what the clip says?)",
             )
         # the text's words come out in order; anything else came from a filler loop (a filler
         # spoken as a word of the text stays a word of the text)
