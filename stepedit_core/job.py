@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -90,6 +91,13 @@ class JobSpec(BaseModel):
             )
         return value
 
+    @field_validator("qc_max_wer")
+    @classmethod
+    def _max_wer_needs_asr(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("asr_models") is None:
+            raise ValueError("--qc-max-wer needs --asr-models (the ASR model measures the WER)")
+        return value
+
     @field_validator("engine")
     @classmethod
     def _engine(cls, value: str) -> str:
@@ -99,8 +107,6 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _stage_envs(self) -> JobSpec:
-        if self.qc_max_wer is not None and self.asr_models is None:
-            raise ValueError("--qc-max-wer needs --asr-models (the ASR model measures the WER)")
         if self.stage_envs() and self.executor != "ray":
             raise ValueError(
                 "a stage environment (--stage-python/--stage-image) needs --executor ray"
