@@ -15,7 +15,8 @@ from stepedit_core.edits import EditError, fillers_of, parse_edit
 from stepedit_core.failures import ItemFailure
 from stepedit_core.report.cuts import cuts_strip
 from stepedit_core.words.align import tokens
-from stepedit_core.words.edit import remove_fillers, word_timings
+from stepedit_core.words.backends import word_timings
+from stepedit_core.words.edit import remove_fillers
 from stepedit_core.words.fillers import Cut, apply_cuts, plan_cuts, unexplained_voice
 from stepedit_core.words.timing import Word, words_from_json, words_json
 from stepedit_core.words.wer import error_rate, uses_characters

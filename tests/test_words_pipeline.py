@@ -153,3 +153,28 @@ def test_model_edits_accept_rows_without_text_when_asr_can_transcribe_them(whisp
     engine.check_row(chain, None, None)  # the transcribe stage fills `text` before round 1
     stages = build_stages(engine, 1, with_clone_round=False)
     assert [s.name for s in stages[:2]] == ["load", "transcribe"]
+
+
+def test_asr_backends_time_rows_without_text_and_other_languages(whisper_folder):
+    import soundfile as sf
+
+    from stepedit_core.words.asr import shared_asr
+    from stepedit_core.words.backends import word_timings
+    from stepedit_core.words.edit import remove_fillers
+
+    samples, rate = sf.read(CLIPS_DIR / "fill_02.flac", dtype="float32", always_2d=True)
+    asr = shared_asr(whisper_folder)
+    result = remove_fillers(parse_edit("fillers"), samples, rate, None, "en", asr)
+    assert result.timings.backend == "faster-whisper+pocketsphinx"
+    assert result.timings.text_source == "asr" and "nobody told us" in result.timings.text.lower()
+    covered = sum(
+        max(0.0, min(c.end_s, b) - max(c.start_s, a))
+        for a, b in CLIPS["fill_02"]["filler_spans"]
+        for c in result.cuts
+    )
+    inserted = sum(b - a for a, b in CLIPS["fill_02"]["filler_spans"])
+    assert covered >= 0.8 * inserted
+    # another language: the ASR's own word times (this English-only model still transcribes)
+    timings = word_timings(samples, rate, "Der Zug war spät.", "de", asr)
+    assert timings.backend == "faster-whisper" and timings.text_source == "manifest"
+    assert [w.word for w in timings.words if not w.filler]
