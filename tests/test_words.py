@@ -175,3 +175,20 @@ def test_the_wer_limit_fails_rounds_and_best_never_picks_one_over_it():
                          max_wer=0.3)  # fmt: skip
     assert picked is not None and picked.round == 2 and not picked.passed
     assert select_best([(1, over), (2, over)], "none", max_wer=0.3) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The train was late this morning, and nobody told us why.",  # "again" left out
+        "The train was late again this morning, and told us why.",  # "nobody" left out
+        "The train was very late again this morning, and nobody told us why.",  # one too many
+    ],
+)
+def test_a_text_that_misses_a_word_never_gets_that_word_cut(text):
+    clip = CLIPS["fill_02"]
+    samples, rate = load("fill_02")
+    result = remove_fillers(parse_edit("fillers"), samples, rate, text, "en")
+    for span in clip["script_spans"]:
+        for cut in result.cuts:
+            assert overlap(tuple(span), (cut.start_s, cut.end_s)) <= CROSSFADE_TOLERANCE_S

@@ -20,6 +20,13 @@ from stepedit_core.engines.signal.vad import _crossfade
 from stepedit_core.words.timing import Word
 
 MIN_PAUSE_S = 0.15  # the shortest pause a cut leaves
+# What a run of fillers must look like to be cut. A word the text leaves out is still spoken, and
+# the aligner can only explain it as a string of fillers: such runs are longer, jammed between
+# words, or uncertain. A run that fails any of these is kept (and still listed in the words).
+MAX_RUN_WORDS = 2  # "um", or "uh mm" for a "hmm"; three or more are a missing word
+MIN_RUN_S = 0.08
+MIN_RUN_CONFIDENCE = 0.5  # the run's most confident filler
+MIN_SIDE_PAUSE_S = 0.05  # a filler is set off by a pause on at least one side
 CROSSFADE_S = 0.01
 MIN_VOICED_S = 0.12  # shorter voiced stretches between words are breaths or tails of words
 VOICED_GUARD_S = 0.05  # a voiced stretch must be this far from any word to count as unexplained
@@ -76,12 +83,23 @@ def plan_cuts(words: list[Word], fillers: tuple[str, ...], duration: float) -> l
             run.append(w)
             continue
         next_start = duration if w is None else w.start
-        if any(f.word in chosen for f in run):
+        if any(f.word in chosen for f in run) and _looks_like_a_filler(run, prev_end, next_start):
             cuts.append(_cut(run, prev_end, next_start))
         run = []
         if w is not None:
             prev_end = max(prev_end, w.end)
     return cuts
+
+
+def _looks_like_a_filler(run: list[Word], prev_end: float, next_start: float) -> bool:
+    confidences = [w.confidence for w in run if w.confidence is not None]
+    pause = max(run[0].start - prev_end, next_start - run[-1].end)
+    return (
+        len(run) <= MAX_RUN_WORDS
+        and run[-1].end - run[0].start >= MIN_RUN_S
+        and (not confidences or max(confidences) >= MIN_RUN_CONFIDENCE)
+        and pause >= MIN_SIDE_PAUSE_S
+    )
 
 
 def _cut(run: list[Word], prev_end: float, next_start: float) -> Cut:
