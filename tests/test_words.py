@@ -192,3 +192,13 @@ def test_a_text_that_misses_a_word_never_gets_that_word_cut(text):
     for span in clip["script_spans"]:
         for cut in result.cuts:
             assert overlap(tuple(span), (cut.start_s, cut.end_s)) <= CROSSFADE_TOLERANCE_S
+
+
+def test_no_cut_on_the_demo_clips_which_have_no_fillers():
+    from stepedit_core.demo import DEMO_DIR
+
+    for entry in json.loads((Path(DEMO_DIR) / "clips.json").read_text()):
+        samples, rate = sf.read(Path(DEMO_DIR) / entry["file"], dtype="float32", always_2d=True)
+        result = remove_fillers(parse_edit("fillers"), samples, rate, entry["text"], "en")
+        assert result.cuts == [], entry["clip_id"]
+        assert np.array_equal(result.samples, samples)
