@@ -74,6 +74,8 @@ def test_fillers_run_records_cuts_and_words_and_keeps_clean_clips(tmp_path):
     assert json.loads(plain["cuts_json"]) == [] and plain["duration_s"] == plain["duration_in_s"]
     assert plain["output_sha256"] != plain["input_sha256"]  # re-encoded, same samples
     assert {r["clip_id"]: r["text_source"] for r in out}["fill_02"] == "manifest"
+    page = (tmp_path / "runs" / "fillers" / "report" / "index.html").read_text()
+    assert page.count('class="cuts"') == 1 and f"{cuts[0]['word']}: " in page
 
 
 def test_an_incomplete_asr_folder_refuses_the_run(tmp_path, whisper_folder):
