@@ -18,8 +18,10 @@ from stepedit_core.words.align import tokens
 from stepedit_core.words.backends import word_timings
 from stepedit_core.words.edit import remove_fillers
 from stepedit_core.words.fillers import Cut, apply_cuts, plan_cuts, unexplained_voice
+from stepedit_core.words.language import uses_characters
+from stepedit_core.words.numbers import spell_numbers
 from stepedit_core.words.timing import Word, words_from_json, words_json
-from stepedit_core.words.wer import error_rate, uses_characters
+from stepedit_core.words.wer import error_rate
 
 CLIPS_DIR = Path(__file__).resolve().parent / "words_clips"
 CLIPS = {c["clip_id"]: c for c in json.loads((CLIPS_DIR / "clips.json").read_text())}
@@ -45,8 +47,8 @@ def test_fillers_option_is_parsed_against_the_filler_vocabulary():
         parse_edit("fillers=um,like")
 
 
-def test_tokens_read_digits_and_keep_apostrophes():
-    assert tokens("It's 11, Ma'am!") == ["it's", "one", "one", "ma'am"]
+def test_tokens_spell_numbers_and_keep_apostrophes():
+    assert tokens("It's 11, Ma'am!") == ["it's", "eleven", "ma'am"]
 
 
 def test_alignment_gives_every_word_of_the_text_in_order_and_no_filler_on_a_clean_clip():
@@ -202,3 +204,17 @@ def test_no_cut_on_the_demo_clips_which_have_no_fillers():
         result = remove_fillers(parse_edit("fillers"), samples, rate, entry["text"], "en")
         assert result.cuts == [], entry["clip_id"]
         assert np.array_equal(result.samples, samples)
+
+
+def test_numbers_are_spelled_as_they_are_read():
+    def spelled(text: str) -> str:
+        return " ".join(spell_numbers(text).split())
+
+    assert spelled("11 days") == "eleven days"
+    assert spelled("1,024") == "one thousand twenty four"
+    assert spelled("in 1999 and 2024, not 2000") == (
+        "in nineteen ninety nine and twenty twenty four , not two thousand"
+    )
+    assert spelled("1905 007") == "nineteen oh five zero zero seven"
+    assert error_rate("A ship in eleven days.", "a ship in 11 days", "en") == 0.0
+    assert tokens("Room 101") == ["room", "one", "hundred", "one"]

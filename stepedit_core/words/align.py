@@ -17,6 +17,7 @@ import numpy as np
 import soxr
 
 from stepedit_core.failures import ItemFailure
+from stepedit_core.words.numbers import spell_numbers
 from stepedit_core.words.timing import Word
 
 ALIGN_RATE = 16000
@@ -38,20 +39,13 @@ LETTER_PHONES = {
     "j": "JH", "k": "K", "l": "L", "m": "M", "n": "N", "o": "AA", "p": "P", "q": "K", "r": "R",
     "s": "S", "t": "T", "u": "AH", "v": "V", "w": "W", "x": "K S", "y": "Y", "z": "Z",
 }  # fmt: skip
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NON_WORDS = {"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]"}
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 
 
 def tokens(text: str) -> list[str]:
-    """The text's words as the dictionary spells them: lower case, digits read one by one."""
-    out: list[str] = []
-    for token in TOKEN.findall(text.lower()):
-        if token.isdigit():
-            out.extend(DIGITS[int(d)] for d in token)
-        else:
-            out.append(token)
-    return out
+    """The text's words as the dictionary spells them: lower case, numbers in words."""
+    return TOKEN.findall(spell_numbers(text.lower()))
 
 
 # Search beams: the narrow set is ~5x faster than pocketsphinx's defaults and gave the same

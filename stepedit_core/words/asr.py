@@ -16,6 +16,7 @@ import numpy as np
 import soxr
 
 from stepedit_core.failures import ItemFailure, RunRefused
+from stepedit_core.words.language import base_language
 from stepedit_core.words.timing import Word
 
 ASR_RATE = 16000
@@ -115,6 +116,4 @@ def shared_asr(folder: str) -> WhisperAsr:
 
 def whisper_language(language: str | None) -> str | None:
     """The manifest's `language` (`en`, `en-US`, `zh_CN`) as Whisper's code (`en`, `zh`)."""
-    if not language:
-        return None
-    return language.replace("_", "-").split("-")[0].lower() or None
+    return base_language(language) or None

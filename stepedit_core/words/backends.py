@@ -21,6 +21,7 @@ import numpy as np
 
 from stepedit_core.failures import ItemFailure
 from stepedit_core.words.fillers import unexplained_voice
+from stepedit_core.words.language import is_english
 from stepedit_core.words.timing import Word
 
 VOICED_MIN_SILENCE_S = 0.1  # pauses this long split voiced stretches (unexplained voice)
@@ -42,11 +43,6 @@ class WordTimer(Protocol):
     def times(
         self, samples: np.ndarray, sample_rate: int, text: str | None, language: str | None
     ) -> WordTimings: ...
-
-
-def is_english(language: str | None) -> bool:
-    """No language given counts as English (the aligner's only model)."""
-    return not language or language.replace("_", "-").lower().split("-")[0] in ("en", "eng")
 
 
 def _has_text(text: str | None) -> bool:

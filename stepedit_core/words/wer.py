@@ -2,21 +2,17 @@
 Japanese, which are written without spaces between words.
 
 Both sides are normalised first: Unicode NFKC, lower case, punctuation and symbols removed,
-whitespace collapsed. The rate is the edit distance (substitutions, deletions, insertions) over
-the length of the text, so it may exceed 1 when the transcript is much longer than the text.
+whitespace collapsed, and in English numbers written out ("11" is "eleven"). The rate is the
+edit distance (substitutions, deletions, insertions) over the length of the text, so it may
+exceed 1 when the transcript is much longer than the text.
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-CHARACTER_LANGUAGES = ("zh", "ja", "cmn", "yue")
-
-
-def uses_characters(language: str | None) -> bool:
-    return bool(language) and language.replace("_", "-").lower().split("-")[0] in (
-        CHARACTER_LANGUAGES
-    )
+from stepedit_core.words.language import is_english, uses_characters
+from stepedit_core.words.numbers import spell_numbers
 
 
 def normalise(text: str) -> str:
@@ -31,9 +27,13 @@ def normalise(text: str) -> str:
 
 
 def units(text: str, language: str | None) -> list[str]:
-    """Words, or characters (spaces dropped) for the character languages."""
-    clean = normalise(text)
-    return list(clean.replace(" ", "")) if uses_characters(language) else clean.split()
+    """Words, or characters (spaces dropped) for the character languages. English numbers
+    count as the words they are read as ("11" and "eleven" are the same)."""
+    if uses_characters(language):
+        return list(normalise(text).replace(" ", ""))
+    if is_english(language):
+        text = spell_numbers(text)
+    return normalise(text).split()
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
