@@ -64,10 +64,14 @@ def test_alignment_gives_every_word_of_the_text_in_order_and_no_filler_on_a_clea
     assert words_from_json(words_json(timings.words)) == timings.words
 
 
+@pytest.mark.parametrize("snr_db", [None, 10.0], ids=["clean", "noise-10dB"])
 @pytest.mark.parametrize("clip_id", FILLED)
-def test_fillers_are_cut_and_no_word_of_the_script_is(clip_id):
+def test_fillers_are_cut_and_no_word_of_the_script_is(clip_id, snr_db):
     clip = CLIPS[clip_id]
     samples, rate = load(clip_id)
+    if snr_db is not None:  # white noise at a clip-wide SNR, seeded
+        noise = np.random.default_rng(7).standard_normal(samples.shape).astype(np.float32)
+        samples = samples + noise * np.sqrt(np.mean(samples**2)) / 10 ** (snr_db / 20)
     result = remove_fillers(parse_edit("fillers"), samples, rate, clip["text"], "en")
     cuts = [(c.start_s, c.end_s) for c in result.cuts]
     inserted = sum(b - a for a, b in clip["filler_spans"])

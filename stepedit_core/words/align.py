@@ -96,7 +96,8 @@ class PocketsphinxAligner:
             raise ItemFailure(
                 "alignment_failed",
                 f"pocketsphinx found no alignment of the {len(words)} words of the text with "
-                "the audio (does column 'text' say what the clip says?)",
+                "the audio (does column 'text' say what the clip says? very noisy audio: "
+                "chain denoise before fillers)",
             )
         # the text's words come out in order; anything else came from a filler loop (a filler
         # spoken as a word of the text stays a word of the text)
