@@ -25,7 +25,7 @@ MIN_PAUSE_S = 0.15  # the shortest pause a cut leaves
 # words, or uncertain. A run that fails any of these is kept (and still listed in the words).
 MAX_RUN_WORDS = 2  # "um", or "uh mm" for a "hmm"; three or more are a missing word
 MIN_RUN_S = 0.08
-MIN_RUN_CONFIDENCE = 0.5  # the run's most confident filler
+MIN_RUN_CONFIDENCE = 0.3  # the run's most confident filler
 MIN_SIDE_PAUSE_S = 0.05  # a filler is set off by a pause on at least one side
 CROSSFADE_S = 0.01
 MIN_VOICED_S = 0.12  # shorter voiced stretches between words are breaths or tails of words
