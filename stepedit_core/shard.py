@@ -191,6 +191,10 @@ class ShardWriter:
         rounds_done = sum(1 for r in item.records if r.ok)
         if not item.failed and item.audio is None:
             item.fail("no_output", "no round produced audio")
+        ok = [r for r in item.records if r.ok and r.audio_flac]
+        chosen, reason = self._choose(ok) if ok and not item.failed else (None, None)
+        if ok and not item.failed and chosen is None:  # every round over --qc-max-wer
+            item.fail("over_max_wer", str(reason))
         if item.failed:
             self.summary.failed += 1
             failed = RowResult.failed(
@@ -201,19 +205,9 @@ class ShardWriter:
         self.summary.ok += 1
         uri = self.store.uri(self.store.audio_path(item.clip_id, item.row_index))
         result = RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
-        ok = [r for r in item.records if r.ok and r.audio_flac]
-        if not ok:  # nothing recorded (cannot happen for an item that ran): its audio as is
-            return result, audio_io.encode_flac(item.audio)
         result.text_source = text_source_of(item)
-        chosen, reason = self._choose(ok)
-        if chosen is None:  # --select best: every round is over --qc-max-wer
-            self.summary.ok -= 1
-            self.summary.failed += 1
-            failed = RowResult.failed(
-                item.row_index, item.clip_id, "over_max_wer", str(reason), rounds_done
-            )
-            failed.text_source = result.text_source
-            return failed, None
+        if chosen is None:  # nothing recorded (cannot happen for an item that ran): its audio as is
+            return result, audio_io.encode_flac(item.audio)
         result.deliver(chosen, reason)
         return result, chosen.audio_flac
 
