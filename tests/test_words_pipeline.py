@@ -128,6 +128,8 @@ def test_asr_gives_text_to_rows_without_and_measures_wer(tmp_path, whisper_folde
     assert by_clip["plain_01"]["qc_pass"] is False
     assert "word error rate" in by_clip["plain_01"]["qc_reasons"]
     assert by_clip["fill_01"]["qc_pass"] is True
+    page = (tmp_path / "runs" / "asr" / "report" / "index.html").read_text()
+    assert f"wer {wer['plain_01']:.4g}" in page  # the review page shows each round's WER
 
 
 def test_select_best_never_delivers_a_round_over_the_wer_limit(tmp_path, whisper_folder):

@@ -43,7 +43,7 @@ FAILURES_ON_INDEX = 2000  # more failing clips than this go to failures-NNNN.htm
 NOT_METRICS = frozenset(
     {"row_index", "iteration", "seed", "sample_rate", "channels", "duration_in_s", QC_PASS}
 )
-CAPTION_METRICS = ("duration_s", "rms_dbfs", "peak_dbfs")
+CAPTION_METRICS = ("duration_s", "rms_dbfs", "peak_dbfs", "wer")
 
 
 @dataclass
