@@ -185,3 +185,25 @@ def test_asr_backends_time_rows_without_text_and_other_languages(whisper_folder)
     timings = word_timings(samples, rate, "Der Zug war spät.", "de", asr)
     assert timings.backend == "faster-whisper" and timings.text_source == "manifest"
     assert [w.word for w in timings.words if not w.filler]
+
+
+def test_the_model_edits_a_row_without_text_from_its_transcript(tmp_path, whisper_folder):
+    from stepaudio_standins import shared_standins
+
+    models, src = shared_standins()
+    out, records = _run(
+        tmp_path,
+        [{"clip_id": "plain_01"}],  # bare audio: no transcript in the catalog
+        "bare",
+        edits=("emotion=happy",),
+        engine="step-audio-editx",
+        models_dir=str(models),
+        stepaudio_src=str(src),
+        executor="local",
+        asr_models=whisper_folder,
+    )
+    (row,) = out
+    assert (row["status"], row["text_source"]) == ("ok", "asr")
+    (record,) = records
+    assert record["text_source"] == "asr" and "lighthouse keeper" in record["text"].lower()
+    assert record["text"] in record["instruction"]  # the model's instruction quotes it
