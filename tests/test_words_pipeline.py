@@ -207,3 +207,31 @@ def test_the_model_edits_a_row_without_text_from_its_transcript(tmp_path, whispe
     (record,) = records
     assert record["text_source"] == "asr" and "lighthouse keeper" in record["text"].lower()
     assert record["text"] in record["instruction"]  # the model's instruction quotes it
+
+
+def test_asr_word_times_find_fillers_by_voice_no_word_explains(whisper_folder):
+    """The backend for languages the aligner has no model for, run on the English clips (the
+    test folder's model is English-only): fillers are voiced stretches no ASR word is on."""
+    import soundfile as sf
+
+    from stepedit_core.demo import DEMO_DIR
+    from stepedit_core.engines.signal.vad import shared_vad
+    from stepedit_core.words.asr import shared_asr
+    from stepedit_core.words.edit import remove_fillers
+
+    asr, vad, spec = shared_asr(whisper_folder), shared_vad(), parse_edit("fillers")
+    for clip in CLIPS.values():
+        samples, rate = sf.read(CLIPS_DIR / clip["file"], dtype="float32", always_2d=True)
+        result = remove_fillers(spec, samples, rate, None, "de", asr, vad)
+        assert result.timings.backend == "faster-whisper"
+        cuts = [(c.start_s, c.end_s) for c in result.cuts]
+        spans = clip["filler_spans"]
+        covered = sum(max(0.0, min(b, d) - max(a, c)) for a, b in spans for c, d in cuts)
+        assert covered >= 0.8 * sum(b - a for a, b in spans), (clip["clip_id"], cuts)
+        for a, b in clip["script_spans"]:
+            assert all(min(b, d) - max(a, c) <= 0.011 for c, d in cuts), (clip["clip_id"], cuts)
+    # no fillers in these: a lone short word between long pauses ("Wait."), an exclamation,
+    # and noise at 10 dB SNR
+    for name in ("pauses_02", "clean_04", "noisy_01"):
+        samples, rate = sf.read(Path(DEMO_DIR) / f"{name}.flac", dtype="float32", always_2d=True)
+        assert remove_fillers(spec, samples, rate, None, "de", asr, vad).cuts == [], name

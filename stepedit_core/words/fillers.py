@@ -28,8 +28,11 @@ MIN_RUN_S = 0.08
 MIN_RUN_CONFIDENCE = 0.3  # the run's most confident filler
 MIN_SIDE_PAUSE_S = 0.05  # a filler is set off by a pause on at least one side
 CROSSFADE_S = 0.01
-MIN_VOICED_S = 0.12  # shorter voiced stretches between words are breaths or tails of words
-VOICED_GUARD_S = 0.05  # a voiced stretch must be this far from any word to count as unexplained
+# a voiced stretch no ASR word is on counts as a filler when it is this long (shorter: a breath
+# or a click; longer: speech the ASR missed, which is not ours to cut)
+MIN_VOICED_S = 0.12
+MAX_VOICED_S = 0.8
+WORD_TAIL_S = 0.4  # the part of an ASR word whose times are trusted (see unexplained_voice)
 ROOM_TONE_SEED = 0x5EED
 EDGE_GUARD_S = 0.02
 
@@ -59,16 +62,38 @@ def cuts_json(cuts: list[Cut]) -> str:
 
 
 def unexplained_voice(words: list[Word], voiced: list[tuple[float, float]]) -> list[Word]:
-    """Voiced stretches (seconds) that overlap no word, with a guard band, as `<voiced>` fillers:
-    what an ASR that leaves fillers out of its transcript shows of them."""
-    found = []
-    for start, end in voiced:
-        if end - start < MIN_VOICED_S:
-            continue
-        near = any(w.start - VOICED_GUARD_S < end and start < w.end + VOICED_GUARD_S for w in words)
-        if not near:
-            found.append(Word("<voiced>", start, end, None, True))
-    return sorted([*words, *found], key=lambda w: w.start)
+    """ASR words put onto the voiced stretches (seconds) they belong to, and every short stretch
+    no word belongs to as a `<voiced>` filler: what an ASR that leaves fillers out of its
+    transcript shows of them.
+
+    Whisper's word ends are close, its starts often reach back over a pause (and a filler in
+    it), so a word belongs to the stretch that its last `WORD_TAIL_S` overlap most, or the
+    nearest one; its times are then clipped to that stretch."""
+    if not voiced:
+        return list(words)
+    homes: set[int] = set()
+    placed = []
+    for w in words:
+        tail = (max(w.start, w.end - WORD_TAIL_S), w.end)
+        home = max(range(len(voiced)), key=lambda i: _overlap(tail, voiced[i]))
+        if _overlap(tail, voiced[home]) <= 0:
+            home = min(range(len(voiced)), key=lambda i: _distance(w.end, voiced[i]))
+        homes.add(home)
+        start, end = voiced[home]
+        clipped = (min(max(w.start, start), end), max(min(w.end, end), start))
+        placed.append(Word(w.word, clipped[0], max(clipped), w.confidence, w.filler))
+    for index, (start, end) in enumerate(voiced):
+        if index not in homes and MIN_VOICED_S <= end - start <= MAX_VOICED_S:
+            placed.append(Word("<voiced>", start, end, None, True))
+    return sorted(placed, key=lambda w: (w.start, w.end))
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return min(a[1], b[1]) - max(a[0], b[0])
+
+
+def _distance(t: float, span: tuple[float, float]) -> float:
+    return 0.0 if span[0] <= t <= span[1] else min(abs(t - span[0]), abs(t - span[1]))
 
 
 def plan_cuts(words: list[Word], fillers: tuple[str, ...], duration: float) -> list[Cut]:
