@@ -12,6 +12,8 @@ pinned to one CPU and every library gets one thread. Backends:
 - `faster-whisper+pocketsphinx`: a row without text: transcript, then aligned;
 - `fillers-edit-text`: the whole `fillers` edit with the text given (align, plan, cut);
 - `fillers-cut-only`: cutting and room tone alone, the timings given;
+- `fillers-edit-asr-words`: the `fillers` edit for a language the aligner has no model for
+  (ASR word times put onto silero-vad's voiced stretches);
 - `wer-gate`: the QC word error rate of one round (a transcript and the comparison).
 
 Run: `python benchmarks/words.py [--asr-models DIR]` -> benchmarks/results/words.json
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from stepedit_core.edits import parse_edit  # noqa: E402
+from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
 from stepedit_core.words.align import shared_aligner  # noqa: E402
 from stepedit_core.words.asr import WhisperAsr, check_asr_folder  # noqa: E402
 from stepedit_core.words.edit import remove_fillers  # noqa: E402
@@ -114,11 +117,16 @@ def main() -> None:
     if args.asr_models:
         check_asr_folder(args.asr_models)
         asr = WhisperAsr(args.asr_models, threads=1)
+        vad = shared_vad()
         rows += [
             measure("faster-whisper", clips,
                     lambda c: asr.transcribe(c["samples"], c["rate"], "en"), args.repeat),
             measure("faster-whisper+pocketsphinx", clips,
                     lambda c: remove_fillers(FILLERS, c["samples"], c["rate"], None, "en", asr),
+                    args.repeat),
+            measure("fillers-edit-asr-words", clips,
+                    lambda c: remove_fillers(FILLERS, c["samples"], c["rate"], None, "de", asr,
+                                             vad),
                     args.repeat),
             measure("wer-gate", clips,
                     lambda c: error_rate(c["text"], asr.transcribe(c["samples"], c["rate"]).text),
