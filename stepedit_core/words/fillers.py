@@ -55,7 +55,7 @@ def cuts_json(cuts: list[Cut]) -> str:
                 "end_s": round(c.end_s, 3),
                 "word": c.word,
                 "room_tone_s": round(c.room_tone_s, 3),
-            }  # fmt: skip
+            }
             for c in cuts
         ]
     )
@@ -109,7 +109,9 @@ def plan_cuts(words: list[Word], fillers: tuple[str, ...], duration: float) -> l
             continue
         next_start = duration if w is None else w.start
         if any(f.word in chosen for f in run) and _looks_like_a_filler(run, prev_end, next_start):
-            cuts.append(_cut(run, prev_end, next_start))
+            cut = _cut(run, prev_end, next_start)
+            if cut.end_s > cut.start_s:  # overlapping word times leave nothing to cut
+                cuts.append(cut)
         run = []
         if w is not None:
             prev_end = max(prev_end, w.end)
