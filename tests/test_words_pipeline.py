@@ -235,3 +235,16 @@ def test_asr_word_times_find_fillers_by_voice_no_word_explains(whisper_folder):
     for name in ("pauses_02", "clean_04", "noisy_01"):
         samples, rate = sf.read(Path(DEMO_DIR) / f"{name}.flac", dtype="float32", always_2d=True)
         assert remove_fillers(spec, samples, rate, None, "de", asr, vad).cuts == [], name
+
+
+def test_the_asr_settings_name_incremental_results_only_when_given(tmp_path, whisper_folder):
+    from stepedit_core.incremental import key_settings
+
+    engine = make_engine("signal", EngineOptions())
+    base = {"manifest_uri": "m.parquet", "out": str(tmp_path), "run_id": "r"}
+    plain = JobSpec(**base, edits=("fillers",))
+    with_asr = JobSpec(**base, edits=("fillers",), asr_models=whisper_folder)
+    gated = JobSpec(**base, edits=("fillers",), asr_models=whisper_folder, qc_max_wer=0.2)
+    keys = {key_settings(job, engine) for job in (plain, with_asr, gated)}
+    assert len(keys) == 3
+    assert "asr_models" not in plain.fingerprint() and "asr_models" in with_asr.fingerprint()
