@@ -226,3 +226,20 @@ def test_numbers_are_spelled_as_they_are_read():
     assert spelled("1905 007") == "nineteen oh five zero zero seven"
     assert error_rate("A ship in eleven days.", "a ship in 11 days", "en") == 0.0
     assert tokens("Room 101") == ["room", "one", "hundred", "one"]
+
+
+def test_any_rate_and_channel_count():
+    import soxr
+
+    clip = CLIPS["fill_01"]
+    mono, rate = load("fill_01")
+    stereo = np.repeat(soxr.resample(mono, rate, 44100), 2, axis=1) * np.array([1.0, 0.5])
+    stereo = stereo.astype(np.float32)
+    result = remove_fillers(parse_edit("fillers"), stereo, 44100, clip["text"], "en")
+    assert result.samples.shape[1] == 2 and len(result.cuts) == 1
+    (cut,) = result.cuts
+    ((start, end),) = clip["filler_spans"]
+    assert overlap((start, end), (cut.start_s, cut.end_s)) >= 0.8 * (end - start)
+    # both channels get the same cut: the level ratio between them is kept
+    ratio = result.samples[:, 1] / np.where(result.samples[:, 0] == 0, 1, result.samples[:, 0])
+    assert np.allclose(ratio[np.abs(result.samples[:, 0]) > 1e-3], 0.5, atol=1e-3)

@@ -248,3 +248,16 @@ def test_the_asr_settings_name_incremental_results_only_when_given(tmp_path, whi
     keys = {key_settings(job, engine) for job in (plain, with_asr, gated)}
     assert len(keys) == 3
     assert "asr_models" not in plain.fingerprint() and "asr_models" in with_asr.fingerprint()
+
+
+def test_an_asr_folder_without_faster_whisper_installed_is_refused(whisper_folder, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "faster_whisper" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(RunRefused, match=r"pip install 'stepedit\[asr\]'"):
+        check_asr_folder(whisper_folder)

@@ -7,6 +7,7 @@ runs int8 on one CPU thread per actor (the executor scales out by actors, not th
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,16 +41,10 @@ def check_asr_folder(path: str | None) -> None:
             f"--asr-models {path}: not a complete faster-whisper (CTranslate2) folder, missing "
             f"{', '.join(missing)}"
         )
-    if importlib_missing("faster_whisper"):
+    if importlib.util.find_spec("faster_whisper") is None:
         raise RunRefused(
             "--asr-models needs the faster-whisper package: pip install 'stepedit[asr]'"
         )
-
-
-def importlib_missing(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is None
 
 
 @dataclass(frozen=True)
