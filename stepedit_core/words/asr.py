@@ -24,6 +24,7 @@ ASR_RATE = 16000
 # what a CTranslate2 Whisper folder must hold (the vocabulary as .txt or .json)
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 VOCABULARY_FILES = ("vocabulary.txt", "vocabulary.json")
+MADE_UP_BELOW = 0.5  # probability under which a zero-length word is left out (`_made_up`)
 
 
 def check_asr_folder(path: str | None) -> None:
@@ -97,10 +98,16 @@ class WhisperAsr:
             )  # fmt: skip
             for segment in segments
             for w in segment.words or []
-            if w.word.strip()
+            if w.word.strip() and not _made_up(w)
         ]
-        text = " ".join(segment.text.strip() for segment in segments).strip()
+        text = " ".join(w.word for w in words)
         return Transcript(text, info.language, words)
+
+
+def _made_up(word: Any) -> bool:
+    """A word Whisper gives no time at all and little belief: on filler sounds it writes a
+    word of its own ("back", "done"), which aligned as text would keep the filler."""
+    return float(word.end) <= float(word.start) and float(word.probability) < MADE_UP_BELOW
 
 
 @lru_cache(maxsize=2)
