@@ -121,6 +121,13 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         "code); default: $STEPEDIT_STEPAUDIO_SRC",
     )
     p.add_argument(
+        "--asr-models",
+        metavar="DIR",
+        help="local faster-whisper (CTranslate2) model folder: word timings for the fillers "
+        "edit, transcripts for rows without text, and the `wer` QC metric (pip install "
+        "'stepedit[asr]')",
+    )
+    p.add_argument(
         "--stage-python",
         action="append",
         default=[],
@@ -191,6 +198,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--qc-heavy",
         action="store_true",
         help="also DNSMOS and speaker similarity to the source (pip install 'stepedit[qc-heavy]')",
+    )
+    p.add_argument(
+        "--qc-max-wer",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="fail a round whose word error rate against its text is over RATE (e.g. 0.2; "
+        "needs --asr-models); --select best never delivers such a round",
     )
     p.add_argument(
         "--select",
@@ -318,6 +333,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             stepaudio_src=args.stepaudio_src,
             llm_backend=args.llm_backend,
             vad_max_pause=args.vad_max_pause,
+            asr_models=args.asr_models,
+            qc_max_wer=args.qc_max_wer,
             gpus=dict(args.gpu),
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,
@@ -490,7 +507,12 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
     try:
         edits = tuple(args.edit)
         engine = make_engine(
-            args.engine, EngineOptions(models_dir=args.models_dir, stepaudio_src=args.stepaudio_src)
+            args.engine,
+            EngineOptions(
+                models_dir=args.models_dir,
+                stepaudio_src=args.stepaudio_src,
+                asr_models=args.asr_models,
+            ),
         )
         envs = stage_envs(dict(args.stage_python), dict(args.stage_image))
         check_stage_names(envs, [stage.name for stage in engine.stages()])

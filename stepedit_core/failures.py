@@ -95,6 +95,17 @@ _CODES = (
         "non_finite_output", "the edit produced NaN or infinite samples", "stage", (SIGNAL,)
     ),
     FailureCode(
+        "no_word_timings",
+        "the edit needs word timings: English `text` (aligned with pocketsphinx) or an ASR "
+        "model (`--asr-models`)",
+        "stage",
+        (SIGNAL,),
+    ),
+    FailureCode(
+        "alignment_failed", "the audio could not be aligned with its `text`", "stage", (SIGNAL,)
+    ),
+    FailureCode("asr_failed", "the ASR model could not transcribe the audio", "stage"),
+    FailureCode(
         "too_long",
         "prompt plus expected output over the model's 8192-token cap (checked before "
         "generating; the message gives the limit in seconds)",
@@ -124,6 +135,12 @@ _CODES = (
         "stage",
     ),
     # the run's bookkeeping --------------------------------------------------------------------
+    FailureCode(
+        "over_max_wer",
+        "`--select best`: every round's word error rate against its text is over `--qc-max-wer` "
+        "(the rounds stay in `iterations/`; none is delivered)",
+        "run",
+    ),
     FailureCode("no_output", "the engine stages finished without producing audio", "run"),
     FailureCode("lost_item", "the item did not come back from the executor", "run"),
     # judging a round (the verdict fails, never the row) ---------------------------------------

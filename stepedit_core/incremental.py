@@ -80,6 +80,9 @@ HASH_THREADS = 16  # source files are hashed concurrently: the cost is I/O, not 
 def key_settings(job: JobSpec, engine: Engine) -> str:
     """The run-wide part of every finished key: what the job and engine decide for all rows
     (hashed once per run, so a row's key costs one short sha256)."""
+    # the ASR model decides transcripts, timings and the WER verdict; named only when set, so
+    # the keys of runs without one stay as they were
+    asr = {"asr_models": job.asr_models, "qc_max_wer": job.qc_max_wer} if job.asr_models else {}
     material = json.dumps(
         {
             "iterations": job.iterations,
@@ -92,6 +95,7 @@ def key_settings(job: JobSpec, engine: Engine) -> str:
             "qc": job.qc,  # the profile decides the verdict columns, and with
             "qc_heavy": job.qc_heavy,
             "select": job.select,  # `best` which round's audio is delivered
+            **asr,
         },
         sort_keys=True,
     )

@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -50,6 +51,9 @@ class JobSpec(BaseModel):
     stepaudio_src: str | None = None
     llm_backend: Literal["transformers", "vllm"] = "transformers"
     vad_max_pause: float = Field(0.3, ge=0.05, le=5)
+    # a local faster-whisper folder: word timings, transcripts for rows without text, `wer` QC
+    asr_models: str | None = None
+    qc_max_wer: float | None = Field(None, ge=0.0, le=10.0)  # needs asr_models
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
@@ -73,7 +77,10 @@ class JobSpec(BaseModel):
                 "select", "incremental")  # fmt: skip
         dumped = self.model_dump(mode="json")
         found = {k: dumped[k] for k in keep}
-        if self.judge is not None:  # absent for unjudged runs: their fingerprints stay as they were
+        # optional settings join only when set: runs without them keep the fingerprint they had
+        if self.asr_models is not None:
+            found.update({k: dumped[k] for k in ("asr_models", "qc_max_wer")})
+        if self.judge is not None:
             found["judge"] = dumped["judge"]
             found["until_judged"] = self.until_judged
         return found
@@ -93,6 +100,13 @@ class JobSpec(BaseModel):
             raise ValueError(
                 f"run id {value!r} must be 1-128 characters of letters, digits, '.', '_', '-'"
             )
+        return value
+
+    @field_validator("qc_max_wer")
+    @classmethod
+    def _max_wer_needs_asr(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("asr_models") is None:
+            raise ValueError("--qc-max-wer needs --asr-models (the ASR model measures the WER)")
         return value
 
     @field_validator("engine")
@@ -124,7 +138,13 @@ class JobSpec(BaseModel):
         return [self.manifest_uri, self.out, *self.allow_roots]
 
     def qc_plan(self) -> QcPlan:
-        return QcPlan(profile=self.qc, heavy=self.qc_heavy, select=self.select)
+        return QcPlan(
+            profile=self.qc,
+            heavy=self.qc_heavy,
+            select=self.select,
+            asr_models=self.asr_models,
+            max_wer=self.qc_max_wer,
+        )
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -133,6 +153,7 @@ class JobSpec(BaseModel):
             prompt_mode=self.prompt_mode,
             llm_backend=self.llm_backend,
             vad_max_pause=self.vad_max_pause,
+            asr_models=self.asr_models,
             gpus=dict(self.gpus),
             batch_sizes=dict(self.batch_sizes),
         )

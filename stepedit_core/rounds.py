@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stepedit_core import audio as audio_io
 from stepedit_core.audio import Audio
@@ -23,6 +23,7 @@ from stepedit_core.records import RoundRecord
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
 if TYPE_CHECKING:
+    from stepedit_core import qc as qc_module
     from stepedit_core.engines.base import Engine
 
 CLONE_ROUND = 0
@@ -147,14 +148,29 @@ class RoundEnd(Stage):
             report = qc.measure(item.output, item.qc_reference, heavy=plan.heavy)
         except Exception as exc:  # noqa: BLE001 - QC describes a round, it must not fail it
             record.qc_json = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-            if plan.profile != "none":
+            if plan.gives_verdict:
                 record.qc_pass, record.qc_reasons = False, f"QC could not measure: {exc}"
             return
+        if plan.asr_models is not None:
+            report = _with_wer(report, item, plan.asr_models)
         record.qc_json = report.to_json()
-        if plan.profile != "none":
-            verdict = check(report.metrics, plan.profile)
+        if plan.gives_verdict:
+            verdict = check(report.metrics, plan.profile, plan.max_wer)
             record.qc_pass = verdict.passed
             record.qc_reasons = "; ".join(verdict.reasons) or None
+
+
+def _with_wer(report: qc_module.QcReport, item: WorkItem, asr_models: str) -> Any:
+    """The report with the round's word error rate (`wer`) against its text."""
+    from stepedit_core.words.asr import shared_asr
+    from stepedit_core.words.gate import measure_wer
+
+    try:
+        wer, note = measure_wer(item, shared_asr(asr_models))
+    except Exception as exc:  # noqa: BLE001 - an unmeasured WER is a note, as for every metric
+        wer, note = None, f"ASR failed: {type(exc).__name__}: {exc}"
+    notes = {**report.notes, "wer": note} if note else dict(report.notes)
+    return type(report)({**report.metrics, "wer": wer}, notes)
 
 
 def build_stages(
@@ -168,6 +184,10 @@ def build_stages(
     """The flat stage list an executor runs: load, then (start, engine stages, end) per round,
     and with `judging` a judge after each round's end."""
     stages: list[Stage] = [LoadAudio()]
+    if engine.options.asr_models is not None:  # rows without `text` get the ASR's transcript
+        from stepedit_core.words.stage import TranscribeMissingText
+
+        stages.append(TranscribeMissingText(engine.options.asr_models))
     first = CLONE_ROUND if with_clone_round else 1
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))

@@ -31,7 +31,7 @@ from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.verdict import Verdict, verdict_table
-from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
+from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.stages import Stage, WorkItem
 from stepedit_core.store import RunStore
@@ -195,40 +195,56 @@ class ShardWriter:
         rounds_done = sum(1 for r in item.records if r.ok)
         if not item.failed and item.audio is None:
             item.fail("no_output", "no round produced audio")
+        ok = [r for r in item.records if r.ok and r.audio_flac]
+        chosen, reason = self._choose(ok, item.verdicts) if ok and not item.failed else (None, None)
+        if ok and not item.failed and chosen is None:  # every round over --qc-max-wer
+            item.fail("over_max_wer", str(reason))
         if item.failed:
             self.summary.failed += 1
             failed = RowResult.failed(
                 item.row_index, item.clip_id, str(item.error_code), str(item.error), rounds_done
             )
+            failed.text_source = text_source_of(item)
             return failed, None
         self.summary.ok += 1
         uri = self.store.uri(self.store.audio_path(item.clip_id, item.row_index))
         result = RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
-        ok = [r for r in item.records if r.ok and r.audio_flac]
-        if not ok:  # nothing recorded (cannot happen for an item that ran): its audio as is
+        result.text_source = text_source_of(item)
+        if chosen is None:  # nothing recorded (cannot happen for an item that ran): its audio as is
             return result, audio_io.encode_flac(item.audio)
-        chosen, reason = self._choose(ok, item.verdicts)
         result.deliver(chosen, reason or item.stopped_by)  # a judge's stop says why it ended
         return result, chosen.audio_flac
 
     def _choose(
         self, records: list[RoundRecord], verdicts: list[Verdict] | None = None
-    ) -> tuple[RoundRecord, str | None]:
+    ) -> tuple[RoundRecord | None, str | None]:
         """The round to deliver: the last, or with `select=best` the best by `select_best`,
-        among the rounds a judge confirmed when there are any. The delivered file is that
-        round's FLAC, byte for byte, so its sha256 is the round's output_sha256 and the audit
-        chain ends at the delivered file."""
+        among the rounds a judge confirmed when there are any (all rounds when none of those
+        is under --qc-max-wer). None when every round is over --qc-max-wer. The delivered
+        file is that round's FLAC, byte for byte, so its sha256 is the round's output_sha256
+        and the audit chain ends at the delivered file."""
         if self.qc_plan.select != "best":
             return records[-1], None
         landed = _confirmed_rounds(verdicts or [])
-        candidates = [r for r in records if r.round in landed] or records
-        metrics = [(r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in candidates]
-        picked = select_best(metrics, self.qc_plan.profile)
+        confirmed = [r for r in records if r.round in landed]
+        for candidates in (confirmed, records) if confirmed else (records,):
+            metrics = [
+                (r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in candidates
+            ]
+            picked = select_best(metrics, self.qc_plan.profile, self.qc_plan.max_wer)
+            if picked is not None:
+                break
+        if picked is None and self.qc_plan.max_wer is not None:
+            wers = ", ".join(f"round {n}: {m.get('wer')}" for n, m in metrics)
+            return None, (
+                f"every round's word error rate is over --qc-max-wer {self.qc_plan.max_wer:g} "
+                f"({wers}); no round is delivered"
+            )
         chosen = (
             next(r for r in candidates if r.round == picked.round) if picked else candidates[-1]
         )
         reason = picked.reason if picked else None
-        if landed and chosen.round in landed:
+        if chosen.round in landed:
             reason = "judge confirmed" + (f"; {reason}" if reason else "")
         return chosen, reason
 

@@ -50,6 +50,7 @@ class WorkItem:
     audio_uri: str
     edits: tuple[EditSpec, ...]
     text: str | None = None
+    text_source: str | None = None  # "manifest", or "asr" when a transcript filled `text`
     target_text: str | None = None
     language: str | None = None
     speaker: str | None = None

@@ -26,6 +26,7 @@ class EngineOptions:
     prompt_mode: str = "chain"  # chain: round k's output is round k+1's voice prompt; fixed
     llm_backend: str = "transformers"  # or "vllm"
     vad_max_pause: float = 0.3  # seconds a pause may last after the vad edit (signal engine)
+    asr_models: str | None = None  # a faster-whisper (CTranslate2) folder: stepedit_core/words
     gpus: dict[str, float] = field(default_factory=dict)  # stage name -> GPU fraction per actor
     batch_sizes: dict[str, int] = field(default_factory=dict)  # stage name -> batch size
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,9 +97,12 @@ class Engine(ABC):
         """ItemFailure when this engine can not edit a row with this chain and these texts."""
         for spec in chain:
             self.check_edit(spec)
-            if spec.kind.needs_text and self.reads_text and not (text or "").strip():
+            # with an ASR model a row without text gets its transcript (stepedit_core/words)
+            asr = self.options.asr_models is not None
+            if spec.kind.needs_text and self.reads_text and not asr and not (text or "").strip():
                 raise ItemFailure(
-                    "missing_text", f"edit {spec} needs the transcript in column 'text'"
+                    "missing_text",
+                    f"edit {spec} needs the transcript in column 'text' (or pass --asr-models)",
                 )
             if spec.kind.needs_target_text and not (target_text or "").strip():
                 raise ItemFailure("missing_target_text", f"edit {spec} needs column 'target_text'")

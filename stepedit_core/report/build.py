@@ -31,6 +31,7 @@ from stepedit_core import audio as audio_io
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
+from stepedit_core.report.cuts import cuts_strip
 from stepedit_core.report.margins import margin_section
 from stepedit_core.report.spectrogram import spectrogram_png
 from stepedit_core.store import RunStore
@@ -44,7 +45,7 @@ FAILURES_ON_INDEX = 2000  # more failing clips than this go to failures-NNNN.htm
 NOT_METRICS = frozenset(
     {"row_index", "iteration", "seed", "sample_rate", "channels", "duration_in_s", QC_PASS}
 )
-CAPTION_METRICS = ("duration_s", "rms_dbfs", "peak_dbfs")
+CAPTION_METRICS = ("duration_s", "rms_dbfs", "peak_dbfs", "wer")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class RoundView:
     qc_reasons: str | None = None
     audio: str | None = None  # media path relative to report/
     image: str | None = None
+    cuts: str = ""  # the fillers edit's cuts on the input's timeline (report/cuts.py)
 
 
 @dataclass
@@ -184,6 +186,7 @@ class ReportBuilder:
             metrics={m: record.get(m) for m in metrics + qc_columns if record.get(m) is not None},
             qc_pass=record.get(QC_PASS),
             qc_reasons=record.get(QC_REASONS),
+            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s")),
         )
         clip.edit = clip.edit or view.edit
         for m in metrics:
@@ -271,6 +274,7 @@ def _figure(view: RoundView) -> str:
         body += f'<img src="{_e(view.image)}" alt="{alt}" loading="lazy">'
     if view.audio:
         body += f'<audio controls preload="none" src="{_e(view.audio)}"></audio>'
+    body += view.cuts
     if view.error:
         body += f'<div class="reason">{_e(view.error)}</div>'
     return f"<figure>{body}</figure>"
