@@ -78,6 +78,30 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     margin.add_argument("--report", choices=("index", "all", "none"), default="index")
     margin.add_argument("--quiet", action="store_true")
     _add_access_options(margin)
+    add_preference_commands(commands)
+
+
+def add_preference_commands(commands: argparse._SubParsersAction) -> None:
+    from stepedit_core.dataset.preferences import PARALINGUISTIC_MARGIN, RATING_MARGIN
+
+    prefs = commands.add_parser(
+        "preferences",
+        help="(chosen, rejected) pairs of rounds from a judged or rated run, as a dataset",
+        description="For each clip of a finished run, pairs of rounds (iteration 0: what the "
+        "clip started from) where a judge's verdict is the clip's label for one round and not "
+        f"for the other (paralinguistic: scores {PARALINGUISTIC_MARGIN} or more apart), or "
+        f"where one reviewer's 1-5 ratings differ by more than {RATING_MARGIN}. Writes "
+        "DIR/preferences.parquet, the rounds' audio under DIR/audio/ and the data card "
+        "DIR/README.md.",
+    )
+    prefs.add_argument("run", metavar="RUN_DIR_OR_URI")
+    prefs.add_argument("--out", required=True, metavar="DIR", help="local path or fsspec URI")
+    ratings = commands.add_parser(
+        "import-ratings",
+        help="add a review page's ratings export (JSON or CSV) to the run as sealed records",
+    )
+    ratings.add_argument("run", metavar="RUN_DIR_OR_URI")
+    ratings.add_argument("file", metavar="FILE", help="ratings file from the review page")
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
@@ -86,6 +110,10 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     from stepedit_core.dataset.margin_set import check_attributes, write_pair_rows
     from stepedit_flows.cli import Refused, _check_before_run, _console_logging
 
+    if args.dataset_command == "preferences":
+        return cmd_preferences(args)
+    if args.dataset_command == "import-ratings":
+        return cmd_import_ratings(args)
     _console_logging(args.quiet)  # before Prefect is imported (stepedit_flows.margin_set)
     from stepedit_flows.margin_set import summary_text
 
@@ -156,3 +184,42 @@ def _run_margin_flow(spec: MarginSpec, quiet: bool) -> int:
         renderer.close()
     print(summary_text(summary), end="")
     return 0
+
+
+def cmd_preferences(args: argparse.Namespace) -> int:
+    from stepedit_core.audit import split_run_uri
+    from stepedit_core.dataset.preferences import build_preferences
+
+    out, run_id = split_run_uri(args.run)
+    summary = build_preferences(out, run_id, args.out)
+    sources = ", ".join(f"{k}: {n}" for k, n in summary["by_source"].items()) or "none"
+    print(
+        f"{summary['pairs']} preference pairs over {summary['clips']} clips of {run_id} "
+        f"({sources}); {summary['with_tokens']} with tokens"
+    )
+    print(f"pairs: {summary['preferences']}")
+    print(f"data card: {summary['card']}")
+    return 0
+
+
+def cmd_import_ratings(args: argparse.Namespace) -> int:
+    import fsspec
+
+    from stepedit_core.audit import split_run_uri
+    from stepedit_core.dataset.ratings import import_ratings
+    from stepedit_flows.cli import Refused
+
+    out, run_id = split_run_uri(args.run)
+    try:
+        with fsspec.open(args.file, "rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, OSError) as exc:
+        raise Refused(f"ratings file {args.file}: {exc}") from None
+    outcome = import_ratings(out, run_id, data, args.file)
+    for problem in outcome.rejected:
+        print(f"stepedit: rating not imported: {problem}", file=sys.stderr)
+    if outcome.already:
+        print(f"{args.file} was imported before ({outcome.imported} ratings): nothing changed")
+    else:
+        print(f"imported {outcome.imported} ratings into {outcome.path}")
+    return 1 if outcome.rejected else 0

@@ -1,0 +1,193 @@
+"""Preference pairs from a run judged by the test judge server, human ratings imported from a
+file (JSON and CSV) as sealed records, and the token columns with the model engine's stand-ins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from judge_server import KEY, JudgeServer
+
+from stepedit_core.audio import sha256_bytes
+from stepedit_core.audit import verify_run
+from stepedit_core.dataset.preferences import build_preferences, judge_pairs, rating_pairs
+from stepedit_core.dataset.ratings import import_ratings
+from stepedit_core.edits import parse_edit
+from stepedit_core.executors.local import LocalExecutor
+from stepedit_core.failures import RunRefused
+from stepedit_core.job import JobSpec
+from stepedit_core.judges.http import HttpPolicy
+from stepedit_core.judges.judging import judge_run
+from stepedit_core.judges.spec import JudgeSpec
+from stepedit_flows.cli import main
+
+from conftest import run_inprocess, write_clip, write_manifest
+
+FAST = HttpPolicy(timeout_s=10, attempts=3, backoff_s=0.01, max_backoff_s=0.05)
+
+
+@pytest.fixture(scope="module")
+def judged_run(tmp_path_factory):
+    """Two clips (1.0 s) made faster twice (0.8 s, 0.64 s) and judged by the test server,
+    which hears `happy` under 0.9 s: the source is `natural`, both rounds land."""
+    base = tmp_path_factory.mktemp("prefs")
+    rows = [
+        {"clip_id": f"c{i}", "audio_uri": write_clip(base / f"c{i}.wav", 1.0, seed=i),
+         "language": "en", "eval_task": "emotion", "eval_label": "happy"}
+        for i in range(2)
+    ]  # fmt: skip
+    out = base / "runs"
+    job = JobSpec(manifest_uri=write_manifest(base / "m.parquet", rows), out=str(out),
+                  run_id="r", edits=(parse_edit("speed=faster"),), iterations=2,
+                  executor="local")  # fmt: skip
+    run_inprocess(job)
+    server = JudgeServer()
+    url = server.start()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFS_TEST_KEY", KEY)
+    try:
+        spec = JudgeSpec(kind="gemini", endpoint=url, model="judge-m", key_env="PREFS_TEST_KEY")
+        judge = spec.judge(str(out))
+        judge.policy = FAST
+        judge_run(str(out), "r", judge, LocalExecutor())
+    finally:
+        server.stop()
+        mp.undo()
+    return out / "r"
+
+
+def _records(run: Path) -> dict[tuple[str, int], dict]:
+    return {
+        (r["clip_id"], r["iteration"]): r
+        for part in (run / "iterations").glob("*.parquet")
+        for r in pq.read_table(part).to_pylist()
+    }
+
+
+def test_judged_rounds_make_chosen_rejected_pairs_that_load_as_a_dataset(judged_run, tmp_path):
+    summary = build_preferences(str(judged_run.parent), "r", str(tmp_path / "prefs"))
+    rows = pq.read_table(tmp_path / "prefs" / "preferences.parquet").to_pylist()
+    assert summary["pairs"] == len(rows) == 4  # per clip: round 1 and round 2 over the source
+    assert {(r["clip_id"], r["chosen_iteration"], r["rejected_iteration"]) for r in rows} == {
+        (c, k, 0) for c in ("c0", "c1") for k in (1, 2)
+    }
+    records = _records(judged_run)
+    for r in rows:
+        assert (r["preference_source"], r["judge"], r["judge_model"]) == (
+            "judge",
+            "gemini",
+            "judge-m",
+        )
+        assert (r["chosen_verdict"], r["rejected_verdict"]) == ("happy", "natural")
+        chosen = records[(r["clip_id"], r["chosen_iteration"])]
+        assert (
+            r["chosen_sha256"]
+            == chosen["output_sha256"]
+            == sha256_bytes(Path(r["chosen_uri"]).read_bytes())
+        )
+        assert r["chosen_round_sha256"] == chosen["record_sha256"]
+        # iteration 0 is the source file, by its own URI and hash
+        assert r["rejected_uri"] == str(judged_run.parent.parent / f"{r['clip_id']}.wav")
+        assert r["rejected_sha256"] == sha256_bytes(Path(r["rejected_uri"]).read_bytes())
+        assert r["prompt"] is None and r["chosen"] is None  # the signal engine makes no tokens
+    card = (tmp_path / "prefs" / "README.md").read_text()
+    assert "| gemini judge-m | 4 |" in card and "| 1>0 | 2 |" in card
+
+    import datasets
+
+    loaded = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "prefs" / "preferences.parquet")
+    )
+    assert loaded["train"].num_rows == 4
+    assert datasets.load_dataset(str(tmp_path / "prefs"))["train"].num_rows == 4
+
+
+def test_pair_rules_labels_paralinguistic_margin_and_rating_margin():
+    def verdict(iteration, correct, score=None, task="emotion"):
+        return {"iteration": iteration, "status": "ok", "correct": correct, "score": score,
+                "task": task}  # fmt: skip
+
+    pairs = judge_pairs([verdict(0, False), verdict(1, True), verdict(2, True)])
+    assert sorted((a["iteration"], b["iteration"]) for a, b in pairs) == [(1, 0), (2, 0)]
+    para = [verdict(0, False, 1, "paralinguistic"), verdict(1, False, 2, "paralinguistic"),
+            verdict(2, True, 3, "paralinguistic")]  # fmt: skip
+    assert [(a["iteration"], b["iteration"]) for a, b in judge_pairs(para)] == [(2, 0)]
+    failed = dict(verdict(1, True), status="failed")
+    assert judge_pairs([verdict(0, False), failed]) == []
+    ratings = [{"iteration": 0, "rating": 1}, {"iteration": 1, "rating": 4},
+               {"iteration": 2, "rating": 5}]  # fmt: skip
+    # a margin over 3: only 5 against 1
+    assert [(a["iteration"], b["iteration"]) for a, b in rating_pairs(ratings)] == [(2, 0)]
+
+
+def _sha(run: Path, clip: str, iteration: int) -> str:
+    return _records(run)[(clip, iteration)]["output_sha256"]
+
+
+def test_a_ratings_file_round_trip_json_and_csv(judged_run, tmp_path, capsys):
+    entries = [
+        {"run_id": "r", "clip_id": "c0", "row_index": 0, "iteration": 2, "rating": 5,
+         "audio_sha256": _sha(judged_run, "c0", 2), "rater": "ana"},
+        {"run_id": "r", "clip_id": "c0", "row_index": 0, "iteration": 0, "rating": 1,
+         "rater": "ana"},
+        {"run_id": "r", "clip_id": "c0", "row_index": 0, "iteration": 1, "rating": 3,
+         "rater": "ana"},
+        {"run_id": "r", "clip_id": "c1", "iteration": 1, "rating": 6, "rater": "ana"},
+        {"run_id": "r", "clip_id": "nope", "iteration": 1, "rating": 2},
+        {"run_id": "r", "clip_id": "c1", "iteration": 2, "rating": 2,
+         "audio_sha256": _sha(judged_run, "c1", 1)},
+    ]  # fmt: skip
+    file = tmp_path / "ratings-r.json"
+    file.write_text(json.dumps(entries))
+    run_arg = str(judged_run)
+    assert main(["dataset", "import-ratings", run_arg, str(file)]) == 1  # some rejected
+    captured = capsys.readouterr()
+    assert "imported 3 ratings" in captured.out
+    assert "entry 4 (c1): field 'rating' is 6, expected a whole number 1-5" in captured.err
+    assert "entry 5: field 'clip_id' is 'nope'" in captured.err
+    assert "entry 6 (c1): field 'audio_sha256'" in captured.err
+    again = import_ratings(str(judged_run.parent), "r", file.read_bytes(), str(file))
+    assert again.already and again.imported == 3  # the same file: nothing written twice
+
+    csv_file = tmp_path / "ratings-r.csv"
+    csv_file.write_text(
+        "run_id,clip_id,row_index,iteration,rating,audio_sha256,rater,rated_at\n"
+        f"r,c1,1,2,5,{_sha(judged_run, 'c1', 2)},ben,2026-01-01T00:00:00Z\n"
+        "r,c1,1,0,1,,ben,2026-01-01T00:00:01Z\n"
+    )
+    assert main(["dataset", "import-ratings", run_arg, str(csv_file)]) == 0
+    report = verify_run(str(judged_run.parent), "r")
+    assert report.intact and report.checked["ratings"] == 5
+
+    dest = tmp_path / "prefs"
+    assert main(["dataset", "preferences", run_arg, "--out", str(dest)]) == 0
+    assert "rating ana: 1, rating ben: 1" in capsys.readouterr().out
+    rated = [
+        r for r in pq.read_table(dest / "preferences.parquet").to_pylist()
+        if r["preference_source"] == "rating"
+    ]  # fmt: skip
+    assert sorted((r["clip_id"], r["rater"], r["chosen_iteration"], r["rejected_iteration"],
+                   r["chosen_score"], r["rejected_score"]) for r in rated) == [
+        ("c0", "ana", 2, 0, 5, 1), ("c1", "ben", 2, 0, 5, 1)]  # fmt: skip
+
+    # a rating changed after the import breaks its seal
+    (part,) = [p for p in (judged_run / "ratings").glob("*.parquet") if "ben" in str(
+        pq.read_table(p).column("rater").to_pylist())]  # fmt: skip
+    table = pq.read_table(part)
+    changed = table.to_pylist()
+    changed[0]["rating"] = 4
+    pq.write_table(type(table).from_pylist(changed, table.schema), part)
+    kinds = {m.kind for m in verify_run(str(judged_run.parent), "r").mismatches}
+    assert kinds == {"rating_altered"}
+    part.unlink()
+
+
+def test_a_file_that_is_not_ratings_is_refused(judged_run, tmp_path):
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(RunRefused, match="expected JSON or CSV"):
+        import_ratings(str(judged_run.parent), "r", bad.read_bytes(), str(bad))
+    with pytest.raises(RunRefused, match="no run.json"):
+        build_preferences(str(tmp_path), "missing", str(tmp_path / "p"))
