@@ -191,3 +191,58 @@ def test_a_file_that_is_not_ratings_is_refused(judged_run, tmp_path):
         import_ratings(str(judged_run.parent), "r", bad.read_bytes(), str(bad))
     with pytest.raises(RunRefused, match="no run.json"):
         build_preferences(str(tmp_path), "missing", str(tmp_path / "p"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny stand-in tensors: threads only add contention
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_token_columns_are_the_model_chat_with_its_audio_tokens(tmp_path, one_torch_thread):
+    from stepedit_core.engines.stepaudio.prompts import EDIT_SYSTEM_PROMPT, edit_conversation
+    from stepedit_core.engines.stepaudio.tokens import from_text, to_text
+
+    from stepaudio_standins import shared_standins
+
+    models, src = shared_standins()
+    manifest = write_manifest(
+        tmp_path / "m.parquet",
+        [{"clip_id": "a", "audio_uri": write_clip(tmp_path / "a.wav", 1.2), "text": "hello"}],
+    )
+    job = JobSpec(manifest_uri=manifest, out=str(tmp_path / "runs"), run_id="m",
+                  edits=(parse_edit("denoise"),), iterations=2, engine="step-audio-editx",
+                  models_dir=str(models), stepaudio_src=str(src), executor="local")  # fmt: skip
+    run_inprocess(job)
+    run = tmp_path / "runs" / "m"
+    records = _records(run)
+    first, second = records[("a", 1)], records[("a", 2)]
+    assert first["status"] == second["status"] == "ok", first["error"] or second["error"]
+    ratings = [{"clip_id": "a", "iteration": 2, "rating": 5},
+               {"clip_id": "a", "iteration": 0, "rating": 1},
+               {"clip_id": "a", "iteration": 1, "rating": 1}]  # fmt: skip
+    file = tmp_path / "ratings.json"
+    file.write_text(json.dumps({"ratings": ratings}))
+    assert import_ratings(str(run.parent), "m", file.read_bytes(), str(file)).imported == 3
+    build_preferences(str(run.parent), "m", str(tmp_path / "prefs"))
+    rows = {
+        (r["chosen_iteration"], r["rejected_iteration"]): r
+        for r in pq.read_table(tmp_path / "prefs" / "preferences.parquet").to_pylist()
+    }
+    assert set(rows) == {(2, 0), (2, 1)}
+    # the prompt is the clip's first editing request, exactly as the engine framed it
+    prompt = edit_conversation(first["instruction"], to_text(first["input_tokens"]))
+    assert prompt[0] == {"role": "system", "content": EDIT_SYSTEM_PROMPT}
+    assert prompt[1]["content"].startswith(first["instruction"] + "\n<audio_")
+    for pair in rows.values():
+        assert pair["prompt"] == prompt
+        assert pair["chosen"] == [
+            {"role": "assistant", "content": to_text(second["output_tokens"])}
+        ]
+    # iteration 0 answers with the clip's audio as the request carried it; round 1 with its own
+    assert from_text(rows[(2, 0)]["rejected"][0]["content"]) == first["input_tokens"]
+    assert from_text(rows[(2, 1)]["rejected"][0]["content"]) == first["output_tokens"]
