@@ -4,6 +4,7 @@ file (JSON and CSV) as sealed records, and the token columns with the model engi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,6 +26,8 @@ from stepedit_flows.cli import main
 
 from conftest import run_inprocess, write_clip, write_manifest
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
 FAST = HttpPolicy(timeout_s=10, attempts=3, backoff_s=0.01, max_backoff_s=0.05)
 
 
@@ -246,3 +249,93 @@ def test_token_columns_are_the_model_chat_with_its_audio_tokens(tmp_path, one_to
     # iteration 0 answers with the clip's audio as the request carried it; round 1 with its own
     assert from_text(rows[(2, 0)]["rejected"][0]["content"]) == first["input_tokens"]
     assert from_text(rows[(2, 1)]["rejected"][0]["content"]) == first["output_tokens"]
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="chromium/chromedriver not installed (.ci/run installs them with apt-get)",
+)
+def test_rating_rounds_on_the_review_page_and_importing_the_download(judged_run, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from stepedit_core.report import build_report
+
+    run = tmp_path / "runs" / "r"
+    shutil.copytree(judged_run, run)
+    shutil.rmtree(run / "ratings", ignore_errors=True)
+    build_report(str(run.parent), "r")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,1600",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    page = (run / "report" / "index.html").as_uri()
+
+    def ready(d) -> bool:
+        bar = d.find_element(By.ID, "ratings-bar")
+        return bar.get_attribute("data-ready") == "1"
+
+    def widget(clip: str, iteration: int):
+        return driver.find_element(
+            By.CSS_SELECTOR, f'div.rating[data-clip="{clip}"][data-iteration="{iteration}"]'
+        )
+
+    def downloaded(name: str) -> Path:
+        path = downloads / name
+        WebDriverWait(driver, 20).until(
+            lambda d: path.exists() and not list(downloads.glob("*.crdownload"))
+        )
+        return path
+
+    try:
+        driver.execute_cdp_cmd(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+        driver.get(page)
+        WebDriverWait(driver, 20).until(ready)
+        # the source and both rounds of each clip can be rated
+        assert len(driver.find_elements(By.CSS_SELECTOR, "div.rating")) == 6
+        driver.find_element(By.ID, "ratings-rater").send_keys("ana\n")
+        widget("c0", 2).find_element(By.CSS_SELECTOR, 'button[data-rating="5"]').click()
+        widget("c0", 0).find_element(By.CSS_SELECTOR, 'button[data-rating="2"]').click()
+        widget("c0", 0).find_element(By.CSS_SELECTOR, 'button[data-rating="1"]').click()  # changed
+        assert driver.find_element(By.ID, "ratings-count").text == "2 rounds rated"
+        driver.get(page)  # kept in the browser across visits
+        WebDriverWait(driver, 20).until(ready)
+        chosen = widget("c0", 0).find_element(By.CSS_SELECTOR, "button.chosen")
+        assert chosen.get_attribute("data-rating") == "1"
+        driver.find_element(By.ID, "ratings-export-json").click()
+        exported = downloaded("ratings-r.json")
+        driver.find_element(By.ID, "ratings-export-csv").click()
+        exported_csv = downloaded("ratings-r.csv")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        driver.quit()
+    entries = json.loads(exported.read_text())["ratings"]
+    assert {(e["clip_id"], e["iteration"], e["rating"], e["rater"]) for e in entries} == {
+        ("c0", 2, 5, "ana"), ("c0", 0, 1, "ana")}  # fmt: skip
+    assert exported_csv.read_text().startswith("run_id,clip_id,row_index,iteration,rating")
+    outcome = import_ratings(str(run.parent), "r", exported.read_bytes(), str(exported))
+    assert outcome.imported == 2 and not outcome.rejected
+    assert verify_run(str(run.parent), "r").intact
+    build_preferences(str(run.parent), "r", str(tmp_path / "prefs"))
+    rated = [
+        r for r in pq.read_table(tmp_path / "prefs" / "preferences.parquet").to_pylist()
+        if r["preference_source"] == "rating"
+    ]  # fmt: skip
+    assert [(r["clip_id"], r["chosen_iteration"], r["rejected_iteration"]) for r in rated] == [
+        ("c0", 2, 0)]  # fmt: skip
