@@ -16,6 +16,7 @@ from stepedit_core.executors import EXECUTORS
 
 if TYPE_CHECKING:
     from stepedit_core.dataset import MarginSpec
+    from stepedit_core.judges.spec import JudgeSpec
 
 
 def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
@@ -64,8 +65,29 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     )
     margin.add_argument(
         "--judge",
-        metavar="NAME",
-        help="judge-based margins (emotion, style...): not available yet; the command refuses",
+        choices=("gemini", "openai"),
+        default=None,
+        help="margins from an audio model judge, asked how clearly the attribute differs "
+        "between the neutral and the edited version (any attribute: emotion, style...)",
+    )
+    margin.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="the judge API's base URL (gemini default: Google's; openai: a URL ending in /v1)",
+    )
+    margin.add_argument("--model", default=None, help="the judge model's name")
+    margin.add_argument(
+        "--key-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding the judge's API key (sent in a header, never recorded)",
+    )
+    margin.add_argument(
+        "--margin-prompt",
+        default=None,
+        metavar="FILE",
+        help="the judge's prompt template ({attribute}: the edit, {what}: what it changes)",
     )
     margin.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)}")
     margin.add_argument("--models", dest="models_dir", metavar="DIR")
@@ -117,11 +139,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     _console_logging(args.quiet)  # before Prefect is imported (stepedit_flows.margin_set)
     from stepedit_flows.margin_set import summary_text
 
-    if args.judge:
-        raise Refused(
-            "--judge: judge-based margins are not available yet; the objective scorer "
-            "(--scorer objective) scores speed, denoise, loudness and vad"
-        )
+    judge, margin_prompt = _margin_judge(args)
     try:
         spec = MarginSpec.create(
             args.manifest,
@@ -129,8 +147,10 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             args.out,
             args.run_id,
             min_margin=args.min_margin,
-            scorer=args.scorer,
+            scorer="judge" if judge else args.scorer,
             dnsmos=args.dnsmos,
+            judge=judge,
+            margin_prompt=margin_prompt,
             report=args.report,
             engine=args.engine,
             models_dir=args.models_dir,
@@ -153,6 +173,33 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             print(summary_text(build_margin_set(spec)), end="")
             return 0
     return _run_margin_flow(spec, args.quiet)
+
+
+def _margin_judge(args: argparse.Namespace) -> tuple[JudgeSpec | None, str | None]:
+    """The margin judge and its prompt template from the command line (None: no --judge)."""
+    from stepedit_core.dataset.judge_scorer import MarginPromptError, load_margin_prompt
+    from stepedit_core.judges.judge import OBJECTIVE_MODEL
+    from stepedit_core.judges.spec import JudgeSpec
+    from stepedit_flows.cli import Refused
+
+    given = [o for o in ("endpoint", "model", "key_env", "margin_prompt") if getattr(args, o)]
+    if args.judge is None:
+        if given:
+            names = ", ".join("--" + o.replace("_", "-") for o in given)
+            raise Refused(f"{names}: only with --judge gemini|openai")
+        return None, None
+    if args.scorer != "objective":  # the default: --judge chooses the judge scorer
+        raise Refused("--judge scores the margins: leave --scorer out")
+    try:
+        spec = JudgeSpec(
+            kind=args.judge, endpoint=args.endpoint or "", model=args.model or OBJECTIVE_MODEL,
+            key_env=args.key_env,
+        )  # fmt: skip
+        return spec, load_margin_prompt(args.margin_prompt)
+    except MarginPromptError as exc:
+        raise Refused(str(exc)) from None
+    except ValidationError as exc:
+        raise Refused(_problems(exc)) from None
 
 
 def _problems(exc: Exception) -> str:
