@@ -244,6 +244,12 @@ def cmd_preferences(args: argparse.Namespace) -> int:
         f"{summary['pairs']} preference pairs over {summary['clips']} clips of {run_id} "
         f"({sources}); {summary['with_tokens']} with tokens"
     )
+    if summary["pairs"] == 0:
+        print(
+            "stepedit: no pairs: the run needs verdicts (`stepedit judge RUN`) or ratings "
+            "(`stepedit dataset import-ratings RUN FILE`) that prefer one round over another",
+            file=sys.stderr,
+        )
     print(f"pairs: {summary['preferences']}")
     print(f"data card: {summary['card']}")
     return 0
