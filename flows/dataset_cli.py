@@ -89,6 +89,12 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="the judge's prompt template ({attribute}: the edit, {what}: what it changes)",
     )
+    margin.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="judge requests in flight (default 8)",
+    )
     margin.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)}")
     margin.add_argument("--models", dest="models_dir", metavar="DIR")
     margin.add_argument("--stepaudio-src", metavar="DIR")
@@ -182,7 +188,8 @@ def _margin_judge(args: argparse.Namespace) -> tuple[JudgeSpec | None, str | Non
     from stepedit_core.judges.spec import JudgeSpec
     from stepedit_flows.cli import Refused
 
-    given = [o for o in ("endpoint", "model", "key_env", "margin_prompt") if getattr(args, o)]
+    options = ("endpoint", "model", "key_env", "margin_prompt", "concurrency")
+    given = [o for o in options if getattr(args, o) is not None]
     if args.judge is None:
         if given:
             names = ", ".join("--" + o.replace("_", "-") for o in given)
@@ -193,7 +200,7 @@ def _margin_judge(args: argparse.Namespace) -> tuple[JudgeSpec | None, str | Non
     try:
         spec = JudgeSpec(
             kind=args.judge, endpoint=args.endpoint or "", model=args.model or OBJECTIVE_MODEL,
-            key_env=args.key_env,
+            key_env=args.key_env, concurrency=args.concurrency or 8,
         )  # fmt: skip
         return spec, load_margin_prompt(args.margin_prompt)
     except MarginPromptError as exc:

@@ -4,9 +4,10 @@ The judge hears the neutral version, then the edited one (two audio parts of one
 the same HTTP clients as the judges: timeouts, retries, the key in a header) and answers a
 margin 1-10 as `{"margin": N}`. The prompt is a template with `{attribute}` (the edit, e.g.
 `emotion=happy`) and `{what}` (what that edit changes, in words); `--margin-prompt FILE`
-replaces it. Answers are cached with the verdicts (`OUT/_judge_cache/`), by both recordings'
-sha256, the prompt's sha256 and the judge model: scoring the same pair again asks nothing. An
-unanswered or unreadable request leaves the pair without a margin (never kept), and says why.
+replaces it. `--concurrency` pairs are asked at once. Answers are cached with the verdicts
+(`OUT/_judge_cache/`), by both recordings' sha256, the prompt's sha256 and the judge model:
+scoring the same pair again asks nothing. An unanswered or unreadable request leaves the pair
+without a margin (never kept), and says why.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ class JudgeScorer:
         except MissingKey as exc:
             raise ScorerUnavailable(str(exc)) from None
         self._client = judge.client()
+
+    @property
+    def concurrency(self) -> int:
+        """Pairs scored at once (requests in flight): the judge's --concurrency."""
+        return self.spec.concurrency
 
     def refusal(self, attribute: EditSpec) -> str | None:
         return None  # a listener can be asked about any attribute

@@ -205,9 +205,15 @@ def _pair_batch(
             continue
         ready.append((offset, index, row, neutral, edited))
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        fetched = pool.map(lambda item: _fetch(writing, *item[1:4]), ready)
-        for (offset, _, row, neutral, edited), versions in zip(ready, fetched, strict=True):
-            _score(writing, out[offset], row, neutral, edited, versions)
+        fetched = list(pool.map(lambda item: _fetch(writing, *item[1:4]), ready))
+
+    # a scorer that waits on a remote judge scores several pairs at once (each fills its own row)
+    def score(job: tuple[tuple, Versions]) -> None:
+        (offset, _, row, neutral, edited), versions = job
+        _score(writing, out[offset], row, neutral, edited, versions)
+
+    with ThreadPoolExecutor(max(1, getattr(writing.scorer, "concurrency", 1))) as pool:
+        list(pool.map(score, zip(ready, fetched, strict=True)))
     return out
 
 
