@@ -184,7 +184,12 @@ def test_a_ratings_file_round_trip_json_and_csv(judged_run, tmp_path, capsys):
     pq.write_table(type(table).from_pylist(changed, table.schema), part)
     kinds = {m.kind for m in verify_run(str(judged_run.parent), "r").mismatches}
     assert kinds == {"rating_altered"}
-    part.unlink()
+    pq.write_table(table.slice(0, 1), part)  # a rating dropped from an imported file
+    kinds = {m.kind for m in verify_run(str(judged_run.parent), "r").mismatches}
+    assert kinds == {"ratings_altered"}
+    part.unlink()  # and the whole file
+    kinds = {m.kind for m in verify_run(str(judged_run.parent), "r").mismatches}
+    assert kinds == {"ratings_missing"}
 
 
 def test_a_file_that_is_not_ratings_is_refused(judged_run, tmp_path):

@@ -6,7 +6,9 @@ per rated round: `run_id`, `clip_id`, `row_index`, `iteration`, `rating`, `audio
 and round exist, the rating is a whole number 1-5, the audio is the one rated) and writes the
 good ones to `RUN/ratings/ratings-<file sha256>.parquet`; each rating is hash-chained to the
 round it rates (iteration 0 without a record: the source file's sha256) and sealed like the
-run's own records, so `stepedit verify` checks ratings as it checks rounds and verdicts.
+run's own records, so `stepedit verify` checks ratings as it checks rounds and verdicts; the
+ledger `RUN/ratings/imports.json` (sealed like run.json) digests each imported file's ratings,
+so a ratings file removed or replaced is noticed too.
 Importing the same file again changes nothing; a bad entry is named and left out, the good
 ones are kept.
 """
@@ -17,18 +19,26 @@ import csv
 import hashlib
 import io
 import json
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from stepedit_core.audit.records import record_digest, run_relative
+from stepedit_core.audit.records import (
+    audit_key,
+    record_digest,
+    run_relative,
+    seal_line,
+    verdicts_digest,
+)
 from stepedit_core.audit.records import seal as audit_seal
 from stepedit_core.dataset.run_rounds import RoundRef, read_rounds
 from stepedit_core.failures import RunRefused
 from stepedit_core.store import RunStore
 
 RATINGS_DIR = "ratings"
+LEDGER = "imports.json"  # RUN/ratings/imports.json: every imported file's digest, sealed
 RATING_MIN, RATING_MAX = 1, 5
 FILE_FIELDS = ("run_id", "clip_id", "row_index", "iteration", "rating", "audio_sha256", "rater",
                "rated_at")  # fmt: skip
@@ -172,8 +182,37 @@ def import_ratings(out: str, run_id: str, data: bytes, name: str) -> ImportOutco
     rows = sorted(latest.values(), key=lambda r: (r["row_index"], r["iteration"], r["rater"] or ""))
     if rows:
         store.write_table(path, pa.Table.from_pylist(rows, SCHEMA))
+        _record_import(store, posixpath.basename(path), [r["record_sha256"] for r in rows])
     outcome.imported = len(rows)
     return outcome
+
+
+def _ledger_path(store: RunStore) -> str:
+    return store.path(RATINGS_DIR, LEDGER)
+
+
+def read_ledger(store: RunStore) -> tuple[dict[str, Any], bool]:
+    """The imports ledger and whether its seal holds (an absent ledger: empty, sealed)."""
+    path = _ledger_path(store)
+    if not store.exists(path):
+        return {"files": {}}, True
+    data = store.read_bytes(path)
+    sealed_path = path + ".sha256"
+    sealed = store.read_bytes(sealed_path).decode().split()[0] if store.exists(sealed_path) else ""
+    key = audit_key() if sealed.startswith("hmac-sha256:") else None
+    return json.loads(data), sealed == seal_line(data, key).split()[0]
+
+
+def _record_import(store: RunStore, name: str, hashes: list[str]) -> None:
+    """Add one imported file to the ledger and seal it again (the ratings file is written
+    first: a crash between the two leaves a file the ledger does not name, which verify
+    reports)."""
+    ledger, _ = read_ledger(store)
+    ledger["files"][name] = {"ratings": len(hashes), "digest": verdicts_digest(hashes)}
+    data = (json.dumps(ledger, indent=2, sort_keys=True) + "\n").encode()
+    store.write_bytes(_ledger_path(store), data)
+    seal = seal_line(data, audit_key()).replace("run.json", LEDGER)
+    store.write_bytes(_ledger_path(store) + ".sha256", seal.encode())
 
 
 def read_ratings(store: RunStore) -> list[dict[str, Any]]:
@@ -187,6 +226,12 @@ def check_ratings(store: RunStore, report: Any, found: dict[tuple, dict]) -> Non
     """`stepedit verify`: each rating's seal, and that it rates a round (or the source file)
     the run holds. `found`: (row_index, iteration) -> round record."""
     parts = store.list(ratings_dir(store))
+    ledger, ledger_ok = read_ledger(store)
+    if not ledger_ok:
+        report.add("ratings_ledger_altered", f"{RATINGS_DIR}/{LEDGER}", detail="seal broken")
+    named = dict(ledger.get("files") or {})
+    for gone in sorted(set(named) - {posixpath.basename(p) for p in parts}):
+        report.add("ratings_missing", f"{RATINGS_DIR}/{gone}", detail="imported, now gone")
     if not parts:
         return
     links = {r.get("record_sha256") for r in found.values()}
@@ -199,6 +244,14 @@ def check_ratings(store: RunStore, report: Any, found: dict[tuple, dict]) -> Non
         except (pa.ArrowException, OSError, ValueError) as exc:
             report.add("ratings_unreadable", rel, detail=f"{type(exc).__name__}: {exc}")
             continue
+        entry = named.get(posixpath.basename(part))
+        digest = verdicts_digest([r.get("record_sha256") or "" for r in rows])
+        if entry is None or entry.get("digest") != digest:
+            report.add(
+                "ratings_altered",
+                rel,
+                detail="not in the imports ledger" if entry is None else "ratings added or removed",
+            )
         for row in rows:
             count += 1
             what = f"iteration {row.get('iteration')} rating {row.get('rating')}"
