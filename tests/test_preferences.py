@@ -192,6 +192,19 @@ def test_a_ratings_file_round_trip_json_and_csv(judged_run, tmp_path, capsys):
     assert kinds == {"ratings_missing"}
 
 
+def test_preference_pairs_written_to_s3(judged_run, s3):
+    summary = build_preferences(str(judged_run.parent), "r", "s3://runs/prefs-s3")
+    assert summary["preferences"] == "s3://runs/prefs-s3/preferences.parquet"
+    with s3.open("runs/prefs-s3/preferences.parquet", "rb") as handle:
+        rows = pq.read_table(handle).to_pylist()
+    judged = [r for r in rows if r["preference_source"] == "judge"]
+    assert len(judged) == 4
+    for r in judged:
+        assert r["chosen_uri"].startswith("s3://runs/prefs-s3/audio/")
+        assert r["chosen_sha256"] == sha256_bytes(s3.cat(r["chosen_uri"]))
+    assert s3.exists("runs/prefs-s3/README.md")
+
+
 def test_a_file_that_is_not_ratings_is_refused(judged_run, tmp_path):
     bad = tmp_path / "x.csv"
     bad.write_text("a,b\n1,2\n")
