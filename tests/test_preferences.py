@@ -12,7 +12,7 @@ import pytest
 from judge_server import KEY, JudgeServer
 
 from stepedit_core.audio import sha256_bytes
-from stepedit_core.audit import verify_run
+from stepedit_core.audit import clip_history, format_history, verify_run
 from stepedit_core.dataset.preferences import build_preferences, judge_pairs, rating_pairs
 from stepedit_core.dataset.ratings import import_ratings
 from stepedit_core.edits import parse_edit
@@ -163,6 +163,9 @@ def test_a_ratings_file_round_trip_json_and_csv(judged_run, tmp_path, capsys):
     assert main(["dataset", "import-ratings", run_arg, str(csv_file)]) == 0
     report = verify_run(str(judged_run.parent), "r")
     assert report.intact and report.checked["ratings"] == 5
+    history = clip_history(str(judged_run.parent), "r", "c1")
+    assert history["intact"] and [r["rating"] for r in history["ratings"]] == [1, 5]
+    assert "rating   iteration 2  5/5 by ben at 2026-01-01T00:00:00Z" in format_history(history)
 
     dest = tmp_path / "prefs"
     assert main(["dataset", "preferences", run_arg, "--out", str(dest)]) == 0

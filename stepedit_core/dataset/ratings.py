@@ -262,3 +262,23 @@ def check_ratings(store: RunStore, report: Any, found: dict[tuple, dict]) -> Non
                     "rating_unlinked", rel, row.get("clip_id"), f"{what}: rates no round of the run"
                 )
     report.checked["ratings"] = count
+
+
+def clip_ratings(store: RunStore, clip_id: str) -> list[dict[str, Any]]:
+    """Every imported rating of one clip, each with whether its seal holds (`stepedit audit`)."""
+    found = []
+    for part in store.list(ratings_dir(store)):
+        for row in store.read_table(part).to_pylist():
+            if row["clip_id"] == clip_id:
+                row["seal_ok"] = record_digest(row) == row.get("record_sha256")
+                found.append(row)
+    return sorted(found, key=lambda r: (r["iteration"], r["rater"] or "", r["rated_at"] or ""))
+
+
+def format_ratings(ratings: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"  rating   iteration {r['iteration']}  {r['rating']}/5 by {r['rater'] or '(anonymous)'}"
+        + (f" at {r['rated_at']}" if r.get("rated_at") else "")
+        + ("" if r["seal_ok"] else "  SEAL BROKEN")
+        for r in ratings
+    ]
