@@ -15,7 +15,7 @@ from stepedit_core.audio import sha256_bytes
 from stepedit_core.audit import clip_history, format_history, verify_run
 from stepedit_core.dataset.preferences import build_preferences, judge_pairs, rating_pairs
 from stepedit_core.dataset.ratings import import_ratings
-from stepedit_core.edits import parse_edit
+from stepedit_core.edits import parse_chain, parse_edit
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import JobSpec
@@ -227,7 +227,8 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def test_token_columns_are_the_model_chat_with_its_audio_tokens(tmp_path, one_torch_thread):
+@pytest.mark.parametrize("edit", ["denoise", "clone;denoise"])
+def test_token_columns_are_the_model_chat_with_its_audio_tokens(edit, tmp_path, one_torch_thread):
     from stepedit_core.engines.stepaudio.prompts import EDIT_SYSTEM_PROMPT, edit_conversation
     from stepedit_core.engines.stepaudio.tokens import from_text, to_text
 
@@ -236,16 +237,18 @@ def test_token_columns_are_the_model_chat_with_its_audio_tokens(tmp_path, one_to
     models, src = shared_standins()
     manifest = write_manifest(
         tmp_path / "m.parquet",
-        [{"clip_id": "a", "audio_uri": write_clip(tmp_path / "a.wav", 1.2), "text": "hello"}],
-    )
+        [{"clip_id": "a", "audio_uri": write_clip(tmp_path / "a.wav", 1.2), "text": "hello",
+          "target_text": "hello there"}],
+    )  # fmt: skip
     job = JobSpec(manifest_uri=manifest, out=str(tmp_path / "runs"), run_id="m",
-                  edits=(parse_edit("denoise"),), iterations=2, engine="step-audio-editx",
+                  edits=parse_chain(edit), iterations=2, engine="step-audio-editx",
                   models_dir=str(models), stepaudio_src=str(src), executor="local")  # fmt: skip
     run_inprocess(job)
     run = tmp_path / "runs" / "m"
     records = _records(run)
     first, second = records[("a", 1)], records[("a", 2)]
     assert first["status"] == second["status"] == "ok", first["error"] or second["error"]
+    assert (("a", 0) in records) == edit.startswith("clone")  # iteration 0: the clone's record
     ratings = [{"clip_id": "a", "iteration": 2, "rating": 5},
                {"clip_id": "a", "iteration": 0, "rating": 1},
                {"clip_id": "a", "iteration": 1, "rating": 1}]  # fmt: skip
@@ -270,6 +273,14 @@ def test_token_columns_are_the_model_chat_with_its_audio_tokens(tmp_path, one_to
     # iteration 0 answers with the clip's audio as the request carried it; round 1 with its own
     assert from_text(rows[(2, 0)]["rejected"][0]["content"]) == first["input_tokens"]
     assert from_text(rows[(2, 1)]["rejected"][0]["content"]) == first["output_tokens"]
+    # iteration 0's audio: the clone's own FLAC, written into the set; or the source file
+    zero = rows[(2, 0)]
+    assert zero["rejected_sha256"] == sha256_bytes(Path(zero["rejected_uri"]).read_bytes())
+    if ("a", 0) in records:
+        assert zero["rejected_round_sha256"] == records[("a", 0)]["record_sha256"]
+        assert zero["rejected_uri"].startswith(str(tmp_path / "prefs" / "audio"))
+    else:
+        assert zero["rejected_uri"] == str(tmp_path / "a.wav")
 
 
 @pytest.mark.skipif(
