@@ -107,6 +107,18 @@ def test_judged_rounds_make_chosen_rejected_pairs_that_load_as_a_dataset(judged_
     assert datasets.load_dataset(str(tmp_path / "prefs"))["train"].num_rows == 4
 
 
+def test_the_pairs_are_the_same_whatever_the_batch_size(judged_run, tmp_path, monkeypatch):
+    from stepedit_core.dataset import preferences
+
+    build_preferences(str(judged_run.parent), "r", str(tmp_path / "a"))
+    monkeypatch.setattr(preferences, "BATCH_ROWS", 1)  # one clip per batch
+    build_preferences(str(judged_run.parent), "r", str(tmp_path / "b"))
+    a, b = (pq.read_table(tmp_path / d / "preferences.parquet") for d in ("a", "b"))
+    uris = ["chosen_uri", "rejected_uri"]
+    assert a.drop_columns(uris).equals(b.drop_columns(uris))
+    assert pq.ParquetFile(tmp_path / "b" / "preferences.parquet").num_row_groups == 2
+
+
 def test_pair_rules_labels_paralinguistic_margin_and_rating_margin():
     def verdict(iteration, correct, score=None, task="emotion"):
         return {"iteration": iteration, "status": "ok", "correct": correct, "score": score,

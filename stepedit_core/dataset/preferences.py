@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from itertools import permutations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from stepedit_core.dataset.ratings import read_ratings
-from stepedit_core.dataset.run_rounds import RoundRef, read_rounds, round_audio
+from stepedit_core.dataset.run_rounds import RoundRef, read_rounds
+from stepedit_core.dataset.sft import Location, record_locations, staged_file
 from stepedit_core.edits import parse_chain
 from stepedit_core.failures import RunRefused
 from stepedit_core.judges.verify import JUDGEMENTS_DIR
@@ -34,6 +37,8 @@ from stepedit_core.store import RunStore
 PARALINGUISTIC_MARGIN = 2  # 1-3 scores: the top score against the bottom one
 RATING_MARGIN = 3  # 1-5 ratings: a pair needs a difference over this (5 against 1)
 PREFERENCES_FILE = "preferences.parquet"
+BATCH_ROWS = 512  # clips whose tokens and audio are read at a time
+RECORD_COLUMNS = ["row_index", "iteration", "input_tokens", "output_tokens", "audio_flac"]
 CARD_FILE = "README.md"
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 SCHEMA = pa.schema(
@@ -179,13 +184,13 @@ def _pair_row(
         "rejected_round_sha256": b.record_sha256,
         "chosen_judgement_sha256": good["record_sha256"],
         "rejected_judgement_sha256": bad["record_sha256"],
-        **conversation(rounds, a.iteration, b.iteration),
     }
 
 
 def collect_pairs(store: RunStore, run_id: str) -> tuple[list[dict[str, Any]], dict[int, Any]]:
-    """Every pair of the run (without audio URIs yet), and the run's rounds by row."""
-    rounds_by_row = read_rounds(store, tokens=True)
+    """Every pair of the run (without audio URIs and tokens yet), in row order, and the run's
+    rounds by row."""
+    rounds_by_row = read_rounds(store)
     rows: list[dict[str, Any]] = []
     for (row, judge, model, _, task), verdicts in sorted(_verdict_groups(store).items()):
         rounds = rounds_by_row.get(row, {})
@@ -239,7 +244,11 @@ def _audio_name(ref: RoundRef) -> str:
 
 def build_preferences(out: str, run_id: str, dest: str) -> dict[str, Any]:
     """Write DEST/preferences.parquet, the rounds' audio under DEST/audio/ and the data card
-    DEST/README.md; returns the card's summary. DEST is a local path or fsspec URI."""
+    DEST/README.md; returns the card's summary. DEST is a local path or fsspec URI.
+
+    Pairs are found from the verdicts, ratings and round hashes alone; their tokens and audio
+    are then read `BATCH_ROWS` clips at a time through the run's records index, and each batch
+    is appended to the file, so memory holds one batch of tokens and audio at most."""
     store = RunStore(out, run_id)
     if not store.exists(store.run_json):
         raise RunRefused(
@@ -247,33 +256,89 @@ def build_preferences(out: str, run_id: str, dest: str) -> dict[str, Any]:
             "run (judge it with `stepedit judge`, or import ratings, first)"
         )
     rows, rounds_by_row = collect_pairs(store, run_id)
+    rows.sort(key=lambda r: r["row_index"])
     target = RunStore(dest, "")
-    used = {
-        (r["row_index"], r[f"{side}_iteration"]) for r in rows for side in ("chosen", "rejected")
-    }
-    refs = [rounds_by_row[row][it] for row, it in sorted(used)]
-    audio = round_audio(store, refs)
-    uris: dict[tuple[int, int], str | None] = {}
-    for ref in refs:
-        key = (ref.row_index, ref.iteration)
-        if ref.is_source:
-            uris[key] = ref.source_uri
-        else:
-            path = target.path(_audio_name(ref))
-            target.write_bytes(path, audio[key])
-            uris[key] = target.uri(path)
-    for r in rows:
-        r["chosen_uri"] = uris[(r["row_index"], r["chosen_iteration"])]
-        r["rejected_uri"] = uris[(r["row_index"], r["rejected_iteration"])]
-    table = pa.Table.from_pylist(rows, SCHEMA)
     summary = summarize(rows, store, run_id)
     metadata = {"stepedit_preferences": json.dumps({k: summary[k] for k in ("run_id", "run")})}
+    schema = SCHEMA.with_metadata(metadata)
     parquet_path = target.path(PREFERENCES_FILE)
-    target.write_table(parquet_path, table, metadata)
+    locations = record_locations(store) if rows else {}
+    with_tokens = 0
+    with (
+        staged_file(target, parquet_path) as local,
+        pq.ParquetWriter(local, schema, compression="zstd") as sink,
+    ):
+        for batch in _batches(rows):
+            clips = {r["row_index"]: rounds_by_row[r["row_index"]] for r in batch}
+            _fill(store, target, locations, clips, batch)
+            with_tokens += sum(1 for r in batch if r["prompt"] is not None)
+            sink.write_table(pa.Table.from_pylist(batch, schema))
+            for r in batch:  # the batch is written: keep only what the card counts
+                r.update(prompt=None, chosen=None, rejected=None)
+            for rounds in clips.values():
+                for ref in rounds.values():
+                    ref.input_tokens = ref.output_tokens = None
+        if not rows:
+            sink.write_table(schema.empty_table())
+    summary["with_tokens"] = with_tokens
     target.write_bytes(target.path(CARD_FILE), data_card(summary).encode())
     summary["preferences"] = target.uri(parquet_path)
     summary["card"] = target.uri(target.path(CARD_FILE))
     return summary
+
+
+def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Pairs (sorted by row) in batches of whole clips, about `BATCH_ROWS` clips each."""
+    batch: list[dict[str, Any]] = []
+    clips: set[int] = set()
+    for r in rows:
+        if r["row_index"] not in clips and len(clips) >= BATCH_ROWS:
+            yield batch
+            batch, clips = [], set()
+        batch.append(r)
+        clips.add(r["row_index"])
+    if batch:
+        yield batch
+
+
+def _fill(
+    store: RunStore,
+    target: RunStore,
+    locations: dict[int, list[Location]],
+    clips: dict[int, dict[int, RoundRef]],
+    batch: list[dict[str, Any]],
+) -> None:
+    """Tokens, conversations, audio files and URIs of one batch of pairs."""
+    wanted: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for row in clips:
+        for part, group, index, _ in locations.get(row, []):
+            wanted[(part, group)].append(index)
+    records: dict[tuple[int, int], dict[str, Any]] = {}
+    for (part, group), picks in wanted.items():
+        with store.fs.open(store.path(part), "rb") as handle:
+            table = pq.ParquetFile(handle).read_row_group(group, columns=RECORD_COLUMNS)
+        for record in table.take(picks).to_pylist():
+            records[(record["row_index"], record["iteration"])] = record
+    for row, rounds in clips.items():
+        for ref in rounds.values():
+            record = records.get((row, ref.iteration))
+            if record is not None and not ref.is_source:
+                ref.input_tokens = record["input_tokens"]
+                ref.output_tokens = record["output_tokens"]
+    uris: dict[tuple[int, int], str | None] = {}
+    for r in batch:
+        rounds = clips[r["row_index"]]
+        r.update(conversation(rounds, r["chosen_iteration"], r["rejected_iteration"]))
+        for side in ("chosen", "rejected"):
+            ref = rounds[r[f"{side}_iteration"]]
+            key = (ref.row_index, ref.iteration)
+            if key not in uris:
+                uris[key] = ref.source_uri if ref.is_source else None
+                if not ref.is_source:
+                    path = target.path(_audio_name(ref))
+                    target.write_bytes(path, records[key]["audio_flac"])
+                    uris[key] = target.uri(path)
+            r[f"{side}_uri"] = uris[key]
 
 
 def summarize(rows: list[dict[str, Any]], store: RunStore, run_id: str) -> dict[str, Any]:
@@ -288,7 +353,7 @@ def summarize(rows: list[dict[str, Any]], store: RunStore, run_id: str) -> dict[
         "run_id": run_id,
         "pairs": len(rows),
         "clips": len({r["row_index"] for r in rows}),
-        "with_tokens": sum(1 for r in rows if r["prompt"] is not None),
+        "with_tokens": None,  # counted as the pairs are written
         "by_source": dict(sorted(sources.items())),
         "by_task": dict(sorted(Counter(r["task"] for r in rows).items())),
         "by_iterations": dict(

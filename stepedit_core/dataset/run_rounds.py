@@ -2,15 +2,13 @@
 
 Iteration 0 is what a clip started from: the run's round-0 record where the engine made one
 (a clone), otherwise the source file (its URI from the output manifest, its sha256 the one the
-first round recorded as its input). Rounds are read without their audio; `round_audio` fetches
-the FLAC bytes of the few rounds a dataset keeps, one part at a time.
+first round recorded as its input). Rounds are read without their audio.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 from stepedit_core.store import RunStore
 
@@ -71,19 +69,3 @@ def read_rounds(store: RunStore, tokens: bool = False) -> dict[int, dict[int, Ro
         source = sources[row] if row < len(sources) else None
         rounds[0] = RoundRef(clip_id, row, 0, input_sha, input_sha, None, source_uri=source)
     return dict(by_row)
-
-
-def round_audio(store: RunStore, wanted: list[RoundRef]) -> dict[tuple[int, int], bytes]:
-    """(row_index, iteration) -> FLAC bytes of the wanted rounds that have a record."""
-    by_part: dict[str, set[tuple[int, int]]] = defaultdict(set)
-    for ref in wanted:
-        if ref.part is not None:
-            by_part[ref.part].add((ref.row_index, ref.iteration))
-    found: dict[tuple[int, int], bytes] = {}
-    for part, keys in by_part.items():
-        table = store.read_table(part, ["row_index", "iteration", "audio_flac"])
-        for rec in table.to_pylist():
-            key: Any = (rec["row_index"], rec["iteration"])
-            if key in keys:
-                found[key] = rec["audio_flac"]
-    return found
