@@ -459,7 +459,7 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
         failing[i : i + FAILURES_ON_INDEX] for i in range(0, len(failing), FAILURES_ON_INDEX)
     ]
     fail_pages = [f"failures-{n:04d}.html" for n in range(2, len(fail_chunks) + 1)]
-    header = _header(run, run_id) + ratings_bar(run_id)
+    header = _header(run, run_id) + ratings_bar(run_id, (run.get("audit") or {}).get("run_digest"))
 
     index_body = _summary(run, clips, builder.qc_counts, builder.profiles)
     index_body += margin_section(store)  # a margin set's run: its margins first

@@ -30,10 +30,12 @@ def rating_widget(clip_id: str, row_index: int, iteration: int, audio_sha256: st
     )
 
 
-def ratings_bar(run_id: str) -> str:
-    """The export bar (hidden by the script until the page has something to rate)."""
+def ratings_bar(run_id: str, run_digest: str | None) -> str:
+    """The export bar (hidden by the script until the page has something to rate). The run
+    digest keeps two runs of the same id (under different roots) from sharing ratings."""
     return (
-        f'<div id="ratings-bar" class="ratings-bar sub" data-run="{_e(run_id)}">'
+        f'<div id="ratings-bar" class="ratings-bar sub" data-run="{_e(run_id)}" '
+        f'data-digest="{_e(run_digest)}">'
         '<label>reviewer <input id="ratings-rater" type="text" size="12"></label> '
         '<span id="ratings-count">0 rounds rated</span> '
         '<button type="button" id="ratings-export-json">download ratings (JSON)</button> '

@@ -6,7 +6,7 @@
   var widgets = Array.prototype.slice.call(document.querySelectorAll("div.rating"));
   if (!bar || widgets.length === 0) return;
   var run = bar.getAttribute("data-run");
-  var storeKey = "stepedit-ratings:" + run;
+  var storeKey = "stepedit-ratings:" + run + ":" + (bar.getAttribute("data-digest") || "");
   var raterKey = "stepedit-rater";
   var rater = document.getElementById("ratings-rater");
   var count = document.getElementById("ratings-count");
