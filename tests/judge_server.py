@@ -39,6 +39,8 @@ class JudgeServer:
     retry_after: str = "1"
     latency_s: float = 0.0
     rule: Callable[[str, str, bytes], str] | None = None
+    # a rule that hears every recording of a request (prompts about two recordings)
+    rule_all: Callable[[str, list[bytes]], str] | None = None
     requests: list[dict] = field(default_factory=list)  # every request: path, headers, status
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -113,14 +115,20 @@ class JudgeServer:
         if gemini:
             parts = request["contents"][0]["parts"]
             prompt = self.requests[number]["prompt"] = parts[0]["text"]
-            wav = base64.b64decode(parts[1]["inline_data"]["data"])
-            text = self.answer(prompt, wav)
+            wavs = [base64.b64decode(p["inline_data"]["data"]) for p in parts[1:]]
+            text = self._answer_all(number, prompt, wavs)
             return 200, {"candidates": [{"content": {"parts": [{"text": text}]}}]}
         content = request["messages"][0]["content"]
         prompt = self.requests[number]["prompt"] = content[0]["text"]
-        wav = base64.b64decode(content[1]["input_audio"]["data"])
-        text = self.answer(prompt, wav)
+        wavs = [base64.b64decode(p["input_audio"]["data"]) for p in content[1:]]
+        text = self._answer_all(number, prompt, wavs)
         return 200, {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+    def _answer_all(self, number: int, prompt: str, wavs: list[bytes]) -> str:
+        self.requests[number]["audio_parts"] = len(wavs)
+        if self.rule_all is not None:
+            return self.rule_all(prompt, wavs)
+        return self.answer(prompt, wavs[0])
 
     @property
     def answered(self) -> int:

@@ -396,7 +396,7 @@ def test_cli_refuses_judge_and_attributes_it_can_not_score(tmp_path, capsys):
     manifest = _demo_manifest(tmp_path / "m.parquet")
     base = ["dataset", "margin", manifest, "--out", str(tmp_path / "o"), "--run-id", "x"]
     assert main([*base, "--attribute", "vad", "--judge", "gemini"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert "the gemini judge needs --model" in capsys.readouterr().err
     assert main([*base, "--attribute", "emotion=happy"]) == 2
     assert "emotion needs a judge" in capsys.readouterr().err
     code = main([*base, "--attribute", "speed=1.3", "--engine", "step-audio-editx"])

@@ -94,6 +94,9 @@ def clip_history(out: str, run_id: str, clip_id: str, check_delivered: bool = Tr
     final = _final_view(store, manifest, rounds, check_delivered)
     audio_uri = next((r.get("audio_uri") for r in manifest if r.get("audio_uri")), None)
     verdicts = clip_verdicts(store, clip_id)
+    from stepedit_core.dataset.ratings import clip_ratings  # lazy: the dataset package is big
+
+    ratings = clip_ratings(store, clip_id)
     return {
         "run": store.uri(store.root),
         "clip_id": clip_id,
@@ -101,9 +104,11 @@ def clip_history(out: str, run_id: str, clip_id: str, check_delivered: bool = Tr
         "rounds": rounds,
         "final": final,
         "verdicts": verdicts,
+        "ratings": ratings,
         "intact": all(r["record_ok"] and r["links_ok"] for r in rounds)
         and final.get("delivered_ok") is not False
-        and all(v["seal_ok"] for v in verdicts),
+        and all(v["seal_ok"] for v in verdicts)
+        and all(r["seal_ok"] for r in ratings),
         "lookup_seconds": round(time.perf_counter() - started, 4),
     }
 
@@ -201,6 +206,9 @@ def format_history(history: dict[str, Any]) -> str:
         if r.get("error_code"):
             lines.append(f"           error {r['error_code']}: {r.get('error')}")
     lines += format_verdicts(history.get("verdicts", []))
+    from stepedit_core.dataset.ratings import format_ratings
+
+    lines += format_ratings(history.get("ratings", []))
     final = history["final"]
     lines.append(f"  final    [{final.get('status')}]  {final.get('delivered') or ''}".rstrip())
     if "sha256" in final:

@@ -397,6 +397,9 @@ def verify_run(out: str, run_id: str, check_sources: bool = False) -> VerifyRepo
     report.checked["clips"] = len(by_row)
     _check_delivered(store, report, by_row)
     check_verdicts(store, report, found, audit)
+    from stepedit_core.dataset.ratings import check_ratings  # lazy: the dataset package is big
+
+    check_ratings(store, report, found)
     if check_sources:
         _check_sources(store, report, by_row)
     links = [(k[0], k[1], r.get("record_sha256") or "") for k, r in found.items()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, make_scorer
+from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, scorer_for
 
 if TYPE_CHECKING:
     from stepedit_core.dataset.margin_set import MarginSpec
@@ -48,8 +48,8 @@ def summarize(
         "run_id": spec.job.run_id,
         "source_manifest": spec.manifest_uri,
         "engine": engine,
-        "scorer": spec.scorer + (" with DNSMOS" if spec.dnsmos else ""),
-        "scoring": make_scorer(spec.scorer, spec.dnsmos).describe(),
+        "scorer": _scorer_name(spec),
+        "scoring": scorer_for(spec).describe(),
         "min_margin": spec.min_margin,
         "pairs": len(rows),
         "kept": kept,
@@ -63,6 +63,12 @@ def summarize(
         },
         "columns": columns,
     }
+
+
+def _scorer_name(spec: MarginSpec) -> str:
+    if spec.judge is not None:
+        return f"judge ({spec.judge.kind} {spec.judge.model})"
+    return spec.scorer + (" with DNSMOS" if spec.dnsmos else "")
 
 
 def data_card(summary: dict[str, Any], dataset_header: bool = True) -> str:

@@ -32,11 +32,12 @@ from stepedit_core.dataset.pair_rows import (
     read_source,
     source_columns,
 )
-from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable, make_scorer
+from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable, scorer_for
 from stepedit_core.dataset.sft import SetWriting, passed_columns, write_sft
 from stepedit_core.edits import EditSpec, parse_edit, refusal
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import JobSpec
+from stepedit_core.judges.spec import JudgeSpec
 from stepedit_core.store import RunStore
 
 Attribute = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
@@ -52,6 +53,8 @@ class MarginSpec(BaseModel):
     min_margin: float = Field(DEFAULT_MIN_MARGIN, ge=1, le=10)
     scorer: str = "objective"
     dnsmos: bool = False  # denoise margins also count the DNSMOS gain (qc-heavy extra)
+    judge: JudgeSpec | None = None  # scorer "judge": the audio model asked (never its key)
+    margin_prompt: str | None = None  # scorer "judge": the prompt template (None: default)
     report: Literal["all", "index", "none"] = "index"  # review page media, as `stepedit run`
     job: JobSpec
 
@@ -59,6 +62,10 @@ class MarginSpec(BaseModel):
     def _check(self) -> MarginSpec:
         if self.scorer not in SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; available: {', '.join(SCORERS)}")
+        if (self.scorer == "judge") != (self.judge is not None):
+            raise ValueError("the judge scorer and --judge go together (--judge gemini|openai)")
+        if self.judge is not None and self.judge.kind == "objective":
+            raise ValueError("--judge objective is not a margin judge; use --scorer objective")
         names = [str(a) for a in self.attributes]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -81,6 +88,8 @@ class MarginSpec(BaseModel):
         scorer: str = "objective",
         report: str = "index",
         dnsmos: bool = False,
+        judge: JudgeSpec | None = None,
+        margin_prompt: str | None = None,
         **job: Any,
     ) -> MarginSpec:
         """The spec with its run: `job` takes JobSpec's fields (engine, models_dir, executor,
@@ -102,6 +111,8 @@ class MarginSpec(BaseModel):
             min_margin=min_margin,
             scorer=scorer,
             dnsmos=dnsmos,
+            judge=judge,
+            margin_prompt=margin_prompt,
             report=report,
             job=run,
         )
@@ -117,7 +128,7 @@ def check_attributes(spec: MarginSpec) -> None:
     """Refuse attributes the engine can not run or the scorer can not score (RunRefused),
     before any work: otherwise every pair of them would fail."""
     try:
-        scorer = make_scorer(spec.scorer, spec.dnsmos)
+        scorer = scorer_for(spec)
     except ScorerUnavailable as exc:
         raise RunRefused(str(exc)) from None
     engine = spec.job.engine
@@ -171,7 +182,7 @@ def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]
     writing = SetWriting(
         store=store,
         run_id=spec.job.run_id,
-        scorer=make_scorer(spec.scorer, spec.dnsmos),
+        scorer=scorer_for(spec),
         min_margin=spec.min_margin,
         roots=spec.roots(),
         clone=neutral_is_clone(spec.job.engine),
@@ -199,6 +210,7 @@ def _spec_json(spec: MarginSpec) -> str:
             "attributes": [str(a) for a in spec.attributes],
             "min_margin": spec.min_margin,
             "scorer": spec.scorer,
+            "judge": [spec.judge.kind, spec.judge.model] if spec.judge else None,
             "dnsmos": spec.dnsmos,
             "engine": spec.job.engine,
         }

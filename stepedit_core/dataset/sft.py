@@ -101,7 +101,7 @@ def write_sft(writing: SetWriting, path: str, metadata: dict[str, str]) -> list[
     """Write the set to `path` (whole or not at all); returns each row's attribute, status,
     margin and kept flag (what the data card counts)."""
     store = writing.store
-    locations = _record_locations(store)
+    locations = record_locations(store)
     counted: list[dict[str, Any]] = []
     with store.fs.open(store.manifest, "rb") as handle:
         manifest = pq.ParquetFile(handle)
@@ -110,7 +110,7 @@ def write_sft(writing: SetWriting, path: str, metadata: dict[str, str]) -> list[
             schema = schema.append(manifest.schema_arrow.field(name))
         schema = schema.with_metadata(metadata)
         with (
-            _staged_file(store, path) as local,
+            staged_file(store, path) as local,
             pq.ParquetWriter(local, schema, compression="zstd") as sink,
         ):
             start = 0
@@ -129,7 +129,7 @@ def write_sft(writing: SetWriting, path: str, metadata: dict[str, str]) -> list[
 
 
 @contextmanager
-def _staged_file(store: RunStore, path: str) -> Iterator[str]:
+def staged_file(store: RunStore, path: str) -> Iterator[str]:
     """A local file to write; on success it becomes `path` whole (local disk: renamed in
     place; object stores: one upload, retried), on failure it is removed."""
     if store.protocol in LOCAL:
@@ -153,7 +153,7 @@ def _staged_file(store: RunStore, path: str) -> Iterator[str]:
 Location = tuple[str, int, int, int]  # part, row group, row in group, iteration
 
 
-def _record_locations(store: RunStore) -> dict[int, list[Location]]:
+def record_locations(store: RunStore) -> dict[int, list[Location]]:
     """row_index -> where its records are, from the run's records index."""
     index = store.read_table(
         index_path(store), ["row_index", "iteration", "part", "row_group", "row"]
@@ -205,9 +205,15 @@ def _pair_batch(
             continue
         ready.append((offset, index, row, neutral, edited))
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        fetched = pool.map(lambda item: _fetch(writing, *item[1:4]), ready)
-        for (offset, _, row, neutral, edited), versions in zip(ready, fetched, strict=True):
-            _score(writing, out[offset], row, neutral, edited, versions)
+        fetched = list(pool.map(lambda item: _fetch(writing, *item[1:4]), ready))
+
+    # a scorer that waits on a remote judge scores several pairs at once (each fills its own row)
+    def score(job: tuple[tuple, Versions]) -> None:
+        (offset, _, row, neutral, edited), versions = job
+        _score(writing, out[offset], row, neutral, edited, versions)
+
+    with ThreadPoolExecutor(max(1, getattr(writing.scorer, "concurrency", 1))) as pool:
+        list(pool.map(score, zip(ready, fetched, strict=True)))
     return out
 
 

@@ -88,19 +88,11 @@ class JudgeClient:
                 headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _body(self, prompt: str, wav: bytes, json_answer: bool) -> dict:
-        data = base64.b64encode(wav).decode()
+    def _body(self, prompt: str, wavs: tuple[bytes, ...], json_answer: bool) -> dict:
+        datas = [base64.b64encode(wav).decode() for wav in wavs]
         if self.api == "gemini":
-            body: dict = {
-                "contents": [
-                    {
-                        "parts": [
-                            {"text": prompt},
-                            {"inline_data": {"mime_type": "audio/wav", "data": data}},
-                        ]
-                    }
-                ]
-            }
+            audio = [{"inline_data": {"mime_type": "audio/wav", "data": d}} for d in datas]
+            body: dict = {"contents": [{"parts": [{"text": prompt}, *audio]}]}
             if json_answer:
                 body["generationConfig"] = {"response_mime_type": "application/json"}
             return body
@@ -111,7 +103,10 @@ class JudgeClient:
                     "role": "user",
                     "content": [
                         {"type": "text", "text": prompt},
-                        {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+                        *(
+                            {"type": "input_audio", "input_audio": {"data": d, "format": "wav"}}
+                            for d in datas
+                        ),
                     ],
                 }
             ],
@@ -127,9 +122,12 @@ class JudgeClient:
                 f"the {self.api} answer has no text: {json.dumps(payload)[:300]}"
             ) from None
 
-    def ask(self, prompt: str, wav: bytes, json_answer: bool = True) -> str:
+    def ask(
+        self, prompt: str, wav: bytes, json_answer: bool = True, more: tuple[bytes, ...] = ()
+    ) -> str:
+        """The answer to the prompt about `wav` (and the `more` recordings after it, in order)."""
         key = self.key or read_key(self.key_env)
-        body = json.dumps(self._body(prompt, wav, json_answer)).encode()
+        body = json.dumps(self._body(prompt, (wav, *more), json_answer)).encode()
         headers = self._headers(key)
         last = ""
         for attempt in range(self.policy.attempts):

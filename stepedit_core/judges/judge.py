@@ -158,7 +158,12 @@ class Judge:
 
 def wav16(data: bytes) -> bytes:
     """The audio as a mono 16-bit PCM WAV, the format both judge APIs read."""
-    audio = audio_io.to_mono(audio_io.decode(data))
+    return audio_wav16(audio_io.decode(data))
+
+
+def audio_wav16(decoded: audio_io.Audio) -> bytes:
+    """Decoded audio as a mono 16-bit PCM WAV."""
+    audio = audio_io.to_mono(decoded)
     sink = io.BytesIO()
     sf.write(sink, audio.samples, audio.sample_rate, format="WAV", subtype="PCM_16")
     return sink.getvalue()

@@ -33,6 +33,7 @@ from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
 from stepedit_core.report.cuts import cuts_strip
 from stepedit_core.report.margins import margin_section
+from stepedit_core.report.ratings import rating_widget, ratings_bar
 from stepedit_core.report.spectrogram import spectrogram_png
 from stepedit_core.store import RunStore
 
@@ -60,6 +61,7 @@ class RoundView:
     audio: str | None = None  # media path relative to report/
     image: str | None = None
     cuts: str = ""  # the fillers edit's cuts on the input's timeline (report/cuts.py)
+    sha256: str | None = None  # of the round's audio (the source: of its file)
 
 
 @dataclass
@@ -187,6 +189,7 @@ class ReportBuilder:
             qc_pass=record.get(QC_PASS),
             qc_reasons=record.get(QC_REASONS),
             cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s")),
+            sha256=record.get("output_sha256"),
         )
         clip.edit = clip.edit or view.edit
         for m in metrics:
@@ -215,12 +218,13 @@ class ReportBuilder:
                 continue
             view = RoundView(iteration=SOURCE_ROUND, status="source")
             try:
-                source, _ = audio_io.load(clip.audio_uri)
+                source, data = audio_io.load(clip.audio_uri)
             except audio_io.AudioError as exc:
                 view.status, view.error = "unavailable", str(exc)
                 clip.rounds[SOURCE_ROUND] = view
                 continue
             view.metrics = basic_metrics(source)
+            view.sha256 = audio_io.sha256_bytes(data)
             for m, v in view.metrics.items():
                 if v is not None and m in self.values:
                     self.values[m].setdefault(SOURCE_ROUND, []).append(float(v))
@@ -255,7 +259,20 @@ def _round_label(k: int) -> str:
     return "source" if k == SOURCE_ROUND else f"round {k}"
 
 
-def _figure(view: RoundView) -> str:
+def _rating(clip: ClipView, view: RoundView) -> str:
+    """Rating buttons for a round with audio (the source counts as iteration 0 unless the run
+    made a round 0 itself); only where the page has its player."""
+    if view.status not in ("ok", "source") or not view.audio:
+        return ""
+    iteration = view.iteration
+    if iteration == SOURCE_ROUND:
+        if 0 in clip.rounds:
+            return ""
+        iteration = 0
+    return rating_widget(clip.clip_id, clip.row_index, iteration, view.sha256)
+
+
+def _figure(view: RoundView, rating: str = "") -> str:
     caption = [_round_label(view.iteration)]
     for m in CAPTION_METRICS:
         if view.metrics.get(m) is not None:
@@ -277,7 +294,7 @@ def _figure(view: RoundView) -> str:
     body += view.cuts
     if view.error:
         body += f'<div class="reason">{_e(view.error)}</div>'
-    return f"<figure>{body}</figure>"
+    return f"<figure>{body}{rating}</figure>"
 
 
 def _clip_row(clip: ClipView) -> str:
@@ -294,7 +311,9 @@ def _clip_row(clip: ClipView) -> str:
         reasons += f'<div class="reason">{_e(clip.error_code)}: {_e(clip.error)}</div>'
     if final is not None and final.qc_reasons:
         reasons += f'<div class="reason">{_e(final.qc_reasons)}</div>'
-    figures = "".join(_figure(clip.rounds[k]) for k in sorted(clip.rounds))
+    figures = "".join(
+        _figure(clip.rounds[k], _rating(clip, clip.rounds[k])) for k in sorted(clip.rounds)
+    )
     return (
         f'<tr data-status="{_e(clip.status)}" data-qc="{clip.qc}" data-search="{_e(search)}">'
         f'<td><b>{_e(clip.clip_id)}</b><div class="sub">row {clip.row_index}'
@@ -326,7 +345,8 @@ def _page(title: str, header: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}'
         f"</title><style>{_asset('report.css')}</style></head><body><header>{header}</header>"
-        f"<main>{body}</main><script>{_asset('report.js')}</script></body></html>\n"
+        f"<main>{body}</main><script>{_asset('report.js')}</script>"
+        f"<script>{_asset('ratings.js')}</script></body></html>\n"
     )
 
 
@@ -443,7 +463,7 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
         failing[i : i + FAILURES_ON_INDEX] for i in range(0, len(failing), FAILURES_ON_INDEX)
     ]
     fail_pages = [f"failures-{n:04d}.html" for n in range(2, len(fail_chunks) + 1)]
-    header = _header(run, run_id)
+    header = _header(run, run_id) + ratings_bar(run_id, (run.get("audit") or {}).get("run_digest"))
 
     index_body = _summary(run, clips, builder.qc_counts, builder.profiles)
     index_body += margin_section(store)  # a margin set's run: its margins first

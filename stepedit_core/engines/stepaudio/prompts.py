@@ -175,10 +175,25 @@ def clone_speaker_name(prompt_text: str, samples: np.ndarray) -> str:
     return f"clone_{digest.hexdigest()[:16]}"
 
 
+def edit_human_content(instruction: str, audio_tokens: str) -> str:
+    """The human turn's content of an edit request: the instruction, then the input audio."""
+    return f"{instruction}\n{audio_tokens.strip()}\n"
+
+
+def edit_conversation(instruction: str, audio_tokens: str) -> list[dict[str, str]]:
+    """An edit request as chat messages (what `edit_prompt_ids` frames in ids), in the
+    role/content form that chat templates and trainers read; the `user` message is the
+    model's `human` turn."""
+    return [
+        {"role": "system", "content": EDIT_SYSTEM_PROMPT},
+        {"role": "user", "content": edit_human_content(instruction, audio_tokens)},
+    ]
+
+
 def edit_prompt_ids(encode: Encode, instruction: str, audio_tokens: str) -> list[int]:
     """Token ids of an edit request: system turn, human turn, opened assistant turn."""
     ids = [BOS_ID, BOT_ID, *encode("system\n" + EDIT_SYSTEM_PROMPT), EOT_ID]
-    content = f"{instruction}\n{audio_tokens.strip()}\n"
+    content = edit_human_content(instruction, audio_tokens)
     ids += [BOT_ID, *encode("human\n"), *encode(content), EOT_ID]
     ids += [BOT_ID, *encode("assistant\n")]
     return ids
