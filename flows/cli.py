@@ -191,6 +191,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "similarity, else smallest timbre drift, else closest to the profile's targets)",
     )
     p.add_argument(
+        "--deliver-format",
+        choices=("flac", "wav", "mp3"),
+        default="flac",
+        help="format of the delivered files: FLAC (24-bit, the round's file), WAV (24-bit) or "
+        "MP3 (constant bitrate, 44.1 kHz; with --qc acx mono, and QC checks the encoded file)",
+    )
+    p.add_argument(
+        "--mp3-bitrate",
+        type=int,
+        choices=(128, 160, 192, 224, 256, 320),
+        default=192,
+        help="MP3 bitrate, kbps CBR (ACX: 192 or more)",
+    )
+    p.add_argument(
         "--report",
         choices=("index", "all", "none"),
         default="index",
@@ -311,6 +325,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             qc=args.qc,
             qc_heavy=args.qc_heavy,
             select=args.select,
+            deliver_format=getattr(args, "deliver_format", "flac"),
+            mp3_bitrate=getattr(args, "mp3_bitrate", 192),
             report=args.report,
             incremental=getattr(args, "incremental", False),
             stage_python=dict(args.stage_python),

@@ -113,16 +113,21 @@ class QcPlan:
 
     Cheap metrics are always measured; `profile` (other than `none`) adds a pass/fail verdict
     with reasons; `heavy` adds DNSMOS and speaker similarity (the `qc-heavy` extra); `select`
-    `best` delivers the best passing round by `select_best`, `last` the last round."""
+    `best` delivers the best passing round by `select_best`, `last` the last round.
+    `deliver_format` / `mp3_bitrate`: the delivered files' format (see delivered_files.py)."""
 
     profile: str = "none"
     heavy: bool = False
     select: str = "last"
+    deliver_format: str = "flac"
+    mp3_bitrate: int = 192
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
         if self.select not in SELECT_MODES:
             raise ValueError(f"unknown selection {self.select!r}; valid: {', '.join(SELECT_MODES)}")
+        if self.profile == "acx" and self.deliver_format == "mp3" and self.mp3_bitrate < 192:
+            raise ValueError(f"ACX takes MP3 at 192 kbps or more, not {self.mp3_bitrate} kbps")
 
 
 def get_profile(profile: str | Profile) -> Profile:
