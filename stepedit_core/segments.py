@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from itertools import pairwise
 
+DEFAULT_SEGMENT_S = 25.0  # under the ~30 s the model reads well per call, far under its token cap
 SEARCH_SHARE = 0.5
 MIN_PAUSE_S = 0.1  # a shorter gap between speech spans is not a pause to cut in
 
@@ -71,3 +72,13 @@ def _cut(gaps: list[tuple[int, int]], low: int, high: int, start: int) -> int | 
 
 def plan_json(pieces: list[Piece], rate: int) -> str:
     return json.dumps([p.seconds(rate) for p in pieces])
+
+
+def plan_file(uri: str, max_s: float = DEFAULT_SEGMENT_S) -> tuple[list[Piece], int]:
+    """The split plan of one audio file (silero-vad speech) and its sample rate."""
+    from stepedit_core import qc
+    from stepedit_core.audio import load
+
+    audio, _ = load(uri)
+    spans = qc.speech_spans(audio.samples, audio.sample_rate)
+    return plan(audio.frames, audio.sample_rate, spans, max_s), audio.sample_rate
