@@ -16,7 +16,7 @@ import soundfile as sf
 
 from stepedit_core import delivery
 from stepedit_core.audio import Audio, decode, encode_flac
-from stepedit_core.audit import verify_run
+from stepedit_core.audit import clip_history, verify_run
 from stepedit_core.delivered_files import package
 from stepedit_core.delivery import QcPlan
 from stepedit_core.demo import demo_clips
@@ -144,6 +144,8 @@ def test_an_acx_mp3_run_delivers_a_checked_cbr_mp3_that_verify_follows(mp3_run) 
     report = verify_run(str(runs), "mp3")
     assert report.intact, report.text()
     assert report.checked["delivered files"] == 1
+    history = clip_history(str(runs), "mp3", "clean_02")
+    assert history["intact"] and history["final"]["delivered"] == row["output_uri"]
 
 
 def test_verify_names_an_altered_mp3(mp3_run, tmp_path) -> None:
