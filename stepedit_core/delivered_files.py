@@ -4,7 +4,8 @@ With `--deliver-format wav|mp3`, or a profile that limits a file's length (ACX: 
 the chosen round is turned into the files that ship:
 
 - a clip longer than the profile allows is split in pauses (segments.plan) into numbered parts,
-  `<row>-<clip>.part01.mp3`, `.part02.mp3`, ...;
+  `<row>-<clip>.part01.mp3`, `.part02.mp3`, ..., each given the profile's head and tail of room
+  tone where the cut left less (made from the part's own pauses, at its own floor);
 - each file is encoded (encoding.py); for MP3 under a profile with a sample-peak limit, the
   encoded file is decoded back and trimmed until its own peak meets the limit;
 - QC checks what ships: the decoded file is measured (level, peaks, floor, head and tail) and
@@ -22,11 +23,24 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from stepedit_core import qc
 from stepedit_core.audio import Audio, decode, sha256_bytes
-from stepedit_core.delivery import QcPlan, check, get_profile
+from stepedit_core.delivery import LOUDNESS_OPTION_PROFILES, Profile, QcPlan, check, get_profile
 from stepedit_core.encoding import DeliverFormat, encode_under_peak
+from stepedit_core.engines.signal.loudness import match_level
+from stepedit_core.engines.signal.mastering import (
+    conform_edges,
+    join_room_tone,
+    pause_level_db,
+    room_tone_power,
+    synth_room_tone,
+)
+from stepedit_core.failures import ItemFailure
 from stepedit_core.segments import plan
+
+WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far inside it
 
 
 @dataclass
@@ -90,14 +104,17 @@ def package(
     pieces = [(0, audio.frames)]
     if profile.max_duration_s is not None and audio.duration > profile.max_duration_s:
         spans = qc.speech_spans(audio.samples, audio.sample_rate)
+        room = (profile.head_target_s or 0.0) + (profile.tail_target_s or 0.0)  # edges added
         pieces = [
             (p.start, p.end)
-            for p in plan(audio.frames, audio.sample_rate, spans, profile.max_duration_s)
+            for p in plan(audio.frames, audio.sample_rate, spans, profile.max_duration_s - room)
         ]
     files, reasons, passed = [], [], True
     check_files = profile.name != "none" and (fmt.lossy or len(pieces) > 1)
     for number, (start, end) in enumerate(pieces, 1):
         part = Audio(audio.samples[start:end], audio.sample_rate)
+        if len(pieces) > 1:
+            part = _into_window(_room_tone_edges(part, profile), profile)
         data, decoded, trim = encode_under_peak(part, fmt, profile.sample_peak_max_dbfs)
         name = path_for(fmt.ext, number if len(pieces) > 1 else None)
         rate = audio.sample_rate
@@ -110,6 +127,47 @@ def package(
     if not check_files:
         return Delivery(files)
     return Delivery(files, passed, "; ".join(reasons) or None)
+
+
+def _room_tone_edges(part: Audio, profile: Profile) -> Audio:
+    """A part cut in a pause starts or ends with only part of that pause: give it the
+    profile's head and tail of room tone (made from its own pauses, at its own floor), as
+    mastering does for a whole clip."""
+    if profile.head_s is None and profile.tail_s is None:
+        return part
+    rate = part.sample_rate
+    spans = qc.speech_spans(part.samples, rate)
+    if not spans:
+        return part
+    power = room_tone_power(part.samples, rate, spans)
+    level = pause_level_db(part.samples, rate, spans)
+    samples, spans, head_pad, tail_pad = conform_edges(part.samples, rate, spans, profile)
+    level = level if level is not None and level > -150 else -66.0
+    channels = samples.shape[1]
+    head = synth_room_tone(head_pad, rate, power, level, 2, channels)
+    tail = synth_room_tone(tail_pad, rate, power, level, 3, channels)
+    return Audio(join_room_tone(head, samples, tail, rate, spans), rate)
+
+
+def _into_window(part: Audio, profile: Profile) -> Audio:
+    """A part's own level into the profile's RMS window, by the same level match and true-peak
+    limiter as the `loudness` edit (a part of a chapter can sit a little off the level the
+    whole chapter was mastered to). A part that cannot be brought in is left as it is: its QC
+    says why."""
+    if profile.rms_range_db is None or profile.name not in LOUDNESS_OPTION_PROFILES:
+        return part
+    samples = part.samples
+    rms = 10 * np.log10(max(1e-20, float(np.mean(np.square(samples, dtype=np.float64)))))
+    low = profile.rms_range_db[0] + WINDOW_MARGIN_DB
+    high = profile.rms_range_db[1] - WINDOW_MARGIN_DB
+    if low <= rms <= high:
+        return part
+    target = low if rms < low else high
+    try:
+        leveled, _ = match_level(samples, part.sample_rate, profile.name, target, (low, high))
+    except ItemFailure:
+        return part
+    return Audio(leveled, part.sample_rate)
 
 
 def _metrics(decoded: Audio, round_metrics: dict | None) -> dict:

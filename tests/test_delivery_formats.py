@@ -90,11 +90,12 @@ def test_a_clip_over_the_profile_s_length_is_delivered_in_parts_cut_in_pauses(
 
     plan = QcPlan(profile="acx", deliver_format="mp3")
     result = package(encode_flac(Audio(mastered, rate)), path_for, plan)
-    assert [f.path for f in result.files] == [
-        "clip.part01.mp3",
-        "clip.part02.mp3",
-        "clip.part03.mp3",
-    ]
+    count = len(result.files)
+    assert count >= 3
+    assert [f.path for f in result.files] == [f"clip.part{n:02d}.mp3" for n in range(1, count + 1)]
+    # each part, with the room tone added at its cut edges, is within the limit on its own
+    assert all(decode(f.data).duration <= 20.0 for f in result.files)
+    assert result.qc_pass, result.qc_reasons  # each part has its own head and tail room tone
     starts = [f.start_s for f in result.files]
     ends = [f.end_s for f in result.files]
     assert starts[0] == 0.0 and starts[1:] == ends[:-1]  # contiguous
@@ -103,7 +104,6 @@ def test_a_clip_over_the_profile_s_length_is_delivered_in_parts_cut_in_pauses(
     for cut in ends[:-1]:  # inside a pause: the mastered floor, not speech, around the cut
         at = round(cut * 44100)
         assert np.sqrt(np.mean(mastered[at - 441 : at + 441] ** 2)) < 10 ** (-50 / 20)
-    assert result.qc_pass is not None  # every part was decoded and checked
 
 
 @pytest.fixture(scope="module")
