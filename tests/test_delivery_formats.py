@@ -159,3 +159,28 @@ def test_verify_names_an_altered_mp3(mp3_run, tmp_path) -> None:
         assert "delivered_altered" in report.text()
     finally:
         path.write_bytes(original)
+
+
+def test_the_review_page_shows_the_delivered_mp3_with_its_overview_and_qc(mp3_run) -> None:
+    from stepedit_core.report import build_report
+
+    runs, rows = mp3_run
+    index = Path(build_report(str(runs), "mp3"))
+    page = index.read_text()
+    name = Path(rows[0]["output_uri"]).name
+    assert f'src="../audio/{name}"' in page
+    assert (index.parent / f"../audio/{name}").resolve().exists()
+    assert 'class="waveform"' in page and "delivered (1 file(s))" in page
+    assert '<span class="badge pass">QC pass</span>' in page
+
+
+def test_the_overview_marks_each_cut_between_parts() -> None:
+    from stepedit_core.report.waveform import envelope, waveform_svg
+
+    rate = 1000
+    x = np.concatenate([np.full(3000, 0.5), np.full(2000, -0.25)]).astype(np.float32)[:, None]
+    low, high = envelope(x, 5)
+    np.testing.assert_allclose(high, [0.5, 0.5, 0.5, -0.25, -0.25])
+    svg = waveform_svg(x, rate, [(3.0, "part 2")])
+    assert 'x1="480.0"' in svg and ">part 2</text>" in svg
+    assert svg.count("<rect") == 800
