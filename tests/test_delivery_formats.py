@@ -184,3 +184,25 @@ def test_the_overview_marks_each_cut_between_parts() -> None:
     svg = waveform_svg(x, rate, [(3.0, "part 2")])
     assert 'x1="480.0"' in svg and ">part 2</text>" in svg
     assert svg.count("<rect") == 800
+
+
+def test_incremental_keys_tell_delivery_formats_apart_and_keep_flac_keys() -> None:
+    import hashlib as _hashlib
+
+    from stepedit_core.engines import make_engine
+    from stepedit_core.incremental import key_settings
+
+    def job(**extra) -> JobSpec:
+        return JobSpec(manifest_uri="m.parquet", out="o", run_id="r", **extra)
+
+    engine = make_engine("signal")
+    flac = key_settings(job(), engine)
+    mp3 = key_settings(job(deliver_format="mp3"), engine)
+    mp3_320 = key_settings(job(deliver_format="mp3", mp3_bitrate=320), engine)
+    assert len({flac, mp3, mp3_320}) == 3
+    plain = {  # the settings a FLAC run was keyed by before delivery formats existed
+        "iterations": 1, "engine": engine.name, "engine_version": engine.version,
+        "prompt_mode": "chain", "llm_backend": "transformers", "vad_max_pause": 0.3,
+        "models_dir": None, "qc": "none", "qc_heavy": False, "select": "last",
+    }  # fmt: skip
+    assert flac == _hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
