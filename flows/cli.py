@@ -349,7 +349,13 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
         )
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            # a check across fields (a model validator) has no field to name
+            ": ".join(
+                filter(
+                    None,
+                    (".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, ")),
+                )
+            )
             for e in exc.errors()
         )
         raise Refused(problems) from None

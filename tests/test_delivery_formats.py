@@ -58,6 +58,11 @@ def test_bad_format_and_bitrate_are_refused_with_the_choices() -> None:
         DeliverFormat("mp3", 200)
     with pytest.raises(ValueError, match="ACX takes MP3 at 192 kbps or more"):
         QcPlan(profile="acx", deliver_format="mp3", mp3_bitrate=160)
+    with pytest.raises(ValueError, match="ACX takes MP3 at 192 kbps or more, not 128 kbps"):
+        JobSpec(
+            manifest_uri="m.parquet", out="o", run_id="r", qc="acx", deliver_format="mp3",
+            mp3_bitrate=128,
+        )  # fmt: skip
 
 
 def test_encoder_overshoot_is_measured_on_the_decoded_file_and_trimmed() -> None:
