@@ -104,7 +104,8 @@ def match_level(
         if gain_db == previous[0]:
             break
     reached = target - error
-    if abs(error) <= ACCEPT_DB or (window is not None and window[0] <= reached <= window[1]):
+    inside = window[0] <= reached <= window[1] if window is not None else abs(error) <= ACCEPT_DB
+    if inside:
         return out, used
     unit = "dB RMS" if mode == "rms" else "LUFS"
     goal = (
