@@ -164,7 +164,7 @@ class ShardWriter:
 
     def _republish(self, part: str, rows: list[RowResult]) -> None:
         """Write the delivered files a crash left unwritten, from the committed records."""
-        columns = ["row_index", "iteration", "status", "audio_flac", "duration_s", "qc_json"]
+        columns = ["row_index", "iteration", "status", "audio_flac", "duration_s"]
         table = self.store.read_table(part, columns)
         recs: dict[tuple[int, int], dict] = {}
         last: dict[int, int] = {}
@@ -178,14 +178,21 @@ class ShardWriter:
                 chosen = last[result.row_index]
             rec = recs[(result.row_index, chosen)]
             replay = RowResult.ok(result.row_index, str(result.clip_id), "", 0)
-            for path, data in self._files(replay, rec["audio_flac"], rec["duration_s"], None):
+            files = self._files(replay, rec["audio_flac"], rec["duration_s"], None, check=False)
+            for path, data in files:
                 self.store.write_bytes(path, data)
 
     def _files(
-        self, result: RowResult, flac: bytes, duration_s: float | None, qc_json: str | None
+        self,
+        result: RowResult,
+        flac: bytes,
+        duration_s: float | None,
+        qc_json: str | None,
+        check: bool = True,
     ) -> list[tuple[str, bytes]]:
         """(path, bytes) of each file the row is delivered as: the round's FLAC itself, or the
-        files of another format / a long clip's parts, recorded in `result` with their QC."""
+        files of another format / a long clip's parts, recorded in `result` with their QC
+        (`check`: measure them; a republished file's verdict is already committed)."""
         clip, row = str(result.clip_id), result.row_index
         if not needs_packaging(self.qc_plan, duration_s):
             return [(self.store.audio_path(clip, row), flac)]
@@ -196,7 +203,7 @@ class ShardWriter:
             )
 
         metrics = json.loads(qc_json or "{}").get("metrics")
-        delivery = package(flac, path_for, self.qc_plan, metrics)
+        delivery = package(flac, path_for, self.qc_plan, metrics, check)
         result.output_uri = self.store.uri(delivery.files[0].path)
         result.delivered_files = delivery.files_json(self.store.uri)
         if delivery.qc_pass is not None:

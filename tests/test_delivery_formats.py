@@ -211,3 +211,17 @@ def test_incremental_keys_tell_delivery_formats_apart_and_keep_flac_keys() -> No
         "models_dir": None, "qc": "none", "qc_heavy": False, "select": "last",
     }  # fmt: skip
     assert flac == _hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+def test_a_resumed_run_republishes_a_lost_mp3_byte_for_byte(mp3_run) -> None:
+    from stepedit_core.shard import ShardWriter, plan_rows
+    from stepedit_core.store import RunStore
+
+    runs, rows = mp3_run
+    path = Path(rows[0]["output_uri"])
+    original = path.read_bytes()
+    path.unlink()  # a crash between the part's commit and the file's publication
+    store = RunStore(str(runs), "mp3")
+    plan = QcPlan(profile="acx", deliver_format="mp3")
+    ShardWriter(store, 0, plan_rows(store, 0), plan)
+    assert path.read_bytes() == original
