@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     one_core()
+    load_start = list(os.getloadavg())
     x = chapter(args.minutes)
     seconds = x.shape[0] / RATE
     rms = float(20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2))))
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "mastering",
         "note": "one core (pinned), on a shared 2-core machine under load from other jobs: "
         "absolute speeds are lower bounds and vary between runs",
+        "load_average_1_5_15": {"start": load_start, "end": list(os.getloadavg())},
         "input": {
             "minutes": args.minutes,
             "sample_rate": RATE,
