@@ -206,7 +206,12 @@ def format_history(history: dict[str, Any]) -> str:
     final = history["final"]
     lines.append(f"  final    [{final.get('status')}]  {final.get('delivered') or ''}".rstrip())
     if "sha256" in final:
-        verdict = "matches the delivered round" if final.get("delivered_ok") else "MISMATCH"
+        matches = (
+            "matches the output manifest's sha256"
+            if final.get("delivered_files")
+            else "matches the delivered round"
+        )
+        verdict = matches if final.get("delivered_ok") else "MISMATCH"
         lines.append(f"           sha256 {final['sha256']}  {verdict}")
     if final.get("error_code"):
         lines.append(f"           error {final['error_code']}: {final.get('error')}")
