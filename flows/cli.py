@@ -18,8 +18,9 @@ from stepedit_core.access import AllowedRoots
 from stepedit_core.edits import EditError, EditSpec, parse_edit, vocabulary_help
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_engine
 from stepedit_core.executors import EXECUTORS
-from stepedit_core.failures import RunRefused
+from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_core.segments import DEFAULT_SEGMENT_S, NoPause, plan_file
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
@@ -215,6 +216,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "similarity, else smallest timbre drift, else closest to the profile's targets)",
     )
     p.add_argument(
+        "--deliver-format",
+        choices=("flac", "wav", "mp3"),
+        default="flac",
+        help="format of the delivered files: FLAC (24-bit, the round's file), WAV (24-bit) or "
+        "MP3 (constant bitrate, 44.1 kHz; with --qc acx mono, and QC checks the encoded file)",
+    )
+    p.add_argument(
+        "--mp3-bitrate",
+        type=int,
+        choices=(128, 160, 192, 224, 256, 320),
+        default=192,
+        help="MP3 bitrate, kbps CBR (ACX: 192 or more)",
+    )
+    p.add_argument(
         "--report",
         choices=("index", "all", "none"),
         default="index",
@@ -279,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--audio-codes", default=None, metavar="C1,C2,...")
     prompt.add_argument("--speaker", default=None, help="clone: the voice prompt's speaker name")
 
+    segments = sub.add_parser(
+        "segments", help="print where a long clip would be split for the model (pauses only)"
+    )
+    segments.add_argument("audio", metavar="AUDIO_PATH_OR_URI")
+    segments.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_SEGMENT_S,
+        help=f"longest segment, seconds (default {DEFAULT_SEGMENT_S:g})",
+    )
+    segments.add_argument("--json", action="store_true")
+
     validate = sub.add_parser("validate", help="check a manifest and model folders, run nothing")
     validate.add_argument("manifest")
     _add_job_options(validate)
@@ -342,6 +369,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             qc=args.qc,
             qc_heavy=args.qc_heavy,
             select=args.select,
+            deliver_format=getattr(args, "deliver_format", "flac"),
+            mp3_bitrate=getattr(args, "mp3_bitrate", 192),
             report=args.report,
             incremental=getattr(args, "incremental", False),
             stage_python=dict(args.stage_python),
@@ -353,7 +382,13 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
         )
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            # a check across fields (a model validator) has no field to name
+            ": ".join(
+                filter(
+                    None,
+                    (".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, ")),
+                )
+            )
             for e in exc.errors()
         )
         raise Refused(problems) from None
@@ -466,6 +501,23 @@ def cmd_engines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segments(args: argparse.Namespace) -> int:
+    if args.max_seconds <= 0:
+        raise Refused(f"--max-seconds must be more than 0, got {args.max_seconds:g}")
+    try:
+        pieces, rate = plan_file(args.audio, args.max_seconds)
+    except (ItemFailure, NoPause) as exc:
+        raise Refused(f"{args.audio}: {exc}") from None
+    if args.json:
+        print(json.dumps([p.seconds(rate) for p in pieces]))
+        return 0
+    for number, piece in enumerate(pieces, 1):
+        times = piece.seconds(rate)
+        length = times["end_s"] - times["start_s"]
+        print(f"{number:4d}  {times['start_s']:10.3f}  {times['end_s']:10.3f}  {length:7.3f} s")
+    return 0
+
+
 def cmd_prompt(args: argparse.Namespace) -> int:
     if args.engine != "step-audio-editx":
         raise Refused(
@@ -575,6 +627,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "engines": cmd_engines,
     "prompt": cmd_prompt,
+    "segments": cmd_segments,
     "validate": cmd_validate,
     "deploy": cmd_deploy,
     "deployments": cmd_deployments,

@@ -113,7 +113,8 @@ class QcPlan:
 
     Cheap metrics are always measured; `profile` (other than `none`) adds a pass/fail verdict
     with reasons; `heavy` adds DNSMOS and speaker similarity (the `qc-heavy` extra); `select`
-    `best` delivers the best passing round by `select_best`, `last` the last round."""
+    `best` delivers the best passing round by `select_best`, `last` the last round.
+    `deliver_format` / `mp3_bitrate`: the delivered files' format (see delivered_files.py)."""
 
     profile: str = "none"
     heavy: bool = False
@@ -122,6 +123,8 @@ class QcPlan:
     # round; `max_wer` fails a round over it, whatever the profile
     asr_models: str | None = None
     max_wer: float | None = None
+    deliver_format: str = "flac"
+    mp3_bitrate: int = 192
 
     @property
     def gives_verdict(self) -> bool:
@@ -131,6 +134,8 @@ class QcPlan:
         get_profile(self.profile)
         if self.select not in SELECT_MODES:
             raise ValueError(f"unknown selection {self.select!r}; valid: {', '.join(SELECT_MODES)}")
+        if self.profile == "acx" and self.deliver_format == "mp3" and self.mp3_bitrate < 192:
+            raise ValueError(f"ACX takes MP3 at 192 kbps or more, not {self.mp3_bitrate} kbps")
 
 
 def get_profile(profile: str | Profile) -> Profile:

@@ -80,7 +80,8 @@ _CODES = (
     FailureCode("too_quiet", "silent or nearly so: no level to normalise", "stage", (SIGNAL,)),
     FailureCode(
         "loudness_unreachable",
-        "the loudness target needs more than 10 dB of limiting",
+        "no level in the target's window (acx: -23..-18 dB RMS; LUFS: target ±0.5) is "
+        "reachable with 10 dB of limiting",
         "stage",
         (SIGNAL,),
     ),

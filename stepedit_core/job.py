@@ -61,6 +61,9 @@ class JobSpec(BaseModel):
     qc: Literal["acx", "r128", "netflix", "none"] = "none"  # delivery profile checked per round
     qc_heavy: bool = False  # also DNSMOS and speaker similarity (the qc-heavy extra)
     select: Literal["last", "best"] = "last"  # the round delivered
+    # the delivered files' format; MP3 is constant bitrate, `mp3_bitrate` kbps (encoding.py)
+    deliver_format: Literal["flac", "wav", "mp3"] = "flac"
+    mp3_bitrate: Literal[128, 160, 192, 224, 256, 320] = 192
     # the review page RUN/report/: players for every clip, for index.html's clips, or no page
     report: Literal["all", "index", "none"] = "index"
     # edit only rows no earlier run under `out` finished with the same audio, edit, engine
@@ -74,7 +77,7 @@ class JobSpec(BaseModel):
         """What decides a run's outputs: a resumed attempt must match the first one."""
         keep = ("manifest_uri", "edits", "iterations", "engine", "shard_size", "prompt_mode",
                 "seed", "models_dir", "llm_backend", "vad_max_pause", "qc", "qc_heavy",
-                "select", "incremental")  # fmt: skip
+                "select", "incremental", "deliver_format", "mp3_bitrate")  # fmt: skip
         dumped = self.model_dump(mode="json")
         found = {k: dumped[k] for k in keep}
         # optional settings join only when set: runs without them keep the fingerprint they had
@@ -117,6 +120,11 @@ class JobSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _delivery(self) -> JobSpec:
+        self.qc_plan()  # ValueError: a format the profile does not take (ACX: MP3 >= 192 kbps)
+        return self
+
+    @model_validator(mode="after")
     def _stage_envs(self) -> JobSpec:
         if self.stage_envs() and self.executor != "ray":
             raise ValueError(
@@ -144,6 +152,8 @@ class JobSpec(BaseModel):
             select=self.select,
             asr_models=self.asr_models,
             max_wer=self.qc_max_wer,
+            deliver_format=self.deliver_format,
+            mp3_bitrate=self.mp3_bitrate,
         )
 
     def engine_options(self) -> EngineOptions:

@@ -92,6 +92,9 @@ class RowResult:
     # incremental runs: the earlier run whose output this row reuses (None: edited in this run)
     reused_from_run: str | None = None
     text_source: str | None = None  # where the row's text came from: "manifest" or "asr"
+    # JSON [{uri, sha256, start_s, end_s, trim_db}, ...] when the delivered files are not the
+    # round's FLAC itself (another format, or parts of a long clip): see delivered_files.py
+    delivered_files: str | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -108,6 +111,7 @@ class RowResult:
             ("qc_reasons", pa.string()),
             ("reused_from_run", pa.string()),
             ("text_source", pa.string()),
+            ("delivered_files", pa.string()),
         ]
     )
     # the columns the output manifest adds to the input's
@@ -141,7 +145,7 @@ class RowResult:
     def from_row(cls, row: dict[str, Any]) -> RowResult:
         keep = ("status", "output_uri", "error", "error_code", "selected_round",
                 "selection_reason", "qc_status", "qc_reasons", "reused_from_run",
-                "text_source")  # fmt: skip
+                "text_source", "delivered_files")  # fmt: skip
         values = {k: row.get(k) for k in keep}
         return cls(
             row["row_index"], row.get("clip_id"), rounds_done=row["iterations_done"], **values

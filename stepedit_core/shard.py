@@ -5,7 +5,8 @@ few hundred finished clip-rounds (FLAC inside) and, in its footer, the row resul
 it finished. A part is written whole or not at all, so committed work is exactly the set of part
 objects, and nothing else is ever read back: a crashed attempt leaves no half-committed item.
 Only after a part is committed are its items' final audio files published (they are copies of
-the last round's FLAC in the record, so a resume republishes any that a crash left unwritten).
+the chosen round's FLAC in the record, or made from it in the delivery format by
+delivered_files.py, so a resume republishes any that a crash left unwritten).
 Once every item of a shard is committed, the shard's row results are written as one object,
 the shard's done marker.
 
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from stepedit_core import audio as audio_io
+from stepedit_core.delivered_files import needs_packaging, package
 from stepedit_core.delivery import QcPlan, select_best
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
@@ -136,7 +138,7 @@ class ShardWriter:
         self.pending_rows = {r.row_index for r in rows}
         self.next_part = 0
         self._items: list[WorkItem] = []
-        self._delivered: list[bytes | None] = []
+        self._delivered: list[list[tuple[str, bytes]] | None] = []
         self._records: list[RoundRecord] = []
         self._verdicts: list[Verdict] = []
         self._results: list[RowResult] = []
@@ -157,22 +159,60 @@ class ShardWriter:
                 self._republish(path, missing)
 
     def _audio(self, result: RowResult) -> str:
+        """The (first) delivered file of a row."""
+        if result.delivered_files:
+            first = json.loads(result.delivered_files)[0]["uri"]
+            return self.store.path("audio", posixpath.basename(first))
         return self.store.audio_path(str(result.clip_id), result.row_index)
 
     def _republish(self, part: str, rows: list[RowResult]) -> None:
         """Write the delivered files a crash left unwritten, from the committed records."""
-        table = self.store.read_table(part, ["row_index", "iteration", "status", "audio_flac"])
-        flac: dict[tuple[int, int], bytes] = {}
+        columns = ["row_index", "iteration", "status", "audio_flac", "duration_s"]
+        table = self.store.read_table(part, columns)
+        recs: dict[tuple[int, int], dict] = {}
         last: dict[int, int] = {}
         for rec in table.to_pylist():
             if rec["status"] == "ok" and rec["audio_flac"]:
-                flac[(rec["row_index"], rec["iteration"])] = rec["audio_flac"]
+                recs[(rec["row_index"], rec["iteration"])] = rec
                 last[rec["row_index"]] = max(last.get(rec["row_index"], -1), rec["iteration"])
         for result in rows:
             chosen = result.selected_round
             if chosen is None:
                 chosen = last[result.row_index]
-            self.store.write_bytes(self._audio(result), flac[(result.row_index, chosen)])
+            rec = recs[(result.row_index, chosen)]
+            replay = RowResult.ok(result.row_index, str(result.clip_id), "", 0)
+            files = self._files(replay, rec["audio_flac"], rec["duration_s"], None, check=False)
+            for path, data in files:
+                self.store.write_bytes(path, data)
+
+    def _files(
+        self,
+        result: RowResult,
+        flac: bytes,
+        duration_s: float | None,
+        qc_json: str | None,
+        check: bool = True,
+    ) -> list[tuple[str, bytes]]:
+        """(path, bytes) of each file the row is delivered as: the round's FLAC itself, or the
+        files of another format / a long clip's parts, recorded in `result` with their QC
+        (`check`: measure them; a republished file's verdict is already committed)."""
+        clip, row = str(result.clip_id), result.row_index
+        if not needs_packaging(self.qc_plan, duration_s):
+            return [(self.store.audio_path(clip, row), flac)]
+
+        def path_for(ext: str, part: int | None) -> str:
+            return self.store.audio_path(
+                clip, row, ext if part is None else f"part{part:02d}.{ext}"
+            )
+
+        metrics = json.loads(qc_json or "{}").get("metrics")
+        delivery = package(flac, path_for, self.qc_plan, metrics, check)
+        result.output_uri = self.store.uri(delivery.files[0].path)
+        result.delivered_files = delivery.files_json(self.store.uri)
+        if delivery.qc_pass is not None:
+            result.qc_status = "pass" if delivery.qc_pass else "fail"
+            result.qc_reasons = delivery.qc_reasons
+        return [(f.path, f.data) for f in delivery.files]
 
     @property
     def done(self) -> bool:
@@ -190,8 +230,8 @@ class ShardWriter:
         if len(self._records) >= RECORDS_PER_PART or stale or not self.pending_rows:
             self.commit()
 
-    def _result(self, item: WorkItem) -> tuple[RowResult, bytes | None]:
-        """The item's row result and the FLAC bytes to deliver (None when it failed)."""
+    def _result(self, item: WorkItem) -> tuple[RowResult, list[tuple[str, bytes]] | None]:
+        """The item's row result and the files to deliver (None when it failed)."""
         rounds_done = sum(1 for r in item.records if r.ok)
         if not item.failed and item.audio is None:
             item.fail("no_output", "no round produced audio")
@@ -211,9 +251,9 @@ class ShardWriter:
         result = RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
         result.text_source = text_source_of(item)
         if chosen is None:  # nothing recorded (cannot happen for an item that ran): its audio as is
-            return result, audio_io.encode_flac(item.audio)
+            return result, self._files(result, audio_io.encode_flac(item.audio), None, None)
         result.deliver(chosen, reason or item.stopped_by)  # a judge's stop says why it ended
-        return result, chosen.audio_flac
+        return result, self._files(result, chosen.audio_flac, chosen.duration_s, chosen.qc_json)
 
     def _choose(
         self, records: list[RoundRecord], verdicts: list[Verdict] | None = None
@@ -262,9 +302,10 @@ class ShardWriter:
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
         self.store.write_table(path, table_of(self._records, RoundRecord.SCHEMA), meta)
         failpoint("shard.part_committed")
-        for result, flac in zip(self._results, self._delivered, strict=True):
-            if result.status == "ok" and flac is not None:
-                self.store.write_bytes(self._audio(result), flac)
+        for result, files in zip(self._results, self._delivered, strict=True):
+            if result.status == "ok" and files is not None:
+                for path, data in files:
+                    self.store.write_bytes(path, data)
         failpoint("shard.audio_published")
         for item in self._items:
             _release(item)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from typing import Any
 
@@ -41,6 +42,7 @@ def _manifest_rows(store: RunStore, clip_id: str, row_indexes: set[int]) -> list
         "error",
         "error_code",
         "iterations_done",
+        "delivered_files",
     )
     with store.fs.open(store.manifest, "rb") as handle:
         parquet = pq.ParquetFile(handle)
@@ -167,9 +169,14 @@ def _final_view(
     }
     if row.get("status") == "ok" and rounds:
         path = store.audio_path(row["clip_id"], row["row_index"])
-        final["delivered"] = store.uri(path)
         chosen = delivered_round(rounds, row.get("selected_round"))
         final["expected_sha256"] = chosen.get("output_sha256")
+        if row.get("delivered_files"):  # another format or parts: the manifest's own hashes
+            files = json.loads(row["delivered_files"])
+            final["delivered_files"] = files
+            path = store.path("audio", posixpath.basename(files[0]["uri"]))
+            final["expected_sha256"] = files[0]["sha256"]
+        final["delivered"] = store.uri(path)
         if check_delivered:
             actual = object_sha256(store, path) if store.exists(path) else None
             final["sha256"] = actual
@@ -212,7 +219,12 @@ def format_history(history: dict[str, Any]) -> str:
     final = history["final"]
     lines.append(f"  final    [{final.get('status')}]  {final.get('delivered') or ''}".rstrip())
     if "sha256" in final:
-        verdict = "matches the delivered round" if final.get("delivered_ok") else "MISMATCH"
+        matches = (
+            "matches the output manifest's sha256"
+            if final.get("delivered_files")
+            else "matches the delivered round"
+        )
+        verdict = matches if final.get("delivered_ok") else "MISMATCH"
         lines.append(f"           sha256 {final['sha256']}  {verdict}")
     if final.get("error_code"):
         lines.append(f"           error {final['error_code']}: {final.get('error')}")

@@ -4,6 +4,11 @@
     report/page-0002.html ...  the other clips, `page_size` per page
     report/media/<row>-<clip>/ source.flac, round-<k>.flac, and a spectrogram PNG of each
 
+A clip delivered in another format or in parts (delivered_files in the output manifest) also
+gets a waveform overview of what was delivered, the cuts between parts marked, a player per
+delivered file (linked from ../audio/, so those players need the run folder, not only report/)
+and the delivered files' QC verdict.
+
 Every link is relative, so the folder works wherever it is copied whole (local disk, an S3
 static website or bucket behind a CDN, `aws s3 cp --recursive` to a laptop). Audio is kept as
 files next to the page rather than data URIs: pages stay small at 100k clips and a browser
@@ -19,15 +24,18 @@ from __future__ import annotations
 import html
 import json
 import math
+import posixpath
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepedit_core import audio as audio_io
+from stepedit_core.failures import ItemFailure
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
@@ -35,6 +43,7 @@ from stepedit_core.report.cuts import cuts_strip
 from stepedit_core.report.margins import margin_section
 from stepedit_core.report.ratings import rating_widget, ratings_bar
 from stepedit_core.report.spectrogram import spectrogram_png
+from stepedit_core.report.waveform import waveform_svg
 from stepedit_core.store import RunStore
 
 QC_PASS = "qc_pass"
@@ -75,6 +84,11 @@ class ClipView:
     audio_uri: str | None
     edit: str | None = None
     rounds: dict[int, RoundView] = field(default_factory=dict)
+    # delivered in another format or in parts: the manifest's files, and the overview of them
+    delivered: list[dict[str, Any]] | None = None
+    delivered_qc: str | None = None
+    delivered_reasons: str | None = None
+    overview: str | None = None
 
     @property
     def final(self) -> RoundView | None:
@@ -140,6 +154,13 @@ class ReportBuilder:
                 text=row.get("text") if "text" in names else None,
                 audio_uri=row.get("audio_uri"),
             )
+            if row.get("delivered_files"):
+                clip = clips[row_index]
+                clip.delivered = json.loads(row["delivered_files"])
+                clip.delivered_qc, clip.delivered_reasons = (
+                    row.get("qc_status"),
+                    row.get("qc_reasons"),
+                )
         return clips
 
     def add_records(self, clips: dict[int, ClipView]) -> None:
@@ -233,6 +254,26 @@ class ReportBuilder:
                 view.audio, view.image = self._write_media(clip, "source", flac)
             clip.rounds[SOURCE_ROUND] = view
 
+    def add_delivered(self, clips: dict[int, ClipView]) -> None:
+        """A waveform overview of each clip delivered in another format or in parts, the cuts
+        between parts marked (the files themselves are played from RUN/audio/)."""
+        for clip in clips.values():
+            if not clip.delivered or not self.wants_media(clip):
+                continue
+            try:
+                parts = [
+                    audio_io.load(self.store.path("audio", posixpath.basename(f["uri"])))[0]
+                    for f in clip.delivered
+                ]
+            except ItemFailure:  # a delivered file gone or unreadable: verify reports it
+                continue
+            samples = np.concatenate([p.samples.mean(axis=1) for p in parts])
+            marks, at = [], 0.0
+            for number, part in enumerate(parts[:-1], 2):
+                at += part.duration
+                marks.append((at, f"part {number}"))
+            clip.overview = waveform_svg(samples, parts[0].sample_rate, marks, clip.clip_id)
+
     def _write_media(self, clip: ClipView, name: str, flac: bytes) -> tuple[str, str]:
         base = f"{_media_dir(clip)}/{name}"
         self.store.write_bytes(self.path(base + ".flac"), flac)
@@ -314,6 +355,7 @@ def _clip_row(clip: ClipView) -> str:
     figures = "".join(
         _figure(clip.rounds[k], _rating(clip, clip.rounds[k])) for k in sorted(clip.rounds)
     )
+    figures += _delivered(clip)
     return (
         f'<tr data-status="{_e(clip.status)}" data-qc="{clip.qc}" data-search="{_e(search)}">'
         f'<td><b>{_e(clip.clip_id)}</b><div class="sub">row {clip.row_index}'
@@ -322,6 +364,27 @@ def _clip_row(clip: ClipView) -> str:
         f"<td>{badges}{reasons}</td>"
         f'<td><div class="rounds">{figures}</div></td></tr>'
     )
+
+
+def _delivered(clip: ClipView) -> str:
+    """The delivered files: overview with the cuts, a player per file, the delivered QC."""
+    if not clip.delivered:
+        return ""
+    verdict = ""
+    if clip.delivered_qc:
+        verdict = f' <span class="badge {_e(clip.delivered_qc)}">QC {_e(clip.delivered_qc)}</span>'
+    body = f"<figcaption>delivered ({len(clip.delivered)} file(s)){verdict}</figcaption>"
+    body += clip.overview or ""
+    for number, entry in enumerate(clip.delivered, 1):
+        name = posixpath.basename(entry["uri"])
+        span = f"{entry['start_s']:.1f}-{entry['end_s']:.1f} s"
+        body += (
+            f'<div class="sub">{number}. {_e(name)} ({span})</div>'
+            f'<audio controls preload="none" src="../audio/{_e(name)}"></audio>'
+        )
+    if clip.delivered_reasons:
+        body += f'<div class="reason">{_e(clip.delivered_reasons)}</div>'
+    return f'<figure class="delivered">{body}</figure>'
 
 
 def _table(clips: list[ClipView]) -> str:
@@ -450,6 +513,7 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
         builder.media_rows = set(rows[:page_size]) | failed | builder.qc_failing_rows()
     builder.add_records(by_row)
     builder.add_sources(by_row)
+    builder.add_delivered(by_row)
     clips = [by_row[k] for k in sorted(by_row)]
 
     charts = "".join(
