@@ -331,6 +331,7 @@ def _check_before_run(job: JobSpec) -> bool:
     hashes the manifest once for the run record. False when the run already finished."""
     from stepedit_core.checks import check_inputs
     from stepedit_core.lease import holder_problem
+    from stepedit_core.ownership import check_run_folder
     from stepedit_core.stage_envs import check_stage_names
     from stepedit_core.store import RunStore
 
@@ -345,6 +346,7 @@ def _check_before_run(job: JobSpec) -> bool:
     if busy is not None:
         raise Refused(busy)
     engine = make_engine(job.engine, job.engine_options())
+    check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
     check_inputs(job.manifest_uri, job.edits, engine, store)
     check_stage_names(job.stage_envs(), [stage.name for stage in engine.stages()])
     return True

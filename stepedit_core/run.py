@@ -29,6 +29,7 @@ from stepedit_core.incremental import Reuse, write_finished
 from stepedit_core.job import JobSpec
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
+from stepedit_core.ownership import check_run_folder, mark_run_folder
 from stepedit_core.planning import Sharding, plan_shards
 from stepedit_core.progress import run_progress
 from stepedit_core.records import RowResult
@@ -68,7 +69,10 @@ class RunSteps:
         return self.store.read_json(self.store.run_json)
 
     def validate(self) -> Validation:
-        return validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+        job = self.job
+        # before anything is written under the run folder (validate writes a probe)
+        check_run_folder(self.store, job.manifest_uri, job.allow_roots)
+        return validate(job.manifest_uri, job.edits, self.engine, self.store)
 
     def begin(self, validation: Validation) -> int:
         """Start afresh (`overwrite`) or check that this attempt resumes the same job; returns
@@ -76,6 +80,7 @@ class RunSteps:
         store, job = self.store, self.job
         fingerprint = {**job.fingerprint(), "manifest_sha256": validation.sha256}
         earlier: dict[str, Any] = {}
+        mark_run_folder(store)
         if job.overwrite:
             store.clear_outputs()
         elif store.exists(store.job_json):

@@ -189,13 +189,27 @@ class RunStore:
             retrying(lambda p=path: self.fs.rm(p), f"removing {self.uri(path)}")
 
     def clear_outputs(self) -> None:
-        """Remove everything a run writes, so the run id starts afresh (`--overwrite`). The
-        lease stays: the attempt that clears the folder is the one holding it."""
-        for name in ("iterations", "audio", "manifest.parquet", "run.json", "report"):
-            path = self.path(name)
-            if self.exists(path):
-                retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
+        """Remove what a run writes, so the run id starts afresh (`--overwrite`): the run's own
+        objects, found by their names, and nothing else a user may have put in the folder. The
+        lease and the folder's marker stay: the attempt clearing it holds the lease."""
+        for name in ("manifest.parquet", "run.json", "run.json.sha256"):
+            if self.exists(self.path(name)):
+                self.remove([self.path(name)])
+        for name, pattern in RUN_OBJECTS.items():
+            for path in self.list(self.path(name), suffix=""):
+                if pattern.match(posixpath.basename(path)):
+                    retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
         work = self.path("_work")
         for path in self.list(work, suffix=""):
             if path != self.lease:
                 retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
+
+
+TMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # a local write's temporary name
+# folder -> the names a run writes in it (what `clear_outputs` removes)
+RUN_OBJECTS = {
+    "iterations": re.compile(r"^(shard-\d{5}-part-\d{5}\.parquet|\..+\.tmp-[0-9a-f]{32})$"),
+    "audio": re.compile(r"^(\d{8}-[A-Za-z0-9._-]*\.flac|\..+\.tmp-[0-9a-f]{32})$"),
+    "report": re.compile(r".*"),  # the review page's folder is the run's alone
+    "audit": re.compile(r"^(records\.parquet|\..+\.tmp-[0-9a-f]{32})$"),
+}
