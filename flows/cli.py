@@ -1,6 +1,7 @@
 """The `stepedit` command line. Exit status: 0 run finished (even with failed clips),
 2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed,
-130/143 stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json).
+130/143 stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json), 4 this
+attempt lost the run id's lease to another attempt and stopped committing.
 `verify` and `audit`: 0 intact, 1 a mismatch (each one named) or no such clip."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_e
 from stepedit_core.executors import EXECUTORS
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_core.lease import LeaseLost
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
@@ -556,6 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunStopped as exc:
         print(f"stepedit: {exc.describe()}", file=sys.stderr)
         return exc.exit_status
+    except LeaseLost as exc:
+        print(f"stepedit: error: {exc}", file=sys.stderr)
+        return LeaseLost.exit_status
 
 
 if __name__ == "__main__":

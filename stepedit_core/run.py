@@ -152,6 +152,7 @@ class RunSteps:
         )
         sink = io.BytesIO()
         counts = write_output_manifest(self.job.manifest_uri, results, sink)
+        store.check_fence()
         store.write_bytes(store.manifest, sink.getvalue())
         failpoint("merge.manifest_written")
         return counts
@@ -166,6 +167,7 @@ class RunSteps:
         """Record this run's ok clips in the output root's index (what later incremental runs
         look up), then write run.json and return it. The index is written first: one whose
         run.json is missing is ignored by the lookup."""
+        self.store.check_fence()
         write_finished(self.store, self.job, self.engine)
         return write_run_record(
             self.job,

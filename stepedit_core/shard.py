@@ -32,7 +32,7 @@ from stepedit_core.failpoints import failpoint
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.stages import Stage, WorkItem
-from stepedit_core.store import RunStore
+from stepedit_core.store import RunStore, table_bytes
 
 RECORDS_PER_PART = 256  # clip-rounds per part: few, large objects on S3
 COMMIT_EVERY_S = 30.0  # a slow engine still commits at least this often
@@ -176,6 +176,7 @@ class ShardWriter:
         return not self.pending_rows and not self._items
 
     def add(self, item: WorkItem) -> None:
+        self.store.check_fence(read=False)
         self.pending_rows.discard(item.row_index)
         self._items.append(item)
         self._records.extend(item.records)
@@ -225,10 +226,13 @@ class ShardWriter:
         path = self.store.iteration_part(self.shard, self.next_part)
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
-        self.store.write_table(path, table_of(self._records, RoundRecord.SCHEMA), meta)
+        data = table_bytes(table_of(self._records, RoundRecord.SCHEMA), meta)
+        self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
+        self.store.write_bytes(path, data)
         failpoint("shard.part_committed")
         for result, flac in zip(self._results, self._delivered, strict=True):
             if result.status == "ok" and flac is not None:
+                self.store.check_fence(read=False)
                 self.store.write_bytes(self._audio(result), flac)
         failpoint("shard.audio_published")
         for item in self._items:
@@ -244,6 +248,7 @@ class ShardWriter:
         """Commit what is buffered; once nothing is pending, write the shard's done marker."""
         self.commit()
         if not self.pending_rows and not self._closed:
+            self.store.check_fence()
             self._closed = True
             records = self.summary.records + self.summary.resumed_records
             self.store.write_table(

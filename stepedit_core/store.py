@@ -23,7 +23,7 @@ import json
 import posixpath
 import re
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 import pyarrow as pa
@@ -50,6 +50,12 @@ def list_objects(fs: Any, directory: str, prefix: str = "", suffix: str = ".parq
     )
 
 
+class Fence(Protocol):
+    """The holder of the run id's lease (lease.py): `check` raises once it is lost."""
+
+    def check(self, read: bool = True) -> None: ...
+
+
 class RunStore:
     def __init__(self, out: str, run_id: str) -> None:
         self.fs, root = fsspec.core.url_to_fs(out)
@@ -57,6 +63,12 @@ class RunStore:
         self.protocol = protocol if isinstance(protocol, str) else protocol[0]
         self.root = posixpath.join(root.rstrip("/"), run_id)
         self.run_id = run_id
+        self.fence: Fence | None = None  # set while an attempt holds the lease
+
+    def check_fence(self, read: bool = True) -> None:
+        """Before a commit: stop (LeaseLost) if this attempt lost the run id's lease."""
+        if self.fence is not None:
+            self.fence.check(read)
 
     # paths -----------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -143,15 +155,7 @@ class RunStore:
         self, path: str, table: pa.Table, metadata: dict[str, str] | None = None
     ) -> None:
         """A Parquet object; `metadata` goes into the file's footer (read back cheaply)."""
-        if metadata:
-            merged = {
-                **(table.schema.metadata or {}),
-                **{k.encode(): v.encode() for k, v in metadata.items()},
-            }
-            table = table.replace_schema_metadata(merged)
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        self.write_bytes(path, sink.getvalue())
+        self.write_bytes(path, table_bytes(table, metadata))
 
     def write_json(self, path: str, payload: dict[str, Any]) -> None:
         self.write_bytes(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
@@ -203,6 +207,19 @@ class RunStore:
         for path in self.list(work, suffix=""):
             if path != self.lease:
                 retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
+
+
+def table_bytes(table: pa.Table, metadata: dict[str, str] | None = None) -> bytes:
+    """A Parquet object's bytes; `metadata` goes into its footer."""
+    if metadata:
+        merged = {
+            **(table.schema.metadata or {}),
+            **{k.encode(): v.encode() for k, v in metadata.items()},
+        }
+        table = table.replace_schema_metadata(merged)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
 
 
 TMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # a local write's temporary name
