@@ -334,12 +334,13 @@ def _check_before_run(job: JobSpec) -> bool:
     from stepedit_core.checks import check_inputs
     from stepedit_core.lease import holder_problem
     from stepedit_core.ownership import check_run_folder
+    from stepedit_core.run import run_finished
     from stepedit_core.stage_envs import check_stage_names
     from stepedit_core.store import RunStore
 
     try:
         store = RunStore(job.out, job.run_id)
-        finished = store.exists(store.run_json)
+        finished = run_finished(store, job.report)
     except (OSError, ValueError) as exc:
         raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
     if finished and not job.overwrite:

@@ -26,6 +26,7 @@ from stepedit_core.executors import Executor, make_executor
 from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import RunRefused
 from stepedit_core.incremental import Reuse, write_finished
+from stepedit_core.integrity import check_deliveries
 from stepedit_core.job import JobSpec
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
@@ -64,7 +65,7 @@ class RunSteps:
 
     def finished_record(self) -> dict[str, Any] | None:
         """run.json of this run id when it already finished (and is not to be overwritten)."""
-        if self.job.overwrite or not self.store.exists(self.store.run_json):
+        if self.job.overwrite or not run_finished(self.store, self.job.report):
             return None
         return self.store.read_json(self.store.run_json)
 
@@ -105,6 +106,8 @@ class RunSteps:
                 "attempts": self.attempt,
                 "first_started": earlier.get("first_started", self.started),
                 "stops": stops,
+                # what integrity.py moved aside or wrote again, attempt after attempt
+                **{k: earlier[k] for k in ("quarantined", "redelivered") if k in earlier},
             },
         )
         if store.exists(store.stopped):
@@ -168,6 +171,7 @@ class RunSteps:
         look up), then write run.json and return it. The index is written first: one whose
         run.json is missing is ignored by the lookup."""
         self.store.check_fence()
+        check_deliveries(self.store)  # every delivered file is its record's bytes
         write_finished(self.store, self.job, self.engine)
         return write_run_record(
             self.job,
@@ -188,6 +192,14 @@ class RunSteps:
         from stepedit_core.report import build_report
 
         return build_report(self.job.out, self.job.run_id, media=self.job.report)
+
+
+def run_finished(store: RunStore, report: str) -> bool:
+    """A run is finished once run.json is written and, when it has a review page, the page is
+    complete (report.json is its last object): a page that failed is built by the next rerun."""
+    if not store.exists(store.run_json):
+        return False
+    return report == "none" or store.exists(store.path("report", "report.json"))
 
 
 def run_job(

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepedit_core import audio as audio_io
+from stepedit_core.failures import ItemFailure
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
 from stepedit_core.report.spectrogram import spectrogram_png
@@ -211,7 +212,7 @@ class ReportBuilder:
             view = RoundView(iteration=SOURCE_ROUND, status="source")
             try:
                 source, _ = audio_io.load(clip.audio_uri)
-            except audio_io.AudioError as exc:
+            except ItemFailure as exc:
                 view.status, view.error = "unavailable", str(exc)
                 clip.rounds[SOURCE_ROUND] = view
                 continue
@@ -229,7 +230,7 @@ class ReportBuilder:
         self.store.write_bytes(self.path(base + ".flac"), flac)
         try:
             image = spectrogram_png(audio_io.decode(flac))
-        except audio_io.AudioError:
+        except ItemFailure:
             return base + ".flac", ""
         self.store.write_bytes(self.path(base + ".png"), image)
         return base + ".flac", base + ".png"
@@ -242,8 +243,14 @@ def _asset(name: str) -> str:
     return resources.files("stepedit_core.report").joinpath("assets", name).read_text()
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+    """Text for HTML: escaped, and control characters (a NUL in a clip id) shown as `\\xNN`,
+    never written raw into the page."""
+    text = "" if value is None else str(value)
+    return html.escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
 
 
 def _round_label(k: int) -> str:

@@ -1,0 +1,153 @@
+"""Nothing unverified is trusted: a resumed attempt checks the committed parts it builds on, and a
+run checks every delivered file against its record before it is called finished.
+
+A part is intact when it decodes, its footer counts its records, every record hashes to its
+`record_sha256` and every round's audio to its `output_sha256`. A damaged part (a flipped bit, a
+truncated upload) is moved into the run's quarantine, `_work/quarantine/`, with a note in
+`_work/job.json`; its clip-rounds are then simply not committed, so the attempt does them again.
+A delivered file that does not hash to its round's `output_sha256`, or is missing, is written
+again from the (verified) record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from stepedit_core.audit.records import object_sha256, record_digest, run_relative
+from stepedit_core.records import RowResult
+from stepedit_core.retry import retrying
+from stepedit_core.store import RunStore
+
+RESULTS_KEY = "stepedit.results"  # row results in a part's footer
+RECORDS_KEY = "stepedit.records"  # clip-rounds in a part
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError, KeyError, TypeError)
+
+
+class DamagedPart(Exception):
+    """A committed part that can not be trusted; the message says what is wrong."""
+
+
+@dataclass
+class CheckedPart:
+    path: str
+    results: list[RowResult]  # the row results of the items the part finished
+    records: int
+
+
+def check_part(store: RunStore, path: str) -> CheckedPart:
+    """Read a whole part and check it (DamagedPart says why it can not be trusted)."""
+    try:
+        table = store.read_table(path)
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        results = [RowResult.from_row(r) for r in json.loads(meta.get(RESULTS_KEY, "[]"))]
+        claimed = int(meta.get(RECORDS_KEY, "-1"))
+    except _READ_ERRORS as exc:
+        raise DamagedPart(f"unreadable: {type(exc).__name__}: {exc}") from None
+    if claimed != table.num_rows:
+        raise DamagedPart(f"its footer counts {claimed} record(s), it holds {table.num_rows}")
+    sealed = "record_sha256" in table.column_names  # parts written before records were sealed
+    for record in table.to_pylist():
+        label = f"clip {record.get('clip_id')!r} round {record.get('iteration')}"
+        flac = record.get("audio_flac")
+        if flac is not None and hashlib.sha256(flac).hexdigest() != record.get("output_sha256"):
+            raise DamagedPart(f"{label}: audio_flac does not hash to output_sha256")
+        if sealed and record_digest(record) != record.get("record_sha256"):
+            raise DamagedPart(f"{label}: fields do not hash to record_sha256")
+    committed = set(table.column("row_index").to_pylist())
+    strays = [r.row_index for r in results if r.rounds_done and r.row_index not in committed]
+    if strays:
+        raise DamagedPart(f"row results for rows {strays[:5]} with no record in the part")
+    return CheckedPart(path, results, table.num_rows)
+
+
+def quarantine(store: RunStore, path: str, problem: str) -> str:
+    """Move a damaged part out of `iterations/` into `_work/quarantine/` and note it in
+    job.json; returns where it went."""
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{posixpath.basename(path)}"
+    target = store.path("_work", "quarantine", name)
+    store.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    retrying(lambda: store.fs.mv(path, target), f"moving {store.uri(path)} to quarantine")
+    note_in_job(
+        store,
+        "quarantined",
+        {
+            "object": run_relative(store, path),
+            "moved_to": run_relative(store, target),
+            "problem": problem,
+            "at": time.time(),
+        },
+    )
+    return target
+
+
+def note_in_job(store: RunStore, key: str, note: dict[str, Any]) -> None:
+    """Append a note to a list in `_work/job.json` (kept across attempts by `begin`)."""
+    job = store.read_json(store.job_json) if store.exists(store.job_json) else {}
+    job[key] = [*job.get(key, []), note]
+    store.write_json(store.job_json, job)
+
+
+def check_deliveries(store: RunStore) -> int:
+    """Every ok row of the merged manifest (edited in this run) has its delivered file, byte for
+    byte its delivered round's FLAC; a missing or altered file is written again from the
+    record. Returns how many were written again; raises when a record can not supply one."""
+    manifest = store.read_table(store.manifest)
+    columns = ["clip_id", "status", "selected_round", "reused_from_run"]
+    rows = manifest.select([c for c in columns if c in manifest.column_names]).to_pylist()
+    wanted = {
+        index: row
+        for index, row in enumerate(rows)
+        if row["status"] == "ok" and not row.get("reused_from_run")
+    }
+    rounds: dict[int, dict[int, tuple[str, str]]] = {}  # row -> round -> (sha256, part)
+    for part in store.list(store.iterations_dir):
+        table = store.read_table(part, ["row_index", "iteration", "status", "output_sha256"])
+        for rec in table.to_pylist():
+            if rec["row_index"] in wanted and rec["status"] == "ok" and rec["output_sha256"]:
+                rounds.setdefault(rec["row_index"], {})[rec["iteration"]] = (
+                    rec["output_sha256"],
+                    part,
+                )
+    repaired = 0
+    for index, row in wanted.items():
+        found = rounds.get(index)
+        if not found:
+            raise RuntimeError(f"row {index} (clip {row['clip_id']!r}) is ok but has no record")
+        chosen = row.get("selected_round")
+        chosen = chosen if chosen is not None else max(found)
+        expected, part = found[chosen]
+        path = store.audio_path(str(row["clip_id"]), index)
+        if store.exists(path) and object_sha256(store, path) == expected:
+            continue
+        _redeliver(store, part, index, chosen, expected, path)
+        note_in_job(
+            store,
+            "redelivered",
+            {"object": run_relative(store, path), "from": run_relative(store, part)},
+        )
+        repaired += 1
+    return repaired
+
+
+def _redeliver(
+    store: RunStore, part: str, row: int, iteration: int, expected: str, path: str
+) -> None:
+    table = store.read_table(part, ["row_index", "iteration", "audio_flac"])
+    for rec in table.to_pylist():
+        if rec["row_index"] == row and rec["iteration"] == iteration:
+            flac = rec["audio_flac"] or b""
+            if hashlib.sha256(flac).hexdigest() != expected:
+                break
+            store.write_bytes(path, flac)
+            return
+    raise RuntimeError(
+        f"row {row} round {iteration}: {run_relative(store, part)} can not supply the delivered "
+        "file (its audio does not match the record); run `stepedit verify`"
+    )
