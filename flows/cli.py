@@ -22,6 +22,12 @@ from stepedit_core.executors import EXECUTORS
 from stepedit_core.failures import RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
 from stepedit_core.lease import LeaseLost
+from stepedit_core.sources import (
+    DECODED_FACTOR,
+    DEFAULT_MAX_MB,
+    DEFAULT_READ_TIMEOUT_S,
+    InputLimits,
+)
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
@@ -86,6 +92,22 @@ def _add_access_options(p: argparse.ArgumentParser) -> None:
         metavar="JSON|@FILE",
         help="fsspec storage options for object storage (e.g. key, secret, "
         "client_kwargs.endpoint_url), used for manifest, audio and outputs; never recorded",
+    )
+    p.add_argument(
+        "--max-input-mb",
+        type=int,
+        default=DEFAULT_MAX_MB,
+        metavar="MB",
+        help=f"largest source file read (default {DEFAULT_MAX_MB}); a larger one, or one whose "
+        f"header claims more than {DECODED_FACTOR}x that decoded, fails as file_too_large",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT_S,
+        metavar="SECONDS",
+        help="longest read of one source file or object (default "
+        f"{DEFAULT_READ_TIMEOUT_S:g}); a slower one fails as read_timeout",
     )
 
 
@@ -319,6 +341,8 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             stage_images=dict(args.stage_image),
             allow_roots=args.allow_root,
             storage_options=args.storage_options,
+            max_input_mb=args.max_input_mb,
+            read_timeout_s=args.read_timeout,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -487,7 +511,8 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
     good, refused = 0, {}
-    for planned in check_rows(args.manifest, edits, engine, 0, roots):
+    limits = InputLimits.of(args.max_input_mb, args.read_timeout)
+    for planned in check_rows(args.manifest, edits, engine, 0, roots, limits):
         if not isinstance(planned, RowResult):
             good += 1
         else:

@@ -17,6 +17,7 @@ from stepedit_core import audio as audio_io
 from stepedit_core.delivery import QcPlan, check
 from stepedit_core.edits import EditSpec
 from stepedit_core.records import RoundRecord
+from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
 if TYPE_CHECKING:
@@ -37,15 +38,19 @@ def has_clone(edits: tuple[EditSpec, ...]) -> bool:
 
 
 class LoadAudio(Stage):
-    """Reads each clip from its URI; a missing, empty or non-audio file fails that row only."""
+    """Reads each clip from its URI, within the input limits (sources.py); a missing, empty,
+    oversized or non-audio file fails that row only."""
 
     name = "load"
     resources = Resources(cpus=0.25)
     needs_actor = False
     batch_size = 32
 
+    def __init__(self, limits: InputLimits | None = None) -> None:
+        self.limits = limits or InputLimits()
+
     def process_item(self, item: WorkItem) -> None:
-        audio, data = audio_io.load(item.audio_uri)
+        audio, data = audio_io.load(item.audio_uri, self.limits)
         item.source_sha256 = audio_io.sha256_bytes(data)
         item.audio = audio
         item.original = audio
@@ -149,9 +154,10 @@ def build_stages(
     with_clone_round: bool,
     prompt_mode: str = "chain",
     qc_plan: QcPlan | None = None,
+    limits: InputLimits | None = None,
 ) -> list[Stage]:
     """The flat stage list an executor runs: load, then (start, engine stages, end) per round."""
-    stages: list[Stage] = [LoadAudio()]
+    stages: list[Stage] = [LoadAudio(limits)]
     first = CLONE_ROUND if with_clone_round else 1
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))

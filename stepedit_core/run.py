@@ -129,6 +129,7 @@ class RunSteps:
             job.shard_size,
             roots,
             reuse,
+            job.input_limits(),
         )
 
     def run_shards(self, shards: list[int], progress: Progress | None = None) -> ShardsOutcome:
@@ -143,6 +144,7 @@ class RunSteps:
             job.prompt_mode,
             progress or self.progress,
             job.qc_plan(),
+            job.input_limits(),
         )
 
     def merge(self) -> MergeCounts:

@@ -42,6 +42,7 @@ from stepedit_core.integrity import (
 )
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
 from stepedit_core.rounds import build_stages, has_clone
+from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Stage, WorkItem
 from stepedit_core.store import RunStore, table_bytes
 
@@ -299,6 +300,7 @@ def run_shards(
     prompt_mode: str = "chain",
     progress: Progress | None = None,
     qc_plan: QcPlan | None = None,
+    limits: InputLimits | None = None,
 ) -> ShardsOutcome:
     """Run every shard that is not done yet; returns one summary per shard."""
     started = time.perf_counter()
@@ -330,7 +332,7 @@ def run_shards(
     total = len(items)
     if items:
         with_clone = any(has_clone(item.edits) for item in items)
-        stages = build_stages(engine, rounds, with_clone, prompt_mode, qc_plan)
+        stages = build_stages(engine, rounds, with_clone, prompt_mode, qc_plan, limits)
         counts = {"done": 0, "failed": 0}
 
         def finished(item: WorkItem) -> None:
