@@ -1,7 +1,8 @@
 """The `stepedit` command line. Exit status: 0 run finished (even with failed clips),
 2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed,
 130/143 stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json), 4 this
-attempt lost the run id's lease to another attempt and stopped committing.
+attempt lost the run id's lease to another attempt and stopped committing, 141 the reader of
+the output went away (`| head`).
 `verify` and `audit`: 0 intact, 1 a mismatch (each one named) or no such clip."""
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from stepedit_core.stops import RunStopped
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 
 REFUSED = 2
+CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 
 # Batch machines are often offline: Prefect's temporary server must not try to send telemetry
 # (its heartbeat also contends for the local SQLite database). Users can still turn it on.
@@ -577,7 +579,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return status
+    except BrokenPipeError:
+        # the reader went away (`stepedit audit ... | head`): end quietly, like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
     except (RunRefused, UnknownEngine, StageEnvError) as exc:
         print(f"stepedit: error: {exc}", file=sys.stderr)
         return REFUSED

@@ -42,6 +42,12 @@ def open_parquet(uri: str) -> pq.ParquetFile:
 
 
 def check_schema(schema: pa.Schema, uri: str = "manifest") -> None:
+    doubled = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if doubled:
+        raise ManifestError(
+            f"{uri} has duplicate column name(s): {', '.join(doubled)}; each column needs a "
+            "name of its own"
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise ManifestError(

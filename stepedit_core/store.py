@@ -18,8 +18,10 @@ that fail because the endpoint is unreachable are retried with backoff (`retry.p
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import posixpath
 import re
 import uuid
@@ -144,9 +146,15 @@ class RunStore:
             self.fs.makedirs(parent, exist_ok=True)
             name = posixpath.basename(path)
             tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
-            with self.fs.open(tmp, "wb") as handle:
-                handle.write(data)
-            self.fs.mv(tmp, path)
+            try:
+                with self.fs.open(tmp, "wb") as handle:
+                    handle.write(data)
+                self.fs.mv(tmp, path)
+            except BaseException:
+                # a failed write (disk full) leaves nothing behind, not even its temporary
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
         else:
             with self.fs.open(path, "wb") as handle:
                 handle.write(data)
@@ -223,6 +231,13 @@ def table_bytes(table: pa.Table, metadata: dict[str, str] | None = None) -> byte
 
 
 TMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # a local write's temporary name
+
+
+def is_temporary(path: str) -> bool:
+    """A local write's temporary name (a crash may leave one): never a run's object."""
+    return bool(TMP_NAME.match(posixpath.basename(path.rstrip("/"))))
+
+
 # folder -> the names a run writes in it (what `clear_outputs` removes)
 RUN_OBJECTS = {
     "iterations": re.compile(r"^(shard-\d{5}-part-\d{5}\.parquet|\..+\.tmp-[0-9a-f]{32})$"),

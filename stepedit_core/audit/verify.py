@@ -24,7 +24,7 @@ from stepedit_core.audit.records import (
     run_relative,
     seal_line,
 )
-from stepedit_core.store import RunStore
+from stepedit_core.store import RunStore, is_temporary
 
 # what verify_run keeps of each record once it is re-hashed: enough to check the chains
 _LINK_FIELDS = (
@@ -270,7 +270,8 @@ def _compare_with_index(
 def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, list[dict]]) -> None:
     audio_dir = store.path("audio")
     present = set(store.fs.ls(audio_dir, detail=False)) if store.exists(audio_dir) else set()
-    present = {p.rstrip("/") for p in present}
+    # a temporary left by a crashed local write is not a delivered file
+    present = {p.rstrip("/") for p in present if not is_temporary(p)}
     expected_files: set[str] = set()
     try:
         manifest = store.read_table(store.manifest)
