@@ -91,6 +91,14 @@ def test_fifo_device_socket_and_sparse_file_fail_at_plan_time_and_the_batch_goes
     assert record["counts"]["refused_at_plan"] == 4
 
 
+def test_a_fifo_that_appears_after_planning_is_still_never_opened(tmp_path):
+    fifo = tmp_path / "late.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(ItemFailure) as caught:
+        audio_io.load(str(fifo))  # opening it would block this test forever
+    assert caught.value.code == "not_regular_file"
+
+
 def test_the_size_limit_is_configurable_and_checked_on_s3_before_reading(s3):
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, 24000 * 12).astype(np.float32)
     big = io.BytesIO()
