@@ -228,7 +228,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="start the run id afresh (by default a run id resumes where it stopped, and a "
-        "finished one does nothing)",
+        "finished one does nothing); removes only what the run wrote, after the job is "
+        "checked, and never touches a folder that is not a stepedit run",
     )
     p.add_argument(
         "--incremental",
