@@ -67,6 +67,21 @@ def check_part(store: RunStore, path: str) -> CheckedPart:
     return CheckedPart(path, results, table.num_rows)
 
 
+def shard_results_records(store: RunStore, shard: int) -> int | None:
+    """The clip-rounds a done shard's results object counts, after reading it whole (merge
+    relies on it); None when it is damaged: it is then quarantined and the shard, rebuilt from
+    its parts, is closed again."""
+    path = store.shard_results(shard)
+    try:
+        table = store.read_table(path)
+        table.cast(RowResult.SCHEMA)  # what merge does with it
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        return int(meta[RECORDS_KEY])
+    except _READ_ERRORS as exc:
+        quarantine(store, path, f"unreadable: {type(exc).__name__}: {exc}")
+        return None
+
+
 def quarantine(store: RunStore, path: str, problem: str) -> str:
     """Move a damaged part out of `iterations/` into `_work/quarantine/` and note it in
     job.json; returns where it went."""

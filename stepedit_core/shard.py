@@ -39,6 +39,7 @@ from stepedit_core.integrity import (
     DamagedPart,
     check_part,
     quarantine,
+    shard_results_records,
 )
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
 from stepedit_core.rounds import build_stages, has_clone
@@ -314,12 +315,12 @@ def run_shards(
         damaged = 0
         if store.exists(store.shard_results(shard)):
             _, damaged = committed_parts(store, shard, parts)
-            if not damaged:
-                meta = store.read_metadata(store.shard_results(shard))
-                records = int(meta.get(RECORDS_KEY, "0"))
+            records = shard_results_records(store, shard)
+            if not damaged and records is not None:
                 outcome.summaries.append(ShardSummary(shard=shard, resumed_records=records))
                 continue
-            store.remove([store.shard_results(shard)])  # done again: its damaged items redone
+            if records is not None:  # (a damaged results object is quarantined already)
+                store.remove([store.shard_results(shard)])  # done again: damaged items redone
         rows = plan_rows(store, shard)
         writer = ShardWriter(store, shard, rows, qc_plan, parts, published)
         writer.summary.quarantined_parts += damaged

@@ -67,24 +67,36 @@ def _is_local(uri: str) -> bool:
     return not sep or protocol.lower() in ("file", "local")
 
 
+def _local_stat(uri: str) -> os.stat_result | None:
+    """A local path's stat (None for objects, and for what can not be stat'ed)."""
+    if not _is_local(uri):
+        return None
+    try:
+        return os.stat(uri.split("://", 1)[1] if "://" in uri else uri)
+    except OSError:
+        return None
+
+
+def special_kind(uri: str) -> str | None:
+    """What a local path is when it is a FIFO, a device or a socket (seen without opening it)."""
+    info = _local_stat(uri)
+    if info is None:
+        return None
+    return next((kind for test, kind in _KINDS if test(info.st_mode)), None)
+
+
 def check_source(uri: str, limits: InputLimits) -> None:
     """At plan time, for a local path: refuse what is not a regular file or is over the size
     limit, from its stat alone (never opened). A missing file is left to the load stage;
     objects are checked when loaded."""
-    if not _is_local(uri):
-        return
-    path = uri.split("://", 1)[1] if "://" in uri else uri
-    try:
-        info = os.stat(path)
-    except OSError:
-        return  # missing or unreadable: the load stage names it
-    for test, kind in _KINDS:
-        if test(info.st_mode):
-            raise ItemFailure(
-                "not_regular_file",
-                f"field 'audio_uri' {uri} is {kind}, not a regular file; it was not opened",
-            )
-    if stat.S_ISREG(info.st_mode) and info.st_size > limits.max_bytes:
+    kind = special_kind(uri)
+    if kind is not None:
+        raise ItemFailure(
+            "not_regular_file",
+            f"field 'audio_uri' {uri} is {kind}, not a regular file; it was not opened",
+        )
+    info = _local_stat(uri)
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_size > limits.max_bytes:
         raise limits.too_large(uri, info.st_size)
 
 

@@ -174,3 +174,14 @@ def test_a_read_that_blocks_fails_as_read_timeout():
         assert "--read-timeout" in str(caught.value)
     finally:
         BlockingFS.release.set()  # let the abandoned read finish
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_without_opening_it(tmp_path, capsys):
+    from stepedit_flows.cli import main
+
+    fifo = tmp_path / "m.parquet"
+    os.mkfifo(fifo)
+    args = ["run", str(fifo), "--out", str(tmp_path / "out"), "--run-id", "x"]
+    code = main([*args, "--edit", "denoise", "--executor", "local"])  # would block if opened
+    err = capsys.readouterr().err
+    assert code == 2 and "FIFO" in err and "not a regular file" in err, err

@@ -163,3 +163,18 @@ def test_the_page_shows_a_source_that_is_gone_as_unavailable(tmp_path):
     assert "unavailable" in html and "audio file not found" in html
     summary = json.loads((tmp_path / "runs" / "r" / "report" / "report.json").read_text())
     assert summary["clips"] == 1
+
+
+def test_a_damaged_shard_results_object_is_quarantined_and_rebuilt_from_its_parts(place):
+    manifest, out = place("results")
+    run_inprocess(job(manifest, out, "r"))
+    store = RunStore(out, "r")
+    unfinish(store, reopen_shard=False)
+    truncate(store, store.shard_results(1))
+    record = run_inprocess(job(manifest, out, "r"))
+    assert record["counts"]["ok"] == CLIPS
+    assert record["clip_rounds"]["done_now"] == 0  # every clip-round came from the parts
+    notes = store.read_json(store.job_json)["quarantined"]
+    assert [n["object"] for n in notes] == ["_work/results/shard-00001.parquet"]
+    check_finished_run(out, "r", CLIPS, ROUNDS)
+    assert verify_run(out, "r").intact
