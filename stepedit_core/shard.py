@@ -41,6 +41,7 @@ from stepedit_core.integrity import (
     quarantine,
     shard_results_records,
 )
+from stepedit_core.lease import LeaseLost
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.sources import InputLimits
@@ -248,6 +249,11 @@ class ShardWriter:
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
         data = table_bytes(table_of(self._records, RoundRecord.SCHEMA), meta)
         self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
+        if self.store.exists(path):  # a part name is used once: another attempt wrote it
+            raise LeaseLost(
+                f"run {self.store.run_id!r}: {self.store.uri(path)} was committed by another "
+                "attempt; this attempt stopped and committed nothing more"
+            )
         self.store.write_bytes(path, data)
         failpoint("shard.part_committed")
         for result, flac in zip(self._results, self._delivered, strict=True):
