@@ -82,6 +82,7 @@ class RunSteps:
         fingerprint = {**job.fingerprint(), "manifest_sha256": validation.sha256}
         earlier: dict[str, Any] = {}
         mark_run_folder(store)
+        store.remove_temporaries()  # left by a crashed attempt's writes
         if job.overwrite:
             store.clear_outputs()
         elif store.exists(store.job_json):

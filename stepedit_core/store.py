@@ -200,6 +200,17 @@ class RunStore:
         for path in paths:
             retrying(lambda p=path: self.fs.rm(p), f"removing {self.uri(path)}")
 
+    def remove_temporaries(self) -> int:
+        """Remove the temporaries that crashed local writes left (call it holding the lease: no
+        other writer is alive then); returns how many. Object stores never leave any."""
+        if self.protocol not in LOCAL:
+            return 0
+        folders = (self.root, self.iterations_dir, self.audio_dir, self.path("audit"),
+                   self.path("_work"), self.path("_work", "plan"), self.results_dir())  # fmt: skip
+        found = [p for d in folders for p in self.list(d, suffix="") if is_temporary(p)]
+        self.remove(found)
+        return len(found)
+
     def clear_outputs(self) -> None:
         """Remove what a run writes, so the run id starts afresh (`--overwrite`): the run's own
         objects, found by their names, and nothing else a user may have put in the folder. The

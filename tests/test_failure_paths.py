@@ -141,6 +141,9 @@ def test_verify_ignores_a_temporary_a_crash_left(tmp_path):
     (audio / f".{first.name}.tmp-{uuid.uuid4().hex}").write_bytes(b"half a file")
     report = verify_run(str(out), "r")
     assert report.intact, report.text()
+    (out / "r" / "run.json").unlink()  # unfinished: the next attempt resumes it
+    run_inprocess(job(manifest, str(out)))
+    assert temporaries(out) == []  # the resumed attempt removed the crash's leftover
 
 
 def test_duplicate_manifest_columns_are_refused_with_exit_2(tmp_path, capsys):
