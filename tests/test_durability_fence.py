@@ -9,8 +9,8 @@ import hashlib
 import os
 import signal
 import time
-from pathlib import Path
 
+import fsspec
 import pytest
 from durability import (
     check_finished_run,
@@ -19,6 +19,7 @@ from durability import (
     local_catalog,
     output,
     run_args,
+    s3_catalog,
     start,
     stepedit,
 )
@@ -27,17 +28,27 @@ from stepedit_core.audit import verify_run
 from stepedit_core.lease import RENEW_ENV, TTL_ENV, Lease, LeaseLost
 from stepedit_core.store import RunStore
 
-CLIPS = 300
+CLIPS = 120
 TTL = 3.0
 
 
-def committed(run: Path) -> dict[str, str]:
+def committed(out: str, run_id: str) -> dict[str, str]:
     """The committed parts and delivered files of a run folder, with their sha256."""
+    fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{run_id}")
+    fs.invalidate_cache()
     found = {}
     for folder in ("iterations", "audio"):
-        for path in sorted((run / folder).glob("*")) if (run / folder).exists() else []:
-            found[f"{folder}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if fs.exists(f"{root}/{folder}"):
+            for path in sorted(fs.ls(f"{root}/{folder}", detail=False)):
+                name = path.rsplit("/", 1)[1]
+                found[f"{folder}/{name}"] = hashlib.sha256(fs.cat_file(path)).hexdigest()
     return found
+
+
+def has_part(out: str, run_id: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{run_id}/iterations")
+    fs.invalidate_cache()
+    return fs.exists(root) and any(p.endswith(".parquet") for p in fs.ls(root, detail=False))
 
 
 def wait_until(condition, proc, what: str, timeout: float = 90.0) -> None:
@@ -48,27 +59,35 @@ def wait_until(condition, proc, what: str, timeout: float = 90.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture(params=["local", "s3"])
+def place(request, tmp_path):
+    """(manifest, out) of a small catalog on local disk or on the S3 server."""
+    if request.param == "local":
+        return local_catalog(tmp_path / "cat", CLIPS), str(tmp_path / "runs")
+    fs = request.getfixturevalue("s3")
+    return s3_catalog(fs, "catalog/fence", CLIPS), "s3://runs/fence-e2e"
+
+
 @pytest.mark.slow
-def test_a_paused_holder_that_lost_its_lease_stops_and_commits_nothing_more(tmp_path):
-    manifest = local_catalog(tmp_path / "cat", CLIPS)
-    out = tmp_path / "runs"
-    run = out / "paused"
+def test_a_paused_holder_that_lost_its_lease_stops_and_commits_nothing_more(place):
+    manifest, out = place
     env = cli_env({TTL_ENV: str(TTL), RENEW_ENV: "0.3"})
-    args = run_args(manifest, str(out), "paused", "--shard-size", "40")
-    store = RunStore(str(out), "paused")
+    args = run_args(manifest, out, "paused", "--shard-size", "30")
+    store = RunStore(out, "paused")
     first = start(args, env)
     try:
-        wait_until(lambda: committed(run), first, "a first committed part")
+        wait_until(lambda: has_part(out, "paused"), first, "a first committed part")
         os.kill(first.pid, signal.SIGSTOP)
         paused_lease = store.read_json(store.lease)
 
         def stale() -> bool:  # the paused holder can no longer renew: wait out its TTL
+            store.fs.invalidate_cache()
             return time.time() - float(store.read_json(store.lease)["renewed"]) > TTL + 0.5
 
         wait_until(stale, first, "the paused holder's lease to expire")
         second = stepedit(args, env, timeout=240)
         assert second.code == 0, second.err
-        after_second = committed(run)
+        after_second = committed(out, "paused")
         os.kill(first.pid, signal.SIGCONT)
         first.wait(timeout=120)
     finally:
@@ -76,9 +95,9 @@ def test_a_paused_holder_that_lost_its_lease_stops_and_commits_nothing_more(tmp_
     out_text, err = output(first)
     assert first.returncode == 4, (first.returncode, err[-2000:])
     assert "lost its lease" in err and "committed nothing more" in err
-    assert committed(run) == after_second  # nothing written after it continued
-    check_finished_run(str(out), "paused", CLIPS, 1)
-    report = verify_run(str(out), "paused")
+    assert committed(out, "paused") == after_second  # nothing written after it continued
+    check_finished_run(out, "paused", CLIPS, 1)
+    report = verify_run(out, "paused")
     assert report.intact, report.text()
     assert paused_lease["pid"] == first.pid
 
