@@ -102,10 +102,10 @@ def quarantine(store: RunStore, path: str, problem: str) -> str:
     return target
 
 
-def note_in_job(store: RunStore, key: str, note: dict[str, Any]) -> None:
-    """Append a note to a list in `_work/job.json` (kept across attempts by `begin`)."""
+def note_in_job(store: RunStore, key: str, *notes: dict[str, Any]) -> None:
+    """Append notes to a list in `_work/job.json` (kept across attempts by `begin`)."""
     job = store.read_json(store.job_json) if store.exists(store.job_json) else {}
-    job[key] = [*job.get(key, []), note]
+    job[key] = [*job.get(key, []), *notes]
     store.write_json(store.job_json, job)
 
 
@@ -130,7 +130,7 @@ def check_deliveries(store: RunStore) -> int:
                     rec["output_sha256"],
                     part,
                 )
-    repaired = 0
+    repaired: list[dict[str, Any]] = []
     for index, row in wanted.items():
         found = rounds.get(index)
         if not found:
@@ -142,13 +142,10 @@ def check_deliveries(store: RunStore) -> int:
         if store.exists(path) and object_sha256(store, path) == expected:
             continue
         _redeliver(store, part, index, chosen, expected, path)
-        note_in_job(
-            store,
-            "redelivered",
-            {"object": run_relative(store, path), "from": run_relative(store, part)},
-        )
-        repaired += 1
-    return repaired
+        repaired.append({"object": run_relative(store, path), "from": run_relative(store, part)})
+    if repaired:
+        note_in_job(store, "redelivered", *repaired)
+    return len(repaired)
 
 
 def _redeliver(
