@@ -23,6 +23,7 @@ from stepedit_core.delivery import QcPlan
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_core.sources import DEFAULT_MAX_MB, DEFAULT_READ_TIMEOUT_S, InputLimits
 from stepedit_core.stage_envs import StageEnv, stage_envs
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -94,6 +95,9 @@ class JobSpec(BaseModel):
     until_judged: bool = False
 
     allow_roots: list[str] = Field(default_factory=list)  # empty: the manifest's folder
+    # bounds on reading one source (sources.py): size in MB, and seconds per object
+    max_input_mb: int = Field(DEFAULT_MAX_MB, ge=1, le=1 << 20)
+    read_timeout_s: float = Field(DEFAULT_READ_TIMEOUT_S, gt=0, le=86400)
     storage_options: StorageOptions = Field(None, repr=False)
 
     @field_validator("run_id")
@@ -144,6 +148,9 @@ class JobSpec(BaseModel):
     def storage_uris(self) -> list[str]:
         """Every location the job reads or writes: storage options apply to their protocols."""
         return [self.manifest_uri, self.out, *self.allow_roots]
+
+    def input_limits(self) -> InputLimits:
+        return InputLimits.of(self.max_input_mb, self.read_timeout_s)
 
     def qc_plan(self) -> QcPlan:
         return QcPlan(

@@ -21,7 +21,6 @@ QC is shown when records carry `qc_pass` (bool) and optionally `qc_reasons` (tex
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import posixpath
@@ -40,6 +39,7 @@ from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
 from stepedit_core.report.cuts import cuts_strip
+from stepedit_core.report.escape import html_text as _e
 from stepedit_core.report.margins import margin_section
 from stepedit_core.report.ratings import rating_widget, ratings_bar
 from stepedit_core.report.spectrogram import spectrogram_png
@@ -240,7 +240,7 @@ class ReportBuilder:
             view = RoundView(iteration=SOURCE_ROUND, status="source")
             try:
                 source, data = audio_io.load(clip.audio_uri)
-            except audio_io.AudioError as exc:
+            except ItemFailure as exc:
                 view.status, view.error = "unavailable", str(exc)
                 clip.rounds[SOURCE_ROUND] = view
                 continue
@@ -279,7 +279,7 @@ class ReportBuilder:
         self.store.write_bytes(self.path(base + ".flac"), flac)
         try:
             image = spectrogram_png(audio_io.decode(flac))
-        except audio_io.AudioError:
+        except ItemFailure:
             return base + ".flac", ""
         self.store.write_bytes(self.path(base + ".png"), image)
         return base + ".flac", base + ".png"
@@ -290,10 +290,6 @@ class ReportBuilder:
 
 def _asset(name: str) -> str:
     return resources.files("stepedit_core.report").joinpath("assets", name).read_text()
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _round_label(k: int) -> str:
