@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stepedit_core.engines.signal.vad import _crossfade
+from stepedit_core.engines.signal.util import crossfade
 from stepedit_core.words.timing import Word
 
 MIN_PAUSE_S = 0.15  # the shortest pause a cut leaves
@@ -167,13 +167,13 @@ def apply_cuts(
         if fill > 0:
             tone = room_tone(samples, sample_rate, quiet, fill + 2 * fade, rng)
             if fade:
-                pieces.append(_crossfade(samples[start - fade : start], tone[:fade]))
+                pieces.append(crossfade(samples[start - fade : start], tone[:fade]))
                 pieces.append(tone[fade : fade + fill])
-                pieces.append(_crossfade(tone[fade + fill :], incoming))
+                pieces.append(crossfade(tone[fade + fill :], incoming))
             else:
                 pieces.append(tone[:fill])
         elif fade:
-            pieces.append(_crossfade(samples[start - fade : start], incoming))
+            pieces.append(crossfade(samples[start - fade : start], incoming))
         cursor = end + fade
     pieces.append(samples[cursor:])
     return np.ascontiguousarray(np.concatenate(pieces, axis=0), dtype=np.float32)
