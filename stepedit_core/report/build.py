@@ -31,7 +31,7 @@ from stepedit_core import audio as audio_io
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
-from stepedit_core.report.cuts import cuts_strip
+from stepedit_core.report.cuts import cuts_strip, words_note
 from stepedit_core.report.margins import margin_section
 from stepedit_core.report.spectrogram import spectrogram_png
 from stepedit_core.store import RunStore
@@ -186,7 +186,8 @@ class ReportBuilder:
             metrics={m: record.get(m) for m in metrics + qc_columns if record.get(m) is not None},
             qc_pass=record.get(QC_PASS),
             qc_reasons=record.get(QC_REASONS),
-            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s")),
+            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s"))
+            + words_note(record.get("words_json")),
         )
         clip.edit = clip.edit or view.edit
         for m in metrics:

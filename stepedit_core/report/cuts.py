@@ -1,10 +1,13 @@
 """The fillers edit's cuts drawn on the review page: a strip the width of the round's input (the
-figure before it) with each cut as a red block, its filler and times in the block's tooltip."""
+figure before it) with each cut as a red block, its filler and times in the block's tooltip; and
+one line with the word count of the round's output (its word timings)."""
 
 from __future__ import annotations
 
 import html
 import json
+
+from stepedit_core.words.summary import words_line
 
 STRIP_HEIGHT = 14
 
@@ -33,3 +36,10 @@ def cuts_strip(cuts_json: str | None, duration_in_s: float | None) -> str:
         f'<div class="sub">{len(cuts)} cut{"s" if len(cuts) > 1 else ""} in the input (the '
         f"figure before): {listed}</div></div>"
     )
+
+
+def words_note(words_json: str | None) -> str:
+    """One line under a round's player: how many words its output says (word timings), or ""
+    when the round has none."""
+    line = words_line(words_json)
+    return f'<div class="sub">words: {html.escape(line)}</div>' if line else ""
