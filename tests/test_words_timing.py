@@ -26,6 +26,7 @@ from stepedit_core.words import fillers
 from stepedit_core.words.align import shared_aligner, tokens
 from stepedit_core.words.edit import remove_fillers
 from stepedit_core.words.fillers import apply_cuts, pauses, plan_cuts, words_after_cuts
+from stepedit_core.words.gate import measure_wer
 from stepedit_core.words.summary import cuts_line, words_line
 from stepedit_core.words.timing import Word, words_from_json
 from stepedit_core.words.timing_stage import TimeWords, word_timing_mode
@@ -141,6 +142,7 @@ def test_asr_mode_needs_a_model_and_uses_the_asr_word_times(whisper_folder):  # 
     item = output_item("plain_01", CLIPS["plain_01"]["text"])
     TimeWords("asr", whisper_folder).process_batch([item])
     assert item.state["word_timing_backend"] == "faster-whisper"
+    assert "lighthouse" in item.state["output_transcript"].lower()
     heard = [w.word.strip(".,!?").lower() for w in words_from_json(item.state["words_json"])]
     expected = tokens(CLIPS["plain_01"]["text"])
     assert len(set(heard) & set(expected)) >= 0.7 * len(set(expected))
@@ -242,3 +244,13 @@ def test_word_and_cut_lines_are_short():
     line = cuts_line(json.dumps(cuts))
     assert line.startswith("10 cuts: um 0.00-0.50 s, ") and line.endswith("... and 2 more")
     assert cuts_line("[]") == "no cuts" and cuts_line(None) is None
+
+
+def test_the_wer_gate_reuses_the_transcript_the_stage_made():
+    class NoAsr:
+        def transcribe(self, *args):
+            raise AssertionError("the output was transcribed a second time")
+
+    item = output_item("plain_01", "the cat sat on the mat")
+    item.state["output_transcript"] = "The cat sat on a mat."
+    assert measure_wer(item, NoAsr()) == (pytest.approx(1 / 6, abs=1e-4), None)

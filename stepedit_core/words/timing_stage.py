@@ -67,6 +67,8 @@ class TimeWords(Stage):
             return
         item.state["words_json"] = words_json(timings.words)
         item.state["word_timing_backend"] = timings.backend
+        if timings.transcript is not None:  # the WER gate compares it, with no second ASR pass
+            item.state["output_transcript"] = timings.transcript
 
     def time(self, item: WorkItem) -> Any:
         """The output's WordTimings from the backend this mode and row call for."""
