@@ -363,11 +363,15 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             until_judged=getattr(args, "until_judged", False),
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise Refused(problems) from None
+
+
+def _problem(error: dict) -> str:
+    """One validation error as "field: message" (a check across fields names none)."""
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def _check_before_run(job: JobSpec) -> bool:

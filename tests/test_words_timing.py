@@ -187,6 +187,11 @@ def test_validate_lists_the_words_stages_and_takes_their_environments(
     assert f"stage transcribe: interpreter {python}" in out
     assert f"stage word_timing: interpreter {python}" in out
     assert "stage signal_edit: the driver's interpreter" in out
+    # a run that asks for the ASR's word times without an ASR model is refused before any work
+    code = main(["run", manifest, "--out", str(tmp_path / "runs"), "--run-id", "x",
+                 "--edit", "denoise", "--word-timings", "asr"])  # fmt: skip
+    assert code == 2
+    assert "error: --word-timings asr needs --asr-models" in capsys.readouterr().err
     # without an ASR model there is no transcribe stage to give an environment to
     code = main(
         ["validate", manifest, "--edit", "fillers", "--stage-python", f"transcribe={python}"]
