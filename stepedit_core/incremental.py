@@ -83,6 +83,8 @@ def key_settings(job: JobSpec, engine: Engine) -> str:
     # the ASR model decides transcripts, timings and the WER verdict; named only when set, so
     # the keys of runs without one stay as they were
     asr = {"asr_models": job.asr_models, "qc_max_wer": job.qc_max_wer} if job.asr_models else {}
+    # asked-for word timings decide `words_json` (on by themselves, the settings above decide)
+    timings = {"word_timings": job.word_timings} if job.word_timings else {}
     material = json.dumps(
         {
             "iterations": job.iterations,
@@ -96,6 +98,7 @@ def key_settings(job: JobSpec, engine: Engine) -> str:
             "qc_heavy": job.qc_heavy,
             "select": job.select,  # `best` which round's audio is delivered
             **asr,
+            **timings,
         },
         sort_keys=True,
     )

@@ -259,3 +259,19 @@ def test_the_wer_gate_reuses_the_transcript_the_stage_made():
     item = output_item("plain_01", "the cat sat on the mat")
     item.state["output_transcript"] = "The cat sat on a mat."
     assert measure_wer(item, NoAsr()) == (pytest.approx(1 / 6, abs=1e-4), None)
+
+
+def test_asked_for_word_timings_name_incremental_results(tmp_path, whisper_folder):  # noqa: F811
+    from stepedit_core.incremental import key_settings
+
+    engine = make_engine("signal", EngineOptions())
+    base = {"manifest_uri": "m.parquet", "out": str(tmp_path), "run_id": "r", "edits": ("denoise",)}
+    plain = JobSpec(**base)
+    timed = JobSpec(**base, word_timings="auto")
+    by_asr = JobSpec(**base, word_timings="asr", asr_models=whisper_folder)
+    with_asr = JobSpec(**base, asr_models=whisper_folder)
+    keys = [key_settings(job, engine) for job in (plain, timed, by_asr, with_asr)]
+    assert len(set(keys)) == 4
+    assert (
+        "word_timings" not in plain.fingerprint() and timed.fingerprint()["word_timings"] == "auto"
+    )
