@@ -64,21 +64,27 @@ def test_crossfade_is_one_shared_equal_power_primitive():
     assert np.mean(middle**2) == pytest.approx(1.0, rel=0.1)
 
 
-def test_words_after_cuts_follow_the_audio_the_cuts_leave():
-    words = [
-        Word("so", 0.2, 0.5),
-        Word("um", 0.7, 0.95, 0.9, True),
-        Word("go", 1.3, 1.6),
-        Word("uh", 1.9, 2.1, 0.9, True),
-        Word("now", 2.5, 2.8),
-    ]
-    rate, duration = 16000, 3.2
+@pytest.mark.parametrize(
+    "gaps",
+    [(0.2, 0.35, 0.3, 0.4), (0.05, 0.05, 0.04, 0.06)],
+    ids=["long-pauses", "short-pauses-room-tone"],
+)
+def test_words_after_cuts_follow_the_audio_the_cuts_leave(gaps):
+    before_um, after_um, before_uh, after_uh = gaps  # pauses around each filler
+    so = Word("so", 0.2, 0.5)
+    um = Word("um", so.end + before_um, so.end + before_um + 0.25, 0.9, True)
+    go = Word("go", um.end + after_um, um.end + after_um + 0.3)
+    uh = Word("uh", go.end + before_uh, go.end + before_uh + 0.2, 0.9, True)
+    now = Word("now", uh.end + after_uh, uh.end + after_uh + 0.3)
+    words = [so, um, go, uh, now]
+    rate, duration = 16000, now.end + 0.4
     rng = np.random.default_rng(5)
     audio = (rng.standard_normal((int(duration * rate), 1)) * 0.001).astype(np.float32)
-    burst = slice(int(1.3 * rate), int(1.6 * rate))  # a loud tone where "go" is
+    burst = slice(round(go.start * rate), round(go.end * rate))  # a loud tone where "go" is
     audio[burst, 0] += 0.5 * np.sin(np.arange(burst.stop - burst.start) * 0.2)
     cuts = plan_cuts(words, ("um", "uh"), duration)
     assert [c.word for c in cuts] == ["um", "uh"]
+    assert all(c.room_tone_s > 0 for c in cuts) == (max(gaps) < 0.15)
     out = apply_cuts(audio, rate, cuts, pauses(words, duration))
     moved = words_after_cuts(words, cuts, audio.shape[0], rate)
     assert [w.word for w in moved] == ["so", "go", "now"]
@@ -89,7 +95,7 @@ def test_words_after_cuts_follow_the_audio_the_cuts_leave():
     assert loud[0] / rate == pytest.approx(moved[1].start, abs=0.005)
     assert loud[-1] / rate == pytest.approx(moved[1].end, abs=0.005)
     # after the last cut the audio is copied as it was: same distance to the end
-    assert out.shape[0] / rate - moved[-1].end == pytest.approx(duration - 2.8, abs=0.002)
+    assert out.shape[0] / rate - moved[-1].end == pytest.approx(duration - now.end, abs=0.002)
 
 
 def test_the_fillers_alignment_moved_past_its_cuts_matches_aligning_the_output():
