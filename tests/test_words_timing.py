@@ -20,6 +20,7 @@ from stepedit_core.edits import parse_edit
 from stepedit_core.engines import EngineOptions, make_engine
 from stepedit_core.engines.signal import util, vad
 from stepedit_core.job import JobSpec
+from stepedit_core.report.cuts import words_note
 from stepedit_core.rounds import RoundEnd, build_stages, model_stage_names
 from stepedit_core.stages import WorkItem
 from stepedit_core.words import fillers
@@ -237,8 +238,13 @@ def test_every_round_record_has_its_output_words_and_audit_and_report_show_them(
     assert f"words {words_line(fill['words_json'])}" in history
     assert f"cuts {cuts_line(fill['cuts_json'])}" in history
     assert "cuts " not in format_history(clip_history(out, "w", "plain_01"))
+    from stepedit_flows.cli import main
+
+    assert main(["report", str(tmp_path / "runs" / "w")]) == 0  # `stepedit report` rebuilds it
     page = (tmp_path / "runs" / "w" / "report" / "index.html").read_text()
     assert page.count("words: ") == 2 and page.count('class="cuts"') == 1
+    first = fill_words[0]
+    assert f"{first.word} {first.start:.2f}" in page  # the timed words open under the line
 
 
 def test_word_and_cut_lines_are_short():
@@ -255,6 +261,12 @@ def test_word_and_cut_lines_are_short():
     line = cuts_line(json.dumps(cuts))
     assert line.startswith("10 cuts: um 0.00-0.50 s, ") and line.endswith("... and 2 more")
     assert cuts_line("[]") == "no cuts" and cuts_line(None) is None
+    note = words_note(words)
+    assert note.startswith('<details class="sub words"><summary>words: 2 words (1 filler')
+    assert "so 0.10, [um] 0.50, go 0.90</details>" in note
+    assert words_note(None) == ""
+    many = json.dumps([{"word": "a", "start": i, "end": i + 0.5} for i in range(250)])
+    assert "... and 50 more" in words_note(many)
 
 
 def test_the_wer_gate_reuses_the_transcript_the_stage_made():
