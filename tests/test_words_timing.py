@@ -99,18 +99,20 @@ def test_words_after_cuts_follow_the_audio_the_cuts_leave(gaps):
     assert out.shape[0] / rate - moved[-1].end == pytest.approx(duration - now.end, abs=0.002)
 
 
-def test_the_fillers_alignment_moved_past_its_cuts_matches_aligning_the_output():
-    clip = CLIPS["fill_02"]
-    samples, rate = load("fill_02")
+@pytest.mark.parametrize("clip_id", [c for c, clip in CLIPS.items() if clip["filler_spans"]])
+def test_the_fillers_alignment_moved_past_its_cuts_matches_aligning_the_output(clip_id):
+    clip = CLIPS[clip_id]
+    samples, rate = load(clip_id)
     result = remove_fillers(parse_edit("fillers"), samples, rate, clip["text"], "en")
     assert result.cuts
-    moved = [w for w in words_after_cuts(result.timings.words, result.cuts, len(samples), rate)]
+    moved = words_after_cuts(result.timings.words, result.cuts, len(samples), rate)
     again = shared_aligner().align(result.samples, rate, clip["text"])
     script_moved = [w for w in moved if not w.filler]
     script_again = [w for w in again if not w.filler]
     assert [w.word for w in script_moved] == [w.word for w in script_again] == tokens(clip["text"])
     starts = np.array([w.start for w in script_moved]) - [w.start for w in script_again]
-    assert np.median(np.abs(starts)) <= 0.03 and np.max(np.abs(starts)) <= 0.12, starts
+    # measured: the same start to 40 ms at most (pocketsphinx's frames are 10 ms)
+    assert np.median(np.abs(starts)) <= 0.03 and np.max(np.abs(starts)) <= 0.1, starts
 
 
 def test_the_stage_times_a_round_output_by_aligning_its_text():
