@@ -155,6 +155,16 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         "'stepedit[asr]')",
     )
     p.add_argument(
+        "--word-timings",
+        nargs="?",
+        const="auto",
+        choices=("auto", "asr"),
+        default=None,
+        help="record the words of every round's output (words_json): auto (the default when "
+        "given) aligns the text, or uses --asr-models where a row has none; asr: the ASR's own "
+        "word times. On by itself with --asr-models or --edit fillers",
+    )
+    p.add_argument(
         "--stage-python",
         action="append",
         default=[],
@@ -388,6 +398,7 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             llm_backend=args.llm_backend,
             vad_max_pause=args.vad_max_pause,
             asr_models=args.asr_models,
+            word_timings=args.word_timings,
             qc_max_wer=args.qc_max_wer,
             gpus=dict(args.gpu),
             batch_sizes=dict(args.batch_size),
@@ -410,17 +421,15 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             read_timeout_s=args.read_timeout,
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            # a check across fields (a model validator) has no field to name
-            ": ".join(
-                filter(
-                    None,
-                    (".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, ")),
-                )
-            )
-            for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise Refused(problems) from None
+
+
+def _problem(error: dict) -> str:
+    """One validation error as "field: message" (a check across fields names none)."""
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def _check_before_run(job: JobSpec) -> bool:
@@ -429,6 +438,7 @@ def _check_before_run(job: JobSpec) -> bool:
     from stepedit_core.checks import check_inputs
     from stepedit_core.lease import holder_problem
     from stepedit_core.ownership import check_run_folder
+    from stepedit_core.rounds import model_stage_names
     from stepedit_core.run import run_finished
     from stepedit_core.stage_envs import check_stage_names
     from stepedit_core.store import RunStore
@@ -446,7 +456,7 @@ def _check_before_run(job: JobSpec) -> bool:
     engine = make_engine(job.engine, job.engine_options())
     check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
     check_inputs(job.manifest_uri, job.edits, engine, store)
-    check_stage_names(job.stage_envs(), [stage.name for stage in engine.stages()])
+    check_stage_names(job.stage_envs(), model_stage_names(engine))
     return True
 
 
@@ -586,7 +596,9 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
     from stepedit_core.engines import EngineOptions
     from stepedit_core.planning import check_rows
     from stepedit_core.records import RowResult
+    from stepedit_core.rounds import model_stage_names
     from stepedit_core.stage_envs import check_stage_names, report, report_lines, stage_envs
+    from stepedit_core.words.timing_stage import word_timing_mode
 
     try:
         edits = tuple(args.edit)
@@ -596,10 +608,11 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
                 models_dir=args.models_dir,
                 stepaudio_src=args.stepaudio_src,
                 asr_models=args.asr_models,
+                word_timings=word_timing_mode(args.word_timings, args.asr_models, edits),
             ),
         )
         envs = stage_envs(dict(args.stage_python), dict(args.stage_image))
-        check_stage_names(envs, [stage.name for stage in engine.stages()])
+        check_stage_names(envs, model_stage_names(engine))
     except UnknownEngine as exc:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
@@ -615,7 +628,7 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
         f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
         f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
     )
-    rows = report([stage.name for stage in engine.stages()], envs)
+    rows = report(model_stage_names(engine), envs)
     print("what runs each stage:")
     print("\n".join(report_lines(rows)))
     unusable = [f"stage {stage}: {problem}" for stage, _, _, found in rows for problem in found]

@@ -25,6 +25,7 @@ from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 from stepedit_core.judges.spec import JudgeSpec
 from stepedit_core.sources import DEFAULT_MAX_MB, DEFAULT_READ_TIMEOUT_S, InputLimits
 from stepedit_core.stage_envs import StageEnv, stage_envs
+from stepedit_core.words.timing_stage import word_timing_mode
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ITERATIONS = 5
@@ -55,6 +56,10 @@ class JobSpec(BaseModel):
     # a local faster-whisper folder: word timings, transcripts for rows without text, `wer` QC
     asr_models: str | None = None
     qc_max_wer: float | None = Field(None, ge=0.0, le=10.0)  # needs asr_models
+    # the words of every round's output in its record: "auto" (forced alignment of the text,
+    # else the ASR) or "asr" (the ASR's own word times); on by itself ("auto") with asr_models
+    # or the fillers edit in `edits`
+    word_timings: Literal["auto", "asr"] | None = None
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
@@ -84,6 +89,8 @@ class JobSpec(BaseModel):
         # optional settings join only when set: runs without them keep the fingerprint they had
         if self.asr_models is not None:
             found.update({k: dumped[k] for k in ("asr_models", "qc_max_wer")})
+        if self.word_timings is not None:
+            found["word_timings"] = self.word_timings
         if self.judge is not None:
             found["judge"] = dumped["judge"]
             found["until_judged"] = self.until_judged
@@ -115,6 +122,14 @@ class JobSpec(BaseModel):
         if value is not None and info.data.get("asr_models") is None:
             raise ValueError("--qc-max-wer needs --asr-models (the ASR model measures the WER)")
         return value
+
+    @model_validator(mode="after")
+    def _asr_word_timings_need_asr(self) -> JobSpec:
+        if self.word_timings == "asr" and self.asr_models is None:
+            raise ValueError(
+                "--word-timings asr needs --asr-models (the ASR model times the words)"
+            )
+        return self
 
     @field_validator("engine")
     @classmethod
@@ -171,6 +186,7 @@ class JobSpec(BaseModel):
             llm_backend=self.llm_backend,
             vad_max_pause=self.vad_max_pause,
             asr_models=self.asr_models,
+            word_timings=word_timing_mode(self.word_timings, self.asr_models, self.edits),
             gpus=dict(self.gpus),
             batch_sizes=dict(self.batch_sizes),
         )

@@ -158,6 +158,10 @@ class RoundEnd(Stage):
             return
         if plan.asr_models is not None:
             report = _with_wer(report, item, plan.asr_models)
+        if item.state.get("words_note"):  # the word-timing stage could not time the output
+            report = type(report)(
+                report.metrics, {**report.notes, "words": item.state["words_note"]}
+            )
         record.qc_json = report.to_json()
         if plan.gives_verdict:
             verdict = check(report.metrics, plan.profile, plan.max_wer)
@@ -198,7 +202,19 @@ def build_stages(
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
+        if engine.options.word_timings is not None:  # the words of every round's output
+            from stepedit_core.words.timing_stage import TimeWords
+
+            stages.append(TimeWords(engine.options.word_timings, engine.options.asr_models))
         stages.append(RoundEnd(k, engine.name, engine.version, qc_plan, engine.round_handoff))
         if judging is not None:
             stages.append(JudgeRound(k, judging))
     return stages
+
+
+def model_stage_names(engine: Engine) -> list[str]:
+    """The stages of a run that load models and run in actor pools (each may get an environment
+    of its own: --stage-python/--stage-image), in order: the run's own (transcribe, word timing)
+    as well as the engine's."""
+    stages = build_stages(engine, rounds=1, with_clone_round=False)
+    return list(dict.fromkeys(stage.name for stage in stages if stage.needs_actor))

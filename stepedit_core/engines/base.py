@@ -27,6 +27,8 @@ class EngineOptions:
     llm_backend: str = "transformers"  # or "vllm"
     vad_max_pause: float = 0.3  # seconds a pause may last after the vad edit (signal engine)
     asr_models: str | None = None  # a faster-whisper (CTranslate2) folder: stepedit_core/words
+    # "auto" or "asr": every round's output gets word timings (stepedit_core/words/timing_stage)
+    word_timings: str | None = None
     gpus: dict[str, float] = field(default_factory=dict)  # stage name -> GPU fraction per actor
     batch_sizes: dict[str, int] = field(default_factory=dict)  # stage name -> batch size
     extra: dict[str, Any] = field(default_factory=dict)

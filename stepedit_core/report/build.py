@@ -38,7 +38,7 @@ from stepedit_core.failures import ItemFailure
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
-from stepedit_core.report.cuts import cuts_strip
+from stepedit_core.report.cuts import cuts_strip, words_note
 from stepedit_core.report.escape import html_text as _e
 from stepedit_core.report.margins import margin_section
 from stepedit_core.report.ratings import rating_widget, ratings_bar
@@ -209,7 +209,8 @@ class ReportBuilder:
             metrics={m: record.get(m) for m in metrics + qc_columns if record.get(m) is not None},
             qc_pass=record.get(QC_PASS),
             qc_reasons=record.get(QC_REASONS),
-            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s")),
+            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s"))
+            + words_note(record.get("words_json")),
             sha256=record.get("output_sha256"),
         )
         clip.edit = clip.edit or view.edit
