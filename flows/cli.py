@@ -5,9 +5,12 @@ exit status of run and demo:
   1    the run finished and some rows failed (the summary says how many; their failure
        records are the rows with status 'failed' in the output manifest)
   2    refused before any work (bad manifest, unknown engine or edit, engine not ready,
-       every row refused at plan time for one reason, run id held by another attempt)
+       every row refused at plan time for one reason, run id held by another attempt, an
+       output folder that is not a run or holds the run's inputs)
   3    crashed (the traceback is printed)
+  4    this attempt lost the run id's lease to another attempt and stopped committing
   130/143  stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json)
+  141  the reader of the output went away (`| head`)
 verify and audit: 0 intact, 1 a mismatch (each one named) or no such clip."""
 
 from __future__ import annotations
@@ -26,18 +29,35 @@ from stepedit_core.access import AllowedRoots
 from stepedit_core.edits import EditError, EditSpec, parse_edit, vocabulary_help
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_engine
 from stepedit_core.executors import EXECUTORS
-from stepedit_core.failures import RunRefused
+from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_core.lease import LeaseLost
+from stepedit_core.segments import DEFAULT_SEGMENT_S, NoPause, plan_file
+from stepedit_core.sources import (
+    DECODED_FACTOR,
+    DEFAULT_MAX_MB,
+    DEFAULT_READ_TIMEOUT_S,
+)
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows import local_server
+from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
+from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
+from stepedit_flows.judge_cli import (
+    add_judge_options,
+    add_judge_parser,
+    add_until_judged,
+    cmd_judge,
+    judge_spec,
+)
 from stepedit_flows.run_logs import console_logging, run_log
 
 OK = 0
 ROWS_FAILED = 1
 REFUSED = 2
 CRASHED = 3
+CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 EXIT_STATUSES = __doc__.split("\n\n", 1)[1].split("verify and audit")[0].rstrip()
 
 # Batch machines are often offline: Prefect's temporary server must not try to send telemetry
@@ -99,6 +119,22 @@ def _add_access_options(p: argparse.ArgumentParser) -> None:
         help="fsspec storage options for object storage (e.g. key, secret, "
         "client_kwargs.endpoint_url), used for manifest, audio and outputs; never recorded",
     )
+    p.add_argument(
+        "--max-input-mb",
+        type=int,
+        default=DEFAULT_MAX_MB,
+        metavar="MB",
+        help=f"largest source file read (default {DEFAULT_MAX_MB}); a larger one, or one whose "
+        f"header claims more than {DECODED_FACTOR}x that decoded, fails as file_too_large",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT_S,
+        metavar="SECONDS",
+        help="longest read of one source file or object (default "
+        f"{DEFAULT_READ_TIMEOUT_S:g}); a slower one fails as read_timeout",
+    )
 
 
 def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) -> None:
@@ -124,6 +160,23 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         metavar="DIR",
         help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
         "code); default: $STEPEDIT_STEPAUDIO_SRC",
+    )
+    p.add_argument(
+        "--asr-models",
+        metavar="DIR",
+        help="local faster-whisper (CTranslate2) model folder: word timings for the fillers "
+        "edit, transcripts for rows without text, and the `wer` QC metric (pip install "
+        "'stepedit[asr]')",
+    )
+    p.add_argument(
+        "--word-timings",
+        nargs="?",
+        const="auto",
+        choices=("auto", "asr"),
+        default=None,
+        help="record the words of every round's output (words_json): auto (the default when "
+        "given) aligns the text, or uses --asr-models where a row has none; asr: the ASR's own "
+        "word times. On by itself with --asr-models or --edit fillers",
     )
     p.add_argument(
         "--stage-python",
@@ -198,11 +251,33 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="also DNSMOS and speaker similarity to the source (pip install 'stepedit[qc-heavy]')",
     )
     p.add_argument(
+        "--qc-max-wer",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="fail a round whose word error rate against its text is over RATE (e.g. 0.2; "
+        "needs --asr-models); --select best never delivers such a round",
+    )
+    p.add_argument(
         "--select",
         choices=("last", "best"),
         default="last",
         help="round to deliver: the last, or the best round that passes --qc (highest speaker "
         "similarity, else smallest timbre drift, else closest to the profile's targets)",
+    )
+    p.add_argument(
+        "--deliver-format",
+        choices=("flac", "wav", "mp3"),
+        default="flac",
+        help="format of the delivered files: FLAC (24-bit, the round's file), WAV (24-bit) or "
+        "MP3 (constant bitrate, 44.1 kHz; with --qc acx mono, and QC checks the encoded file)",
+    )
+    p.add_argument(
+        "--mp3-bitrate",
+        type=int,
+        choices=(128, 160, 192, 224, 256, 320),
+        default=192,
+        help="MP3 bitrate, kbps CBR (ACX: 192 or more)",
     )
     p.add_argument(
         "--report",
@@ -216,7 +291,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="start the run id afresh (by default a run id resumes where it stopped, and a "
-        "finished one does nothing)",
+        "finished one does nothing); removes only what the run wrote, after the job is "
+        "checked, and never touches a folder that is not a stepedit run",
     )
     p.add_argument(
         "--incremental",
@@ -260,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output root: local path or fsspec URI")
     run.add_argument("--run-id", required=True)
     _add_run_options(run)
+    add_judge_options(run)
+    add_until_judged(run)
 
     demo = sub.add_parser(
         "demo",
@@ -284,6 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--models", dest="models_dir", default=None, metavar="DIR")
     prompt.add_argument("--audio-codes", default=None, metavar="C1,C2,...")
     prompt.add_argument("--speaker", default=None, help="clone: the voice prompt's speaker name")
+
+    segments = sub.add_parser(
+        "segments", help="print where a long clip would be split for the model (pauses only)"
+    )
+    segments.add_argument("audio", metavar="AUDIO_PATH_OR_URI")
+    segments.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_SEGMENT_S,
+        help=f"longest segment, seconds (default {DEFAULT_SEGMENT_S:g})",
+    )
+    segments.add_argument("--json", action="store_true")
 
     validate = sub.add_parser(
         "validate",
@@ -328,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="players and spectrograms for every clip, only those on index.html (default, as "
         "runs write it), or none",
     )
+    add_judge_parser(sub)
+    add_eval_parser(sub)
+    add_dataset_commands(sub)
     return parser
 
 
@@ -348,6 +441,9 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             stepaudio_src=args.stepaudio_src,
             llm_backend=args.llm_backend,
             vad_max_pause=args.vad_max_pause,
+            asr_models=args.asr_models,
+            word_timings=args.word_timings,
+            qc_max_wer=args.qc_max_wer,
             gpus=dict(args.gpu),
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,
@@ -355,19 +451,29 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             qc=args.qc,
             qc_heavy=args.qc_heavy,
             select=args.select,
+            deliver_format=getattr(args, "deliver_format", "flac"),
+            mp3_bitrate=getattr(args, "mp3_bitrate", 192),
             report=args.report,
             incremental=getattr(args, "incremental", False),
             stage_python=dict(args.stage_python),
             stage_images=dict(args.stage_image),
             allow_roots=args.allow_root,
             storage_options=args.storage_options,
+            judge=judge_spec(args),
+            until_judged=getattr(args, "until_judged", False),
+            max_input_mb=args.max_input_mb,
+            read_timeout_s=args.read_timeout,
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise Refused(problems) from None
+
+
+def _problem(error: dict) -> str:
+    """One validation error as "field: message" (a check across fields names none)."""
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def _check_before_run(job: JobSpec) -> bool:
@@ -375,12 +481,15 @@ def _check_before_run(job: JobSpec) -> bool:
     hashes the manifest once for the run record. False when the run already finished."""
     from stepedit_core.checks import check_inputs
     from stepedit_core.lease import holder_problem
+    from stepedit_core.ownership import check_run_folder
+    from stepedit_core.rounds import model_stage_names
+    from stepedit_core.run import run_finished
     from stepedit_core.stage_envs import check_stage_names
     from stepedit_core.store import RunStore
 
     try:
         store = RunStore(job.out, job.run_id)
-        finished = store.exists(store.run_json)
+        finished = run_finished(store, job.report)
     except (OSError, ValueError) as exc:
         raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
     if finished and not job.overwrite:
@@ -389,8 +498,9 @@ def _check_before_run(job: JobSpec) -> bool:
     if busy is not None:
         raise Refused(busy)
     engine = make_engine(job.engine, job.engine_options())
+    check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
     check_inputs(job.manifest_uri, job.edits, engine, store)
-    check_stage_names(job.stage_envs(), [stage.name for stage in engine.stages()])
+    check_stage_names(job.stage_envs(), model_stage_names(engine))
     _refuse_when_every_row_would_be(job, engine)
     return True
 
@@ -495,6 +605,23 @@ def cmd_engines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segments(args: argparse.Namespace) -> int:
+    if args.max_seconds <= 0:
+        raise Refused(f"--max-seconds must be more than 0, got {args.max_seconds:g}")
+    try:
+        pieces, rate = plan_file(args.audio, args.max_seconds)
+    except (ItemFailure, NoPause) as exc:
+        raise Refused(f"{args.audio}: {exc}") from None
+    if args.json:
+        print(json.dumps([p.seconds(rate) for p in pieces]))
+        return 0
+    for number, piece in enumerate(pieces, 1):
+        times = piece.seconds(rate)
+        length = times["end_s"] - times["start_s"]
+        print(f"{number:4d}  {times['start_s']:10.3f}  {times['end_s']:10.3f}  {length:7.3f} s")
+    return 0
+
+
 def cmd_prompt(args: argparse.Namespace) -> int:
     if args.engine != "step-audio-editx":
         raise Refused(
@@ -531,15 +658,18 @@ def _validate(job: JobSpec) -> int:
     from stepedit_core.checks import check_inputs
     from stepedit_core.planning import check_rows
     from stepedit_core.records import RowResult
+    from stepedit_core.rounds import model_stage_names
     from stepedit_core.stage_envs import check_stage_names, report, report_lines
 
     engine = make_engine(job.engine, job.engine_options())
     envs = job.stage_envs()
-    check_stage_names(envs, [stage.name for stage in engine.stages()])
+    check_stage_names(envs, model_stage_names(engine))
     check_inputs(job.manifest_uri, job.edits, engine)
     roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
     good, refused = 0, {}
-    for planned in check_rows(job.manifest_uri, job.edits, engine, job.seed, roots):
+    for planned in check_rows(
+        job.manifest_uri, job.edits, engine, job.seed, roots, job.input_limits()
+    ):
         if not isinstance(planned, RowResult):
             good += 1
         else:
@@ -549,7 +679,7 @@ def _validate(job: JobSpec) -> int:
         f"{job.manifest_uri}: {good} row(s) ready for engine {engine.name}, "
         f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
     )
-    rows = report([stage.name for stage in engine.stages()], envs)
+    rows = report(model_stage_names(engine), envs)
     print("what runs each stage:")
     print("\n".join(report_lines(rows)))
     unusable = [f"stage {stage}: {problem}" for stage, _, _, found in rows for problem in found]
@@ -621,9 +751,13 @@ COMMANDS = {
     "demo": cmd_demo,
     "engines": cmd_engines,
     "prompt": cmd_prompt,
+    "segments": cmd_segments,
     "validate": cmd_validate,
     "deploy": cmd_deploy,
     "deployments": cmd_deployments,
+    "judge": cmd_judge,
+    "eval": cmd_eval,
+    "dataset": cmd_dataset,
 }
 
 
@@ -631,13 +765,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return status
+    except BrokenPipeError:
+        # the reader went away (`stepedit audit ... | head`): end quietly, like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
     except (RunRefused, UnknownEngine, StageEnvError) as exc:
         print(f"stepedit: error: {exc}", file=sys.stderr)
         return REFUSED
     except RunStopped as exc:
         print(f"stepedit: {exc.describe()}", file=sys.stderr)
         return exc.exit_status
+    except LeaseLost as exc:
+        print(f"stepedit: error: {exc}", file=sys.stderr)
+        return LeaseLost.exit_status
     except Exception:  # noqa: BLE001 - a crash keeps its own status, apart from failed rows
         traceback.print_exc()
         print(f"stepedit: {args.command} crashed (exit status {CRASHED})", file=sys.stderr)

@@ -18,6 +18,7 @@ from stepedit_core.engines.base import Engine
 from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.manifest import ManifestError, check_schema, file_sha256, open_parquet
 from stepedit_core.store import RunStore
+from stepedit_core.words.asr import check_asr_folder
 
 
 @dataclass
@@ -37,7 +38,8 @@ def check_inputs(
 ) -> pq.ParquetFile:
     """Refuse the run (RunRefused: ManifestError, EngineNotReady, ...) when it can not start:
     a bad manifest, no edit at all, a job-level edit the engine can not run, an engine that can
-    not run here, an output folder that can not be written."""
+    not run here, an ASR folder that is missing or incomplete, an output folder that can not be
+    written."""
     parquet = open_parquet(manifest_uri)
     schema = parquet.schema_arrow
     check_schema(schema, manifest_uri)
@@ -49,6 +51,7 @@ def check_inputs(
         except ItemFailure as exc:  # the same message a row would get, for the whole job
             raise RunRefused(f"--edit {spec}: {exc}") from None
     engine.check_ready()
+    check_asr_folder(engine.options.asr_models)
     if store is not None:
         check_writable(store)
     return parquet

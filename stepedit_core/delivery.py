@@ -113,16 +113,29 @@ class QcPlan:
 
     Cheap metrics are always measured; `profile` (other than `none`) adds a pass/fail verdict
     with reasons; `heavy` adds DNSMOS and speaker similarity (the `qc-heavy` extra); `select`
-    `best` delivers the best passing round by `select_best`, `last` the last round."""
+    `best` delivers the best passing round by `select_best`, `last` the last round.
+    `deliver_format` / `mp3_bitrate`: the delivered files' format (see delivered_files.py)."""
 
     profile: str = "none"
     heavy: bool = False
     select: str = "last"
+    # the word-error gate (stepedit_core/words/gate.py): an ASR folder measures `wer` in every
+    # round; `max_wer` fails a round over it, whatever the profile
+    asr_models: str | None = None
+    max_wer: float | None = None
+    deliver_format: str = "flac"
+    mp3_bitrate: int = 192
+
+    @property
+    def gives_verdict(self) -> bool:
+        return self.profile != "none" or self.max_wer is not None
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
         if self.select not in SELECT_MODES:
             raise ValueError(f"unknown selection {self.select!r}; valid: {', '.join(SELECT_MODES)}")
+        if self.profile == "acx" and self.deliver_format == "mp3" and self.mp3_bitrate < 192:
+            raise ValueError(f"ACX takes MP3 at 192 kbps or more, not {self.mp3_bitrate} kbps")
 
 
 def get_profile(profile: str | Profile) -> Profile:
@@ -152,8 +165,9 @@ class Verdict:
     warnings: list[str] = field(default_factory=list)
 
 
-def check(metrics: Metrics, profile: str | Profile) -> Verdict:
-    """Compare `metrics` (keys of `stepedit_core.qc.measure`) with the profile's limits."""
+def check(metrics: Metrics, profile: str | Profile, max_wer: float | None = None) -> Verdict:
+    """Compare `metrics` (keys of `stepedit_core.qc.measure`) with the profile's limits, and
+    the round's word error rate with `max_wer` when given."""
     spec = get_profile(profile)
     reasons: list[str] = []
     warnings: list[str] = []
@@ -220,6 +234,12 @@ def check(metrics: Metrics, profile: str | Profile) -> Verdict:
             )
     if spec.max_duration_s is not None:
         at_most("duration_s", "duration", spec.max_duration_s, "s")
+    if max_wer is not None:
+        got = value("wer", "word error rate against the text")
+        if got is not None and got > max_wer:
+            reasons.append(
+                f"word error rate against the text (wer) is {got:g}, above the limit of {max_wer:g}"
+            )
     return Verdict(passed=not reasons, reasons=reasons, warnings=warnings)
 
 
@@ -280,21 +300,24 @@ def score(metrics: Metrics, profile: str | Profile, basis: str) -> float | None:
     raise ValueError(f"unknown score basis {basis!r}; valid: {', '.join(SCORE_BASES)}")
 
 
-def select_best(rounds: Sequence[tuple[int, Metrics]], profile: str | Profile) -> Selection | None:
+def select_best(
+    rounds: Sequence[tuple[int, Metrics]], profile: str | Profile, max_wer: float | None = None
+) -> Selection | None:
     """Pick the round to deliver among (round, metrics) pairs of one clip.
 
     Candidates are the rounds that pass `check`; when none passes, all rounds are candidates
     and the selection says it failed. The score basis is the first of SCORE_BASES that every
     candidate has measured, so rounds are never compared on different scales. The highest score
-    wins; ties go to the later round (more of the requested edit applied). None when `rounds`
-    is empty.
+    wins; ties go to the later round (more of the requested edit applied). A round whose word
+    error rate is over `max_wer` is never a candidate. None when `rounds` is empty or every
+    round is over `max_wer`.
     """
     spec = get_profile(profile)
-    if not rounds:
-        return None
-    verdicts = {number: check(metrics, spec) for number, metrics in rounds}
+    verdicts = {number: check(metrics, spec, max_wer) for number, metrics in rounds}
     passing = [(it, m) for it, m in rounds if verdicts[it].passed]
-    candidates = passing or list(rounds)
+    candidates = passing or [(it, m) for it, m in rounds if not _over(m, max_wer)]
+    if not candidates:
+        return None
     for basis in SCORE_BASES:
         scores = [(score(m, spec, basis), it) for it, m in candidates]
         if all(value is not None for value, _ in scores):
@@ -306,7 +329,14 @@ def select_best(rounds: Sequence[tuple[int, Metrics]], profile: str | Profile) -
     else:
         best_score, best = max(scores, key=lambda pair: (pair[0], pair[1]))
     reason = _selection_reason(spec, basis, best, best_score, len(passing), len(rounds))
+    if max_wer is not None:
+        reason += f" (and --qc-max-wer {max_wer:g})"
     return Selection(best, bool(passing), basis, best_score, reason)
+
+
+def _over(metrics: Metrics, max_wer: float | None) -> bool:
+    got = metrics.get("wer")
+    return max_wer is not None and got is not None and float(got) > max_wer
 
 
 def _selection_reason(

@@ -12,6 +12,7 @@ Parquet cells, run.json); inside the product an edit is an `EditSpec`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -98,6 +99,11 @@ LOUDNESS_PROFILES = {
 }
 LOUDNESS_RANGE = (-70.0, -5.0)
 
+# The fillers edit: which fillers it cuts (default: DEFAULT_FILLERS); `list` only records them.
+FILLER_WORDS = ("um", "uh", "uhm", "er", "erm", "ah", "hmm", "hm", "mm")
+DEFAULT_FILLERS = ("um", "uh", "uhm", "er", "ah", "hmm")
+FILLERS_LIST_ONLY = "list"
+
 CHAIN_SEPARATOR = ";"
 
 # Engine names as the registry knows them (kept here so the table can say who runs what).
@@ -127,6 +133,9 @@ class EditType:
     changes_text: bool = False  # after the edit, the audio says `target_text`
     engines: dict[str, Accepts] = field(default_factory=dict)
     case_insensitive: bool = False  # choices match regardless of case (profile names)
+    # an option that is neither a choice nor a number: canonical form, or EditError
+    parse_option: Callable[[str], str] | None = None
+    option_help: str = ""  # what such an option is, for messages and help
 
     def normalize(self, option: str | None) -> str | None:
         """The canonical option, or EditError naming what this type accepts."""
@@ -138,6 +147,8 @@ class EditType:
             return None
         if self.option == "none":
             raise EditError(f"{self.name} takes no option (got {option!r})")
+        if self.parse_option is not None:
+            return self.parse_option(option)
         key = option.lower() if self.case_insensitive else option
         if key in self.choices:
             return key
@@ -151,6 +162,8 @@ class EditType:
         )
 
     def options_text(self) -> str:
+        if self.option_help:
+            return self.option_help
         parts = [", ".join(self.choices)] if self.choices else []
         if self.numeric is not None:
             lo, hi = self.numeric
@@ -243,6 +256,16 @@ EDIT_TABLE: dict[str, EditType] = {
             engines={SIGNAL: "any"},
             case_insensitive=True,
         ),
+        EditType(
+            "fillers",
+            "optional",
+            parse_option=lambda option: _fillers_option(option),
+            option_help=(
+                f"fillers to cut, comma-separated, from {', '.join(FILLER_WORDS)} (default "
+                f"{', '.join(DEFAULT_FILLERS)}); add `{FILLERS_LIST_ONLY}` to only record them"
+            ),
+            engines={SIGNAL: "any"},
+        ),
     )
 }
 EDIT_TYPES = tuple(EDIT_TABLE)
@@ -268,6 +291,31 @@ class EditSpec:
         if self.type != "speed" or self.option is None:
             raise EditError(f"{self} is not a speed edit")
         return SPEED_FACTORS.get(self.option) or float(self.option)
+
+
+def _fillers_option(option: str) -> str:
+    """`um,uh`, `list` or `list,um`: known fillers (and `list`), in order, once each."""
+    picked: list[str] = []
+    for part in option.lower().replace(" ", ",").split(","):
+        if not part:
+            continue
+        if part != FILLERS_LIST_ONLY and part not in FILLER_WORDS:
+            raise EditError(
+                f"unknown filler {part!r}; valid fillers: {', '.join(FILLER_WORDS)} "
+                f"(and {FILLERS_LIST_ONLY!r} to only record the cuts)"
+            )
+        if part not in picked:
+            picked.append(part)
+    if not picked:
+        raise EditError(f"fillers option {option!r} names no filler")
+    return ",".join(picked)
+
+
+def fillers_of(spec: EditSpec) -> tuple[tuple[str, ...], bool]:
+    """A fillers edit's (fillers to find, list only): `fillers=list` finds the default set."""
+    parts = tuple((spec.option or "").split(",")) if spec.option else ()
+    chosen = tuple(p for p in parts if p != FILLERS_LIST_ONLY) or DEFAULT_FILLERS
+    return chosen, FILLERS_LIST_ONLY in parts
 
 
 def _as_float(text: str) -> float | None:

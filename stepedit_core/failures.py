@@ -7,7 +7,9 @@ and a message naming the row, the field and what was expected. Codes arise in th
   engine can not run, a missing transcript);
 - `stage`: a stage fails the item while it runs (unreadable audio, a model that produced no
   audio...);
-- `run`: the run's own bookkeeping noticed the item went missing or produced nothing.
+- `run`: the run's own bookkeeping noticed the item went missing or produced nothing;
+- `judge`: a judge gave no usable verdict on a round (the verdict records it; the row and its
+  audio are untouched).
 
 `ItemFailure` is the one exception type for a per-item failure: a stage raises it (or any
 exception, which becomes `stage_error`) and the stage contract turns it into a failure on that
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Where = Literal["plan", "stage", "run"]
+Where = Literal["plan", "stage", "run", "judge"]
 
 from stepedit_core.edits import SIGNAL, STEPAUDIO  # noqa: E402 - engine names live with the table
 
@@ -45,6 +47,19 @@ _CODES = (
         "plan",
     ),
     FailureCode(
+        "not_regular_file",
+        "the `audio_uri` is a FIFO, a device or a socket, not a regular file (seen from its "
+        "stat; it is never opened)",
+        "plan",
+    ),
+    FailureCode(
+        "file_too_large",
+        "the audio file is over `--max-input-mb` (checked before reading: at plan time for "
+        "local files, before the first byte for objects), or its header claims more samples "
+        "than 4x that decoded",
+        "plan",
+    ),
+    FailureCode(
         "duplicate_clip_id",
         "the clip id appeared earlier in the manifest (the later rows fail)",
         "plan",
@@ -64,6 +79,9 @@ _CODES = (
     FailureCode("missing_file", "the audio file does not exist", "stage"),
     FailureCode("unreadable_file", "the audio file can not be read (a folder, no access)", "stage"),
     FailureCode("empty_file", "the audio file has 0 bytes", "stage"),
+    FailureCode(
+        "read_timeout", "reading the audio file took longer than `--read-timeout`", "stage"
+    ),
     FailureCode("not_audio", "the file is not audio that libsndfile can decode", "stage"),
     FailureCode("empty_audio", "the audio file decodes to no samples", "stage"),
     FailureCode("non_finite_samples", "the audio holds NaN or infinite samples", "stage"),
@@ -78,7 +96,8 @@ _CODES = (
     FailureCode("too_quiet", "silent or nearly so: no level to normalise", "stage", (SIGNAL,)),
     FailureCode(
         "loudness_unreachable",
-        "the loudness target needs more than 10 dB of limiting",
+        "no level in the target's window (acx: -23..-18 dB RMS; LUFS: target ±0.5) is "
+        "reachable with 10 dB of limiting",
         "stage",
         (SIGNAL,),
     ),
@@ -92,6 +111,17 @@ _CODES = (
     FailureCode(
         "non_finite_output", "the edit produced NaN or infinite samples", "stage", (SIGNAL,)
     ),
+    FailureCode(
+        "no_word_timings",
+        "the edit needs word timings: English `text` (aligned with pocketsphinx) or an ASR "
+        "model (`--asr-models`)",
+        "stage",
+        (SIGNAL,),
+    ),
+    FailureCode(
+        "alignment_failed", "the audio could not be aligned with its `text`", "stage", (SIGNAL,)
+    ),
+    FailureCode("asr_failed", "the ASR model could not transcribe the audio", "stage"),
     FailureCode(
         "too_long",
         "prompt plus expected output over the model's 8192-token cap (checked before "
@@ -122,8 +152,26 @@ _CODES = (
         "stage",
     ),
     # the run's bookkeeping --------------------------------------------------------------------
+    FailureCode(
+        "over_max_wer",
+        "`--select best`: every round's word error rate against its text is over `--qc-max-wer` "
+        "(the rounds stay in `iterations/`; none is delivered)",
+        "run",
+    ),
     FailureCode("no_output", "the engine stages finished without producing audio", "run"),
     FailureCode("lost_item", "the item did not come back from the executor", "run"),
+    # judging a round (the verdict fails, never the row) ---------------------------------------
+    FailureCode(
+        "judge_failed",
+        "the judge API gave no answer after retries (timeouts, 429/5xx, refused request, "
+        "key not set), or no objective judge exists for the edit",
+        "judge",
+    ),
+    FailureCode(
+        "judge_unparsable",
+        "the judge answered, but with no label or score of the task (kept in `raw_answer`)",
+        "judge",
+    ),
 )
 
 CODES: dict[str, FailureCode] = {c.code: c for c in _CODES}
@@ -162,6 +210,7 @@ def markdown_table() -> str:
         "plan": "refused at plan time",
         "stage": "failed in a stage",
         "run": "run bookkeeping",
+        "judge": "verdict of a judge",
     }
     lines = ["| code | where | engines | meaning |", "|---|---|---|---|"]
     for c in _CODES:

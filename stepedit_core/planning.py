@@ -23,6 +23,7 @@ from stepedit_core.failures import ItemFailure
 from stepedit_core.incremental import Reuse, reused_keys_path, reused_keys_table
 from stepedit_core.manifest import clean, clip_seed, iter_rows
 from stepedit_core.records import PlanRow, RowResult, table_of
+from stepedit_core.sources import InputLimits, check_source
 from stepedit_core.store import RunStore
 
 
@@ -45,10 +46,13 @@ def check_rows(
     engine: Engine,
     base_seed: int,
     roots: AllowedRoots | None = None,
+    limits: InputLimits | None = None,
 ) -> Iterator[PlanRow | RowResult]:
     """A `PlanRow` for each row to edit, a failed `RowResult` for each row refused. With
-    `roots`, a row whose audio resolves outside them is refused and its URI is never opened."""
-    for _, planned in _checked_rows(uri, job_chain, engine, base_seed, roots):
+    `roots`, a row whose audio resolves outside them is refused and its URI is never opened.
+    A local source that is not a regular file or is over the size limit is refused from its
+    stat (sources.py)."""
+    for _, planned in _checked_rows(uri, job_chain, engine, base_seed, roots, limits):
         yield planned
 
 
@@ -58,13 +62,17 @@ def _checked_rows(
     engine: Engine,
     base_seed: int,
     roots: AllowedRoots | None,
+    limits: InputLimits | None = None,
 ) -> Iterator[tuple[dict, PlanRow | RowResult]]:
     """Each manifest row with what `check_rows` makes of it."""
+    limits = limits or InputLimits()
     seen: set[str] = set()
     for index, row in iter_rows(uri):
         clip_id = clean(row.get("clip_id"))
         try:
-            yield row, _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed, roots)
+            planned = _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed, roots)
+            check_source(planned.audio_uri, limits)
+            yield row, planned
         except ItemFailure as failure:
             yield row, RowResult.failed(index, clip_id, failure.code, f"row {index}: {failure}")
         if clip_id is not None:
@@ -161,6 +169,7 @@ def plan_shards(
     shard_size: int,
     roots: AllowedRoots | None = None,
     reuse: Reuse | None = None,
+    limits: InputLimits | None = None,
 ) -> Sharding:
     """Check every row, write the shard plans and the refused (and reused) rows' results, then
     `done.json`.
@@ -196,7 +205,7 @@ def plan_shards(
         pending.clear()
         add_work(todo)
 
-    for planned in check_rows(manifest_uri, job_chain, engine, base_seed, roots):
+    for planned in check_rows(manifest_uri, job_chain, engine, base_seed, roots, limits):
         if isinstance(planned, RowResult):
             refused.append(planned)
             code = str(planned.error_code)

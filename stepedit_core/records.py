@@ -91,6 +91,10 @@ class RowResult:
     qc_reasons: str | None = None  # why the delivered round fails delivery
     # incremental runs: the earlier run whose output this row reuses (None: edited in this run)
     reused_from_run: str | None = None
+    text_source: str | None = None  # where the row's text came from: "manifest" or "asr"
+    # JSON [{uri, sha256, start_s, end_s, trim_db}, ...] when the delivered files are not the
+    # round's FLAC itself (another format, or parts of a long clip): see delivered_files.py
+    delivered_files: str | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -106,6 +110,8 @@ class RowResult:
             ("qc_status", pa.string()),
             ("qc_reasons", pa.string()),
             ("reused_from_run", pa.string()),
+            ("text_source", pa.string()),
+            ("delivered_files", pa.string()),
         ]
     )
     # the columns the output manifest adds to the input's
@@ -138,7 +144,8 @@ class RowResult:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RowResult:
         keep = ("status", "output_uri", "error", "error_code", "selected_round",
-                "selection_reason", "qc_status", "qc_reasons", "reused_from_run")  # fmt: skip
+                "selection_reason", "qc_status", "qc_reasons", "reused_from_run",
+                "text_source", "delivered_files")  # fmt: skip
         values = {k: row.get(k) for k in keep}
         return cls(
             row["row_index"], row.get("clip_id"), rounds_done=row["iterations_done"], **values
@@ -188,6 +195,13 @@ class RoundRecord:
     # JSON list, one object per LLM pass of the round (engines that run several): see
     # stepedit_core/engines/stepaudio/roundtrip.py
     passes_json: str | None = None
+    # word timings of the round's output (stepedit_core/words), in its timeline:
+    # [{"word", "start", "end", "confidence", "filler"}]; the fillers edit's cuts
+    # [{"start_s", "end_s", "word", "room_tone_s"}] in the round's input timeline; and where
+    # `text` came from ("manifest" or "asr")
+    words_json: str | None = None
+    cuts_json: str | None = None
+    text_source: str | None = None
     prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
     record_sha256: str | None = None
     audio_flac: bytes | None = None
@@ -225,6 +239,9 @@ class RoundRecord:
             ("instruction", pa.string()),
             ("model_fingerprint", pa.string()),
             ("passes_json", pa.string()),
+            ("words_json", pa.string()),
+            ("cuts_json", pa.string()),
+            ("text_source", pa.string()),
             ("prev_record_sha256", pa.string()),
             ("record_sha256", pa.string()),
             ("audio_flac", pa.binary()),
@@ -276,6 +293,9 @@ class RoundRecord:
             duration_in_s=round(item.audio.duration, 4) if item.audio is not None else None,
             instruction=item.state.get("instruction"),
             model_fingerprint=item.state.get("model_fingerprint"),
+            words_json=item.state.get("words_json"),
+            cuts_json=item.state.get("cuts_json"),
+            text_source=text_source_of(item),
         )
         if item.failed:
             return record
@@ -294,6 +314,11 @@ class RoundRecord:
         record.rms_dbfs = metrics["rms_dbfs"]
         record.clipped_samples = metrics["clipped_samples"]
         return record
+
+
+def text_source_of(item: WorkItem) -> str | None:
+    """Where the item's text came from: the ASR (`asr`), the manifest, or nowhere (None)."""
+    return item.text_source or ("manifest" if (item.text or "").strip() else None)
 
 
 def _shallow(record: Any) -> dict[str, Any]:

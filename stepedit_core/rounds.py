@@ -11,15 +11,20 @@ in rounds 1..N.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audio import Audio
 from stepedit_core.delivery import QcPlan, check
 from stepedit_core.edits import EditSpec
+from stepedit_core.judges.stage import JudgeRound, RoundJudging
 from stepedit_core.records import RoundRecord
+from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
 if TYPE_CHECKING:
+    from stepedit_core import qc as qc_module
     from stepedit_core.engines.base import Engine
 
 CLONE_ROUND = 0
@@ -37,15 +42,19 @@ def has_clone(edits: tuple[EditSpec, ...]) -> bool:
 
 
 class LoadAudio(Stage):
-    """Reads each clip from its URI; a missing, empty or non-audio file fails that row only."""
+    """Reads each clip from its URI, within the input limits (sources.py); a missing, empty,
+    oversized or non-audio file fails that row only."""
 
     name = "load"
     resources = Resources(cpus=0.25)
     needs_actor = False
     batch_size = 32
 
+    def __init__(self, limits: InputLimits | None = None) -> None:
+        self.limits = limits or InputLimits()
+
     def process_item(self, item: WorkItem) -> None:
-        audio, data = audio_io.load(item.audio_uri)
+        audio, data = audio_io.load(item.audio_uri, self.limits)
         item.source_sha256 = audio_io.sha256_bytes(data)
         item.audio = audio
         item.original = audio
@@ -68,7 +77,8 @@ class StartRound(Stage):
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         for item in items:
             item.round = self.round
-            item.round_edits = edits_in_round(item.edits, self.round)
+            # a clip a judge already confirmed gets no further rounds (--until-judged)
+            item.round_edits = () if item.stopped_by else edits_in_round(item.edits, self.round)
             if not item.failed:
                 item.prompt = item.original if self.prompt_mode == "fixed" else item.audio
         return items
@@ -76,7 +86,8 @@ class StartRound(Stage):
 
 class RoundEnd(Stage):
     """Records the round (FLAC bytes, hashes, tokens, QC metrics and verdict), seals the record
-    into the clip's hash chain, and promotes the output to the next round's input."""
+    into the clip's hash chain, and promotes the output to the next round's input, through the
+    engine's `round_handoff` when it has one (the record keeps the output as it was made)."""
 
     resources = Resources(cpus=0.25)
     needs_actor = False
@@ -89,11 +100,13 @@ class RoundEnd(Stage):
         engine_name: str,
         engine_version: str,
         qc_plan: QcPlan | None = None,
+        handoff: Callable[[Audio], Audio] | None = None,
     ) -> None:
         self.round = round_number
         self.engine_name = engine_name
         self.engine_version = engine_version
         self.qc_plan = qc_plan or QcPlan()
+        self.handoff = handoff
         self.name = f"round_end_{round_number}"
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
@@ -117,7 +130,14 @@ class RoundEnd(Stage):
             item.state = {"input_sha256": record.output_sha256}
             item.timings = {}
             if not item.failed:
-                item.audio, item.output = item.output, None
+                output = item.output
+                if self.handoff is not None and output is not None:
+                    output = self.handoff(output)
+                if self.round == CLONE_ROUND:
+                    # the clone's voice is the clip's from now on: a fixed voice prompt
+                    # (prompt mode `fixed`) is the round-0 audio, as in the paper's ablation
+                    item.original = output
+                item.audio, item.output = output, None
         return items
 
     def _measure(self, item: WorkItem, record: RoundRecord) -> None:
@@ -133,14 +153,33 @@ class RoundEnd(Stage):
             report = qc.measure(item.output, item.qc_reference, heavy=plan.heavy)
         except Exception as exc:  # noqa: BLE001 - QC describes a round, it must not fail it
             record.qc_json = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-            if plan.profile != "none":
+            if plan.gives_verdict:
                 record.qc_pass, record.qc_reasons = False, f"QC could not measure: {exc}"
             return
+        if plan.asr_models is not None:
+            report = _with_wer(report, item, plan.asr_models)
+        if item.state.get("words_note"):  # the word-timing stage could not time the output
+            report = type(report)(
+                report.metrics, {**report.notes, "words": item.state["words_note"]}
+            )
         record.qc_json = report.to_json()
-        if plan.profile != "none":
-            verdict = check(report.metrics, plan.profile)
+        if plan.gives_verdict:
+            verdict = check(report.metrics, plan.profile, plan.max_wer)
             record.qc_pass = verdict.passed
             record.qc_reasons = "; ".join(verdict.reasons) or None
+
+
+def _with_wer(report: qc_module.QcReport, item: WorkItem, asr_models: str) -> Any:
+    """The report with the round's word error rate (`wer`) against its text."""
+    from stepedit_core.words.asr import shared_asr
+    from stepedit_core.words.gate import measure_wer
+
+    try:
+        wer, note = measure_wer(item, shared_asr(asr_models))
+    except Exception as exc:  # noqa: BLE001 - an unmeasured WER is a note, as for every metric
+        wer, note = None, f"ASR failed: {type(exc).__name__}: {exc}"
+    notes = {**report.notes, "wer": note} if note else dict(report.notes)
+    return type(report)({**report.metrics, "wer": wer}, notes)
 
 
 def build_stages(
@@ -149,12 +188,33 @@ def build_stages(
     with_clone_round: bool,
     prompt_mode: str = "chain",
     qc_plan: QcPlan | None = None,
+    judging: RoundJudging | None = None,
+    limits: InputLimits | None = None,
 ) -> list[Stage]:
-    """The flat stage list an executor runs: load, then (start, engine stages, end) per round."""
-    stages: list[Stage] = [LoadAudio()]
+    """The flat stage list an executor runs: load, then (start, engine stages, end) per round,
+    and with `judging` a judge after each round's end."""
+    stages: list[Stage] = [LoadAudio(limits)]
+    if engine.options.asr_models is not None:  # rows without `text` get the ASR's transcript
+        from stepedit_core.words.stage import TranscribeMissingText
+
+        stages.append(TranscribeMissingText(engine.options.asr_models))
     first = CLONE_ROUND if with_clone_round else 1
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
-        stages.append(RoundEnd(k, engine.name, engine.version, qc_plan))
+        if engine.options.word_timings is not None:  # the words of every round's output
+            from stepedit_core.words.timing_stage import TimeWords
+
+            stages.append(TimeWords(engine.options.word_timings, engine.options.asr_models))
+        stages.append(RoundEnd(k, engine.name, engine.version, qc_plan, engine.round_handoff))
+        if judging is not None:
+            stages.append(JudgeRound(k, judging))
     return stages
+
+
+def model_stage_names(engine: Engine) -> list[str]:
+    """The stages of a run that load models and run in actor pools (each may get an environment
+    of its own: --stage-python/--stage-image), in order: the run's own (transcribe, word timing)
+    as well as the engine's."""
+    stages = build_stages(engine, rounds=1, with_clone_round=False)
+    return list(dict.fromkeys(stage.name for stage in stages if stage.needs_actor))

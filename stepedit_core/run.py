@@ -13,6 +13,7 @@ objects whole. A rerun of a finished run id does no work; `overwrite` starts it 
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,15 +27,21 @@ from stepedit_core.executors import Executor, make_executor
 from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import RunRefused
 from stepedit_core.incremental import Reuse, write_finished
+from stepedit_core.integrity import check_deliveries
 from stepedit_core.job import JobSpec
+from stepedit_core.judges.stage import RoundJudging
+from stepedit_core.judges.targets import manifest_targets
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
+from stepedit_core.ownership import check_run_folder, mark_run_folder
 from stepedit_core.planning import Sharding, plan_shards
 from stepedit_core.progress import run_progress
 from stepedit_core.records import RowResult
 from stepedit_core.run_record import write_run_record
 from stepedit_core.shard import Progress, ShardsOutcome, run_shards
 from stepedit_core.store import RunStore
+
+log = logging.getLogger(__name__)
 
 # step name -> a callable taking (steps, *args) that runs that step (e.g. a Prefect task)
 StepWrappers = Mapping[str, Callable[..., Any]]
@@ -63,12 +70,17 @@ class RunSteps:
 
     def finished_record(self) -> dict[str, Any] | None:
         """run.json of this run id when it already finished (and is not to be overwritten)."""
-        if self.job.overwrite or not self.store.exists(self.store.run_json):
+        if self.job.overwrite or not run_finished(self.store, self.job.report):
             return None
         return self.store.read_json(self.store.run_json)
 
     def validate(self) -> Validation:
-        return validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+        job = self.job
+        # before anything is written under the run folder (validate writes a probe)
+        check_run_folder(self.store, job.manifest_uri, job.allow_roots)
+        validation = validate(job.manifest_uri, job.edits, self.engine, self.store)
+        self.round_judging()  # a model judge with nothing to judge refuses the run here
+        return validation
 
     def begin(self, validation: Validation) -> int:
         """Start afresh (`overwrite`) or check that this attempt resumes the same job; returns
@@ -76,6 +88,8 @@ class RunSteps:
         store, job = self.store, self.job
         fingerprint = {**job.fingerprint(), "manifest_sha256": validation.sha256}
         earlier: dict[str, Any] = {}
+        mark_run_folder(store)
+        store.remove_temporaries()  # left by a crashed attempt's writes
         if job.overwrite:
             store.clear_outputs()
         elif store.exists(store.job_json):
@@ -100,6 +114,8 @@ class RunSteps:
                 "attempts": self.attempt,
                 "first_started": earlier.get("first_started", self.started),
                 "stops": stops,
+                # what integrity.py moved aside or wrote again, attempt after attempt
+                **{k: earlier[k] for k in ("quarantined", "redelivered") if k in earlier},
             },
         )
         if store.exists(store.stopped):
@@ -121,6 +137,7 @@ class RunSteps:
             job.shard_size,
             roots,
             reuse,
+            job.input_limits(),
         )
 
     def run_shards(self, shards: list[int], progress: Progress | None = None) -> ShardsOutcome:
@@ -135,7 +152,25 @@ class RunSteps:
             job.prompt_mode,
             progress or self.progress,
             job.qc_plan(),
+            self.round_judging(),
+            job.input_limits(),
         )
+
+    def round_judging(self) -> RoundJudging | None:
+        """How rounds are judged as they are made (`--judge`): the judge and each row's target
+        from the manifest's eval_task and eval_label."""
+        job = self.job
+        if job.judge is None:
+            return None
+        targets, skipped = manifest_targets(job.manifest_uri)
+        if job.judge.kind != "objective" and not targets:
+            raise RunRefused(
+                f"--judge {job.judge.kind}: no row of {job.manifest_uri} has both eval_task and "
+                "eval_label, so no round could be judged" + (f" ({skipped[0]})" if skipped else "")
+            )
+        for note in skipped:
+            log.warning("not judged: %s", note)
+        return RoundJudging(job.judge.judge(job.out), targets, job.until_judged)
 
     def merge(self) -> MergeCounts:
         """Join plan refusals and shard results onto the input manifest, in input order."""
@@ -147,6 +182,7 @@ class RunSteps:
         )
         sink = io.BytesIO()
         counts = write_output_manifest(self.job.manifest_uri, results, sink)
+        store.check_fence()
         store.write_bytes(store.manifest, sink.getvalue())
         failpoint("merge.manifest_written")
         return counts
@@ -161,6 +197,8 @@ class RunSteps:
         """Record this run's ok clips in the output root's index (what later incremental runs
         look up), then write run.json and return it. The index is written first: one whose
         run.json is missing is ignored by the lookup."""
+        self.store.check_fence()
+        check_deliveries(self.store, self.job.qc_plan())  # delivered files match their records
         write_finished(self.store, self.job, self.engine)
         return write_run_record(
             self.job,
@@ -181,6 +219,14 @@ class RunSteps:
         from stepedit_core.report import build_report
 
         return build_report(self.job.out, self.job.run_id, media=self.job.report)
+
+
+def run_finished(store: RunStore, report: str) -> bool:
+    """A run is finished once run.json is written and, when it has a review page, the page is
+    complete (report.json is its last object): a page that failed is built by the next rerun."""
+    if not store.exists(store.run_json):
+        return False
+    return report == "none" or store.exists(store.path("report", "report.json"))
 
 
 def run_job(

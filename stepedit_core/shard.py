@@ -5,13 +5,17 @@ few hundred finished clip-rounds (FLAC inside) and, in its footer, the row resul
 it finished. A part is written whole or not at all, so committed work is exactly the set of part
 objects, and nothing else is ever read back: a crashed attempt leaves no half-committed item.
 Only after a part is committed are its items' final audio files published (they are copies of
-the last round's FLAC in the record, so a resume republishes any that a crash left unwritten).
+the chosen round's FLAC in the record, or made from it in the delivery format by
+delivered_files.py, so a resume republishes any that a crash left unwritten).
 Once every item of a shard is committed, the shard's row results are written as one object,
 the shard's done marker.
 
-A resumed attempt skips done shards, reads the committed parts of the others, and runs only
-the items no part holds. All pending shards stream through one executor run, so each model
-stage sets up once per run, not once per shard. A worker process that dies on an item costs a
+A resumed attempt trusts nothing it has not checked: every committed part it builds on is read
+in full and checked against its hashes (integrity.py); a damaged one is quarantined and its
+items are run again (a done shard with a damaged part is reopened). It skips done shards,
+takes over the intact parts of the others, and runs only the items no part holds. All pending
+shards stream through one executor run, so each model stage sets up once per run, not once per
+shard. A worker process that dies on an item costs a
 retry of its batch; when the batch keeps killing workers, the remaining items are split and run
 again until the item that kills its worker is found, which gets a `worker_died` failure.
 """
@@ -25,19 +29,31 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from stepedit_core import audio as audio_io
+from stepedit_core.delivered_files import needs_packaging, package
 from stepedit_core.delivery import QcPlan, select_best
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
-from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of
+from stepedit_core.integrity import (
+    RECORDS_KEY,  # clip-rounds in a part, and in a shard's results object
+    RESULTS_KEY,  # row results in a part's footer
+    CheckedPart,
+    DamagedPart,
+    check_part,
+    quarantine,
+    shard_results_records,
+)
+from stepedit_core.judges.stage import RoundJudging
+from stepedit_core.judges.verdict import Verdict, verdict_table
+from stepedit_core.lease import LeaseLost
+from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
 from stepedit_core.rounds import build_stages, has_clone
+from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Stage, WorkItem
-from stepedit_core.store import RunStore
+from stepedit_core.store import RunStore, table_bytes
 
 RECORDS_PER_PART = 256  # clip-rounds per part: few, large objects on S3
 COMMIT_EVERY_S = 30.0  # a slow engine still commits at least this often
-RESULTS_KEY = "stepedit.results"  # row results in a part's footer
-RECORDS_KEY = "stepedit.records"  # clip-rounds in a shard's results object
 
 # done clip-rounds, total clips, failed clips so far
 Progress = Callable[[int, int, int], None]
@@ -55,6 +71,7 @@ class ShardSummary:
     records: int = 0  # clip-rounds committed by this attempt
     resumed_records: int = 0  # clip-rounds committed by earlier attempts
     parts: int = 0
+    quarantined_parts: int = 0  # damaged parts moved aside on resume (their items redone)
     seconds: float = 0.0
     first_done_s: float | None = None
 
@@ -80,16 +97,22 @@ def plan_rows(store: RunStore, shard: int) -> list[PlanRow]:
 
 def committed_parts(
     store: RunStore, shard: int, listing: Listing | None = None
-) -> list[tuple[str, list[RowResult], int]]:
-    """(path, row results, clip-rounds) of every committed part of a shard."""
+) -> tuple[list[CheckedPart], int]:
+    """Every committed part of a shard, each checked in full (`integrity.check_part`); a
+    damaged one is moved to the run's quarantine instead. Returns the intact parts and how many
+    were quarantined."""
     listing = listing or Listing(store, store.iterations_dir, ".parquet")
     prefix = f"shard-{shard:05d}-part-"
-    parts = []
+    parts, quarantined = [], 0
     for path in (p for p in listing() if posixpath.basename(p).startswith(prefix)):
-        meta = store.read_metadata(path)
-        rows = [RowResult.from_row(r) for r in json.loads(meta.get(RESULTS_KEY, "[]"))]
-        parts.append((path, rows, int(meta.get(RECORDS_KEY, "0"))))
-    return parts
+        if not store.exists(path):  # quarantined earlier in this attempt
+            continue
+        try:
+            parts.append(check_part(store, path))
+        except DamagedPart as exc:
+            quarantine(store, path, str(exc))
+            quarantined += 1
+    return parts, quarantined
 
 
 class Listing:
@@ -134,8 +157,9 @@ class ShardWriter:
         self.pending_rows = {r.row_index for r in rows}
         self.next_part = 0
         self._items: list[WorkItem] = []
-        self._delivered: list[bytes | None] = []
+        self._delivered: list[list[tuple[str, bytes]] | None] = []
         self._records: list[RoundRecord] = []
+        self._verdicts: list[Verdict] = []
         self._results: list[RowResult] = []
         self._last_commit = time.monotonic()
         self._closed = False
@@ -143,7 +167,9 @@ class ShardWriter:
 
     def _resume(self) -> None:
         """Take over what earlier attempts committed; republish their missing audio."""
-        for path, rows, records in committed_parts(self.store, self.shard, self.parts):
+        parts, self.summary.quarantined_parts = committed_parts(self.store, self.shard, self.parts)
+        for part in parts:
+            path, rows, records = part.path, part.results, part.records
             self.next_part = max(self.next_part, _part_number(path) + 1)
             self.summary.resumed_records += records
             self.summary.resumed_items += len(rows)
@@ -154,31 +180,71 @@ class ShardWriter:
                 self._republish(path, missing)
 
     def _audio(self, result: RowResult) -> str:
+        """The (first) delivered file of a row."""
+        if result.delivered_files:
+            first = json.loads(result.delivered_files)[0]["uri"]
+            return self.store.path("audio", posixpath.basename(first))
         return self.store.audio_path(str(result.clip_id), result.row_index)
 
     def _republish(self, part: str, rows: list[RowResult]) -> None:
         """Write the delivered files a crash left unwritten, from the committed records."""
-        table = self.store.read_table(part, ["row_index", "iteration", "status", "audio_flac"])
-        flac: dict[tuple[int, int], bytes] = {}
+        columns = ["row_index", "iteration", "status", "audio_flac", "duration_s"]
+        table = self.store.read_table(part, columns)
+        recs: dict[tuple[int, int], dict] = {}
         last: dict[int, int] = {}
         for rec in table.to_pylist():
             if rec["status"] == "ok" and rec["audio_flac"]:
-                flac[(rec["row_index"], rec["iteration"])] = rec["audio_flac"]
+                recs[(rec["row_index"], rec["iteration"])] = rec
                 last[rec["row_index"]] = max(last.get(rec["row_index"], -1), rec["iteration"])
         for result in rows:
             chosen = result.selected_round
             if chosen is None:
                 chosen = last[result.row_index]
-            self.store.write_bytes(self._audio(result), flac[(result.row_index, chosen)])
+            rec = recs[(result.row_index, chosen)]
+            replay = RowResult.ok(result.row_index, str(result.clip_id), "", 0)
+            files = self._files(replay, rec["audio_flac"], rec["duration_s"], None, check=False)
+            for path, data in files:
+                self.store.write_bytes(path, data)
+
+    def _files(
+        self,
+        result: RowResult,
+        flac: bytes,
+        duration_s: float | None,
+        qc_json: str | None,
+        check: bool = True,
+    ) -> list[tuple[str, bytes]]:
+        """(path, bytes) of each file the row is delivered as: the round's FLAC itself, or the
+        files of another format / a long clip's parts, recorded in `result` with their QC
+        (`check`: measure them; a republished file's verdict is already committed)."""
+        clip, row = str(result.clip_id), result.row_index
+        if not needs_packaging(self.qc_plan, duration_s):
+            return [(self.store.audio_path(clip, row), flac)]
+
+        def path_for(ext: str, part: int | None) -> str:
+            return self.store.audio_path(
+                clip, row, ext if part is None else f"part{part:02d}.{ext}"
+            )
+
+        metrics = json.loads(qc_json or "{}").get("metrics")
+        delivery = package(flac, path_for, self.qc_plan, metrics, check)
+        result.output_uri = self.store.uri(delivery.files[0].path)
+        result.delivered_files = delivery.files_json(self.store.uri)
+        if delivery.qc_pass is not None:
+            result.qc_status = "pass" if delivery.qc_pass else "fail"
+            result.qc_reasons = delivery.qc_reasons
+        return [(f.path, f.data) for f in delivery.files]
 
     @property
     def done(self) -> bool:
         return not self.pending_rows and not self._items
 
     def add(self, item: WorkItem) -> None:
+        self.store.check_fence(read=False)
         self.pending_rows.discard(item.row_index)
         self._items.append(item)
         self._records.extend(item.records)
+        self._verdicts.extend(item.verdicts)
         result, flac = self._result(item)
         self._results.append(result)
         self._delivered.append(flac)
@@ -186,50 +252,90 @@ class ShardWriter:
         if len(self._records) >= RECORDS_PER_PART or stale or not self.pending_rows:
             self.commit()
 
-    def _result(self, item: WorkItem) -> tuple[RowResult, bytes | None]:
-        """The item's row result and the FLAC bytes to deliver (None when it failed)."""
+    def _result(self, item: WorkItem) -> tuple[RowResult, list[tuple[str, bytes]] | None]:
+        """The item's row result and the files to deliver (None when it failed)."""
         rounds_done = sum(1 for r in item.records if r.ok)
         if not item.failed and item.audio is None:
             item.fail("no_output", "no round produced audio")
+        ok = [r for r in item.records if r.ok and r.audio_flac]
+        chosen, reason = self._choose(ok, item.verdicts) if ok and not item.failed else (None, None)
+        if ok and not item.failed and chosen is None:  # every round over --qc-max-wer
+            item.fail("over_max_wer", str(reason))
         if item.failed:
             self.summary.failed += 1
             failed = RowResult.failed(
                 item.row_index, item.clip_id, str(item.error_code), str(item.error), rounds_done
             )
+            failed.text_source = text_source_of(item)
             return failed, None
         self.summary.ok += 1
         uri = self.store.uri(self.store.audio_path(item.clip_id, item.row_index))
         result = RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
-        ok = [r for r in item.records if r.ok and r.audio_flac]
-        if not ok:  # nothing recorded (cannot happen for an item that ran): its audio as is
-            return result, audio_io.encode_flac(item.audio)
-        chosen, reason = self._choose(ok)
-        result.deliver(chosen, reason)
-        return result, chosen.audio_flac
+        result.text_source = text_source_of(item)
+        if chosen is None:  # nothing recorded (cannot happen for an item that ran): its audio as is
+            return result, self._files(result, audio_io.encode_flac(item.audio), None, None)
+        result.deliver(chosen, reason or item.stopped_by)  # a judge's stop says why it ended
+        return result, self._files(result, chosen.audio_flac, chosen.duration_s, chosen.qc_json)
 
-    def _choose(self, records: list[RoundRecord]) -> tuple[RoundRecord, str | None]:
-        """The round to deliver: the last, or with `select=best` the best by `select_best`.
-        The delivered file is that round's FLAC, byte for byte, so its sha256 is the round's
-        output_sha256 and the audit chain ends at the delivered file."""
+    def _choose(
+        self, records: list[RoundRecord], verdicts: list[Verdict] | None = None
+    ) -> tuple[RoundRecord | None, str | None]:
+        """The round to deliver: the last, or with `select=best` the best by `select_best`,
+        among the rounds a judge confirmed when there are any (all rounds when none of those
+        is under --qc-max-wer). None when every round is over --qc-max-wer. The delivered
+        file is that round's FLAC, byte for byte, so its sha256 is the round's output_sha256
+        and the audit chain ends at the delivered file."""
         if self.qc_plan.select != "best":
             return records[-1], None
-        metrics = [(r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in records]
-        picked = select_best(metrics, self.qc_plan.profile)
-        chosen = next(r for r in records if r.round == picked.round) if picked else records[-1]
-        return chosen, picked.reason if picked else None
+        landed = _confirmed_rounds(verdicts or [])
+        confirmed = [r for r in records if r.round in landed]
+        for candidates in (confirmed, records) if confirmed else (records,):
+            metrics = [
+                (r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in candidates
+            ]
+            picked = select_best(metrics, self.qc_plan.profile, self.qc_plan.max_wer)
+            if picked is not None:
+                break
+        if picked is None and self.qc_plan.max_wer is not None:
+            wers = ", ".join(f"round {n}: {m.get('wer')}" for n, m in metrics)
+            return None, (
+                f"every round's word error rate is over --qc-max-wer {self.qc_plan.max_wer:g} "
+                f"({wers}); no round is delivered"
+            )
+        chosen = (
+            next(r for r in candidates if r.round == picked.round) if picked else candidates[-1]
+        )
+        reason = picked.reason if picked else None
+        if chosen.round in landed:
+            reason = "judge confirmed" + (f"; {reason}" if reason else "")
+        return chosen, reason
 
     def commit(self) -> None:
         """Write the buffered records and results as one part, then publish the audio."""
         if not self._items:
             return
         path = self.store.iteration_part(self.shard, self.next_part)
+        if self._verdicts:
+            # before the part: a crash between the two leaves verdicts that the rerun of the
+            # part's items overwrites under the same name, never verdicts without their rounds
+            judged = posixpath.join(self.store.path("judgements"), posixpath.basename(path))
+            self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
-        self.store.write_table(path, table_of(self._records, RoundRecord.SCHEMA), meta)
+        data = table_bytes(table_of(self._records, RoundRecord.SCHEMA), meta)
+        self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
+        if self.store.exists(path):  # a part name is used once: another attempt wrote it
+            raise LeaseLost(
+                f"run {self.store.run_id!r}: {self.store.uri(path)} was committed by another "
+                "attempt; this attempt stopped and committed nothing more"
+            )
+        self.store.write_bytes(path, data)
         failpoint("shard.part_committed")
-        for result, flac in zip(self._results, self._delivered, strict=True):
-            if result.status == "ok" and flac is not None:
-                self.store.write_bytes(self._audio(result), flac)
+        for result, files in zip(self._results, self._delivered, strict=True):
+            if result.status == "ok" and files is not None:
+                for path, data in files:
+                    self.store.check_fence(read=False)
+                    self.store.write_bytes(path, data)
         failpoint("shard.audio_published")
         for item in self._items:
             _release(item)
@@ -238,12 +344,14 @@ class ShardWriter:
         self.summary.records += len(self._records)
         self.results.extend(self._results)
         self._items, self._records, self._results, self._delivered = [], [], [], []
+        self._verdicts = []
         self._last_commit = time.monotonic()
 
     def close(self) -> ShardSummary:
         """Commit what is buffered; once nothing is pending, write the shard's done marker."""
         self.commit()
         if not self.pending_rows and not self._closed:
+            self.store.check_fence()
             self._closed = True
             records = self.summary.records + self.summary.resumed_records
             self.store.write_table(
@@ -260,7 +368,16 @@ def _release(item: WorkItem) -> None:
     would stay in memory until the run ends, so a catalog's peak memory grew with its size."""
     item.audio = item.original = item.prompt = item.output = None
     item.records = []
+    item.verdicts = []
     item.state = {}
+
+
+def _confirmed_rounds(verdicts: list[Verdict]) -> set[int]:
+    """Rounds whose every verdict says the edit landed."""
+    by_round: dict[int, list[Verdict]] = {}
+    for verdict in verdicts:
+        by_round.setdefault(verdict.round, []).append(verdict)
+    return {k for k, group in by_round.items() if all(v.landed for v in group)}
 
 
 def _part_number(path: str) -> int:
@@ -276,6 +393,8 @@ def run_shards(
     prompt_mode: str = "chain",
     progress: Progress | None = None,
     qc_plan: QcPlan | None = None,
+    judging: RoundJudging | None = None,
+    limits: InputLimits | None = None,
 ) -> ShardsOutcome:
     """Run every shard that is not done yet; returns one summary per shard."""
     started = time.perf_counter()
@@ -286,13 +405,18 @@ def run_shards(
     shard_of: dict[int, int] = {}
     items: list[WorkItem] = []
     for shard in shards:
+        damaged = 0
         if store.exists(store.shard_results(shard)):
-            meta = store.read_metadata(store.shard_results(shard))
-            done = ShardSummary(shard=shard, resumed_records=int(meta.get(RECORDS_KEY, "0")))
-            outcome.summaries.append(done)
-            continue
+            _, damaged = committed_parts(store, shard, parts)
+            records = shard_results_records(store, shard)
+            if not damaged and records is not None:
+                outcome.summaries.append(ShardSummary(shard=shard, resumed_records=records))
+                continue
+            if records is not None:  # (a damaged results object is quarantined already)
+                store.remove([store.shard_results(shard)])  # done again: damaged items redone
         rows = plan_rows(store, shard)
         writer = ShardWriter(store, shard, rows, qc_plan, parts, published)
+        writer.summary.quarantined_parts += damaged
         writers[shard] = writer
         outcome.summaries.append(writer.summary)
         for row in rows:
@@ -302,7 +426,9 @@ def run_shards(
     total = len(items)
     if items:
         with_clone = any(has_clone(item.edits) for item in items)
-        stages = build_stages(engine, rounds, with_clone, prompt_mode, qc_plan)
+        stages = build_stages(
+            engine, rounds, with_clone, prompt_mode, qc_plan, judging=judging, limits=limits
+        )
         counts = {"done": 0, "failed": 0}
 
         def finished(item: WorkItem) -> None:

@@ -50,6 +50,7 @@ class WorkItem:
     audio_uri: str
     edits: tuple[EditSpec, ...]
     text: str | None = None
+    text_source: str | None = None  # "manifest", or "asr" when a transcript filled `text`
     target_text: str | None = None
     language: str | None = None
     speaker: str | None = None
@@ -65,6 +66,8 @@ class WorkItem:
     state: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[Any] = field(default_factory=list)  # judges' verdicts on its rounds
+    stopped_by: str | None = None  # why the clip gets no further rounds (a judge agreed)
     error_code: str | None = None
     error: str | None = None
 
@@ -90,6 +93,9 @@ class Stage:
     # True: runs in an actor pool (setup() once per actor). False: a stateless task per batch.
     needs_actor: bool = True
     ends_round: bool = False  # the last stage of a round (executors may pause between rounds)
+    # at most this many actors (None: as many as the CPUs allow); a stage that holds a global
+    # limit itself, such as a judge's requests in flight, asks for one
+    max_actors: int | None = None
 
     def setup(self) -> None:  # noqa: B027 - optional hook, most CPU stages have nothing to load
         """Load models and other heavy state. Called once per actor, before any batch."""

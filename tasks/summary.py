@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def artifact_key(run_id: str) -> str:
+def artifact_key(run_id: str, kind: str = "run") -> str:
     # Prefect artifact keys allow lowercase letters, digits and dashes only
     cleaned = "".join(c if c.isalnum() else "-" for c in run_id.lower()).strip("-")
-    return f"stepedit-run-{cleaned or 'run'}"
+    return f"stepedit-{kind}-{cleaned or 'run'}"
 
 
 def summary_text(record: dict[str, Any]) -> str:

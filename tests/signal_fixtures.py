@@ -163,3 +163,39 @@ def active_spans(x: np.ndarray, rate: int, threshold_db: float = -40.0, frame_s:
     if start is not None:
         spans.append((start * frame_s, frames * frame_s))
     return spans
+
+
+def narration(
+    seconds: float,
+    rate: int,
+    drift_db: float = 8.0,
+    crest_db: float = 28.0,
+    floor_db: float = -50.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Dynamic narration, float32 (frames, 1): sentences of speech-like signal with pauses,
+    a level that drifts by `drift_db` (quiet, loud, quiet again: a raised-cosine swell over the
+    clip), and short plosive-like bursts that put the whole clip's crest factor (sample peak over
+    RMS) near `crest_db`, over a room tone at `floor_db`."""
+    rng = np.random.default_rng(seed)
+    parts = [np.zeros(round(0.6 * rate), np.float32)]
+    total = parts[0].shape[0]
+    while total < seconds * rate:
+        sentence = speechlike(rng.uniform(1.5, 3.5), rate, rng.uniform(100, 160), seed + len(parts))
+        pause = np.zeros(round(rng.uniform(0.35, 0.9) * rate), np.float32)
+        parts += [sentence, pause]
+        total += sentence.shape[0] + pause.shape[0]
+    x = np.concatenate(parts)[: round(seconds * rate)].astype(np.float64)
+    t = np.arange(x.shape[0]) / x.shape[0]
+    x *= 10 ** (drift_db * (0.5 - 0.5 * np.cos(2 * np.pi * t) - 0.5) / 20)
+    peak = np.sqrt(np.mean(x**2)) * 10 ** (crest_db / 20)
+    hits = rng.choice(np.flatnonzero(np.abs(x) > 1e-3), size=max(3, int(seconds / 4)))
+    size = round(0.004 * rate)
+    burst = np.hanning(size) * np.sin(2 * np.pi * np.arange(size) * 900 / rate)
+    for at in hits:
+        span = x[at : at + size]
+        span += burst[: span.shape[0]] * peak * rng.uniform(0.5, 1.0)
+    first = x[hits[0] : hits[0] + size]
+    first *= peak / np.abs(first).max()  # one burst sets the crest factor
+    x += 10 ** (floor_db / 20) * rng.standard_normal(x.shape[0])
+    return (0.9 * x / np.abs(x).max()).astype(np.float32)[:, None]

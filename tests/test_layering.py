@@ -14,6 +14,7 @@ CHECK = """
 import sys
 import stepedit_core.run, stepedit_core.shard, stepedit_core.executors.local
 import stepedit_core.engines.signal, stepedit_core.engines.stepaudio.engine
+import stepedit_core.dataset, stepedit_core.report
 upper = ("prefect", "ray", "stepedit_flows", "stepedit_tasks")
 loaded = sorted(m for m in upper if m in sys.modules)
 print(",".join(loaded))

@@ -95,7 +95,7 @@ def test_engine_describes_itself_and_is_registered() -> None:
     engine = make_engine("signal")
     assert isinstance(engine, SignalEngine)
     assert engine.name == "signal" and engine.version
-    assert set(engine.capabilities()) == {"speed", "denoise", "vad", "loudness"}
+    assert set(engine.capabilities()) == {"speed", "denoise", "vad", "loudness", "fillers"}
     info = engine.describe()
     assert info["stages"] == [
         {"name": "signal_edit", "batch_size": 16, "cpus": 1.0, "gpus": 0.0, "memory_mb": 0}
@@ -109,7 +109,8 @@ def test_engine_describes_itself_and_is_registered() -> None:
     "edit",
     ["speed=faster", "speed=slower", "speed=more faster", "speed=more slower", "speed=0.25",
      "speed=4", "speed=1.1", "denoise", "vad", "vad=0.5", "loudness=ebu", "loudness=acx",
-     "loudness=netflix", "loudness=-16", "loudness=-70"],
+     "loudness=netflix", "loudness=-16", "loudness=-70", "fillers", "fillers=um,uh",
+     "fillers=list"],
 )  # fmt: skip
 def test_supports_signal_edits(edit: str) -> None:
     assert SignalEngine().supports(parse_edit(edit))
@@ -120,7 +121,7 @@ def test_supports_signal_edits(edit: str) -> None:
     [parse_edit(f"emotion={EMOTIONS[0]}"), parse_edit("style=whisper"),
      parse_edit("paralinguistic"), parse_edit("clone"), EditSpec("speed", "9"),
      EditSpec("speed", None), EditSpec("loudness", "loud"), EditSpec("vad", "10"),
-     EditSpec("denoise", "strong"), EditSpec("tempo", "2")],
+     EditSpec("denoise", "strong"), EditSpec("tempo", "2"), EditSpec("fillers", "like")],
 )  # fmt: skip
 def test_does_not_support_other_edits(spec: EditSpec) -> None:
     assert not SignalEngine().supports(spec)

@@ -105,7 +105,7 @@ GOLDEN = [
         "Add some non-verbal sounds to make the audio more natural, the new text is : "
         "[Laughter] good morning\n  The text corresponding to the audio is: good morning\n",
     ),
-    (EditSpec("clone"), "prompt words", " what to say ", "what to say"),
+    (EditSpec("clone"), "prompt words", " what to say ", " what to say "),
 ]
 
 

@@ -233,3 +233,39 @@ def test_passes_are_sealed_into_the_record(clip):
     passes = json.loads(row["passes_json"])
     passes[1]["input_codes"] += 1
     assert record_digest(dict(row, passes_json=json.dumps(passes))) != record.record_sha256
+
+
+def test_rounds_hand_each_other_16_bit_audio(clip, tmp_path):
+    engine = _engine()
+    assert engine.round_handoff is roundtrip.pcm16
+    stages = build_stages(engine, rounds=2, with_clone_round=False)
+    out = list(LocalExecutor().run(stages, [_item(clip, "emotion=happy")]))[0]
+    assert out.error is None, out.error
+    first, second = out.records
+    assert first.status == second.status == "ok"
+
+    # Independently: round 1's output decoded with the source's voice, written as a 16-bit WAV
+    # and read back as the release's next iteration reads it, then tokenized.
+    models, src = shared_standins()
+    tokenizer, frontend, cosyvoice = _independent(models, src)
+    voice = _voice(frontend, tokenizer, _as_release_reads(clip), 24000)
+    assert voice[0] == first.input_tokens
+    decoded = _decode(cosyvoice, first.output_tokens, voice)
+    wav_path = tmp_path / "iter1.wav"
+    sf.write(wav_path, decoded, 24000)
+    second_voice = _voice(frontend, tokenizer, _as_release_reads(wav_path), 24000)
+    assert second.input_tokens == second_voice[0]
+    unquantised = _voice(frontend, tokenizer, torch.from_numpy(decoded)[None], 24000)[0]
+    assert second.input_tokens != unquantised  # the 16-bit step shows in round 2's codes
+
+    # Round 1's record keeps its output as made (24-bit FLAC of the decoded audio), not the
+    # 16-bit copy handed on; round 2 decodes with the 16-bit audio as its voice (chain mode).
+    got, _ = sf.read(__import__("io").BytesIO(first.audio_flac), dtype="float32")
+    np.testing.assert_allclose(got, np.clip(decoded, -1, 1), atol=2.0**-23 + 1e-7)
+    final = _decode(cosyvoice, second.output_tokens, second_voice)
+    got, _ = sf.read(__import__("io").BytesIO(second.audio_flac), dtype="float32")
+    np.testing.assert_allclose(got, final, atol=1.0 / 32768 + 1e-6)
+
+
+def test_the_signal_engine_hands_rounds_on_untouched():
+    assert make_engine("signal").round_handoff is None

@@ -212,3 +212,71 @@ def test_prompt_ids_cli_refuses_bad_requests(models_dir, change, needle, capsys)
             argv[-1:-1] = [flag, value]
     code, _, err = _cli(argv, capsys)
     assert code == 2 and needle in err
+
+
+# `added_tokens_decoder` entries whose flags differ from the model's own pieces
+
+
+def _golden_text(folder: str, text: str) -> list[int]:
+    return GOLDENS["texts"][folder][GOLDENS["text_inputs"].index(text)]
+
+
+@pytest.mark.parametrize(
+    ("flagged", "plain", "text"),
+    [
+        ("bpe_added_strip_flags", "bpe_no_keys", "x<audio_1024> y"),  # single_word
+        ("bpe_added_strip_flags", "bpe_no_keys", " <|EOT|> spaced <|BOT|> "),  # lstrip, rstrip
+        ("bpe_added_strip_flags", "bpe_no_keys", "<|NEW|> new token <pad>"),  # a new token
+        ("unigram_json_added_flags", "unigram_json_no_keys", "<audio_7>\nnext"),  # rstrip
+    ],
+)
+def test_entries_whose_flags_differ_are_added_again(folders, flagged, plain, text):
+    # the reference's ids change with the flags, and ours follow them
+    assert _golden_text(flagged, text) != _golden_text(plain, text)
+    assert _tokenizer(folders, flagged).encode(text) == _golden_text(flagged, text)
+
+
+def test_entries_with_the_models_own_flags_change_nothing(folders):
+    same = _tokenizer(folders, "unigram_added_same_flags")
+    assert GOLDENS["texts"]["unigram_added_same_flags"] == GOLDENS["texts"]["unigram_no_keys"]
+    assert same.backend.get_added_tokens_decoder()[65536 + 7].normalized is False
+
+
+def test_normalized_audio_entries_still_match_before_normalisation(folders):
+    # The reference keeps the piece's own (raw-text) entry next to the normalised one, so a
+    # newline after an audio token keeps its `▁`; later tokenizers releases would drop it.
+    text = "<audio_7>\nnext"
+    flagged = _tokenizer(folders, "unigram_added_audio_normalized")
+    assert flagged.encode(text) == _golden_text("unigram_no_keys", text)
+    space = flagged.backend.token_to_id("\u2581")
+    assert flagged.encode(text)[:3] == [prompts.BOS_ID, 65536 + 7, space]
+
+
+def test_reference_tokens_keep_the_raw_match_of_tokenizers_0_21():
+    from tokenizers import AddedToken
+
+    from stepedit_core.engines.stepaudio.added_tokens import reference_tokens
+
+    existing = [
+        AddedToken("<audio_0>", normalized=False, special=False),
+        AddedToken("<s>", normalized=False, special=True),
+    ]
+    given = [
+        AddedToken("<audio_0>", normalized=True, lstrip=True),  # re-added: raw entry kept
+        AddedToken("<s>", normalized=True, special=True),  # special: never recorded again
+        AddedToken("<new>", normalized=True),  # only entry: normalised
+    ]
+    got = reference_tokens(existing, given)
+    assert [(t.content, t.normalized) for t in got] == [
+        ("<audio_0>", False),
+        ("<s>", False),
+        ("<new>", True),
+    ]
+    assert got[0].lstrip is True and got[1].special is True
+
+
+def test_an_entry_without_content_is_refused(tmp_path):
+    config = {"added_tokens_decoder": {"7": {"special": True}}}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(TextTokenizerError, match="entry 7 has no 'content'"):
+        read_settings(tmp_path)

@@ -9,7 +9,10 @@ pieces are appended here in code, so the folders are rebuilt byte for byte witho
 
 The variants differ in what decides the ids: the sentencepiece algorithm (unigram or BPE), the
 `add_bos_token` / `legacy` / `add_prefix_space` keys of `tokenizer_config.json` (present or
-absent), and whether a `tokenizer.json` sits next to `tokenizer.model`. Plain stdlib +
+absent), whether a `tokenizer.json` sits next to `tokenizer.model`, and the flags of the
+config's `added_tokens_decoder` entries for pieces the sentencepiece model already defines
+(the same flags as the model's, or `normalized` / `lstrip` / `rstrip` / `single_word` /
+`special` set otherwise, or left out). Plain stdlib +
 sentencepiece + protobuf, so it runs in the goldens' own environment as well as in the tests.
 """
 
@@ -61,6 +64,44 @@ class FolderSpec:
     tokenizer_json: str | None = None
 
 
+_HEAD = ("<pad>", "<s>", "</s>", "<|EOT|>", "<|BOT|>")  # ids 0..4, control pieces
+
+
+def _entry(content: str, **flags: bool) -> dict:
+    """An `added_tokens_decoder` entry as transformers writes one (every flag present)."""
+    entry = {
+        "content": content,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": False,
+    }
+    entry.update(flags)
+    return entry
+
+
+def added_tokens_decoder(
+    audio: dict | None = None, head: dict | None = None, extra: dict | None = None
+) -> dict:
+    """`added_tokens_decoder` for the release's id layout: the control pieces 0..4 and `<unk>`
+    (special), the 5,120 `<audio_N>` pieces (not special), all with the flags the model's own
+    conversion gives them unless `audio` (flags of every audio piece) or `head` (content ->
+    flags, or content -> a whole entry dict to write as is) say otherwise; `extra` adds entries
+    (id -> entry) for tokens the model lacks."""
+    head = head or {}
+    decoder = {}
+    for index, content in enumerate((*_HEAD, "<unk>")):
+        given = head.get(content, {})
+        decoder[str(index)] = (
+            given if "content" in given else _entry(content, **{"special": True, **given})
+        )
+    for code in range(N_AUDIO):
+        decoder[str(AUDIO_OFFSET + code)] = _entry(f"<audio_{code}>", **(audio or {}))
+    decoder.update({str(i): entry for i, entry in (extra or {}).items()})
+    return decoder
+
+
 FOLDERS = (
     FolderSpec("unigram_no_keys", "unigram"),
     FolderSpec("unigram_nobos_legacy", "unigram", {"add_bos_token": False, "legacy": True}),
@@ -75,6 +116,51 @@ FOLDERS = (
         tokenizer_json="never",
     ),
     FolderSpec("unigram_json_no_prefix_space", "unigram", {"add_prefix_space": False}, "first"),
+    # added_tokens_decoder: the model's own flags (nothing changes), then flags that differ
+    FolderSpec(
+        "unigram_added_same_flags", "unigram", {"added_tokens_decoder": added_tokens_decoder()}
+    ),
+    FolderSpec(
+        "unigram_added_audio_normalized",
+        "unigram",
+        {"added_tokens_decoder": added_tokens_decoder(audio={"normalized": True})},
+    ),
+    FolderSpec(
+        "unigram_added_audio_normalized_not_legacy",
+        "unigram",
+        {"legacy": False, "added_tokens_decoder": added_tokens_decoder(audio={"normalized": True})},
+    ),
+    FolderSpec(
+        "bpe_added_strip_flags",
+        "bpe",
+        {
+            "added_tokens_decoder": added_tokens_decoder(
+                audio={"single_word": True},
+                head={
+                    "<s>": {"rstrip": True},
+                    "</s>": {"special": False},
+                    "<|EOT|>": {"lstrip": True, "rstrip": True},
+                    "<|BOT|>": {"lstrip": True},
+                },
+                extra={AUDIO_OFFSET + N_AUDIO: _entry("<|NEW|>", normalized=True)},
+            )
+        },
+    ),
+    FolderSpec(
+        "unigram_json_added_flags",
+        "unigram",
+        {
+            "added_tokens_decoder": added_tokens_decoder(
+                audio={"rstrip": True},
+                head={
+                    "<pad>": {"normalized": True},
+                    # flags left out: `normalized` follows `special`
+                    "<|BOT|>": {"content": "<|BOT|>", "special": False},
+                },
+            )
+        },
+        tokenizer_json="first",
+    ),
 )
 
 

@@ -1,4 +1,5 @@
-"""Rewrite the README's generated tables (failure codes, edits) from their registries.
+"""Rewrite the README's generated tables (failure codes, edits, margin anchors) from their
+registries.
 
 Run after changing stepedit_core/failures.py or the edit table: `python tools/readme_tables.py`.
 tests/test_failures.py fails while the README and the registries disagree.
@@ -9,9 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepedit_core import edits, failures
+from stepedit_core.dataset import objective
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TABLES = {"failure-codes": failures.markdown_table, "edit-table": edits.markdown_table}
+TABLES = {
+    "failure-codes": failures.markdown_table,
+    "edit-table": edits.markdown_table,
+    "margin-anchors": objective.markdown_table,
+}
 
 
 def main() -> None:

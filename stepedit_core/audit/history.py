@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from typing import Any
 
@@ -14,7 +15,9 @@ from stepedit_core.audit.records import (
     object_sha256,
     record_digest,
 )
+from stepedit_core.judges.verify import clip_verdicts, format_verdicts
 from stepedit_core.store import RunStore
+from stepedit_core.words.summary import cuts_line, words_line
 
 # too bulky to print in a clip's history; their presence is still covered by record_sha256
 BULKY_FIELDS = frozenset({"audio_flac", "input_tokens", "output_tokens"})
@@ -40,6 +43,7 @@ def _manifest_rows(store: RunStore, clip_id: str, row_indexes: set[int]) -> list
         "error",
         "error_code",
         "iterations_done",
+        "delivered_files",
     )
     with store.fs.open(store.manifest, "rb") as handle:
         parquet = pq.ParquetFile(handle)
@@ -92,14 +96,22 @@ def clip_history(out: str, run_id: str, clip_id: str, check_delivered: bool = Tr
     source_sha = rounds[0]["input_sha256"] if rounds else None
     final = _final_view(store, manifest, rounds, check_delivered)
     audio_uri = next((r.get("audio_uri") for r in manifest if r.get("audio_uri")), None)
+    verdicts = clip_verdicts(store, clip_id)
+    from stepedit_core.dataset.ratings import clip_ratings  # lazy: the dataset package is big
+
+    ratings = clip_ratings(store, clip_id)
     return {
         "run": store.uri(store.root),
         "clip_id": clip_id,
         "source": {"audio_uri": audio_uri, "sha256": source_sha},
         "rounds": rounds,
         "final": final,
+        "verdicts": verdicts,
+        "ratings": ratings,
         "intact": all(r["record_ok"] and r["links_ok"] for r in rounds)
-        and final.get("delivered_ok") is not False,
+        and final.get("delivered_ok") is not False
+        and all(v["seal_ok"] for v in verdicts)
+        and all(r["seal_ok"] for r in ratings),
         "lookup_seconds": round(time.perf_counter() - started, 4),
     }
 
@@ -158,9 +170,14 @@ def _final_view(
     }
     if row.get("status") == "ok" and rounds:
         path = store.audio_path(row["clip_id"], row["row_index"])
-        final["delivered"] = store.uri(path)
         chosen = delivered_round(rounds, row.get("selected_round"))
         final["expected_sha256"] = chosen.get("output_sha256")
+        if row.get("delivered_files"):  # another format or parts: the manifest's own hashes
+            files = json.loads(row["delivered_files"])
+            final["delivered_files"] = files
+            path = store.path("audio", posixpath.basename(files[0]["uri"]))
+            final["expected_sha256"] = files[0]["sha256"]
+        final["delivered"] = store.uri(path)
         if check_delivered:
             actual = object_sha256(store, path) if store.exists(path) else None
             final["sha256"] = actual
@@ -194,12 +211,27 @@ def format_history(history: dict[str, Any]) -> str:
         qc = _qc_metrics(r.get("qc_json"))
         if qc:
             lines.append("           qc " + "  ".join(f"{k}={v}" for k, v in qc.items()))
+        for label, line in (
+            ("words", words_line(r.get("words_json"))),
+            ("cuts", cuts_line(r.get("cuts_json"))),
+        ):
+            if line:
+                lines.append(f"           {label} {line}")
         if r.get("error_code"):
             lines.append(f"           error {r['error_code']}: {r.get('error')}")
+    lines += format_verdicts(history.get("verdicts", []))
+    from stepedit_core.dataset.ratings import format_ratings
+
+    lines += format_ratings(history.get("ratings", []))
     final = history["final"]
     lines.append(f"  final    [{final.get('status')}]  {final.get('delivered') or ''}".rstrip())
     if "sha256" in final:
-        verdict = "matches the delivered round" if final.get("delivered_ok") else "MISMATCH"
+        matches = (
+            "matches the output manifest's sha256"
+            if final.get("delivered_files")
+            else "matches the delivered round"
+        )
+        verdict = matches if final.get("delivered_ok") else "MISMATCH"
         lines.append(f"           sha256 {final['sha256']}  {verdict}")
     if final.get("error_code"):
         lines.append(f"           error {final['error_code']}: {final.get('error')}")

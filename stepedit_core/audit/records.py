@@ -177,7 +177,27 @@ def run_audit(store: RunStore, input_manifest_sha256: str) -> dict[str, Any]:
         "index": run_relative(store, index_path(store)),
         "index_sha256": object_sha256(store, index_path(store)),
         "run_json_seal": run_relative(store, run_json_seal_path(store)),
+        **run_verdicts_section(store),
     }
+
+
+def run_verdicts_section(store: RunStore) -> dict[str, Any]:
+    """The digest over the verdicts a run made while editing (`--judge`), so that a verdict part
+    deleted later is noticed; nothing when the run was not judged."""
+    from stepedit_core.judges.verify import RUN_VERDICTS, verdict_groups
+
+    hashes = verdict_groups(store).get(RUN_VERDICTS)
+    if hashes is None:
+        return {}
+    return {"verdicts": len(hashes), "verdicts_digest": verdicts_digest(hashes)}
+
+
+def verdicts_digest(record_hashes: list[str]) -> str:
+    """sha256 over a set of verdicts' record hashes (order does not matter)."""
+    digest = hashlib.sha256(b"stepedit-judgements-v1\n")
+    for value in sorted(record_hashes):
+        digest.update(f"{value}\n".encode())
+    return digest.hexdigest()
 
 
 def audit_key() -> bytes | None:

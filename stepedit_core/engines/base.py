@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepedit_core.audio import Audio
 from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
 from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.stages import Stage
@@ -24,6 +26,9 @@ class EngineOptions:
     prompt_mode: str = "chain"  # chain: round k's output is round k+1's voice prompt; fixed
     llm_backend: str = "transformers"  # or "vllm"
     vad_max_pause: float = 0.3  # seconds a pause may last after the vad edit (signal engine)
+    asr_models: str | None = None  # a faster-whisper (CTranslate2) folder: stepedit_core/words
+    # "auto" or "asr": every round's output gets word timings (stepedit_core/words/timing_stage)
+    word_timings: str | None = None
     gpus: dict[str, float] = field(default_factory=dict)  # stage name -> GPU fraction per actor
     batch_sizes: dict[str, int] = field(default_factory=dict)  # stage name -> batch size
     extra: dict[str, Any] = field(default_factory=dict)
@@ -37,6 +42,9 @@ class Engine(ABC):
     reads_text: bool = True
     # edit type -> what this engine does with it, beyond the table's options (`stepedit engines`)
     notes: dict[str, str] = {}
+    # What the next round receives of a round's output; None: the output as it is. A
+    # module-level function, so the round-end stage that calls it pickles it by reference.
+    round_handoff: Callable[[Audio], Audio] | None = None
 
     def __init__(self, options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
@@ -91,9 +99,12 @@ class Engine(ABC):
         """ItemFailure when this engine can not edit a row with this chain and these texts."""
         for spec in chain:
             self.check_edit(spec)
-            if spec.kind.needs_text and self.reads_text and not (text or "").strip():
+            # with an ASR model a row without text gets its transcript (stepedit_core/words)
+            asr = self.options.asr_models is not None
+            if spec.kind.needs_text and self.reads_text and not asr and not (text or "").strip():
                 raise ItemFailure(
-                    "missing_text", f"edit {spec} needs the transcript in column 'text'"
+                    "missing_text",
+                    f"edit {spec} needs the transcript in column 'text' (or pass --asr-models)",
                 )
             if spec.kind.needs_target_text and not (target_text or "").strip():
                 raise ItemFailure("missing_target_text", f"edit {spec} needs column 'target_text'")

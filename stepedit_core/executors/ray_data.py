@@ -90,6 +90,8 @@ def size_pools(stages: list[Stage], cluster_cpus: float, cluster_gpus: float) ->
             size = min(by_cpu, by_gpu)
         else:
             size = by_cpu
+        if stage.max_actors is not None:
+            size = min(size, stage.max_actors)
         sizes.append(PoolSize(stage.name, True, cpus, gpus, 1, size))
     return sizes
 

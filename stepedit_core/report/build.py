@@ -4,6 +4,11 @@
     report/page-0002.html ...  the other clips, `page_size` per page
     report/media/<row>-<clip>/ source.flac, round-<k>.flac, and a spectrogram PNG of each
 
+A clip delivered in another format or in parts (delivered_files in the output manifest) also
+gets a waveform overview of what was delivered, the cuts between parts marked, a player per
+delivered file (linked from ../audio/, so those players need the run folder, not only report/)
+and the delivered files' QC verdict.
+
 Every link is relative, so the folder works wherever it is copied whole (local disk, an S3
 static website or bucket behind a CDN, `aws s3 cp --recursive` to a laptop). Audio is kept as
 files next to the page rather than data URIs: pages stay small at 100k clips and a browser
@@ -16,21 +21,29 @@ QC is shown when records carry `qc_pass` (bool) and optionally `qc_reasons` (tex
 
 from __future__ import annotations
 
-import html
 import json
 import math
+import posixpath
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepedit_core import audio as audio_io
+from stepedit_core.failures import ItemFailure
+from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
+from stepedit_core.report.cuts import cuts_strip, words_note
+from stepedit_core.report.escape import html_text as _e
+from stepedit_core.report.margins import margin_section
+from stepedit_core.report.ratings import rating_widget, ratings_bar
 from stepedit_core.report.spectrogram import spectrogram_png
+from stepedit_core.report.waveform import waveform_svg
 from stepedit_core.store import RunStore
 
 QC_PASS = "qc_pass"
@@ -42,7 +55,7 @@ FAILURES_ON_INDEX = 2000  # more failing clips than this go to failures-NNNN.htm
 NOT_METRICS = frozenset(
     {"row_index", "iteration", "seed", "sample_rate", "channels", "duration_in_s", QC_PASS}
 )
-CAPTION_METRICS = ("duration_s", "rms_dbfs", "peak_dbfs")
+CAPTION_METRICS = ("duration_s", "rms_dbfs", "peak_dbfs", "wer")
 
 
 @dataclass
@@ -56,6 +69,8 @@ class RoundView:
     qc_reasons: str | None = None
     audio: str | None = None  # media path relative to report/
     image: str | None = None
+    cuts: str = ""  # the fillers edit's cuts on the input's timeline (report/cuts.py)
+    sha256: str | None = None  # of the round's audio (the source: of its file)
 
 
 @dataclass
@@ -69,6 +84,11 @@ class ClipView:
     audio_uri: str | None
     edit: str | None = None
     rounds: dict[int, RoundView] = field(default_factory=dict)
+    # delivered in another format or in parts: the manifest's files, and the overview of them
+    delivered: list[dict[str, Any]] | None = None
+    delivered_qc: str | None = None
+    delivered_reasons: str | None = None
+    overview: str | None = None
 
     @property
     def final(self) -> RoundView | None:
@@ -134,6 +154,13 @@ class ReportBuilder:
                 text=row.get("text") if "text" in names else None,
                 audio_uri=row.get("audio_uri"),
             )
+            if row.get("delivered_files"):
+                clip = clips[row_index]
+                clip.delivered = json.loads(row["delivered_files"])
+                clip.delivered_qc, clip.delivered_reasons = (
+                    row.get("qc_status"),
+                    row.get("qc_reasons"),
+                )
         return clips
 
     def add_records(self, clips: dict[int, ClipView]) -> None:
@@ -182,6 +209,9 @@ class ReportBuilder:
             metrics={m: record.get(m) for m in metrics + qc_columns if record.get(m) is not None},
             qc_pass=record.get(QC_PASS),
             qc_reasons=record.get(QC_REASONS),
+            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s"))
+            + words_note(record.get("words_json")),
+            sha256=record.get("output_sha256"),
         )
         clip.edit = clip.edit or view.edit
         for m in metrics:
@@ -210,12 +240,13 @@ class ReportBuilder:
                 continue
             view = RoundView(iteration=SOURCE_ROUND, status="source")
             try:
-                source, _ = audio_io.load(clip.audio_uri)
-            except audio_io.AudioError as exc:
+                source, data = audio_io.load(clip.audio_uri)
+            except ItemFailure as exc:
                 view.status, view.error = "unavailable", str(exc)
                 clip.rounds[SOURCE_ROUND] = view
                 continue
             view.metrics = basic_metrics(source)
+            view.sha256 = audio_io.sha256_bytes(data)
             for m, v in view.metrics.items():
                 if v is not None and m in self.values:
                     self.values[m].setdefault(SOURCE_ROUND, []).append(float(v))
@@ -224,12 +255,32 @@ class ReportBuilder:
                 view.audio, view.image = self._write_media(clip, "source", flac)
             clip.rounds[SOURCE_ROUND] = view
 
+    def add_delivered(self, clips: dict[int, ClipView]) -> None:
+        """A waveform overview of each clip delivered in another format or in parts, the cuts
+        between parts marked (the files themselves are played from RUN/audio/)."""
+        for clip in clips.values():
+            if not clip.delivered or not self.wants_media(clip):
+                continue
+            try:
+                parts = [
+                    audio_io.load(self.store.path("audio", posixpath.basename(f["uri"])))[0]
+                    for f in clip.delivered
+                ]
+            except ItemFailure:  # a delivered file gone or unreadable: verify reports it
+                continue
+            samples = np.concatenate([p.samples.mean(axis=1) for p in parts])
+            marks, at = [], 0.0
+            for number, part in enumerate(parts[:-1], 2):
+                at += part.duration
+                marks.append((at, f"part {number}"))
+            clip.overview = waveform_svg(samples, parts[0].sample_rate, marks, clip.clip_id)
+
     def _write_media(self, clip: ClipView, name: str, flac: bytes) -> tuple[str, str]:
         base = f"{_media_dir(clip)}/{name}"
         self.store.write_bytes(self.path(base + ".flac"), flac)
         try:
             image = spectrogram_png(audio_io.decode(flac))
-        except audio_io.AudioError:
+        except ItemFailure:
             return base + ".flac", ""
         self.store.write_bytes(self.path(base + ".png"), image)
         return base + ".flac", base + ".png"
@@ -242,15 +293,24 @@ def _asset(name: str) -> str:
     return resources.files("stepedit_core.report").joinpath("assets", name).read_text()
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
 def _round_label(k: int) -> str:
     return "source" if k == SOURCE_ROUND else f"round {k}"
 
 
-def _figure(view: RoundView) -> str:
+def _rating(clip: ClipView, view: RoundView) -> str:
+    """Rating buttons for a round with audio (the source counts as iteration 0 unless the run
+    made a round 0 itself); only where the page has its player."""
+    if view.status not in ("ok", "source") or not view.audio:
+        return ""
+    iteration = view.iteration
+    if iteration == SOURCE_ROUND:
+        if 0 in clip.rounds:
+            return ""
+        iteration = 0
+    return rating_widget(clip.clip_id, clip.row_index, iteration, view.sha256)
+
+
+def _figure(view: RoundView, rating: str = "") -> str:
     caption = [_round_label(view.iteration)]
     for m in CAPTION_METRICS:
         if view.metrics.get(m) is not None:
@@ -269,9 +329,10 @@ def _figure(view: RoundView) -> str:
         body += f'<img src="{_e(view.image)}" alt="{alt}" loading="lazy">'
     if view.audio:
         body += f'<audio controls preload="none" src="{_e(view.audio)}"></audio>'
+    body += view.cuts
     if view.error:
         body += f'<div class="reason">{_e(view.error)}</div>'
-    return f"<figure>{body}</figure>"
+    return f"<figure>{body}{rating}</figure>"
 
 
 def _clip_row(clip: ClipView) -> str:
@@ -288,7 +349,10 @@ def _clip_row(clip: ClipView) -> str:
         reasons += f'<div class="reason">{_e(clip.error_code)}: {_e(clip.error)}</div>'
     if final is not None and final.qc_reasons:
         reasons += f'<div class="reason">{_e(final.qc_reasons)}</div>'
-    figures = "".join(_figure(clip.rounds[k]) for k in sorted(clip.rounds))
+    figures = "".join(
+        _figure(clip.rounds[k], _rating(clip, clip.rounds[k])) for k in sorted(clip.rounds)
+    )
+    figures += _delivered(clip)
     return (
         f'<tr data-status="{_e(clip.status)}" data-qc="{clip.qc}" data-search="{_e(search)}">'
         f'<td><b>{_e(clip.clip_id)}</b><div class="sub">row {clip.row_index}'
@@ -297,6 +361,27 @@ def _clip_row(clip: ClipView) -> str:
         f"<td>{badges}{reasons}</td>"
         f'<td><div class="rounds">{figures}</div></td></tr>'
     )
+
+
+def _delivered(clip: ClipView) -> str:
+    """The delivered files: overview with the cuts, a player per file, the delivered QC."""
+    if not clip.delivered:
+        return ""
+    verdict = ""
+    if clip.delivered_qc:
+        verdict = f' <span class="badge {_e(clip.delivered_qc)}">QC {_e(clip.delivered_qc)}</span>'
+    body = f"<figcaption>delivered ({len(clip.delivered)} file(s)){verdict}</figcaption>"
+    body += clip.overview or ""
+    for number, entry in enumerate(clip.delivered, 1):
+        name = posixpath.basename(entry["uri"])
+        span = f"{entry['start_s']:.1f}-{entry['end_s']:.1f} s"
+        body += (
+            f'<div class="sub">{number}. {_e(name)} ({span})</div>'
+            f'<audio controls preload="none" src="../audio/{_e(name)}"></audio>'
+        )
+    if clip.delivered_reasons:
+        body += f'<div class="reason">{_e(clip.delivered_reasons)}</div>'
+    return f'<figure class="delivered">{body}</figure>'
 
 
 def _table(clips: list[ClipView]) -> str:
@@ -320,7 +405,8 @@ def _page(title: str, header: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}'
         f"</title><style>{_asset('report.css')}</style></head><body><header>{header}</header>"
-        f"<main>{body}</main><script>{_asset('report.js')}</script></body></html>\n"
+        f"<main>{body}</main><script>{_asset('report.js')}</script>"
+        f"<script>{_asset('ratings.js')}</script></body></html>\n"
     )
 
 
@@ -424,6 +510,7 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
         builder.media_rows = set(rows[:page_size]) | failed | builder.qc_failing_rows()
     builder.add_records(by_row)
     builder.add_sources(by_row)
+    builder.add_delivered(by_row)
     clips = [by_row[k] for k in sorted(by_row)]
 
     charts = "".join(
@@ -437,10 +524,12 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
         failing[i : i + FAILURES_ON_INDEX] for i in range(0, len(failing), FAILURES_ON_INDEX)
     ]
     fail_pages = [f"failures-{n:04d}.html" for n in range(2, len(fail_chunks) + 1)]
-    header = _header(run, run_id)
+    header = _header(run, run_id) + ratings_bar(run_id, (run.get("audit") or {}).get("run_digest"))
 
     index_body = _summary(run, clips, builder.qc_counts, builder.profiles)
+    index_body += margin_section(store)  # a margin set's run: its margins first
     index_body += f'<h2>Metrics by round</h2><div class="charts">{charts}</div>'
+    index_body += accuracy_section(store)  # empty until the run is judged (stepedit judge)
     index_body += f"<h2>Clips 1-{len(chunks[0])} of {len(clips)}</h2>{_nav(pages, pages[0])}"
     index_rows = chunks[0] + (fail_chunks[0] if fail_chunks else [])
     if fail_chunks:

@@ -3,14 +3,15 @@
 Write the goldens (in an environment with the reference transformers, nothing else of the
 project is needed):
 
-    python -m venv /work/venvs/tf453
-    /work/venvs/tf453/bin/pip install transformers==4.53.3 sentencepiece tokenizers protobuf
-    /work/venvs/tf453/bin/python tests/goldens/make_tokenizer_goldens.py write
+    python -m venv /tmp/tf453
+    /tmp/tf453/bin/pip install transformers==4.53.3 sentencepiece tokenizers protobuf
+    /tmp/tf453/bin/python tests/goldens/make_tokenizer_goldens.py write
 
 It builds the synthetic tokenizer folders of `tests/tokenizer_folders.py`, loads each with
 `AutoTokenizer.from_pretrained` exactly as the release loads its model folder, frames every
 request the way the release's edit and clone calls do (one `tokenizer.encode` per role, per
-turn content, and for a clone the target text as the continuation of a newline) and writes
+turn content, and for a clone the target text, as given, as the continuation of a newline) and
+writes
 `tests/goldens/tokenizer_ids.json`. The instruction texts, system prompts and the `<audio_N>`
 text form are read from the project's `prompts.py` / `tokens.py` (tested on their own against the
 published texts); the framing around them is written out here, independently of the project.
@@ -98,6 +99,14 @@ CASES = [
         "明天早上八点开会，请大家准时参加。",
         "clone_fedcba9876543210",
     ),
+    # a dialect tag and the text's own spacing reach the model as given
+    (
+        "zh_clone_dialect",
+        "clone",
+        "请把这段音频变得更加开心一些。",
+        "[Sichuanese]明天早上八点开会，  请大家准时参加。 ",
+        "clone_0011223344556677",
+    ),
 ]
 
 
@@ -120,6 +129,14 @@ TEXTS = [
     "<0x0A> is not a newline",
     "[Laughter] ha [Sigh]\n\n",
     "今天 天气\t很好\n",
+    # around added tokens whose flags differ in some folders (normalized, strip, single word)
+    "<audio_7>\nnext",
+    "<audio_0>\n<audio_1>\n",
+    "x <audio_1024> y",
+    "a<audio_3>b <audio_4>",
+    " <|EOT|> spaced <|BOT|> ",
+    "<s> hello </s>",
+    "<|NEW|> new token <pad>",
 ]
 
 
@@ -140,7 +157,7 @@ def case_records() -> list[dict]:
 def reference_ids(encode, case: dict, prompts, tokens, edits) -> tuple[list[int], str]:
     """The release's framing, written out: BOS; system turn; human turn; opened answer."""
     spec = edits.parse_edit(case["edit"])
-    text, target = case["text"].strip(), (case["target_text"] or "").strip()
+    text, target = case["text"].strip(), case["target_text"] or ""
     audio = tokens.to_text(case["codes"])
     if spec.type == "clone":
         system = prompts.clone_system_prompt(case["speaker"], text, audio)
@@ -149,6 +166,7 @@ def reference_ids(encode, case: dict, prompts, tokens, edits) -> tuple[list[int]
         human_text = target
     else:
         system = prompts.EDIT_SYSTEM_PROMPT
+        target = target.strip()
         human_text = prompts.instruction_text(spec, text, target or None)
         human = encode(human_text + "\n" + audio + "\n")
     ids = [BOS, BOT] + encode("system\n" + system) + [EOT]

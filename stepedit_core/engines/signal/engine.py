@@ -13,7 +13,15 @@ from stepedit_core.engines.base import Engine, EngineNotReady
 from stepedit_core.failures import ItemFailure
 from stepedit_core.stages import EngineStage, Resources, Stage, WorkItem
 
-REQUIRED_MODULES = ("python_stretch", "pyloudnorm", "silero_vad", "torch", "soxr", "scipy")
+REQUIRED_MODULES = (
+    "python_stretch",
+    "pyloudnorm",
+    "silero_vad",
+    "torch",
+    "soxr",
+    "scipy",
+    "pocketsphinx",
+)
 STAGE_NAME = "signal_edit"
 DEFAULT_BATCH_SIZE = 16
 
@@ -29,9 +37,14 @@ class SignalEditStage(EngineStage):
     resources = Resources(cpus=1.0)
 
     def __init__(
-        self, vad_max_pause: float = 0.3, batch_size: int = DEFAULT_BATCH_SIZE, engine: str = SIGNAL
+        self,
+        vad_max_pause: float = 0.3,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        engine: str = SIGNAL,
+        asr_models: str | None = None,
     ) -> None:
         self.vad_max_pause = float(vad_max_pause)
+        self.asr_models = asr_models
         self.batch_size = int(batch_size)
         self.engine_name = engine
         self._vad: Any = None
@@ -64,10 +77,44 @@ class SignalEditStage(EngineStage):
         samples, rate = item.audio.samples, item.audio.sample_rate
         channels = item.audio.channels
         for spec in item.round_edits:
-            samples = self.apply(spec, samples, rate)
+            if spec.type == "fillers":
+                samples = self.remove_fillers(item, spec, samples, rate)
+            else:
+                # the fillers edit's words describe its own output, not what a later edit
+                # makes of it: the word-timing stage times this round's output instead
+                item.state.pop("words_json", None)
+                samples = self.apply(spec, samples, rate)
         if not np.isfinite(samples).all():
             raise ItemFailure("non_finite_output", "the signal edit produced NaN/inf samples")
         item.output = Audio(samples.reshape(-1, channels), rate)
+
+    def remove_fillers(
+        self, item: WorkItem, spec: EditSpec, samples: np.ndarray, sample_rate: int
+    ) -> np.ndarray:
+        """The fillers edit (stepedit_core/words): the word timings and the cuts go into the
+        round's record."""
+        from stepedit_core.words.edit import remove_fillers
+        from stepedit_core.words.fillers import cuts_json, words_after_cuts
+        from stepedit_core.words.timing import words_json
+
+        if self._vad is None:
+            self.setup()
+        asr = None
+        if self.asr_models is not None:
+            from stepedit_core.words.asr import shared_asr
+
+            asr = shared_asr(self.asr_models)
+        result = remove_fillers(
+            spec, samples, sample_rate, item.text, item.language, asr, self._vad
+        )
+        # the words of the edit's output: its alignment moved past the cuts, not aligned again
+        moved = words_after_cuts(result.timings.words, result.cuts, samples.shape[0], sample_rate)
+        item.state["words_json"] = words_json(moved)
+        item.state["cuts_json"] = cuts_json(result.cuts)
+        item.state["word_timing_backend"] = result.timings.backend
+        if result.timings.text_source == "asr" and not (item.text or "").strip():
+            item.text, item.text_source = result.timings.text, "asr"
+        return result.samples
 
     def apply(self, spec: EditSpec, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         """One edit on (frames, channels) float32 samples; returns samples at the same rate."""
@@ -112,8 +159,8 @@ class SignalEngine(Engine):
     version = "1.0"
     description = (
         "CPU signal processing, no model download: time-stretch with pitch and formants kept "
-        "(Signalsmith Stretch), RNNoise denoising, silero-vad pause shortening, and BS.1770 "
-        "loudness normalisation with a true-peak limiter."
+        "(Signalsmith Stretch), RNNoise denoising, silero-vad pause shortening, BS.1770 "
+        "loudness normalisation with a true-peak limiter, and filler removal."
     )
     reads_text = False
     notes = {
@@ -122,6 +169,10 @@ class SignalEngine(Engine):
         "vad": (
             "pauses longer than the limit (default 0.3 s) are shortened to it; leading and "
             "trailing silence is kept up to 0.75 s / 1.5 s (inside ACX's window); speech is kept"
+        ),
+        "fillers": (
+            "fillers found by word timings (pocketsphinx alignment of English `text`, or "
+            "--asr-models) are cut at the pause around them, leaving one natural pause"
         ),
         "loudness": (
             f"profiles: {_profiles()}, acx (RMS -20 dB, sample peaks <= -3 dBFS, noise floor "
@@ -144,4 +195,6 @@ class SignalEngine(Engine):
 
     def build_stages(self) -> list[Stage]:
         batch = self.options.batch_sizes.get(STAGE_NAME, DEFAULT_BATCH_SIZE)
-        return [SignalEditStage(self.options.vad_max_pause, batch, self.name)]
+        return [
+            SignalEditStage(self.options.vad_max_pause, batch, self.name, self.options.asr_models)
+        ]

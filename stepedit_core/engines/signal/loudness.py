@@ -65,10 +65,20 @@ def normalize(samples: np.ndarray, sample_rate: int, option: str, vad: Any = Non
     return match_level(samples, sample_rate, option)[0]
 
 
-def match_level(samples: np.ndarray, sample_rate: int, option: str) -> tuple[np.ndarray, float]:
-    """Gain and limit `samples` to the option's level under its ceiling; returns the output and
-    the gain (dB) applied before the limiter, which is the gain of everything below the peaks."""
+def match_level(
+    samples: np.ndarray,
+    sample_rate: int,
+    option: str,
+    target_db: float | None = None,
+    window: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Gain and limit `samples` to the option's level (or `target_db`) under its ceiling;
+    returns the output and the gain (dB) applied before the limiter, which is the gain of
+    everything below the peaks. With a `window` (a profile's level range) any level reached
+    inside it is accepted; the clip is refused only when the window is out of reach."""
     mode, target, ceiling = target_for(option)
+    if target_db is not None:
+        target = target_db
     measure = _rms_meter() if mode == "rms" else _lufs_meter(samples, sample_rate)
     level = measure(samples)
     if not math.isfinite(level) or level < ABSOLUTE_GATE_LUFS:
@@ -93,13 +103,22 @@ def match_level(samples: np.ndarray, sample_rate: int, option: str) -> tuple[np.
         gain_db = min(matched + MAX_PUSH_DB, gain_db + error / slope)
         if gain_db == previous[0]:
             break
-    if abs(error) <= ACCEPT_DB:
+    reached = target - error
+    inside = window[0] <= reached <= window[1] if window is not None else abs(error) <= ACCEPT_DB
+    if inside:
         return out, used
     unit = "dB RMS" if mode == "rms" else "LUFS"
+    goal = (
+        f"{target:g} {unit}"
+        if window is None
+        else f"no level in {window[0]:g}..{window[1]:g} {unit}"
+    )
     raise ItemFailure(
         "loudness_unreachable",
-        f"{target:g} {unit} is not reachable under a {ceiling:g} dBTP ceiling without more than "
-        f"{MAX_PUSH_DB:g} dB of limiting (reached {target - error:.1f} {unit})",
+        f"{goal} is not reachable under a {ceiling:g} dBTP ceiling without more than "
+        f"{MAX_PUSH_DB:g} dB of limiting (reached {reached:.1f} {unit} aiming at {target:.1f}; "
+        f"the peaks stand {gain_to_db(true_peak(samples, sample_rate)) - level:.1f} dB over the "
+        f"level, {ceiling - target:.1f} dB fit)",
     )
 
 

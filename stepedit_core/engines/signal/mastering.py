@@ -1,7 +1,10 @@
 """Mastering into a whole delivery profile (ACX): level and peak, noise floor, head and tail.
 
-Speech found by silero-vad is never touched except for the level gain and the true-peak limiter
-that every `loudness` edit applies. Around it:
+Speech found by silero-vad is touched only by the level gain and the true-peak limiter that
+every `loudness` edit applies, and, where a profile gives a level window (ACX's -23..-18 dB RMS)
+and the speech does not fit it with a plain gain, by the narration leveler (leveler.py: slow
+drift riding and peak compression, so at most a few dB of limiting remain). Any level reached
+inside the window passes; the clip is refused only when none is reachable. Around the speech:
 
 1. Head and tail. The room tone before the first and after the last word is brought into the
    profile's window: a head or tail within the window (0.1 s guard) is kept; a longer one is cut
@@ -33,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from stepedit_core.delivery import Profile
-from stepedit_core.engines.signal.loudness import match_level
+from stepedit_core.engines.signal.leveler import level_speech
+from stepedit_core.engines.signal.loudness import match_level, target_for
 from stepedit_core.qc import SPEECH_MIN_SILENCE_S, noise_floor_db
 from stepedit_core.stages import ItemFailure
 
@@ -78,16 +82,22 @@ def _master(
 
         vad = shared_vad()
     samples = np.ascontiguousarray(samples, dtype=np.float32)
+    window = profile.rms_range_db
     spans = vad.speech(samples, sample_rate, SPEECH_MIN_SILENCE_S)
     if not spans:  # nothing to protect or to place room tone around: the level only
-        return match_level(samples, sample_rate, option)[0]
+        return match_level(samples, sample_rate, option, window=window)[0]
     tone_power = room_tone_power(samples, sample_rate, spans)
     head_pad = tail_pad = 0
     if edges:
         samples, spans, head_pad, tail_pad = conform_edges(samples, sample_rate, spans, profile)
+    aim = None
+    mode, target_db, ceiling_db = target_for(option)
+    if window is not None and mode == "rms":
+        leveled = level_speech(samples, sample_rate, spans, target_db, window, ceiling_db)
+        samples, aim = leveled.samples, leveled.aim_db
     # the gain the final level match will apply (pads are room tone: their energy is negligible)
     probe = np.pad(samples, ((head_pad, tail_pad), (0, 0)))
-    _, gain_db = match_level(probe, sample_rate, option)
+    _, gain_db = match_level(probe, sample_rate, option, aim, window)
     target = _floor_target(profile)
     if target is None:
         body = samples
@@ -104,13 +114,13 @@ def _master(
     head = synth_room_tone(head_pad, sample_rate, tone_power, tone_level, 2, body.shape[1])
     tail = synth_room_tone(tail_pad, sample_rate, tone_power, tone_level, 3, body.shape[1])
     joined = join_room_tone(head, body, tail, sample_rate, spans)
-    out, _ = match_level(joined, sample_rate, option)
+    out, _ = match_level(joined, sample_rate, option, aim, window)
     limit = profile.noise_floor_max_db
     floor = noise_floor_db(out, sample_rate)
     if limit is not None and target is not None and floor is not None and floor > limit:
         shifted = [(a + head_pad, b + head_pad) for a, b in spans]
         gated = gate_pauses(joined, sample_rate, shifted, target - gain_db - (floor - target))
-        out, _ = match_level(gated, sample_rate, option)
+        out, _ = match_level(gated, sample_rate, option, aim, window)
     return out
 
 

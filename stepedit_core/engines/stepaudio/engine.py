@@ -10,7 +10,10 @@ prompt, written and read as 16-bit PCM, and tokenized again (peak cap, then the 
 tokenizer's own resampling, normalisation and silence trim) to give the next pass its input
 codes and, in chain prompt mode, its voice prompt (the release takes each edit's voice prompt
 from that edit's input clip; in fixed mode the source clip stays the prompt). The decode stage
-decodes the last pass.
+decodes the last pass. Between two rounds the output makes the same 16-bit write and read
+(`StepAudioEngine.round_handoff`), as the release's iterations do: the next round's input (and,
+in chain mode, its voice prompt) is the 16-bit audio, while the round's record keeps the decoded
+output as it was made.
 
 The round trip lives in the edit stage, which loads a decoder and a tokenizer of its own the first
 time a batch holds a row with several model edits in a round. The other layout, one (tokenize,
@@ -495,9 +498,14 @@ class StepAudioEngine(Engine):
         "paralinguistic": "target_text carries tags: " + " ".join(PARALINGUISTIC_TAGS),
         "clone": (
             "the row's clip is the voice, text its transcript, target_text what to say "
-            "(round 0; tags in target_text are left out of what the clone says)"
+            "(round 0; its paralinguistic tags are left out of what the clone says, "
+            "dialect and language tags such as [Sichuanese] stay)"
         ),
     }
+
+    # Rounds hand each other audio the way the release hands an edit's result to the next
+    # iteration: written and read as 16-bit WAV (the same trip as between chained passes).
+    round_handoff = staticmethod(roundtrip.pcm16)
 
     def build_stages(self) -> list[Stage]:
         return [TokenizeStage(self.options), EditStage(self.options), DecodeStage(self.options)]

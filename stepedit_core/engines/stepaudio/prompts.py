@@ -23,13 +23,13 @@ framing here adds nothing of its own for that; it only calls `encode` where the 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from stepedit_core.edits import PARALINGUISTIC_TAGS, STEPAUDIO, EditSpec, refusal
 from stepedit_core.engines.stepaudio import tokens
+from stepedit_core.tags import remove_paralinguistic_tags
 
 BOS_ID = 1
 EOT_ID = 3  # ends a turn; also the id the model emits when the audio is complete
@@ -83,9 +83,6 @@ _OPTION_EDITS = {
     "style": (MORE_STYLE_INSTRUCTION, REMOVE_STYLE_INSTRUCTION),
     "speed": (MORE_INSTRUCTION, None),
 }
-# a paralinguistic tag such as [Laughter] or [Surprise-oh] inside a target text
-_TAG = re.compile(r"\[[A-Za-z]+(?:-[A-Za-z]+)?\]")
-
 Encode = Callable[[str], Sequence[int]]
 
 
@@ -115,13 +112,17 @@ def _require_text(spec: EditSpec, text: str | None, what: str = "text") -> str:
 
 
 def spoken_text(spec: EditSpec, target_text: str | None) -> str:
-    """What the audio says after an edit that changes the text: a clone speaks the target text
-    without its paralinguistic tags (tags are inserted by a later paralinguistic edit, as in the
-    model's benchmark protocol); a paralinguistic edit's output says the tagged text."""
-    text = _clean(target_text)
+    """What the audio says after an edit that changes the text.
+
+    A clone speaks the target text without its paralinguistic tags (a later paralinguistic
+    edit inserts them, as in the model's benchmark protocol) and otherwise exactly as given:
+    dialect and language tags such as `[Sichuanese]` stay, and so does the whitespace, as the
+    release passes the text to the tokenizer untouched. A paralinguistic edit's output says
+    the tagged text.
+    """
     if spec.type == "clone":
-        return " ".join(_TAG.sub(" ", text).split())
-    return text
+        return remove_paralinguistic_tags(target_text or "")
+    return _clean(target_text)
 
 
 def instruction_text(spec: EditSpec, text: str | None, target_text: str | None = None) -> str:
@@ -131,7 +132,7 @@ def instruction_text(spec: EditSpec, text: str | None, target_text: str | None =
     prompt (the prompt transcript and the voice go into the system prompt, see
     `clone_system_prompt`). Raises ValueError naming the bad edit, option or missing text and
     the valid choices (read from the edit table). `text` and `target_text` are stripped of
-    surrounding whitespace.
+    surrounding whitespace, except a clone's target text, which is spoken as given.
     """
     problem = refusal(STEPAUDIO, spec)
     if problem is not None:
@@ -157,7 +158,7 @@ def instruction_text(spec: EditSpec, text: str | None, target_text: str | None =
     # clone: the prompt clip's transcript goes into the system prompt
     _require_text(spec, text)
     new_text = spoken_text(spec, target_text)
-    if not new_text:
+    if not new_text.strip():
         raise ValueError("edit clone needs 'target_text': what the cloned voice should say")
     return new_text
 
@@ -174,10 +175,25 @@ def clone_speaker_name(prompt_text: str, samples: np.ndarray) -> str:
     return f"clone_{digest.hexdigest()[:16]}"
 
 
+def edit_human_content(instruction: str, audio_tokens: str) -> str:
+    """The human turn's content of an edit request: the instruction, then the input audio."""
+    return f"{instruction}\n{audio_tokens.strip()}\n"
+
+
+def edit_conversation(instruction: str, audio_tokens: str) -> list[dict[str, str]]:
+    """An edit request as chat messages (what `edit_prompt_ids` frames in ids), in the
+    role/content form that chat templates and trainers read; the `user` message is the
+    model's `human` turn."""
+    return [
+        {"role": "system", "content": EDIT_SYSTEM_PROMPT},
+        {"role": "user", "content": edit_human_content(instruction, audio_tokens)},
+    ]
+
+
 def edit_prompt_ids(encode: Encode, instruction: str, audio_tokens: str) -> list[int]:
     """Token ids of an edit request: system turn, human turn, opened assistant turn."""
     ids = [BOS_ID, BOT_ID, *encode("system\n" + EDIT_SYSTEM_PROMPT), EOT_ID]
-    content = f"{instruction}\n{audio_tokens.strip()}\n"
+    content = edit_human_content(instruction, audio_tokens)
     ids += [BOT_ID, *encode("human\n"), *encode(content), EOT_ID]
     ids += [BOT_ID, *encode("assistant\n")]
     return ids

@@ -1,5 +1,5 @@
-"""What happens to a clip between two chained model edits of one round, and the record of each
-pass.
+"""What happens to a clip between two chained model edits of one round (and between two rounds),
+and the record of each pass.
 
 The public release runs one edit per request. To chain a second edit it keeps the first edit's
 24 kHz output as a float array, writes it to a WAV file with `soundfile` (whose default for WAV
@@ -24,7 +24,9 @@ Steps 1 and 2 are what the engine's tokenize stage already does to every clip
 (`tokenizer.AudioTokenizer.encode`: the peak cap in our code, the resampling, normalisation and
 trimming inside the release's own tokenizer, which the engine runs). Doing the trim or the
 normalisation a second time in our code would apply them twice. What a chain adds is the 16-bit
-write and read.
+write and read. The release's iterations (its command line's `--n-edit-iter` and its web front
+end) hand each result on through the same kind of WAV file, so the engine applies `pcm16`
+between two rounds as well (the engine's `round_handoff`).
 
 Each pass of a round is recorded (`pass_entry`, kept in the round record's `passes_json`): the
 edit, the number of input and output codes and a sha256 of each code list, written as the

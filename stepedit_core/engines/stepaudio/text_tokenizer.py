@@ -19,6 +19,10 @@ can differ from the one the model expects. This module builds the fast tokenizer
   tokens, user-defined pieces (`<audio_N>`) plain added tokens, both matched before any
   normalisation; bytes fall back to the `<0xNN>` pieces; the first three pieces enter with score
   0 and unknown text maps to id 0, as in the reference conversion.
+- The `added_tokens_decoder` entries and special tokens of `tokenizer_config.json` are then
+  applied as the reference applies them (`added_tokens`): an entry for a piece the
+  sentencepiece model already defines is added again when its flags differ, and its flags
+  (`lstrip`, `rstrip`, `single_word`, `normalized`, `special`) then change how text splits.
 
 Only `tokenizers`, `sentencepiece`'s bundled protobuf module and the standard library are used:
 no transformers, no torch, so `stepedit prompt --ids` works without the model's weights.
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stepedit_core.engines.stepaudio import added_tokens
+
 REFERENCE_TRANSFORMERS = "4.53.3"
 _SPIECE_SPACE = "\u2581"
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
@@ -42,6 +48,18 @@ _UNIGRAM, _BPE = 1, 2
 
 class TextTokenizerError(ValueError):
     """A model folder whose text tokenizer can not be reproduced."""
+
+
+# the reference's special-token attributes, in its order
+_SPECIAL_KEYS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 
 
 def _token_text(value: Any) -> str | None:
@@ -66,6 +84,9 @@ class TokenizerSettings:
     pad_token: str | None = None
     additional_special_tokens: tuple[str, ...] = ()
     added_tokens: tuple[dict, ...] = ()  # `added_tokens_decoder` entries, in id order
+    # every special token as the config writes it (a string or an AddedToken dict), in the
+    # reference's attribute order; None: the named fields above
+    special_values: tuple[str | dict, ...] | None = None
 
     @property
     def rebuild_from_model(self) -> bool:
@@ -74,8 +95,16 @@ class TokenizerSettings:
 
     @property
     def special_tokens(self) -> list[str]:
+        """The special tokens' texts, deduplicated, in the reference's order."""
+        texts = [_token_text(v) for v in self.special_values_or_defaults]
+        return list(dict.fromkeys(t for t in texts if t))
+
+    @property
+    def special_values_or_defaults(self) -> tuple[str | dict, ...]:
+        if self.special_values is not None:
+            return self.special_values
         named = [self.bos_token, self.eos_token, self.unk_token, self.pad_token]
-        return [t for t in named if t] + list(self.additional_special_tokens)
+        return tuple(t for t in named if t) + self.additional_special_tokens
 
 
 def read_settings(folder: str | Path) -> TokenizerSettings:
@@ -104,7 +133,19 @@ def read_settings(folder: str | Path) -> TokenizerSettings:
 
     decoder = config.get("added_tokens_decoder") or {}
     added = tuple(dict(entry, id=int(i)) for i, entry in sorted(decoder.items(), key=_int_key))
+    for entry in added:
+        if not isinstance(entry.get("content"), str):
+            raise TextTokenizerError(
+                f"{path}: added_tokens_decoder entry {entry['id']} has no 'content' string"
+            )
     prefix = config.get("add_prefix_space")
+    llama_defaults = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    special_values: list[str | dict] = []
+    for key in _SPECIAL_KEYS:
+        value = config[key] if key in config else llama_defaults.get(key)
+        if value is not None:
+            special_values.append(value)
+    special_values += [v for v in config.get("additional_special_tokens") or [] if v]
     return TokenizerSettings(
         add_bos_token=flag("add_bos_token", defaults.add_bos_token),
         add_eos_token=flag("add_eos_token", defaults.add_eos_token),
@@ -119,6 +160,7 @@ def read_settings(folder: str | Path) -> TokenizerSettings:
             t for t in (_token_text(v) for v in config.get("additional_special_tokens") or []) if t
         ),
         added_tokens=added,
+        special_values=tuple(special_values),
     )
 
 
@@ -206,36 +248,6 @@ def build_from_sentencepiece(model_path: str | Path, settings: TokenizerSettings
     return backend
 
 
-def _add_configured_tokens(backend: Any, settings: TokenizerSettings) -> None:
-    """Add the config's added tokens and its special tokens that the backend lacks."""
-    from tokenizers import AddedToken
-
-    present = {token.content for token in backend.get_added_tokens_decoder().values()}
-    special = set(settings.special_tokens)
-    extra = []
-    for entry in settings.added_tokens:
-        content = entry.get("content")
-        if not content or content in present:
-            continue
-        extra.append(
-            AddedToken(
-                content,
-                single_word=bool(entry.get("single_word", False)),
-                lstrip=bool(entry.get("lstrip", False)),
-                rstrip=bool(entry.get("rstrip", False)),
-                normalized=bool(entry.get("normalized", not entry.get("special", False))),
-                special=bool(entry.get("special", False)) or content in special,
-            )
-        )
-        present.add(content)
-    for content in settings.special_tokens:
-        if content not in present:
-            extra.append(AddedToken(content, normalized=False, special=True))
-            present.add(content)
-    if extra:
-        backend.add_tokens(extra)
-
-
 def _set_template(backend: Any, settings: TokenizerSettings) -> None:
     """BOS/EOS around every encoded text, as `add_bos_token` / `add_eos_token` ask."""
     from tokenizers import processors
@@ -308,7 +320,12 @@ def load_text_tokenizer(folder: str | Path) -> TextTokenizer:
         source = model_file.name
     else:
         raise TextTokenizerError(f"{folder} has neither tokenizer.json nor tokenizer.model")
-    _add_configured_tokens(backend, settings)
+    added_tokens.apply(
+        backend,
+        settings.added_tokens,
+        settings.special_values_or_defaults,
+        set(settings.special_tokens),
+    )
     _set_template(backend, settings)
     return TextTokenizer(backend, settings, source)
 

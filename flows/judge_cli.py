@@ -1,0 +1,202 @@
+"""`stepedit judge` and the judge options of `stepedit run`.
+
+    stepedit judge RUN --judge gemini --model gemini-2.5-pro --key-env GEMINI_API_KEY
+    stepedit run M --out runs/ --run-id r1 --edit emotion=happy --iterations 3 \\
+        --judge openai --endpoint http://judge:8000/v1 --model qwen2-audio --until-judged
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from pydantic import ValidationError
+
+from stepedit_core.executors import EXECUTORS
+from stepedit_core.failures import RunRefused
+from stepedit_core.judges.http import MissingKey
+from stepedit_core.judges.judge import JUDGES
+from stepedit_core.judges.prompts import PromptError
+from stepedit_core.judges.spec import JudgeSpec
+
+
+def add_judge_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--judge",
+        choices=JUDGES,
+        required=required,
+        default=None,
+        help="who judges each round: a Gemini or OpenAI-compatible audio model (rows with "
+        "eval_task and eval_label), or objective measurements of the signal edits",
+    )
+    p.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="the judge API's base URL (gemini default: Google's; openai: a URL ending in /v1)",
+    )
+    p.add_argument("--model", default=None, help="the judge model's name")
+    p.add_argument(
+        "--key-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding the API key (sent in a header, never recorded)",
+    )
+    p.add_argument("--prompts", default=None, metavar="FILE", help="JSON task -> prompt template")
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="judge requests in flight (default 8)"
+    )
+
+
+def add_until_judged(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--until-judged",
+        action="store_true",
+        help="stop a clip after the first round the judge confirms (needs --judge)",
+    )
+
+
+def judge_spec(args: argparse.Namespace) -> JudgeSpec | None:
+    """The job's judge from the command line (None without --judge)."""
+    if getattr(args, "judge", None) is None:
+        return None
+    try:
+        spec = JudgeSpec.from_options(
+            args.judge, args.endpoint, args.model, args.key_env, args.prompts, args.concurrency
+        )
+        spec.judge(cache_root=None)  # refuses now when the key's variable is not set
+        return spec
+    except (PromptError, MissingKey) as exc:
+        raise RunRefused(str(exc)) from None
+    except ValidationError as exc:
+        raise RunRefused(
+            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        ) from None
+
+
+def add_judge_parser(sub: argparse._SubParsersAction) -> None:
+    judge = sub.add_parser(
+        "judge", help="judge a finished run's rounds; writes RUN/eval/accuracy.parquet"
+    )
+    judge.add_argument("run", metavar="RUN_DIR_OR_URI")
+    add_judge_options(judge, required=True)
+    judge.add_argument("--executor", choices=EXECUTORS, default="ray")
+    judge.add_argument("--ray-address", help="Ray cluster to join (default: local)")
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from stepedit_core.audit import split_run_uri
+    from stepedit_core.executors import make_executor
+    from stepedit_core.judges.judging import eval_path, judge_run, read_verdicts
+    from stepedit_core.report import build_report
+    from stepedit_core.store import RunStore
+
+    spec = judge_spec(args)
+    if spec is None:  # argparse requires --judge here
+        raise RunRefused("--judge is required")
+    out, run_id = split_run_uri(args.run)
+    judge = spec.judge(cache_root=out)
+    executor = make_executor(args.executor, getattr(args, "ray_address", None))
+
+    def progress(done: int, total: int) -> None:
+        print(f"judging {run_id}: {done}/{total} parts of iterations/", file=sys.stderr)
+
+    outcome = judge_run(out, run_id, judge, executor, progress)
+    store = RunStore(out, run_id)
+    page = build_report(out, run_id, media="index")
+    failures = Counter(
+        v["error_code"] for v in read_verdicts(store, outcome.judge_id) if v["error_code"]
+    )
+    for code, count in sorted(failures.items()):
+        print(f"stepedit: {count} verdicts failed as {code}", file=sys.stderr)
+    for note in outcome.skipped_rows:
+        print(f"stepedit: skipped {note}", file=sys.stderr)
+    print(
+        f"judged {run_id} with {judge.kind} ({judge.model}): {outcome.verdicts} verdicts, "
+        f"{outcome.judged_now} judged now ({outcome.requests_saved} from the cache), "
+        f"{outcome.failed} failed, {outcome.parts_resumed} parts already judged"
+    )
+    print(store.read_bytes(eval_path(store, "accuracy.md")).decode(), end="")
+    print(f"accuracy: {store.uri(eval_path(store, 'accuracy.parquet'))}")
+    print(f"review page: {page}")
+    return 0
+
+
+def add_eval_run_parser(commands: argparse._SubParsersAction) -> None:
+    """`stepedit eval run`, added to the `eval` group (flows/eval_cli.py)."""
+    run = commands.add_parser(
+        "run", help="round 0 (clone or another system's audio), N editing rounds, then judge"
+    )
+    run.add_argument("manifest", help="benchmark manifest (stepedit eval import-benchmark)")
+    run.add_argument("--out", default="runs", help="output root (default: runs)")
+    run.add_argument("--run-id", default=None, help="default: eval-<manifest name>")
+    run.add_argument("--engine", default="step-audio-editx")
+    run.add_argument("--models", dest="models_dir", metavar="DIR")
+    run.add_argument("--stepaudio-src", metavar="DIR")
+    run.add_argument("--iterations", type=int, default=3, help="editing rounds (default 3)")
+    run.add_argument(
+        "--mode",
+        choices=("chain", "prompt-fixed"),
+        default="chain",
+        help="voice prompt of each round: the previous round's audio, or the round-0 audio",
+    )
+    run.add_argument(
+        "--post-process",
+        metavar="COLUMN",
+        default=None,
+        help="round 0 is another system's audio, from this manifest column (no clone)",
+    )
+    run.add_argument("--executor", choices=EXECUTORS, default="ray")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--allow-root", action="append", default=[], metavar="URI")
+    run.add_argument("--overwrite", action="store_true")
+    run.add_argument("--quiet", action="store_true")
+    add_judge_options(run, required=True)
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    import posixpath
+
+    from stepedit_core.access import default_root
+    from stepedit_core.job import JobSpec
+    from stepedit_core.judges.protocol import MODES, protocol_jobs
+    from stepedit_flows.cli import _check_before_run, _print_finished, _run_flow
+
+    spec = judge_spec(args)
+    if spec is None:
+        raise RunRefused("--judge is required")
+    stem = posixpath.basename(args.manifest.rstrip("/")).rsplit(".", 1)[0]
+    run_id = args.run_id or f"eval-{stem}"
+    jobs = protocol_jobs(args.manifest, args.out, run_id, args.iterations, args.post_process)
+    # the derived manifests live under OUT/_eval: audio stays readable where the input's was
+    roots = args.allow_root or [default_root(args.manifest)]
+    for job in jobs:
+        try:
+            spec_job = JobSpec(
+                manifest_uri=job.manifest_uri,
+                out=args.out,
+                run_id=job.run_id,
+                iterations=job.iterations,
+                engine=args.engine,
+                executor=args.executor,
+                prompt_mode=MODES[args.mode],
+                seed=args.seed,
+                models_dir=args.models_dir,
+                stepaudio_src=args.stepaudio_src,
+                overwrite=args.overwrite,
+                allow_roots=roots,
+            )
+        except ValidationError as exc:
+            raise RunRefused(
+                "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            ) from None
+        print(f"{job.run_id}: {job.rows} rows, {job.iterations} editing round(s) after round 0")
+        if _check_before_run(spec_job):
+            _run_flow(spec_job, args.quiet)
+        else:
+            _print_finished(spec_job)
+    for job in jobs:
+        args.run = posixpath.join(args.out, job.run_id)
+        cmd_judge(args)
+    return 0

@@ -1,0 +1,89 @@
+"""Margin scorers: how clearly an edited version differs from its neutral version, on 1-10.
+
+A scorer sees one pair (the neutral and the edited audio and the attribute that was edited)
+and returns a `Margin`. Scorers are looked up by name in `SCORERS`; `objective` (what the edit
+measurably did, see objective.py) and `judge` (an audio model asked how clearly the attribute
+differs, see judge_scorer.py). Nothing else in the margin set depends on how a margin was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from stepedit_core.audio import Audio
+from stepedit_core.edits import EditSpec
+
+if TYPE_CHECKING:
+    from stepedit_core.judges.spec import JudgeSpec
+
+MARGIN_MIN, MARGIN_MAX = 1, 10
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (neutral, edited) pair as a scorer sees it."""
+
+    attribute: EditSpec
+    neutral: Audio
+    edited: Audio
+
+
+@dataclass(frozen=True)
+class Margin:
+    """`value` 1-10, or None with `note` saying why there is none; `basis` names what was
+    measured and `measures` holds the numbers it came from (written to the set)."""
+
+    value: int | None
+    basis: str
+    measure: float | None = None
+    measures: dict[str, float | None] = field(default_factory=dict)
+    note: str | None = None
+
+
+class MarginScorer(Protocol):
+    name: str
+
+    def refusal(self, attribute: EditSpec) -> str | None:
+        """Why this scorer can not score pairs of `attribute` (None: it can)."""
+
+    def score(self, pair: Pair) -> Margin: ...
+
+    def describe(self) -> str:
+        """How margins are made, in Markdown (the data card shows it)."""
+
+
+class ScorerUnavailable(ValueError):
+    """The scorer asked for does not exist (or can not score an attribute asked for)."""
+
+
+def make_scorer(
+    name: str,
+    dnsmos: bool = False,
+    judge: JudgeSpec | None = None,
+    template: str | None = None,
+    cache_root: str | None = None,
+) -> MarginScorer:
+    """The scorer called `name`. `dnsmos`: the objective scorer also measures DNSMOS for
+    denoise (the qc-heavy extra); `judge`, `template`, `cache_root`: the judge scorer's model
+    judge, prompt template and verdict cache root (OUT)."""
+    from stepedit_core.dataset.judge_scorer import DEFAULT_MARGIN_PROMPT, JudgeScorer
+    from stepedit_core.dataset.objective import ObjectiveScorer
+
+    if name == "objective":
+        return ObjectiveScorer(dnsmos=dnsmos)
+    if name == "judge":
+        if judge is None:
+            raise ScorerUnavailable("the judge scorer needs --judge gemini|openai and --model")
+        return JudgeScorer(judge, cache_root, template or DEFAULT_MARGIN_PROMPT)
+    raise ScorerUnavailable(f"unknown margin scorer {name!r}; available: {', '.join(SCORERS)}")
+
+
+def scorer_for(spec: Any) -> MarginScorer:
+    """The scorer a MarginSpec names, with its settings."""
+    return make_scorer(
+        spec.scorer, spec.dnsmos, spec.judge, spec.margin_prompt, cache_root=spec.job.out
+    )
+
+
+SCORERS = ("objective", "judge")

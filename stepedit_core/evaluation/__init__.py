@@ -1,0 +1,1 @@
+"""Measuring edits against a benchmark: importing Step-Audio-Edit-Benchmark as a manifest."""

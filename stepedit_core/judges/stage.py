@@ -1,0 +1,130 @@
+"""Judges as stages of the Ray pipeline: a CPU actor of HTTP clients with a concurrency limit.
+
+- `JudgeTasks` judges standalone `JudgeTask`s (`stepedit judge` on a finished run).
+- `JudgeRound` follows a round's end in an editing run (`stepedit run --judge`): it judges the
+  round each clip just finished, keeps the verdict on the item (committed with the round's part)
+  and, with `until_judged`, stops a clip whose round the judge confirmed.
+
+Each stage runs in one actor (`max_actors = 1`) that keeps `concurrency` requests in flight, so
+`--concurrency` is the limit for the whole run, however many CPUs the cluster has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepedit_core import audio as audio_io
+from stepedit_core.judges.judge import Judge, JudgeTask
+from stepedit_core.judges.objective import OBJECTIVE_EDITS
+from stepedit_core.judges.targets import EvalTarget
+from stepedit_core.stages import Resources, Stage, WorkItem
+
+JUDGE_CPUS = 0.2  # waiting on HTTP, not computing (objective judges measure a little)
+
+
+def _batch_size(judge: Judge) -> int:
+    return max(32, 4 * judge.concurrency)  # several waves per call: the gaps between calls amortise
+
+
+class JudgeTasks(Stage):
+    name = "judge"
+    resources = Resources(cpus=JUDGE_CPUS)
+    max_actors = 1
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.batch_size = _batch_size(judge)
+
+    def process_batch(self, items: list[Any]) -> list[Any]:
+        verdicts = self.judge.judge_many(items)
+        for task, verdict in zip(items, verdicts, strict=True):
+            task.verdict = verdict
+            task.audio, task.before = b"", None  # the audio need not travel back
+        return items
+
+
+@dataclass
+class RoundJudging:
+    """How an editing run judges its rounds."""
+
+    judge: Judge
+    targets: dict[int, EvalTarget] = field(default_factory=dict)  # row index -> target
+    until_judged: bool = False
+
+
+class JudgeRound(Stage):
+    resources = Resources(cpus=JUDGE_CPUS)
+    max_actors = 1
+
+    def __init__(self, round_number: int, judging: RoundJudging) -> None:
+        self.round = round_number
+        self.judging = judging
+        self.name = f"judge_round_{round_number}"
+        self.batch_size = _batch_size(judging.judge)
+
+    def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        owners: list[WorkItem] = []
+        tasks: list[JudgeTask] = []
+        for item in items:
+            for task in self._tasks(item):
+                owners.append(item)
+                tasks.append(task)
+        for item, verdict in zip(owners, self.judging.judge.judge_many(tasks), strict=True):
+            item.verdicts.append(verdict)
+        if self.judging.until_judged:
+            for item in items:
+                self._maybe_stop(item)
+        return items
+
+    def _tasks(self, item: WorkItem) -> list[JudgeTask]:
+        """The judge tasks for the round this item just finished (none if it did not run)."""
+        if not item.records or item.records[-1].round != self.round or item.stopped_by:
+            return []
+        record = item.records[-1]
+        if not record.ok or not record.audio_flac:
+            return []
+        base = {
+            "clip_id": item.clip_id,
+            "row_index": item.row_index,
+            "round": self.round,
+            "audio": record.audio_flac,
+            "audio_sha256": str(record.output_sha256),
+            "judged_record_sha256": str(record.record_sha256),
+            "language": item.language,
+        }
+        if self.judging.judge.kind == "objective":
+            before = item.records[-2].audio_flac if len(item.records) > 1 else None
+            if before is None and item.original is not None:
+                before = audio_io.encode_flac(item.original)
+            return [
+                JudgeTask(**base, task=e.type, label=e.option or e.type, edit=e, before=before)
+                for e in item.round_edits
+                if e.type in OBJECTIVE_EDITS
+            ]
+        target = self.judging.targets.get(item.row_index)
+        if target is None:
+            return []
+        return [
+            JudgeTask(
+                **base,
+                task=target.task,
+                label=target.label,
+                text=target.text,
+                target_text=target.target_text,
+            )
+        ]
+
+    def _maybe_stop(self, item: WorkItem) -> None:
+        mine = [v for v in item.verdicts if v.round == self.round]
+        if mine and all(v.landed for v in mine):
+            labels = ", ".join(f"{v.task}={v.answer}" for v in mine)
+            reason = (
+                f"stopped after iteration {self.round}: the {self.judging.judge.kind} judge "
+                f"confirmed {labels}"
+            )
+            item.stopped_by = reason
+            # the reason goes on the verdict that decided it, re-sealed (its chain link holds)
+            for verdict in mine:
+                verdict.stop_reason = reason
+                verdict.seal(str(verdict.prev_record_sha256))
