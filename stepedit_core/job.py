@@ -23,6 +23,7 @@ from stepedit_core.delivery import QcPlan
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_core.segments import DEFAULT_SEGMENT_S
 from stepedit_core.stage_envs import StageEnv, stage_envs
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -54,6 +55,9 @@ class JobSpec(BaseModel):
     # a local faster-whisper folder: word timings, transcripts for rows without text, `wer` QC
     asr_models: str | None = None
     qc_max_wer: float | None = Field(None, ge=0.0, le=10.0)  # needs asr_models
+    # the model engine edits a clip longer than this in segments cut in pauses; at most the
+    # model's 30 s window
+    segment_seconds: float = Field(DEFAULT_SEGMENT_S, ge=2.0, le=30.0)
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
@@ -83,6 +87,8 @@ class JobSpec(BaseModel):
         # optional settings join only when set: runs without them keep the fingerprint they had
         if self.asr_models is not None:
             found.update({k: dumped[k] for k in ("asr_models", "qc_max_wer")})
+        if self.segment_seconds != DEFAULT_SEGMENT_S:
+            found["segment_seconds"] = self.segment_seconds
         if self.judge is not None:
             found["judge"] = dumped["judge"]
             found["until_judged"] = self.until_judged
@@ -164,6 +170,7 @@ class JobSpec(BaseModel):
             llm_backend=self.llm_backend,
             vad_max_pause=self.vad_max_pause,
             asr_models=self.asr_models,
+            segment_seconds=self.segment_seconds,
             gpus=dict(self.gpus),
             batch_sizes=dict(self.batch_sizes),
         )

@@ -1,0 +1,155 @@
+"""Chapters through the model engine: segment texts, split -> edit -> stitch in a run (stand-in
+models), the record's segment list, and the failure codes of rows that can not be segmented."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from stepedit_core import qc
+from stepedit_core.engines.stepaudio.segmented import samples_sha256
+from stepedit_core.job import JobSpec
+from stepedit_core.run import run_job
+from stepedit_core.segment_texts import (
+    SegmentsError,
+    SegmentText,
+    parse_segments,
+    pieces_of,
+    texts_from_words,
+)
+from stepedit_core.segments import Piece, plan
+from stepedit_core.words.timing import Word
+
+from conftest import write_manifest
+from signal_fixtures import narration
+from stepaudio_standins import shared_standins
+
+RATE = 24000
+
+
+def test_parse_segments_reads_timed_texts_and_names_what_is_wrong() -> None:
+    cell = '[{"start": 0, "end": 4.5, "text": " One. "}, {"start": 5, "end": 9, "text": "Two."}]'
+    assert parse_segments(cell) == [SegmentText(0.0, 4.5, "One."), SegmentText(5.0, 9.0, "Two.")]
+    bad = {
+        "[": "not JSON",
+        "[]": "non-empty JSON list",
+        '[{"start": 2, "end": 1, "text": "x"}]': "entry 1: 'start' and 'end'",
+        '[{"start": 0, "end": 1, "text": ""}]': "entry 1: 'text' must be a non-empty string",
+        '[{"start": 0, "end": 3, "text": "a"}, {"start": 2, "end": 4, "text": "b"}]': (
+            "entry 2 starts at 2 s, before entry 1 ends"
+        ),
+        '["x"]': "entry 1 is str, expected an object",
+    }
+    for cell, needle in bad.items():
+        with pytest.raises(SegmentsError, match=needle):
+            parse_segments(cell)
+
+
+def test_pieces_cut_between_entries_and_cover_the_clip() -> None:
+    texts = parse_segments(
+        '[{"start": 0.5, "end": 4, "text": "a"}, {"start": 5, "end": 9.8, "text": "b"}]'
+    )
+    assert pieces_of(texts, 1000, 100) == [Piece(0, 450), Piece(450, 1000)]
+    with pytest.raises(SegmentsError, match="after the clip's end"):
+        pieces_of(texts, 900, 100)
+
+
+def test_words_go_to_the_piece_that_holds_their_middle() -> None:
+    words = [Word("one", 0.1, 0.5), Word("two", 0.6, 0.9), Word("three", 2.2, 2.6)]
+    pieces = [Piece(0, 100), Piece(100, 200), Piece(200, 300)]
+    assert texts_from_words(words, pieces, 100) == ["one two", "", "three"]
+
+
+def _largest_step(x: np.ndarray) -> float:
+    return float(np.max(np.abs(np.diff(x))))
+
+
+@pytest.mark.slow
+def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
+    """75 s of narration, 9 s segments (the stand-in LM writes at most 9.6 s), two rounds: the
+    second edits the first's segments. Rows without segment texts or with a bad `segments`
+    cell fail with their codes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    models, src = shared_standins()
+    source = narration(75.0, RATE, drift_db=4.0, crest_db=18.0, seed=5)
+    path = tmp_path / "chapter.flac"
+    sf.write(path, source, RATE, subtype="PCM_24")
+    pieces = plan(source.shape[0], RATE, qc.speech_spans(source, RATE), 9.0)
+    segments = [
+        {"start": p.start / RATE, "end": p.end / RATE, "text": f"Sentence {k}."}
+        for k, p in enumerate(pieces)
+    ]
+    manifest = write_manifest(
+        tmp_path / "book.parquet",
+        [
+            {"clip_id": "ch1", "audio_uri": str(path), "segments": json.dumps(segments)},
+            {"clip_id": "ch2", "audio_uri": str(path), "text": "The whole chapter."},
+            {"clip_id": "ch3", "audio_uri": str(path), "segments": '[{"start": 0}]'},
+        ],
+    )
+    job = JobSpec(
+        manifest_uri=manifest,
+        out=str(tmp_path / "runs"),
+        run_id="book",
+        edits=["emotion=happy"],
+        engine="step-audio-editx",
+        executor="local",
+        models_dir=str(models),
+        stepaudio_src=str(src),
+        segment_seconds=9.0,
+        iterations=2,
+        report="none",
+    )
+    try:
+        run_job(job)
+    finally:
+        torch.set_num_threads(threads)
+
+    read, _ = sf.read(path, dtype="float32", always_2d=True)  # the 24-bit file, as the run read it
+    rows = pq.read_table(tmp_path / "runs/book/manifest.parquet").to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "failed", "failed"]
+    assert rows[1]["error_code"] == "missing_segment_text"
+    assert "longer than one segment (9 s)" in rows[1]["error"]
+    assert "`segments` column" in rows[1]["error"] and "--asr-models" in rows[1]["error"]
+    assert rows[2]["error_code"] == "invalid_segments"
+    assert "row 2: field 'segments': entry 1" in rows[2]["error"]
+
+    records = ds.dataset(tmp_path / "runs/book/iterations", format="parquet").to_table()
+    by_round = {r["iteration"]: r for r in records.to_pylist() if r["clip_id"] == "ch1"}
+    assert sorted(by_round) == [1, 2]
+    first = json.loads(by_round[1]["segments_json"])
+    assert len(first) == len(pieces) >= 8
+    # offsets: contiguous, covering the input and the output; source offsets as planned
+    for listed, piece in zip(first, pieces, strict=True):
+        assert listed["source_start_s"] == pytest.approx(piece.start / RATE, abs=1e-3)
+        assert listed["source_end_s"] == pytest.approx(piece.end / RATE, abs=1e-3)
+        frames = read[round(listed["start_s"] * RATE) : round(listed["end_s"] * RATE)]
+        assert listed["input_sha256"] == samples_sha256(frames)
+        assert len(listed["output_sha256"]) == 64 and len(listed["key"]) == 64
+    for a, b in zip(first, first[1:], strict=False):
+        assert a["end_s"] == b["start_s"] and a["output_end_s"] == b["output_start_s"]
+    assert first[0]["output_start_s"] == 0.0
+    assert first[-1]["output_end_s"] == pytest.approx(by_round[1]["duration_s"], abs=1e-3)
+    assert len({s["key"] for s in first}) == len(first)
+    # length kept: each segment within one token group (0.12 s) plus trimming of its edges
+    assert by_round[1]["duration_s"] == pytest.approx(75.0, abs=0.2 * len(first))
+    # round 2 edits round 1's segments, at their output offsets, their source offsets kept
+    second = json.loads(by_round[2]["segments_json"])
+    assert [s["start_s"] for s in second] == [s["output_start_s"] for s in first]
+    assert [s["source_start_s"] for s in second] == [s["source_start_s"] for s in first]
+    assert by_round[2]["input_sha256"] == by_round[1]["output_sha256"]
+
+    out, rate = sf.read(rows[0]["output_uri"], dtype="float32")
+    assert rate == RATE and out.shape[0] == round(by_round[2]["duration_s"] * RATE)
+    window = round(0.01 * RATE)
+    for seg in second[1:]:  # no click: the step at a join is no larger than the signal's own
+        at = round(seg["output_start_s"] * RATE)
+        around = np.concatenate([out[at - window : at - 1], out[at + 1 : at + window]])
+        assert abs(out[at] - out[at - 1]) <= _largest_step(around) + 1e-6, seg
