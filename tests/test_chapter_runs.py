@@ -4,6 +4,7 @@ models), the record's segment list, and the failure codes of rows that can not b
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,6 @@ def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
         stepaudio_src=str(src),
         segment_seconds=9.0,
         iterations=2,
-        report="none",
     )
     try:
         run_job(job)
@@ -154,6 +154,17 @@ def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
         at = round(seg["output_start_s"] * RATE)
         around = np.concatenate([out[at - window : at - 1], out[at + 1 : at + window]])
         assert abs(out[at] - out[at - 1]) <= _largest_step(around) + 1e-6, seg
+
+    # the review page: each round's waveform with its joins marked, a player per segment
+    page = (tmp_path / "runs/book/report/index.html").read_text()
+    blocks = re.findall(r'<details class="segments">(.*?)</details>', page)
+    assert len(blocks) == 2
+    for block, listed in zip(blocks, (first, second), strict=True):
+        assert block.count('<line x1="') == len(listed) - 1
+        players = re.findall(r'<audio controls preload="none" src="([^"]+)"', block)
+        assert len(players) == len(listed)
+        end = listed[-1]["output_end_s"]
+        assert players[-1].endswith(f"#t={listed[-1]['output_start_s']:.3f},{end:.3f}")
 
 
 @pytest.mark.slow
