@@ -15,7 +15,11 @@ import soundfile as sf
 import torch
 
 from stepedit_core import qc
-from stepedit_core.engines.stepaudio.segmented import samples_sha256
+from stepedit_core.audio import Audio
+from stepedit_core.edits import parse_chain
+from stepedit_core.engines import EngineOptions
+from stepedit_core.engines.stepaudio.segmented import samples_sha256, split
+from stepedit_core.failures import ItemFailure
 from stepedit_core.job import JobSpec
 from stepedit_core.run import run_job
 from stepedit_core.segment_texts import (
@@ -26,10 +30,11 @@ from stepedit_core.segment_texts import (
     texts_from_words,
 )
 from stepedit_core.segments import Piece, plan
+from stepedit_core.stages import WorkItem
 from stepedit_core.words.timing import Word
 
 from conftest import write_manifest
-from signal_fixtures import narration
+from signal_fixtures import narration, speechlike
 from stepaudio_standins import shared_standins
 
 RATE = 24000
@@ -66,6 +71,44 @@ def test_words_go_to_the_piece_that_holds_their_middle() -> None:
     words = [Word("one", 0.1, 0.5), Word("two", 0.6, 0.9), Word("three", 2.2, 2.6)]
     pieces = [Piece(0, 100), Piece(100, 200), Piece(200, 300)]
     assert texts_from_words(words, pieces, 100) == ["one two", "", "three"]
+
+
+def _item(seconds: float, samples: np.ndarray | None = None, **fields) -> WorkItem:
+    audio = Audio(np.zeros(round(seconds * RATE), np.float32) if samples is None else samples, RATE)
+    chain = parse_chain("emotion=happy")
+    return WorkItem(0, "ch", "ch.flac", chain, audio=audio, round_edits=chain, **fields)
+
+
+def test_a_clip_within_one_segment_is_not_split() -> None:
+    item = _item(20.0, text="short")
+    split(item, EngineOptions(segment_seconds=25.0))
+    assert "segment_items" not in item.state
+
+
+def test_segments_column_pieces_over_the_model_window_are_refused() -> None:
+    cell = json.dumps([{"start": 0, "end": 34, "text": "a"}, {"start": 35, "end": 70, "text": "b"}])
+    with pytest.raises(ItemFailure, match=r"piece 1 spans 34.5 s .* over the model's 30 s window"):
+        split(_item(70.0, segments=cell), EngineOptions(segment_seconds=25.0))
+    cell = json.dumps([{"start": 0, "end": 20, "text": "a"}, {"start": 21, "end": 45, "text": "b"}])
+    with pytest.raises(ItemFailure, match="after the clip's end") as info:
+        split(_item(40.0, segments=cell), EngineOptions(segment_seconds=25.0))
+    assert info.value.code == "invalid_segments"
+
+
+def test_speech_that_runs_on_past_the_segment_length_fails_no_pause() -> None:
+    item = _item(14.0, speechlike(14.0, RATE, 130.0, 3).reshape(-1, 1), text="on and on")
+    with pytest.raises(ItemFailure, match="no pause between 0.0 s and 6.0 s") as info:
+        split(item, EngineOptions(segment_seconds=6.0, asr_models="unused"))
+    assert info.value.code == "no_pause"
+
+
+def test_segment_seconds_is_bounded_and_joins_the_fingerprint_when_set(tmp_path) -> None:
+    base = {"manifest_uri": "m.parquet", "out": str(tmp_path), "run_id": "r"}
+    with pytest.raises(ValueError, match="segment_seconds"):
+        JobSpec(**base, segment_seconds=31.0)
+    assert "segment_seconds" not in JobSpec(**base).fingerprint()
+    assert JobSpec(**base, segment_seconds=12.0).fingerprint()["segment_seconds"] == 12.0
+    assert JobSpec(**base, segment_seconds=12.0).engine_options().segment_seconds == 12.0
 
 
 def _largest_step(x: np.ndarray) -> float:
