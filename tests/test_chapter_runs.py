@@ -248,3 +248,20 @@ def test_without_a_segments_column_the_asr_words_give_each_segment_its_text(tmp_
     texts = [s["text"].lower() for s in listed]
     assert "key" in texts[0] and "lighthouse" in texts[1] and "rain" in texts[2], texts
     assert not any("lighthouse" in t for t in (texts[0], texts[2]))
+
+
+def test_incremental_keys_change_with_the_segment_texts_and_length(tmp_path) -> None:
+    from stepedit_core.engines import make_engine
+    from stepedit_core.incremental import finished_key, key_settings
+    from stepedit_core.records import PlanRow
+
+    def key(segments: str | None, seconds: float = 25.0) -> str:
+        base = {"manifest_uri": "m.parquet", "out": str(tmp_path), "run_id": "r"}
+        job = JobSpec(**base, segment_seconds=seconds)
+        row = PlanRow(0, "c", "c.flac", parse_chain("emotion=happy"), "t", None, None, None, 1)
+        row.segments = segments
+        return finished_key("sha", row, key_settings(job, make_engine("step-audio-editx")))
+
+    plain = key(None)
+    assert len({plain, key('[{"start": 0, "end": 1, "text": "a"}]'), key(None, 12.0)}) == 3
+    assert key(None) == plain
