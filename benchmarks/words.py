@@ -14,7 +14,13 @@ pinned to one CPU and every library gets one thread. Backends:
 - `fillers-cut-only`: cutting and room tone alone, the timings given;
 - `fillers-edit-asr-words`: the `fillers` edit for a language the aligner has no model for
   (ASR word times put onto silero-vad's voiced stretches);
-- `wer-gate`: the QC word error rate of one round (a transcript and the comparison).
+- `wer-gate`: the QC word error rate of one round (a transcript and the comparison);
+- `word-timing-stage-auto`: the word-timing stage on a round's output (here the clip), mode
+  `auto` with a text: what `--word-timings` adds to every round;
+- `word-timing-stage-asr`: the same stage in mode `asr` (ASR word times on voiced stretches);
+- `fillers-words-moved`: what the fillers edit spends to give its output's words instead
+  (its alignment moved past its cuts), against `realign-fillers-output` (aligning the output
+  again, which the stage would otherwise do).
 
 Run: `python benchmarks/words.py [--asr-models DIR]` -> benchmarks/results/words.json
 """
@@ -39,12 +45,20 @@ import soundfile as sf  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
+from stepedit_core.audio import Audio  # noqa: E402
 from stepedit_core.edits import parse_edit  # noqa: E402
 from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
+from stepedit_core.stages import WorkItem  # noqa: E402
 from stepedit_core.words.align import shared_aligner  # noqa: E402
 from stepedit_core.words.asr import WhisperAsr, check_asr_folder  # noqa: E402
 from stepedit_core.words.edit import remove_fillers  # noqa: E402
-from stepedit_core.words.fillers import apply_cuts, pauses, plan_cuts  # noqa: E402
+from stepedit_core.words.fillers import (  # noqa: E402
+    apply_cuts,
+    pauses,
+    plan_cuts,
+    words_after_cuts,
+)
+from stepedit_core.words.timing_stage import TimeWords  # noqa: E402
 from stepedit_core.words.wer import error_rate  # noqa: E402
 
 from machine import machine_info, one_core  # noqa: E402
@@ -84,6 +98,22 @@ def measure(name: str, clips: list[dict], call: Callable[[dict], object], repeat
     return result
 
 
+def round_output(clip: dict) -> WorkItem:
+    """An item at the end of a denoise round whose output is the clip."""
+    spec = parse_edit("denoise")
+    item = WorkItem(0, clip["clip_id"], "", (spec,), text=clip["text"], language="en",
+                    round_edits=(spec,))  # fmt: skip
+    item.output = Audio(clip["samples"], clip["rate"])
+    return item
+
+
+def time_output(stage: TimeWords, clip: dict) -> None:
+    item = round_output(clip)
+    stage.process_batch([item])
+    if "words_json" not in item.state:
+        raise RuntimeError(f"{clip['clip_id']}: not timed: {item.state.get('words_note')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--asr-models", default=default_asr_folder(), metavar="DIR")
@@ -98,6 +128,7 @@ def main() -> None:
     aligner = shared_aligner()
     for clip in clips:  # the timings the cut-only row starts from
         clip["words"] = aligner.align(clip["samples"], clip["rate"], clip["text"])
+        clip["edited"] = remove_fillers(FILLERS, clip["samples"], clip["rate"], clip["text"], "en")
 
     def cut_only(clip: dict) -> object:
         duration = clip["samples"].shape[0] / clip["rate"]
@@ -112,6 +143,13 @@ def main() -> None:
                 lambda c: remove_fillers(FILLERS, c["samples"], c["rate"], c["text"], "en"),
                 args.repeat),
         measure("fillers-cut-only", clips, cut_only, args.repeat),
+        measure("word-timing-stage-auto", clips,
+                lambda c: time_output(TimeWords("auto"), c), args.repeat),
+        measure("fillers-words-moved", clips,
+                lambda c: words_after_cuts(c["edited"].timings.words, c["edited"].cuts,
+                                           c["samples"].shape[0], c["rate"]), args.repeat),
+        measure("realign-fillers-output", clips,
+                lambda c: aligner.align(c["edited"].samples, c["rate"], c["text"]), args.repeat),
     ]  # fmt: skip
     asr_note = None
     if args.asr_models:
@@ -128,6 +166,8 @@ def main() -> None:
                     lambda c: remove_fillers(FILLERS, c["samples"], c["rate"], None, "de", asr,
                                              vad),
                     args.repeat),
+            measure("word-timing-stage-asr", clips,
+                    lambda c: time_output(TimeWords("asr", args.asr_models), c), args.repeat),
             measure("wer-gate", clips,
                     lambda c: error_rate(c["text"], asr.transcribe(c["samples"], c["rate"]).text),
                     args.repeat),

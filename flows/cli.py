@@ -1,6 +1,8 @@
 """The `stepedit` command line. Exit status: 0 run finished (even with failed clips),
 2 refused before any work (bad manifest, unknown engine or edit, engine not ready), 1 crashed,
-130/143 stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json).
+130/143 stopped by Ctrl-C/SIGTERM (where it stopped: OUT/RUN_ID/_work/stopped.json), 4 this
+attempt lost the run id's lease to another attempt and stopped committing, 141 the reader of
+the output went away (`| head`).
 `verify` and `audit`: 0 intact, 1 a mismatch (each one named) or no such clip."""
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_e
 from stepedit_core.executors import EXECUTORS
 from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_core.lease import LeaseLost
 from stepedit_core.segments import DEFAULT_SEGMENT_S, NoPause, plan_file
+from stepedit_core.sources import (
+    DECODED_FACTOR,
+    DEFAULT_MAX_MB,
+    DEFAULT_READ_TIMEOUT_S,
+    InputLimits,
+)
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
@@ -35,6 +44,7 @@ from stepedit_flows.judge_cli import (
 )
 
 REFUSED = 2
+CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 
 # Batch machines are often offline: Prefect's temporary server must not try to send telemetry
 # (its heartbeat also contends for the local SQLite database). Users can still turn it on.
@@ -95,6 +105,22 @@ def _add_access_options(p: argparse.ArgumentParser) -> None:
         help="fsspec storage options for object storage (e.g. key, secret, "
         "client_kwargs.endpoint_url), used for manifest, audio and outputs; never recorded",
     )
+    p.add_argument(
+        "--max-input-mb",
+        type=int,
+        default=DEFAULT_MAX_MB,
+        metavar="MB",
+        help=f"largest source file read (default {DEFAULT_MAX_MB}); a larger one, or one whose "
+        f"header claims more than {DECODED_FACTOR}x that decoded, fails as file_too_large",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT_S,
+        metavar="SECONDS",
+        help="longest read of one source file or object (default "
+        f"{DEFAULT_READ_TIMEOUT_S:g}); a slower one fails as read_timeout",
+    )
 
 
 def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) -> None:
@@ -127,6 +153,16 @@ def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) ->
         help="local faster-whisper (CTranslate2) model folder: word timings for the fillers "
         "edit, transcripts for rows without text, and the `wer` QC metric (pip install "
         "'stepedit[asr]')",
+    )
+    p.add_argument(
+        "--word-timings",
+        nargs="?",
+        const="auto",
+        choices=("auto", "asr"),
+        default=None,
+        help="record the words of every round's output (words_json): auto (the default when "
+        "given) aligns the text, or uses --asr-models where a row has none; asr: the ASR's own "
+        "word times. On by itself with --asr-models or --edit fillers",
     )
     p.add_argument(
         "--stage-python",
@@ -250,7 +286,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="start the run id afresh (by default a run id resumes where it stopped, and a "
-        "finished one does nothing)",
+        "finished one does nothing); removes only what the run wrote, after the job is "
+        "checked, and never touches a folder that is not a stepedit run",
     )
     p.add_argument(
         "--incremental",
@@ -370,6 +407,7 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             llm_backend=args.llm_backend,
             vad_max_pause=args.vad_max_pause,
             asr_models=args.asr_models,
+            word_timings=args.word_timings,
             qc_max_wer=args.qc_max_wer,
             segment_seconds=args.segment_seconds,
             gpus=dict(args.gpu),
@@ -389,19 +427,19 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             storage_options=args.storage_options,
             judge=judge_spec(args),
             until_judged=getattr(args, "until_judged", False),
+            max_input_mb=args.max_input_mb,
+            read_timeout_s=args.read_timeout,
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            # a check across fields (a model validator) has no field to name
-            ": ".join(
-                filter(
-                    None,
-                    (".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, ")),
-                )
-            )
-            for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise Refused(problems) from None
+
+
+def _problem(error: dict) -> str:
+    """One validation error as "field: message" (a check across fields names none)."""
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def _check_before_run(job: JobSpec) -> bool:
@@ -409,12 +447,15 @@ def _check_before_run(job: JobSpec) -> bool:
     hashes the manifest once for the run record. False when the run already finished."""
     from stepedit_core.checks import check_inputs
     from stepedit_core.lease import holder_problem
+    from stepedit_core.ownership import check_run_folder
+    from stepedit_core.rounds import model_stage_names
+    from stepedit_core.run import run_finished
     from stepedit_core.stage_envs import check_stage_names
     from stepedit_core.store import RunStore
 
     try:
         store = RunStore(job.out, job.run_id)
-        finished = store.exists(store.run_json)
+        finished = run_finished(store, job.report)
     except (OSError, ValueError) as exc:
         raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
     if finished and not job.overwrite:
@@ -423,8 +464,9 @@ def _check_before_run(job: JobSpec) -> bool:
     if busy is not None:
         raise Refused(busy)
     engine = make_engine(job.engine, job.engine_options())
+    check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
     check_inputs(job.manifest_uri, job.edits, engine, store)
-    check_stage_names(job.stage_envs(), [stage.name for stage in engine.stages()])
+    check_stage_names(job.stage_envs(), model_stage_names(engine))
     return True
 
 
@@ -564,7 +606,9 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
     from stepedit_core.engines import EngineOptions
     from stepedit_core.planning import check_rows
     from stepedit_core.records import RowResult
+    from stepedit_core.rounds import model_stage_names
     from stepedit_core.stage_envs import check_stage_names, report, report_lines, stage_envs
+    from stepedit_core.words.timing_stage import word_timing_mode
 
     try:
         edits = tuple(args.edit)
@@ -574,15 +618,17 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
                 models_dir=args.models_dir,
                 stepaudio_src=args.stepaudio_src,
                 asr_models=args.asr_models,
+                word_timings=word_timing_mode(args.word_timings, args.asr_models, edits),
             ),
         )
         envs = stage_envs(dict(args.stage_python), dict(args.stage_image))
-        check_stage_names(envs, [stage.name for stage in engine.stages()])
+        check_stage_names(envs, model_stage_names(engine))
     except UnknownEngine as exc:
         raise Refused(str(exc)) from None
     check_inputs(args.manifest, edits, engine)
     good, refused = 0, {}
-    for planned in check_rows(args.manifest, edits, engine, 0, roots):
+    limits = InputLimits.of(args.max_input_mb, args.read_timeout)
+    for planned in check_rows(args.manifest, edits, engine, 0, roots, limits):
         if not isinstance(planned, RowResult):
             good += 1
         else:
@@ -592,7 +638,7 @@ def _validate(args: argparse.Namespace, roots: AllowedRoots) -> int:
         f"{args.manifest}: {good} row(s) ready for engine {engine.name}, "
         f"{sum(refused.values())} would fail at plan time {refused or ''}".rstrip()
     )
-    rows = report([stage.name for stage in engine.stages()], envs)
+    rows = report(model_stage_names(engine), envs)
     print("what runs each stage:")
     print("\n".join(report_lines(rows)))
     unusable = [f"stage {stage}: {problem}" for stage, _, _, found in rows for problem in found]
@@ -651,13 +697,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return status
+    except BrokenPipeError:
+        # the reader went away (`stepedit audit ... | head`): end quietly, like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
     except (RunRefused, UnknownEngine, StageEnvError) as exc:
         print(f"stepedit: error: {exc}", file=sys.stderr)
         return REFUSED
     except RunStopped as exc:
         print(f"stepedit: {exc.describe()}", file=sys.stderr)
         return exc.exit_status
+    except LeaseLost as exc:
+        print(f"stepedit: error: {exc}", file=sys.stderr)
+        return LeaseLost.exit_status
 
 
 if __name__ == "__main__":

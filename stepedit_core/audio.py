@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import soundfile as sf
 import soxr
 
 from stepedit_core.failures import ItemFailure
-from stepedit_core.retry import retrying
+from stepedit_core.sources import DECODED_FACTOR, MB, InputLimits, read_source
+
+DEFAULT_LIMITS = InputLimits()
 
 
 @dataclass
@@ -46,17 +48,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_bytes(uri: str) -> bytes:
-    """Read a whole object from a local path or any fsspec URI. An unreachable endpoint is
-    retried with backoff (a blip must not fail the clip); what is wrong with the object itself
-    (missing, a directory, unreadable) fails at once."""
-
-    def read() -> bytes:
-        with fsspec.open(uri, "rb") as handle:
-            return handle.read()
-
+def read_bytes(uri: str, limits: InputLimits = DEFAULT_LIMITS) -> bytes:
+    """Read a whole object from a local path or any fsspec URI, within `limits` (sources.py).
+    An unreachable endpoint is retried with backoff (a blip must not fail the clip); what is
+    wrong with the object itself (missing, a directory, unreadable) fails at once."""
     try:
-        return retrying(read, f"reading {uri}")
+        return read_source(uri, limits)
     except FileNotFoundError as exc:
         raise ItemFailure("missing_file", f"audio file not found: {uri}") from exc
     except IsADirectoryError as exc:
@@ -67,14 +64,29 @@ def read_bytes(uri: str) -> bytes:
         raise ItemFailure("unreadable_file", f"cannot read {uri}: {exc}") from exc
 
 
-def decode(data: bytes, uri: str = "<bytes>") -> Audio:
-    """Decode audio bytes and reject what no engine can use (empty, non-audio, NaN/inf)."""
+# libsndfile names the in-memory buffer it was given (`<_io.BytesIO object at 0x...>`)
+_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def decode(data: bytes, uri: str = "<bytes>", limits: InputLimits = DEFAULT_LIMITS) -> Audio:
+    """Decode audio bytes and reject what no engine can use (empty, non-audio, NaN/inf), and
+    a header that claims more samples than `limits` allow (refused before any allocation)."""
     if not data:
         raise ItemFailure("empty_file", f"audio file is empty (0 bytes): {uri}")
     try:
+        info = sf.info(io.BytesIO(data))
+        claimed = int(info.frames) * int(info.channels) * 4  # as float32
+        if claimed > limits.max_decoded_bytes:
+            raise ItemFailure(
+                "file_too_large",
+                f"field 'audio_uri' {uri}: its header claims {info.frames} frames x "
+                f"{info.channels} channels ({claimed} bytes decoded), over "
+                f"{limits.max_decoded_bytes // MB} MB ({DECODED_FACTOR} x --max-input-mb)",
+            )
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise ItemFailure("not_audio", f"not a readable audio file: {uri} ({exc})") from exc
+        reason = _BUFFER_REPR.sub("the file", str(exc))
+        raise ItemFailure("not_audio", f"not a readable audio file: {uri} ({reason})") from exc
     if samples.shape[0] == 0:
         raise ItemFailure("empty_audio", f"audio file has no samples: {uri}")
     if not np.isfinite(samples).all():
@@ -83,10 +95,10 @@ def decode(data: bytes, uri: str = "<bytes>") -> Audio:
     return Audio(samples, int(rate))
 
 
-def load(uri: str) -> tuple[Audio, bytes]:
+def load(uri: str, limits: InputLimits = DEFAULT_LIMITS) -> tuple[Audio, bytes]:
     """Read and decode one clip; returns the audio and the raw bytes (hashed for keys)."""
-    data = read_bytes(uri)
-    return decode(data, uri), data
+    data = read_bytes(uri, limits)
+    return decode(data, uri, limits), data
 
 
 def to_mono(audio: Audio) -> Audio:

@@ -47,6 +47,19 @@ _CODES = (
         "plan",
     ),
     FailureCode(
+        "not_regular_file",
+        "the `audio_uri` is a FIFO, a device or a socket, not a regular file (seen from its "
+        "stat; it is never opened)",
+        "plan",
+    ),
+    FailureCode(
+        "file_too_large",
+        "the audio file is over `--max-input-mb` (checked before reading: at plan time for "
+        "local files, before the first byte for objects), or its header claims more samples "
+        "than 4x that decoded",
+        "plan",
+    ),
+    FailureCode(
         "duplicate_clip_id",
         "the clip id appeared earlier in the manifest (the later rows fail)",
         "plan",
@@ -73,6 +86,9 @@ _CODES = (
     FailureCode("missing_file", "the audio file does not exist", "stage"),
     FailureCode("unreadable_file", "the audio file can not be read (a folder, no access)", "stage"),
     FailureCode("empty_file", "the audio file has 0 bytes", "stage"),
+    FailureCode(
+        "read_timeout", "reading the audio file took longer than `--read-timeout`", "stage"
+    ),
     FailureCode("not_audio", "the file is not audio that libsndfile can decode", "stage"),
     FailureCode("empty_audio", "the audio file decodes to no samples", "stage"),
     FailureCode("non_finite_samples", "the audio holds NaN or infinite samples", "stage"),

@@ -94,9 +94,12 @@ def key_settings(job: JobSpec, engine: Engine) -> str:
         "select": job.select,  # `best` which round's audio is delivered
     }
     # optional settings are named only when set, so the keys of runs without them stay as
-    # they were: the ASR model decides transcripts, timings and the WER verdict
+    # they were: the ASR model decides transcripts, timings and the WER verdict; asked-for
+    # word timings decide `words_json`
     if job.asr_models:
         settings.update({"asr_models": job.asr_models, "qc_max_wer": job.qc_max_wer})
+    if job.word_timings:
+        settings["word_timings"] = job.word_timings
     if job.deliver_format != "flac":
         settings["deliver"] = [job.deliver_format, job.mp3_bitrate]
     if job.segment_seconds != DEFAULT_SEGMENT_S:  # where a chapter is cut for the model

@@ -24,7 +24,9 @@ from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 from stepedit_core.judges.spec import JudgeSpec
 from stepedit_core.segments import DEFAULT_SEGMENT_S
+from stepedit_core.sources import DEFAULT_MAX_MB, DEFAULT_READ_TIMEOUT_S, InputLimits
 from stepedit_core.stage_envs import StageEnv, stage_envs
+from stepedit_core.words.timing_stage import word_timing_mode
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ITERATIONS = 5
@@ -58,6 +60,10 @@ class JobSpec(BaseModel):
     # the model engine edits a clip longer than this in segments cut in pauses; at most the
     # model's 30 s window
     segment_seconds: float = Field(DEFAULT_SEGMENT_S, ge=2.0, le=30.0)
+    # the words of every round's output in its record: "auto" (forced alignment of the text,
+    # else the ASR) or "asr" (the ASR's own word times); on by itself ("auto") with asr_models
+    # or the fillers edit in `edits`
+    word_timings: Literal["auto", "asr"] | None = None
     gpus: dict[str, float] = Field(default_factory=dict)
     batch_sizes: dict[str, int] = Field(default_factory=dict)
     ray_address: str | None = None
@@ -89,6 +95,8 @@ class JobSpec(BaseModel):
             found.update({k: dumped[k] for k in ("asr_models", "qc_max_wer")})
         if self.segment_seconds != DEFAULT_SEGMENT_S:
             found["segment_seconds"] = self.segment_seconds
+        if self.word_timings is not None:
+            found["word_timings"] = self.word_timings
         if self.judge is not None:
             found["judge"] = dumped["judge"]
             found["until_judged"] = self.until_judged
@@ -100,6 +108,9 @@ class JobSpec(BaseModel):
     until_judged: bool = False
 
     allow_roots: list[str] = Field(default_factory=list)  # empty: the manifest's folder
+    # bounds on reading one source (sources.py): size in MB, and seconds per object
+    max_input_mb: int = Field(DEFAULT_MAX_MB, ge=1, le=1 << 20)
+    read_timeout_s: float = Field(DEFAULT_READ_TIMEOUT_S, gt=0, le=86400)
     storage_options: StorageOptions = Field(None, repr=False)
 
     @field_validator("run_id")
@@ -117,6 +128,14 @@ class JobSpec(BaseModel):
         if value is not None and info.data.get("asr_models") is None:
             raise ValueError("--qc-max-wer needs --asr-models (the ASR model measures the WER)")
         return value
+
+    @model_validator(mode="after")
+    def _asr_word_timings_need_asr(self) -> JobSpec:
+        if self.word_timings == "asr" and self.asr_models is None:
+            raise ValueError(
+                "--word-timings asr needs --asr-models (the ASR model times the words)"
+            )
+        return self
 
     @field_validator("engine")
     @classmethod
@@ -151,6 +170,9 @@ class JobSpec(BaseModel):
         """Every location the job reads or writes: storage options apply to their protocols."""
         return [self.manifest_uri, self.out, *self.allow_roots]
 
+    def input_limits(self) -> InputLimits:
+        return InputLimits.of(self.max_input_mb, self.read_timeout_s)
+
     def qc_plan(self) -> QcPlan:
         return QcPlan(
             profile=self.qc,
@@ -171,6 +193,7 @@ class JobSpec(BaseModel):
             vad_max_pause=self.vad_max_pause,
             asr_models=self.asr_models,
             segment_seconds=self.segment_seconds,
+            word_timings=word_timing_mode(self.word_timings, self.asr_models, self.edits),
             gpus=dict(self.gpus),
             batch_sizes=dict(self.batch_sizes),
         )

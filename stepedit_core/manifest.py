@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from stepedit_core.failures import RunRefused
 from stepedit_core.records import RowResult
+from stepedit_core.sources import special_kind
 
 REQUIRED_COLUMNS = ("clip_id", "audio_uri")
 OPTIONAL_COLUMNS = ("text", "language", "speaker", "edit", "target_text", "segments")
@@ -31,6 +32,9 @@ class ManifestError(RunRefused):
 
 
 def open_parquet(uri: str) -> pq.ParquetFile:
+    kind = special_kind(uri)
+    if kind is not None:  # opening a FIFO would block: refuse it from its stat
+        raise ManifestError(f"manifest {uri} is {kind}, not a regular file")
     try:
         handle = fsspec.open(uri, "rb").open()
     except FileNotFoundError:
@@ -42,6 +46,12 @@ def open_parquet(uri: str) -> pq.ParquetFile:
 
 
 def check_schema(schema: pa.Schema, uri: str = "manifest") -> None:
+    doubled = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if doubled:
+        raise ManifestError(
+            f"{uri} has duplicate column name(s): {', '.join(doubled)}; each column needs a "
+            "name of its own"
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise ManifestError(

@@ -24,6 +24,7 @@ from stepedit_core.incremental import Reuse, reused_keys_path, reused_keys_table
 from stepedit_core.manifest import clean, clip_seed, iter_rows
 from stepedit_core.records import PlanRow, RowResult, table_of
 from stepedit_core.segment_texts import SegmentsError, joined_text, parse_segments
+from stepedit_core.sources import InputLimits, check_source
 from stepedit_core.store import RunStore
 
 
@@ -46,14 +47,20 @@ def check_rows(
     engine: Engine,
     base_seed: int,
     roots: AllowedRoots | None = None,
+    limits: InputLimits | None = None,
 ) -> Iterator[PlanRow | RowResult]:
     """A `PlanRow` for each row to edit, a failed `RowResult` for each row refused. With
-    `roots`, a row whose audio resolves outside them is refused and its URI is never opened."""
+    `roots`, a row whose audio resolves outside them is refused and its URI is never opened.
+    A local source that is not a regular file or is over the size limit is refused from its
+    stat (sources.py)."""
+    limits = limits or InputLimits()
     seen: set[str] = set()
     for index, row in iter_rows(uri):
         clip_id = clean(row.get("clip_id"))
         try:
-            yield _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed, roots)
+            planned = _plan_row(index, row, clip_id, seen, job_chain, engine, base_seed, roots)
+            check_source(planned.audio_uri, limits)
+            yield planned
         except ItemFailure as failure:
             yield RowResult.failed(index, clip_id, failure.code, f"row {index}: {failure}")
         if clip_id is not None:
@@ -133,6 +140,7 @@ def plan_shards(
     shard_size: int,
     roots: AllowedRoots | None = None,
     reuse: Reuse | None = None,
+    limits: InputLimits | None = None,
 ) -> Sharding:
     """Check every row, write the shard plans and the refused (and reused) rows' results, then
     `done.json`.
@@ -168,7 +176,7 @@ def plan_shards(
         pending.clear()
         add_work(todo)
 
-    for planned in check_rows(manifest_uri, job_chain, engine, base_seed, roots):
+    for planned in check_rows(manifest_uri, job_chain, engine, base_seed, roots, limits):
         if isinstance(planned, RowResult):
             refused.append(planned)
             code = str(planned.error_code)

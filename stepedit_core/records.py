@@ -198,9 +198,10 @@ class RoundRecord:
     # JSON list, one object per LLM pass of the round (engines that run several): see
     # stepedit_core/engines/stepaudio/roundtrip.py
     passes_json: str | None = None
-    # word timings (stepedit_core/words): [{"word", "start", "end", "confidence", "filler"}],
-    # the fillers edit's cuts [{"start_s", "end_s", "word", "room_tone_s"}] in the round's
-    # input timeline, and where `text` came from ("manifest" or "asr")
+    # word timings of the round's output (stepedit_core/words), in its timeline:
+    # [{"word", "start", "end", "confidence", "filler"}]; the fillers edit's cuts
+    # [{"start_s", "end_s", "word", "room_tone_s"}] in the round's input timeline; and where
+    # `text` came from ("manifest" or "asr")
     words_json: str | None = None
     cuts_json: str | None = None
     text_source: str | None = None

@@ -20,6 +20,7 @@ from stepedit_core.delivery import QcPlan, check
 from stepedit_core.edits import EditSpec
 from stepedit_core.judges.stage import JudgeRound, RoundJudging
 from stepedit_core.records import RoundRecord
+from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
 if TYPE_CHECKING:
@@ -41,15 +42,19 @@ def has_clone(edits: tuple[EditSpec, ...]) -> bool:
 
 
 class LoadAudio(Stage):
-    """Reads each clip from its URI; a missing, empty or non-audio file fails that row only."""
+    """Reads each clip from its URI, within the input limits (sources.py); a missing, empty,
+    oversized or non-audio file fails that row only."""
 
     name = "load"
     resources = Resources(cpus=0.25)
     needs_actor = False
     batch_size = 32
 
+    def __init__(self, limits: InputLimits | None = None) -> None:
+        self.limits = limits or InputLimits()
+
     def process_item(self, item: WorkItem) -> None:
-        audio, data = audio_io.load(item.audio_uri)
+        audio, data = audio_io.load(item.audio_uri, self.limits)
         item.source_sha256 = audio_io.sha256_bytes(data)
         item.audio = audio
         item.original = audio
@@ -153,6 +158,10 @@ class RoundEnd(Stage):
             return
         if plan.asr_models is not None:
             report = _with_wer(report, item, plan.asr_models)
+        if item.state.get("words_note"):  # the word-timing stage could not time the output
+            report = type(report)(
+                report.metrics, {**report.notes, "words": item.state["words_note"]}
+            )
         record.qc_json = report.to_json()
         if plan.gives_verdict:
             verdict = check(report.metrics, plan.profile, plan.max_wer)
@@ -180,10 +189,11 @@ def build_stages(
     prompt_mode: str = "chain",
     qc_plan: QcPlan | None = None,
     judging: RoundJudging | None = None,
+    limits: InputLimits | None = None,
 ) -> list[Stage]:
     """The flat stage list an executor runs: load, then (start, engine stages, end) per round,
     and with `judging` a judge after each round's end."""
-    stages: list[Stage] = [LoadAudio()]
+    stages: list[Stage] = [LoadAudio(limits)]
     if engine.options.asr_models is not None:  # rows without `text` get the ASR's transcript
         from stepedit_core.words.stage import TranscribeMissingText
 
@@ -192,7 +202,19 @@ def build_stages(
     for k in range(first, rounds + 1):
         stages.append(StartRound(k, prompt_mode))
         stages.extend(engine.stages())
+        if engine.options.word_timings is not None:  # the words of every round's output
+            from stepedit_core.words.timing_stage import TimeWords
+
+            stages.append(TimeWords(engine.options.word_timings, engine.options.asr_models))
         stages.append(RoundEnd(k, engine.name, engine.version, qc_plan, engine.round_handoff))
         if judging is not None:
             stages.append(JudgeRound(k, judging))
     return stages
+
+
+def model_stage_names(engine: Engine) -> list[str]:
+    """The stages of a run that load models and run in actor pools (each may get an environment
+    of its own: --stage-python/--stage-image), in order: the run's own (transcribe, word timing)
+    as well as the engine's."""
+    stages = build_stages(engine, rounds=1, with_clone_round=False)
+    return list(dict.fromkeys(stage.name for stage in stages if stage.needs_actor))

@@ -27,11 +27,13 @@ from stepedit_core.executors import Executor, make_executor
 from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import RunRefused
 from stepedit_core.incremental import Reuse, write_finished
+from stepedit_core.integrity import check_deliveries
 from stepedit_core.job import JobSpec
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.targets import manifest_targets
 from stepedit_core.lease import Lease
 from stepedit_core.manifest import MergeCounts, write_output_manifest
+from stepedit_core.ownership import check_run_folder, mark_run_folder
 from stepedit_core.planning import Sharding, plan_shards
 from stepedit_core.progress import run_progress
 from stepedit_core.records import RowResult
@@ -68,12 +70,15 @@ class RunSteps:
 
     def finished_record(self) -> dict[str, Any] | None:
         """run.json of this run id when it already finished (and is not to be overwritten)."""
-        if self.job.overwrite or not self.store.exists(self.store.run_json):
+        if self.job.overwrite or not run_finished(self.store, self.job.report):
             return None
         return self.store.read_json(self.store.run_json)
 
     def validate(self) -> Validation:
-        validation = validate(self.job.manifest_uri, self.job.edits, self.engine, self.store)
+        job = self.job
+        # before anything is written under the run folder (validate writes a probe)
+        check_run_folder(self.store, job.manifest_uri, job.allow_roots)
+        validation = validate(job.manifest_uri, job.edits, self.engine, self.store)
         self.round_judging()  # a model judge with nothing to judge refuses the run here
         return validation
 
@@ -83,6 +88,8 @@ class RunSteps:
         store, job = self.store, self.job
         fingerprint = {**job.fingerprint(), "manifest_sha256": validation.sha256}
         earlier: dict[str, Any] = {}
+        mark_run_folder(store)
+        store.remove_temporaries()  # left by a crashed attempt's writes
         if job.overwrite:
             store.clear_outputs()
         elif store.exists(store.job_json):
@@ -107,6 +114,8 @@ class RunSteps:
                 "attempts": self.attempt,
                 "first_started": earlier.get("first_started", self.started),
                 "stops": stops,
+                # what integrity.py moved aside or wrote again, attempt after attempt
+                **{k: earlier[k] for k in ("quarantined", "redelivered") if k in earlier},
             },
         )
         if store.exists(store.stopped):
@@ -128,6 +137,7 @@ class RunSteps:
             job.shard_size,
             roots,
             reuse,
+            job.input_limits(),
         )
 
     def run_shards(self, shards: list[int], progress: Progress | None = None) -> ShardsOutcome:
@@ -143,6 +153,7 @@ class RunSteps:
             progress or self.progress,
             job.qc_plan(),
             self.round_judging(),
+            job.input_limits(),
         )
 
     def round_judging(self) -> RoundJudging | None:
@@ -171,6 +182,7 @@ class RunSteps:
         )
         sink = io.BytesIO()
         counts = write_output_manifest(self.job.manifest_uri, results, sink)
+        store.check_fence()
         store.write_bytes(store.manifest, sink.getvalue())
         failpoint("merge.manifest_written")
         return counts
@@ -185,6 +197,8 @@ class RunSteps:
         """Record this run's ok clips in the output root's index (what later incremental runs
         look up), then write run.json and return it. The index is written first: one whose
         run.json is missing is ignored by the lookup."""
+        self.store.check_fence()
+        check_deliveries(self.store, self.job.qc_plan())  # delivered files match their records
         write_finished(self.store, self.job, self.engine)
         return write_run_record(
             self.job,
@@ -205,6 +219,14 @@ class RunSteps:
         from stepedit_core.report import build_report
 
         return build_report(self.job.out, self.job.run_id, media=self.job.report)
+
+
+def run_finished(store: RunStore, report: str) -> bool:
+    """A run is finished once run.json is written and, when it has a review page, the page is
+    complete (report.json is its last object): a page that failed is built by the next rerun."""
+    if not store.exists(store.run_json):
+        return False
+    return report == "none" or store.exists(store.path("report", "report.json"))
 
 
 def run_job(

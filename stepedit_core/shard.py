@@ -10,9 +10,12 @@ delivered_files.py, so a resume republishes any that a crash left unwritten).
 Once every item of a shard is committed, the shard's row results are written as one object,
 the shard's done marker.
 
-A resumed attempt skips done shards, reads the committed parts of the others, and runs only
-the items no part holds. All pending shards stream through one executor run, so each model
-stage sets up once per run, not once per shard. A worker process that dies on an item costs a
+A resumed attempt trusts nothing it has not checked: every committed part it builds on is read
+in full and checked against its hashes (integrity.py); a damaged one is quarantined and its
+items are run again (a done shard with a damaged part is reopened). It skips done shards,
+takes over the intact parts of the others, and runs only the items no part holds. All pending
+shards stream through one executor run, so each model stage sets up once per run, not once per
+shard. A worker process that dies on an item costs a
 retry of its batch; when the batch keeps killing workers, the remaining items are split and run
 again until the item that kills its worker is found, which gets a `worker_died` failure.
 """
@@ -31,17 +34,26 @@ from stepedit_core.delivery import QcPlan, select_best
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
+from stepedit_core.integrity import (
+    RECORDS_KEY,  # clip-rounds in a part, and in a shard's results object
+    RESULTS_KEY,  # row results in a part's footer
+    CheckedPart,
+    DamagedPart,
+    check_part,
+    quarantine,
+    shard_results_records,
+)
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.verdict import Verdict, verdict_table
+from stepedit_core.lease import LeaseLost
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
 from stepedit_core.rounds import build_stages, has_clone
+from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Stage, WorkItem
-from stepedit_core.store import RunStore
+from stepedit_core.store import RunStore, table_bytes
 
 RECORDS_PER_PART = 256  # clip-rounds per part: few, large objects on S3
 COMMIT_EVERY_S = 30.0  # a slow engine still commits at least this often
-RESULTS_KEY = "stepedit.results"  # row results in a part's footer
-RECORDS_KEY = "stepedit.records"  # clip-rounds in a shard's results object
 
 # done clip-rounds, total clips, failed clips so far
 Progress = Callable[[int, int, int], None]
@@ -59,6 +71,7 @@ class ShardSummary:
     records: int = 0  # clip-rounds committed by this attempt
     resumed_records: int = 0  # clip-rounds committed by earlier attempts
     parts: int = 0
+    quarantined_parts: int = 0  # damaged parts moved aside on resume (their items redone)
     seconds: float = 0.0
     first_done_s: float | None = None
 
@@ -84,16 +97,22 @@ def plan_rows(store: RunStore, shard: int) -> list[PlanRow]:
 
 def committed_parts(
     store: RunStore, shard: int, listing: Listing | None = None
-) -> list[tuple[str, list[RowResult], int]]:
-    """(path, row results, clip-rounds) of every committed part of a shard."""
+) -> tuple[list[CheckedPart], int]:
+    """Every committed part of a shard, each checked in full (`integrity.check_part`); a
+    damaged one is moved to the run's quarantine instead. Returns the intact parts and how many
+    were quarantined."""
     listing = listing or Listing(store, store.iterations_dir, ".parquet")
     prefix = f"shard-{shard:05d}-part-"
-    parts = []
+    parts, quarantined = [], 0
     for path in (p for p in listing() if posixpath.basename(p).startswith(prefix)):
-        meta = store.read_metadata(path)
-        rows = [RowResult.from_row(r) for r in json.loads(meta.get(RESULTS_KEY, "[]"))]
-        parts.append((path, rows, int(meta.get(RECORDS_KEY, "0"))))
-    return parts
+        if not store.exists(path):  # quarantined earlier in this attempt
+            continue
+        try:
+            parts.append(check_part(store, path))
+        except DamagedPart as exc:
+            quarantine(store, path, str(exc))
+            quarantined += 1
+    return parts, quarantined
 
 
 class Listing:
@@ -148,7 +167,9 @@ class ShardWriter:
 
     def _resume(self) -> None:
         """Take over what earlier attempts committed; republish their missing audio."""
-        for path, rows, records in committed_parts(self.store, self.shard, self.parts):
+        parts, self.summary.quarantined_parts = committed_parts(self.store, self.shard, self.parts)
+        for part in parts:
+            path, rows, records = part.path, part.results, part.records
             self.next_part = max(self.next_part, _part_number(path) + 1)
             self.summary.resumed_records += records
             self.summary.resumed_items += len(rows)
@@ -219,6 +240,7 @@ class ShardWriter:
         return not self.pending_rows and not self._items
 
     def add(self, item: WorkItem) -> None:
+        self.store.check_fence(read=False)
         self.pending_rows.discard(item.row_index)
         self._items.append(item)
         self._records.extend(item.records)
@@ -300,11 +322,19 @@ class ShardWriter:
             self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
-        self.store.write_table(path, table_of(self._records, RoundRecord.SCHEMA), meta)
+        data = table_bytes(table_of(self._records, RoundRecord.SCHEMA), meta)
+        self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
+        if self.store.exists(path):  # a part name is used once: another attempt wrote it
+            raise LeaseLost(
+                f"run {self.store.run_id!r}: {self.store.uri(path)} was committed by another "
+                "attempt; this attempt stopped and committed nothing more"
+            )
+        self.store.write_bytes(path, data)
         failpoint("shard.part_committed")
         for result, files in zip(self._results, self._delivered, strict=True):
             if result.status == "ok" and files is not None:
                 for path, data in files:
+                    self.store.check_fence(read=False)
                     self.store.write_bytes(path, data)
         failpoint("shard.audio_published")
         for item in self._items:
@@ -321,6 +351,7 @@ class ShardWriter:
         """Commit what is buffered; once nothing is pending, write the shard's done marker."""
         self.commit()
         if not self.pending_rows and not self._closed:
+            self.store.check_fence()
             self._closed = True
             records = self.summary.records + self.summary.resumed_records
             self.store.write_table(
@@ -363,6 +394,7 @@ def run_shards(
     progress: Progress | None = None,
     qc_plan: QcPlan | None = None,
     judging: RoundJudging | None = None,
+    limits: InputLimits | None = None,
 ) -> ShardsOutcome:
     """Run every shard that is not done yet; returns one summary per shard."""
     started = time.perf_counter()
@@ -373,13 +405,18 @@ def run_shards(
     shard_of: dict[int, int] = {}
     items: list[WorkItem] = []
     for shard in shards:
+        damaged = 0
         if store.exists(store.shard_results(shard)):
-            meta = store.read_metadata(store.shard_results(shard))
-            done = ShardSummary(shard=shard, resumed_records=int(meta.get(RECORDS_KEY, "0")))
-            outcome.summaries.append(done)
-            continue
+            _, damaged = committed_parts(store, shard, parts)
+            records = shard_results_records(store, shard)
+            if not damaged and records is not None:
+                outcome.summaries.append(ShardSummary(shard=shard, resumed_records=records))
+                continue
+            if records is not None:  # (a damaged results object is quarantined already)
+                store.remove([store.shard_results(shard)])  # done again: damaged items redone
         rows = plan_rows(store, shard)
         writer = ShardWriter(store, shard, rows, qc_plan, parts, published)
+        writer.summary.quarantined_parts += damaged
         writers[shard] = writer
         outcome.summaries.append(writer.summary)
         for row in rows:
@@ -389,7 +426,9 @@ def run_shards(
     total = len(items)
     if items:
         with_clone = any(has_clone(item.edits) for item in items)
-        stages = build_stages(engine, rounds, with_clone, prompt_mode, qc_plan, judging)
+        stages = build_stages(
+            engine, rounds, with_clone, prompt_mode, qc_plan, judging=judging, limits=limits
+        )
         counts = {"done": 0, "failed": 0}
 
         def finished(item: WorkItem) -> None:

@@ -18,12 +18,14 @@ that fail because the endpoint is unreachable are retried with backoff (`retry.p
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import posixpath
 import re
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 import pyarrow as pa
@@ -50,6 +52,12 @@ def list_objects(fs: Any, directory: str, prefix: str = "", suffix: str = ".parq
     )
 
 
+class Fence(Protocol):
+    """The holder of the run id's lease (lease.py): `check` raises once it is lost."""
+
+    def check(self, read: bool = True) -> None: ...
+
+
 class RunStore:
     def __init__(self, out: str, run_id: str) -> None:
         self.fs, root = fsspec.core.url_to_fs(out)
@@ -57,6 +65,12 @@ class RunStore:
         self.protocol = protocol if isinstance(protocol, str) else protocol[0]
         self.root = posixpath.join(root.rstrip("/"), run_id)
         self.run_id = run_id
+        self.fence: Fence | None = None  # set while an attempt holds the lease
+
+    def check_fence(self, read: bool = True) -> None:
+        """Before a commit: stop (LeaseLost) if this attempt lost the run id's lease."""
+        if self.fence is not None:
+            self.fence.check(read)
 
     # paths -----------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -132,9 +146,15 @@ class RunStore:
             self.fs.makedirs(parent, exist_ok=True)
             name = posixpath.basename(path)
             tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
-            with self.fs.open(tmp, "wb") as handle:
-                handle.write(data)
-            self.fs.mv(tmp, path)
+            try:
+                with self.fs.open(tmp, "wb") as handle:
+                    handle.write(data)
+                self.fs.mv(tmp, path)
+            except BaseException:
+                # a failed write (disk full) leaves nothing behind, not even its temporary
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
         else:
             with self.fs.open(path, "wb") as handle:
                 handle.write(data)
@@ -143,15 +163,7 @@ class RunStore:
         self, path: str, table: pa.Table, metadata: dict[str, str] | None = None
     ) -> None:
         """A Parquet object; `metadata` goes into the file's footer (read back cheaply)."""
-        if metadata:
-            merged = {
-                **(table.schema.metadata or {}),
-                **{k.encode(): v.encode() for k, v in metadata.items()},
-            }
-            table = table.replace_schema_metadata(merged)
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        self.write_bytes(path, sink.getvalue())
+        self.write_bytes(path, table_bytes(table, metadata))
 
     def write_json(self, path: str, payload: dict[str, Any]) -> None:
         self.write_bytes(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
@@ -188,14 +200,59 @@ class RunStore:
         for path in paths:
             retrying(lambda p=path: self.fs.rm(p), f"removing {self.uri(path)}")
 
+    def remove_temporaries(self) -> int:
+        """Remove the temporaries that crashed local writes left (call it holding the lease: no
+        other writer is alive then); returns how many. Object stores never leave any."""
+        if self.protocol not in LOCAL:
+            return 0
+        folders = (self.root, self.iterations_dir, self.audio_dir, self.path("audit"),
+                   self.path("_work"), self.path("_work", "plan"), self.results_dir())  # fmt: skip
+        found = [p for d in folders for p in self.list(d, suffix="") if is_temporary(p)]
+        self.remove(found)
+        return len(found)
+
     def clear_outputs(self) -> None:
-        """Remove everything a run writes, so the run id starts afresh (`--overwrite`). The
-        lease stays: the attempt that clears the folder is the one holding it."""
-        for name in ("iterations", "audio", "manifest.parquet", "run.json", "report"):
-            path = self.path(name)
-            if self.exists(path):
-                retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
+        """Remove what a run writes, so the run id starts afresh (`--overwrite`): the run's own
+        objects, found by their names, and nothing else a user may have put in the folder. The
+        lease and the folder's marker stay: the attempt clearing it holds the lease."""
+        for name in ("manifest.parquet", "run.json", "run.json.sha256"):
+            if self.exists(self.path(name)):
+                self.remove([self.path(name)])
+        for name, pattern in RUN_OBJECTS.items():
+            for path in self.list(self.path(name), suffix=""):
+                if pattern.match(posixpath.basename(path)):
+                    retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
         work = self.path("_work")
         for path in self.list(work, suffix=""):
             if path != self.lease:
                 retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
+
+
+def table_bytes(table: pa.Table, metadata: dict[str, str] | None = None) -> bytes:
+    """A Parquet object's bytes; `metadata` goes into its footer."""
+    if metadata:
+        merged = {
+            **(table.schema.metadata or {}),
+            **{k.encode(): v.encode() for k, v in metadata.items()},
+        }
+        table = table.replace_schema_metadata(merged)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+TMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # a local write's temporary name
+
+
+def is_temporary(path: str) -> bool:
+    """A local write's temporary name (a crash may leave one): never a run's object."""
+    return bool(TMP_NAME.match(posixpath.basename(path.rstrip("/"))))
+
+
+# folder -> the names a run writes in it (what `clear_outputs` removes)
+RUN_OBJECTS = {
+    "iterations": re.compile(r"^(shard-\d{5}-part-\d{5}\.parquet|\..+\.tmp-[0-9a-f]{32})$"),
+    "audio": re.compile(r"^(\d{8}-[A-Za-z0-9._-]*\.flac|\..+\.tmp-[0-9a-f]{32})$"),
+    "report": re.compile(r".*"),  # the review page's folder is the run's alone
+    "audit": re.compile(r"^(records\.parquet|\..+\.tmp-[0-9a-f]{32})$"),
+}

@@ -120,9 +120,9 @@ def test_rows_outside_the_roots_fail_and_are_never_opened(tmp_path, monkeypatch)
     opened: list[str] = []
     real_read = audio_io.read_bytes
 
-    def recording_read(uri: str) -> bytes:
+    def recording_read(uri: str, *limits) -> bytes:
         opened.append(uri)
-        return real_read(uri)
+        return real_read(uri, *limits)
 
     monkeypatch.setattr(audio_io, "read_bytes", recording_read)
     job = JobSpec(

@@ -408,18 +408,18 @@ def test_a_crash_between_verdicts_and_their_rounds_leaves_each_verdict_once(tmp_
     job = JobSpec(manifest_uri=manifest, out=str(out), run_id="x", iterations=2,
                   edits=(parse_edit("loudness=ebu"),), executor="local",
                   judge=JudgeSpec(kind="objective"))  # fmt: skip
-    real = RunStore.write_table
+    real = RunStore.write_bytes
 
-    def crash_on_rounds(self, path, table, metadata=None):
+    def crash_on_rounds(self, path, data):
         if "/iterations/" in path:
             raise OSError("disk gone")  # the verdict part is written, its rounds are not
-        return real(self, path, table, metadata)
+        return real(self, path, data)
 
-    monkeypatch.setattr(RunStore, "write_table", crash_on_rounds)
+    monkeypatch.setattr(RunStore, "write_bytes", crash_on_rounds)
     with pytest.raises(OSError, match="disk gone"):
         run_inprocess(job)
     assert list((out / "x" / "judgements").glob("*.parquet"))
-    monkeypatch.setattr(RunStore, "write_table", real)
+    monkeypatch.setattr(RunStore, "write_bytes", real)
     run_inprocess(job)
     verdicts = pq.read_table(out / "x" / "judgements").to_pylist()
     assert sorted((v["clip_id"], v["iteration"]) for v in verdicts) == [

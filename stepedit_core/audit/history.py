@@ -17,6 +17,7 @@ from stepedit_core.audit.records import (
 )
 from stepedit_core.judges.verify import clip_verdicts, format_verdicts
 from stepedit_core.store import RunStore
+from stepedit_core.words.summary import cuts_line, words_line
 
 # too bulky to print in a clip's history; their presence is still covered by record_sha256
 BULKY_FIELDS = frozenset({"audio_flac", "input_tokens", "output_tokens"})
@@ -210,6 +211,12 @@ def format_history(history: dict[str, Any]) -> str:
         qc = _qc_metrics(r.get("qc_json"))
         if qc:
             lines.append("           qc " + "  ".join(f"{k}={v}" for k, v in qc.items()))
+        for label, line in (
+            ("words", words_line(r.get("words_json"))),
+            ("cuts", cuts_line(r.get("cuts_json"))),
+        ):
+            if line:
+                lines.append(f"           {label} {line}")
         if r.get("error_code"):
             lines.append(f"           error {r['error_code']}: {r.get('error')}")
     lines += format_verdicts(history.get("verdicts", []))

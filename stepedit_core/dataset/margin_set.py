@@ -1,7 +1,7 @@
 """Margin sets: (neutral, edited) pairs of the catalog's clips, scored 1-10, as a dataset.
 
 `build_margin_set(spec)`:
-1. writes the derived manifest (pair_rows.py) to RUN/dataset/rows.parquet;
+1. writes the derived manifest (pair_rows.py) to OUT/_datasets/ID/rows.parquet;
 2. runs it as a normal durable run under the same run id (`run_job`, or the Prefect flow
    handed in as `run`), so a crash resumes exactly once;
 3. pairs each row's neutral version (the source audio, or the round-0 clone) with its edited
@@ -46,7 +46,7 @@ DEFAULT_MIN_MARGIN = 6.0
 
 class MarginSpec(BaseModel):
     """A margin set: the source manifest, the attributes, the scorer and threshold, and the
-    run that makes the versions (`job`: its manifest is RUN/dataset/rows.parquet)."""
+    run that makes the versions (`job`: its manifest is OUT/_datasets/ID/rows.parquet)."""
 
     manifest_uri: str
     attributes: tuple[Attribute, ...] = Field(min_length=1)
@@ -96,7 +96,7 @@ class MarginSpec(BaseModel):
         seed, allow_roots, storage_options, overwrite...). Audio is read from the source
         manifest's folder unless `allow_roots` says otherwise."""
         store = RunStore(out, run_id)
-        # the run's manifest is in RUN/dataset/: its default root would be that folder
+        # the run's manifest is in OUT/_datasets/ID/: its default root would be that folder
         job["allow_roots"] = list(job.get("allow_roots") or [default_root(manifest_uri)])
         run = JobSpec(
             manifest_uri=store.uri(rows_path(store)),
@@ -139,7 +139,7 @@ def check_attributes(spec: MarginSpec) -> None:
 
 
 def write_pair_rows(spec: MarginSpec) -> pa.Table:
-    """Write RUN/dataset/rows.parquet, or check that an earlier attempt wrote the same rows
+    """Write OUT/_datasets/ID/rows.parquet, or check that an earlier attempt wrote the same rows
     (a run id resumes only the job it was started with)."""
     store = RunStore(spec.job.out, spec.job.run_id)
     table = pair_rows(read_source(spec.manifest_uri), spec.attributes, spec.job.engine)

@@ -30,6 +30,8 @@ class EngineOptions:
     asr_models: str | None = None  # a faster-whisper (CTranslate2) folder: stepedit_core/words
     # the model engine edits a clip longer than this in segments cut in its pauses (segmented.py)
     segment_seconds: float = DEFAULT_SEGMENT_S
+    # "auto" or "asr": every round's output gets word timings (stepedit_core/words/timing_stage)
+    word_timings: str | None = None
     gpus: dict[str, float] = field(default_factory=dict)  # stage name -> GPU fraction per actor
     batch_sizes: dict[str, int] = field(default_factory=dict)  # stage name -> batch size
     extra: dict[str, Any] = field(default_factory=dict)

@@ -21,7 +21,6 @@ QC is shown when records carry `qc_pass` (bool) and optionally `qc_reasons` (tex
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import posixpath
@@ -39,7 +38,8 @@ from stepedit_core.failures import ItemFailure
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.report.charts import round_stats, trend_svg
-from stepedit_core.report.cuts import cuts_strip
+from stepedit_core.report.cuts import cuts_strip, words_note
+from stepedit_core.report.escape import html_text as _e
 from stepedit_core.report.margins import margin_section
 from stepedit_core.report.ratings import rating_widget, ratings_bar
 from stepedit_core.report.segment_joins import segment_joins
@@ -211,7 +211,8 @@ class ReportBuilder:
             metrics={m: record.get(m) for m in metrics + qc_columns if record.get(m) is not None},
             qc_pass=record.get(QC_PASS),
             qc_reasons=record.get(QC_REASONS),
-            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s")),
+            cuts=cuts_strip(record.get("cuts_json"), record.get("duration_in_s"))
+            + words_note(record.get("words_json")),
             sha256=record.get("output_sha256"),
         )
         clip.edit = clip.edit or view.edit
@@ -245,7 +246,7 @@ class ReportBuilder:
             view = RoundView(iteration=SOURCE_ROUND, status="source")
             try:
                 source, data = audio_io.load(clip.audio_uri)
-            except audio_io.AudioError as exc:
+            except ItemFailure as exc:
                 view.status, view.error = "unavailable", str(exc)
                 clip.rounds[SOURCE_ROUND] = view
                 continue
@@ -284,7 +285,7 @@ class ReportBuilder:
         self.store.write_bytes(self.path(base + ".flac"), flac)
         try:
             image = spectrogram_png(audio_io.decode(flac))
-        except audio_io.AudioError:
+        except ItemFailure:
             return base + ".flac", ""
         self.store.write_bytes(self.path(base + ".png"), image)
         return base + ".flac", base + ".png"
@@ -295,10 +296,6 @@ class ReportBuilder:
 
 def _asset(name: str) -> str:
     return resources.files("stepedit_core.report").joinpath("assets", name).read_text()
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _round_label(k: int) -> str:

@@ -8,13 +8,9 @@ source is rated as iteration 0 when the run made no round 0 of its own (a clone)
 
 from __future__ import annotations
 
-import html
+from stepedit_core.report.escape import html_text as _e
 
 RATINGS = range(1, 6)
-
-
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def rating_widget(clip_id: str, row_index: int, iteration: int, audio_sha256: str | None) -> str:

@@ -6,4 +6,7 @@
 - `asr`: transcripts and word timings from a local faster-whisper (CTranslate2) folder.
 - `fillers`: the `fillers` edit: find fillers, cut them at the pause around them.
 - `wer`: word (or character) error rate of a transcript against its text.
+- `timing_stage`: the `word_timing` stage: the words of every round's output in its record.
+- `stage`: the `transcribe` stage: ASR transcripts for rows without `text`.
+- `summary`: a round's words and cuts as one short line each (audit, review page).
 """

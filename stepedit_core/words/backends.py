@@ -33,6 +33,7 @@ class WordTimings:
     backend: str  # the backend's name
     text: str | None = None  # the text the timings are of (the ASR's when it made one)
     text_source: str | None = None  # "manifest" or "asr"
+    transcript: str | None = None  # what the ASR heard, when a backend ran it
 
 
 class WordTimer(Protocol):
@@ -81,7 +82,7 @@ class TranscriptAlignment:
         if not transcript.text:
             raise ItemFailure("asr_failed", "the ASR model heard no words in the clip")
         words = shared_aligner().align(samples, sample_rate, transcript.text)
-        return WordTimings(words, self.name, transcript.text, "asr")
+        return WordTimings(words, self.name, transcript.text, "asr", transcript.text)
 
 
 class AsrWords:
@@ -102,8 +103,8 @@ class AsrWords:
             spans = [(start / sample_rate, end / sample_rate) for start, end in voiced]
             words = unexplained_voice(words, spans)
         if _has_text(text):
-            return WordTimings(words, self.name, text, "manifest")
-        return WordTimings(words, self.name, transcript.text, "asr")
+            return WordTimings(words, self.name, text, "manifest", transcript.text)
+        return WordTimings(words, self.name, transcript.text, "asr", transcript.text)
 
 
 def timers(asr: Any = None, vad: Any = None) -> list[WordTimer]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stepedit_core.engines.signal.vad import _crossfade
+from stepedit_core.engines.signal.util import crossfade
 from stepedit_core.words.timing import Word
 
 MIN_PAUSE_S = 0.15  # the shortest pause a cut leaves
@@ -141,6 +141,30 @@ def _cut(run: list[Word], prev_end: float, next_start: float) -> Cut:
     return Cut(prev_end + keep_before, next_start - keep_after, word, fill)
 
 
+@dataclass(frozen=True)
+class _Splice:
+    """One cut in frames: [start, end) leaves, `fade` frames either side are blended, `fill`
+    frames of room tone go in."""
+
+    start: int
+    end: int
+    fade: int
+    fill: int
+
+
+def _splices(frames: int, sample_rate: int, cuts: list[Cut]) -> list[_Splice]:
+    """The cuts as `apply_cuts` makes them (clamped to the clip and to each other)."""
+    xfade = max(1, round(CROSSFADE_S * sample_rate))
+    found, cursor = [], 0
+    for cut in cuts:
+        start = min(frames, max(cursor, round(cut.start_s * sample_rate)))
+        end = min(frames, max(start, round(cut.end_s * sample_rate)))
+        fade = min(xfade, start - cursor, frames - end)
+        found.append(_Splice(start, end, fade, round(cut.room_tone_s * sample_rate)))
+        cursor = end + fade
+    return found
+
+
 def apply_cuts(
     samples: np.ndarray,
     sample_rate: int,
@@ -151,32 +175,65 @@ def apply_cuts(
     pauses, whose spectrum the room tone of a fill matches."""
     if not cuts:
         return samples
-    frames = samples.shape[0]
-    xfade = max(1, round(CROSSFADE_S * sample_rate))
     pieces: list[np.ndarray] = []
     cursor = 0
     rng = np.random.default_rng(ROOM_TONE_SEED)
-    for cut in cuts:
-        start = min(frames, max(cursor, round(cut.start_s * sample_rate)))
-        end = min(frames, max(start, round(cut.end_s * sample_rate)))
-        fade = min(xfade, start - cursor, frames - end)
+    for s in _splices(samples.shape[0], sample_rate, cuts):
+        start, end, fade, fill = s.start, s.end, s.fade, s.fill
         # what goes in the cut: room tone (if any) between the two edges
         incoming = samples[end : end + fade]
-        fill = round(cut.room_tone_s * sample_rate)
         pieces.append(samples[cursor : start - fade] if fade else samples[cursor:start])
         if fill > 0:
             tone = room_tone(samples, sample_rate, quiet, fill + 2 * fade, rng)
             if fade:
-                pieces.append(_crossfade(samples[start - fade : start], tone[:fade]))
+                pieces.append(crossfade(samples[start - fade : start], tone[:fade]))
                 pieces.append(tone[fade : fade + fill])
-                pieces.append(_crossfade(tone[fade + fill :], incoming))
+                pieces.append(crossfade(tone[fade + fill :], incoming))
             else:
                 pieces.append(tone[:fill])
         elif fade:
-            pieces.append(_crossfade(samples[start - fade : start], incoming))
+            pieces.append(crossfade(samples[start - fade : start], incoming))
         cursor = end + fade
     pieces.append(samples[cursor:])
     return np.ascontiguousarray(np.concatenate(pieces, axis=0), dtype=np.float32)
+
+
+def words_after_cuts(
+    words: list[Word], cuts: list[Cut], frames: int, sample_rate: int
+) -> list[Word]:
+    """`words` (timed on the input of `apply_cuts`) on its output's timeline: the words the
+    cuts took out are gone, every other word moves by what the cuts before it took out and
+    put in. Lets the fillers edit's own alignment describe its output, with no second pass."""
+    if not cuts:
+        return list(words)
+    moves = []  # (input frame a cut starts, its end, output minus input frame after it)
+    cursor = out = 0
+    for s in _splices(frames, sample_rate, cuts):
+        out += s.start - s.fade - cursor  # the audio kept before the cut, less its fade
+        # then the join: fade + room tone + fade, or one crossfade when no tone goes in
+        out += s.fill + 2 * s.fade if s.fill > 0 else s.fade
+        cursor = s.end + s.fade
+        moves.append((s.start, s.end, out - cursor))
+
+    def moved(t: float) -> float:
+        frame, shift = t * sample_rate, 0
+        for start, end, after in moves:
+            if frame < start:
+                break
+            if frame < end:  # inside a cut: where the cut is in the output
+                return (start + shift) / sample_rate
+            shift = after
+        return (frame + shift) / sample_rate
+
+    kept = []
+    for w in words:
+        inside = any(
+            c.start_s - CROSSFADE_S <= w.start and w.end <= c.end_s + CROSSFADE_S for c in cuts
+        )
+        if not inside:
+            start, end = round(moved(w.start), 3), round(moved(w.end), 3)
+            kept.append(Word(w.word, start, max(start, end), w.confidence, w.filler))
+    return kept
 
 
 def room_tone(

@@ -80,6 +80,9 @@ class SignalEditStage(EngineStage):
             if spec.type == "fillers":
                 samples = self.remove_fillers(item, spec, samples, rate)
             else:
+                # the fillers edit's words describe its own output, not what a later edit
+                # makes of it: the word-timing stage times this round's output instead
+                item.state.pop("words_json", None)
                 samples = self.apply(spec, samples, rate)
         if not np.isfinite(samples).all():
             raise ItemFailure("non_finite_output", "the signal edit produced NaN/inf samples")
@@ -91,7 +94,7 @@ class SignalEditStage(EngineStage):
         """The fillers edit (stepedit_core/words): the word timings and the cuts go into the
         round's record."""
         from stepedit_core.words.edit import remove_fillers
-        from stepedit_core.words.fillers import cuts_json
+        from stepedit_core.words.fillers import cuts_json, words_after_cuts
         from stepedit_core.words.timing import words_json
 
         if self._vad is None:
@@ -104,7 +107,9 @@ class SignalEditStage(EngineStage):
         result = remove_fillers(
             spec, samples, sample_rate, item.text, item.language, asr, self._vad
         )
-        item.state["words_json"] = words_json(result.timings.words)
+        # the words of the edit's output: its alignment moved past the cuts, not aligned again
+        moved = words_after_cuts(result.timings.words, result.cuts, samples.shape[0], sample_rate)
+        item.state["words_json"] = words_json(moved)
         item.state["cuts_json"] = cuts_json(result.cuts)
         item.state["word_timing_backend"] = result.timings.backend
         if result.timings.text_source == "asr" and not (item.text or "").strip():

@@ -26,3 +26,12 @@ def db_to_gain(db: float) -> float:
 
 def gain_to_db(gain: float) -> float:
     return float(20.0 * np.log10(gain)) if gain > 0 else float("-inf")
+
+
+def crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
+    """Equal-power crossfade of two (frames, channels) stretches of the same length: meant for
+    joining room tone to room tone, which are uncorrelated, so the joined power stays level."""
+    phase = (np.arange(outgoing.shape[0], dtype=np.float64) + 0.5) / outgoing.shape[0]
+    fade_in = np.sin(0.5 * np.pi * phase)[:, None]
+    fade_out = np.cos(0.5 * np.pi * phase)[:, None]
+    return (outgoing * fade_out + incoming * fade_in).astype(np.float32)

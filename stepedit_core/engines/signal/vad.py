@@ -23,6 +23,7 @@ import numpy as np
 import soxr
 
 from stepedit_core.delivery import PROFILES
+from stepedit_core.engines.signal.util import crossfade
 
 VAD_RATE = 16000
 CROSSFADE_S = 0.01
@@ -172,15 +173,7 @@ def shorten_pauses(
         tail = gap_end - (keep + fade - (keep + fade) // 2)  # start of its last edge
         pieces.append(samples[cursor : head - fade])
         if fade > 0:
-            pieces.append(_crossfade(samples[head - fade : head], samples[tail : tail + fade]))
+            pieces.append(crossfade(samples[head - fade : head], samples[tail : tail + fade]))
         cursor = tail + fade
     pieces.append(samples[cursor:stop])
     return np.ascontiguousarray(np.concatenate(pieces, axis=0), dtype=np.float32)
-
-
-def _crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
-    """Equal-power crossfade: two stretches of room tone are uncorrelated, so power is kept."""
-    phase = (np.arange(outgoing.shape[0], dtype=np.float64) + 0.5) / outgoing.shape[0]
-    fade_in = np.sin(0.5 * np.pi * phase)[:, None]
-    fade_out = np.cos(0.5 * np.pi * phase)[:, None]
-    return (outgoing * fade_out + incoming * fade_in).astype(np.float32)

@@ -502,7 +502,7 @@ def _place(cosyvoice: Any, device: str) -> None:
 
 class StepAudioEngine(Engine):
     name = STEPAUDIO
-    version = "1"
+    version = "2"  # 2: clips over the window edited in segments; rounds through 16-bit audio
     description = (
         "Step-Audio-EditX (StepFun, 3B audio LLM): expressive edits and zero-shot cloning; "
         "needs --models DIR and a checkout of the public repository (--stepaudio-src)"

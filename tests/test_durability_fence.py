@@ -1,0 +1,137 @@
+"""Fenced leases: an attempt paused (SIGSTOP) past its lease's TTL loses the run id to a second
+attempt; when it continues (SIGCONT) it commits nothing more and exits 4 saying so, and its
+renewal never writes over the other holder's lease. Lease timings come from the environment so
+the test waits seconds, not the default 30 s."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+
+import fsspec
+import pytest
+from durability import (
+    check_finished_run,
+    cli_env,
+    kill_group,
+    local_catalog,
+    output,
+    run_args,
+    s3_catalog,
+    start,
+    stepedit,
+)
+
+from stepedit_core.audit import verify_run
+from stepedit_core.lease import RENEW_ENV, TTL_ENV, Lease, LeaseLost
+from stepedit_core.store import RunStore
+
+CLIPS = 120
+TTL = 3.0
+
+
+def committed(out: str, run_id: str) -> dict[str, str]:
+    """The committed parts and delivered files of a run folder, with their sha256."""
+    fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{run_id}")
+    fs.invalidate_cache()
+    found = {}
+    for folder in ("iterations", "audio"):
+        if fs.exists(f"{root}/{folder}"):
+            for path in sorted(fs.ls(f"{root}/{folder}", detail=False)):
+                name = path.rsplit("/", 1)[1]
+                found[f"{folder}/{name}"] = hashlib.sha256(fs.cat_file(path)).hexdigest()
+    return found
+
+
+def has_part(out: str, run_id: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(f"{out.rstrip('/')}/{run_id}/iterations")
+    fs.invalidate_cache()
+    return fs.exists(root) and any(p.endswith(".parquet") for p in fs.ls(root, detail=False))
+
+
+def wait_until(condition, proc, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, output(proc)
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(params=["local", "s3"])
+def place(request, tmp_path):
+    """(manifest, out) of a small catalog on local disk or on the S3 server."""
+    if request.param == "local":
+        return local_catalog(tmp_path / "cat", CLIPS), str(tmp_path / "runs")
+    fs = request.getfixturevalue("s3")
+    return s3_catalog(fs, "catalog/fence", CLIPS), "s3://runs/fence-e2e"
+
+
+@pytest.mark.slow
+def test_a_paused_holder_that_lost_its_lease_stops_and_commits_nothing_more(place):
+    manifest, out = place
+    env = cli_env({TTL_ENV: str(TTL), RENEW_ENV: "0.3"})
+    args = run_args(manifest, out, "paused", "--shard-size", "30")
+    store = RunStore(out, "paused")
+    first = start(args, env)
+    try:
+        wait_until(lambda: has_part(out, "paused"), first, "a first committed part")
+        os.kill(first.pid, signal.SIGSTOP)
+        paused_lease = store.read_json(store.lease)
+
+        def stale() -> bool:  # the paused holder can no longer renew: wait out its TTL
+            store.fs.invalidate_cache()
+            return time.time() - float(store.read_json(store.lease)["renewed"]) > TTL + 0.5
+
+        wait_until(stale, first, "the paused holder's lease to expire")
+        second = stepedit(args, env, timeout=240)
+        assert second.code == 0, second.err
+        after_second = committed(out, "paused")
+        os.kill(first.pid, signal.SIGCONT)
+        first.wait(timeout=120)
+    finally:
+        kill_group(first)
+    out_text, err = output(first)
+    assert first.returncode == 4, (first.returncode, err[-2000:])
+    assert "lost its lease" in err and "committed nothing more" in err
+    assert committed(out, "paused") == after_second  # nothing written after it continued
+    check_finished_run(out, "paused", CLIPS, 1)
+    report = verify_run(out, "paused")
+    assert report.intact, report.text()
+    assert paused_lease["pid"] == first.pid
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return RunStore(str(tmp_path / "runs"), "fenced")
+    request.getfixturevalue("s3")
+    return RunStore("s3://runs/fence", f"fenced-{os.getpid()}-{time.time_ns()}")
+
+
+def test_renewal_never_overwrites_another_holders_lease(store):
+    lease = Lease(store)
+    lease.acquire()
+    try:
+        store.check_fence()  # held: nothing raised
+        taken = {**store.read_json(store.lease), "token": "other", "holder": "elsewhere:1"}
+        store.write_json(store.lease, taken)
+        lease.renew_once()
+        assert store.read_json(store.lease)["token"] == "other"
+        with pytest.raises(LeaseLost, match="elsewhere:1"):
+            store.check_fence(read=False)  # the renewal noticed: no read needed
+    finally:
+        lease.release()
+    assert store.read_json(store.lease)["token"] == "other"  # release leaves it alone
+
+
+def test_a_commit_checks_the_token(store):
+    lease = Lease(store)
+    lease.acquire()
+    try:
+        store.write_json(store.lease, {**store.read_json(store.lease), "token": "other"})
+        with pytest.raises(LeaseLost, match="lost its lease"):
+            store.check_fence()
+    finally:
+        lease.release()
