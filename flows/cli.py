@@ -259,6 +259,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "needs --asr-models); --select best never delivers such a round",
     )
     p.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=DEFAULT_SEGMENT_S,
+        metavar="S",
+        help="step-audio-editx: a clip longer than S seconds is edited in segments cut in its "
+        "pauses and stitched back (text per segment from a `segments` column or "
+        f"--asr-models; default {DEFAULT_SEGMENT_S:g}, at most 30)",
+    )
+    p.add_argument(
         "--select",
         choices=("last", "best"),
         default="last",
@@ -444,6 +453,7 @@ def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
             asr_models=args.asr_models,
             word_timings=args.word_timings,
             qc_max_wer=args.qc_max_wer,
+            segment_seconds=args.segment_seconds,
             gpus=dict(args.gpu),
             batch_sizes=dict(args.batch_size),
             ray_address=args.ray_address,

@@ -75,6 +75,13 @@ _CODES = (
     ),
     FailureCode("missing_text", "the edit needs the transcript in `text`", "plan", (STEPAUDIO,)),
     FailureCode("missing_target_text", "the edit needs `target_text`", "plan", (STEPAUDIO,)),
+    FailureCode(
+        "invalid_segments",
+        "the `segments` cell is not a JSON list of {start, end, text} in order (checked while "
+        "planning), or its times do not fit the clip or the model's 30 s window (checked on "
+        "the audio)",
+        "plan",
+    ),
     # reading the clip (any engine) ------------------------------------------------------------
     FailureCode("missing_file", "the audio file does not exist", "stage"),
     FailureCode("unreadable_file", "the audio file can not be read (a folder, no access)", "stage"),
@@ -126,6 +133,20 @@ _CODES = (
         "too_long",
         "prompt plus expected output over the model's 8192-token cap (checked before "
         "generating; the message gives the limit in seconds)",
+        "stage",
+        (STEPAUDIO,),
+    ),
+    FailureCode(
+        "missing_segment_text",
+        "the clip is longer than one segment (`--segment-seconds`) and no segment has a "
+        "transcript: give a `segments` column or `--asr-models`",
+        "stage",
+        (STEPAUDIO,),
+    ),
+    FailureCode(
+        "no_pause",
+        "the clip is longer than one segment and speech runs on past the segment length with "
+        "no pause to cut in",
         "stage",
         (STEPAUDIO,),
     ),

@@ -45,6 +45,7 @@ from stepedit_core.engines.base import Engine
 from stepedit_core.job import JobSpec
 from stepedit_core.records import PlanRow, RowResult
 from stepedit_core.retry import retrying
+from stepedit_core.segments import DEFAULT_SEGMENT_S
 from stepedit_core.store import RunStore, list_objects
 
 INDEX_DIR = "_index"
@@ -101,6 +102,8 @@ def key_settings(job: JobSpec, engine: Engine) -> str:
         settings["word_timings"] = job.word_timings
     if job.deliver_format != "flac":
         settings["deliver"] = [job.deliver_format, job.mp3_bitrate]
+    if job.segment_seconds != DEFAULT_SEGMENT_S:  # where a chapter is cut for the model
+        settings["segment_seconds"] = job.segment_seconds
     material = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 
@@ -108,7 +111,10 @@ def key_settings(job: JobSpec, engine: Engine) -> str:
 def finished_key(source_sha256: str, row: PlanRow, settings: str) -> str:
     """Names one clip's result: equal keys mean the same input bytes edited the same way
     (`settings` from `key_settings`). Fields are joined by a byte no field contains."""
-    material = "\x00".join((settings, source_sha256, format_chain(row.edits), str(row.seed)))
+    fields = [settings, source_sha256, format_chain(row.edits), str(row.seed)]
+    if row.segments is not None:  # a chapter's segment texts are what the model is told
+        fields.append(row.segments)
+    material = "\x00".join(fields)
     return hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -23,6 +23,7 @@ from stepedit_core.delivery import QcPlan
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, EngineOptions
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_core.segments import DEFAULT_SEGMENT_S
 from stepedit_core.sources import DEFAULT_MAX_MB, DEFAULT_READ_TIMEOUT_S, InputLimits
 from stepedit_core.stage_envs import StageEnv, stage_envs
 from stepedit_core.words.timing_stage import word_timing_mode
@@ -56,6 +57,9 @@ class JobSpec(BaseModel):
     # a local faster-whisper folder: word timings, transcripts for rows without text, `wer` QC
     asr_models: str | None = None
     qc_max_wer: float | None = Field(None, ge=0.0, le=10.0)  # needs asr_models
+    # the model engine edits a clip longer than this in segments cut in pauses; at most the
+    # model's 30 s window
+    segment_seconds: float = Field(DEFAULT_SEGMENT_S, ge=2.0, le=30.0)
     # the words of every round's output in its record: "auto" (forced alignment of the text,
     # else the ASR) or "asr" (the ASR's own word times); on by itself ("auto") with asr_models
     # or the fillers edit in `edits`
@@ -89,6 +93,8 @@ class JobSpec(BaseModel):
         # optional settings join only when set: runs without them keep the fingerprint they had
         if self.asr_models is not None:
             found.update({k: dumped[k] for k in ("asr_models", "qc_max_wer")})
+        if self.segment_seconds != DEFAULT_SEGMENT_S:
+            found["segment_seconds"] = self.segment_seconds
         if self.word_timings is not None:
             found["word_timings"] = self.word_timings
         if self.judge is not None:
@@ -186,6 +192,7 @@ class JobSpec(BaseModel):
             llm_backend=self.llm_backend,
             vad_max_pause=self.vad_max_pause,
             asr_models=self.asr_models,
+            segment_seconds=self.segment_seconds,
             word_timings=word_timing_mode(self.word_timings, self.asr_models, self.edits),
             gpus=dict(self.gpus),
             batch_sizes=dict(self.batch_sizes),

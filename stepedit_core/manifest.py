@@ -21,7 +21,7 @@ from stepedit_core.records import RowResult
 from stepedit_core.sources import special_kind
 
 REQUIRED_COLUMNS = ("clip_id", "audio_uri")
-OPTIONAL_COLUMNS = ("text", "language", "speaker", "edit", "target_text")
+OPTIONAL_COLUMNS = ("text", "language", "speaker", "edit", "target_text", "segments")
 STRING_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 OUTPUT_COLUMNS = RowResult.OUTPUT_COLUMNS
 READ_BATCH_ROWS = 8192  # rows per streamed batch: driver memory stays flat on large catalogs

@@ -23,6 +23,7 @@ from stepedit_core.failures import ItemFailure
 from stepedit_core.incremental import Reuse, reused_keys_path, reused_keys_table
 from stepedit_core.manifest import clean, clip_seed, iter_rows
 from stepedit_core.records import PlanRow, RowResult, table_of
+from stepedit_core.segment_texts import SegmentsError, joined_text, parse_segments
 from stepedit_core.sources import InputLimits, check_source
 from stepedit_core.store import RunStore
 
@@ -143,6 +144,17 @@ def _plan_row(
             "missing_edit", "no edit: the job gives no --edit and field 'edit' is empty"
         )
     text, target_text = clean(row.get("text")), clean(row.get("target_text"))
+    segments = clean(row.get("segments"))
+    if segments is not None:
+        try:
+            timed_texts = parse_segments(segments)
+        except SegmentsError as exc:
+            raise ItemFailure(
+                "invalid_segments",
+                f"field 'segments': {exc}; expected a JSON list of "
+                '{"start": s, "end": s, "text": "..."}',
+            ) from None
+        text = text or joined_text(timed_texts)
     engine.check_row(chain, text, target_text)
     return PlanRow(
         row_index=index,
@@ -154,6 +166,7 @@ def _plan_row(
         language=clean(row.get("language")),
         speaker=clean(row.get("speaker")),
         seed=clip_seed(clip_id, base_seed),
+        segments=segments,
     )
 
 

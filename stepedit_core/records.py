@@ -37,6 +37,7 @@ class PlanRow:
     language: str | None
     speaker: str | None
     seed: int
+    segments: str | None = None  # the `segments` cell (segment_texts.py), checked
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -49,6 +50,7 @@ class PlanRow:
             ("language", pa.string()),
             ("speaker", pa.string()),
             ("seed", pa.int64()),
+            ("segments", pa.string()),
         ]
     )
 
@@ -70,6 +72,7 @@ class PlanRow:
             edits=self.edits,
             text=self.text,
             target_text=self.target_text,
+            segments=self.segments,
             language=self.language,
             speaker=self.speaker,
             seed=self.seed,
@@ -202,6 +205,10 @@ class RoundRecord:
     words_json: str | None = None
     cuts_json: str | None = None
     text_source: str | None = None
+    # a clip the model edited in segments: [{"index", "key", "start_s", "end_s",
+    # "source_start_s", "source_end_s", "output_start_s", "output_end_s", "input_sha256",
+    # "output_sha256", "text"}] (see stepedit_core/engines/stepaudio/segmented.py)
+    segments_json: str | None = None
     prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
     record_sha256: str | None = None
     audio_flac: bytes | None = None
@@ -242,6 +249,7 @@ class RoundRecord:
             ("words_json", pa.string()),
             ("cuts_json", pa.string()),
             ("text_source", pa.string()),
+            ("segments_json", pa.string()),
             ("prev_record_sha256", pa.string()),
             ("record_sha256", pa.string()),
             ("audio_flac", pa.binary()),
@@ -296,6 +304,7 @@ class RoundRecord:
             words_json=item.state.get("words_json"),
             cuts_json=item.state.get("cuts_json"),
             text_source=text_source_of(item),
+            segments_json=item.state.get("segments_json"),
         )
         if item.failed:
             return record

@@ -52,6 +52,7 @@ class WorkItem:
     text: str | None = None
     text_source: str | None = None  # "manifest", or "asr" when a transcript filled `text`
     target_text: str | None = None
+    segments: str | None = None  # the manifest's `segments` cell: timed texts of a long clip
     language: str | None = None
     speaker: str | None = None
     seed: int = 0

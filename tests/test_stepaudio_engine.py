@@ -289,7 +289,8 @@ def test_clone_row_makes_round_zero(engine, tmp_path):
     assert len(only.records[0].output_tokens) > 0
 
 
-def test_too_long_fails_before_generation(engine, tmp_path):
+def test_too_long_fails_before_generation(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine.options, "segment_seconds", 200.0)  # the clip goes whole
     path = _clip(tmp_path / "long.wav", 100.0, 16000)
     item = WorkItem(0, "long", path, parse_chain("emotion=happy"), text="a long read", seed=1)
     out = _run(engine, [item], iterations=1)[0]

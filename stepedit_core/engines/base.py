@@ -10,6 +10,7 @@ from typing import Any
 from stepedit_core.audio import Audio
 from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
 from stepedit_core.failures import ItemFailure, RunRefused
+from stepedit_core.segments import DEFAULT_SEGMENT_S
 from stepedit_core.stages import Stage
 
 
@@ -27,6 +28,8 @@ class EngineOptions:
     llm_backend: str = "transformers"  # or "vllm"
     vad_max_pause: float = 0.3  # seconds a pause may last after the vad edit (signal engine)
     asr_models: str | None = None  # a faster-whisper (CTranslate2) folder: stepedit_core/words
+    # the model engine edits a clip longer than this in segments cut in its pauses (segmented.py)
+    segment_seconds: float = DEFAULT_SEGMENT_S
     # "auto" or "asr": every round's output gets word timings (stepedit_core/words/timing_stage)
     word_timings: str | None = None
     gpus: dict[str, float] = field(default_factory=dict)  # stage name -> GPU fraction per actor

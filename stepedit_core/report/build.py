@@ -42,6 +42,7 @@ from stepedit_core.report.cuts import cuts_strip, words_note
 from stepedit_core.report.escape import html_text as _e
 from stepedit_core.report.margins import margin_section
 from stepedit_core.report.ratings import rating_widget, ratings_bar
+from stepedit_core.report.segment_joins import segment_joins
 from stepedit_core.report.spectrogram import spectrogram_png
 from stepedit_core.report.waveform import waveform_svg
 from stepedit_core.store import RunStore
@@ -70,6 +71,7 @@ class RoundView:
     audio: str | None = None  # media path relative to report/
     image: str | None = None
     cuts: str = ""  # the fillers edit's cuts on the input's timeline (report/cuts.py)
+    segments: str = ""  # a segmented chapter's joins and players (report/segment_joins.py)
     sha256: str | None = None  # of the round's audio (the source: of its file)
 
 
@@ -230,6 +232,9 @@ class ReportBuilder:
         flac = record.get("audio_flac")
         if self.wants_media(clip) and flac:
             view.audio, view.image = self._write_media(clip, f"round-{k}", flac)
+            if record.get("segments_json"):
+                decoded = audio_io.decode(flac)
+                view.segments = segment_joins(record["segments_json"], decoded, view.audio)
         clip.rounds[k] = view
 
     def add_sources(self, clips: dict[int, ClipView]) -> None:
@@ -329,7 +334,7 @@ def _figure(view: RoundView, rating: str = "") -> str:
         body += f'<img src="{_e(view.image)}" alt="{alt}" loading="lazy">'
     if view.audio:
         body += f'<audio controls preload="none" src="{_e(view.audio)}"></audio>'
-    body += view.cuts
+    body += view.cuts + view.segments
     if view.error:
         body += f'<div class="reason">{_e(view.error)}</div>'
     return f"<figure>{body}{rating}</figure>"

@@ -64,7 +64,14 @@ from typing import Any
 
 from stepedit_core.edits import PARALINGUISTIC_TAGS, SPEED_FACTORS, STEPAUDIO, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady, EngineOptions
-from stepedit_core.engines.stepaudio import layout, prompts, roundtrip, tokens, upstream
+from stepedit_core.engines.stepaudio import (
+    layout,
+    prompts,
+    roundtrip,
+    segmented,
+    tokens,
+    upstream,
+)
 from stepedit_core.engines.stepaudio.generation_settings import (
     GenerationSettingsError,
     sampling_config,
@@ -106,6 +113,13 @@ class _StepAudioStage(EngineStage):
         state = dict(self.__dict__)
         state["_parts"] = None  # models never travel: each actor loads its own in setup()
         return state
+
+    def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        """As every stage, except that a chapter runs as its segments (segmented.py)."""
+        work = self.select(items)
+        if work:
+            segmented.run_stage(self, self.options, work)
+        return items
 
     def device(self) -> str:
         import torch
@@ -488,7 +502,7 @@ def _place(cosyvoice: Any, device: str) -> None:
 
 class StepAudioEngine(Engine):
     name = STEPAUDIO
-    version = "1"
+    version = "2"  # 2: clips over the window edited in segments; rounds through 16-bit audio
     description = (
         "Step-Audio-EditX (StepFun, 3B audio LLM): expressive edits and zero-shot cloning; "
         "needs --models DIR and a checkout of the public repository (--stepaudio-src)"
