@@ -24,6 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed, State
 
 from stepedit_core.job import JobSpec
+from stepedit_core.ownership import mark_run_folder
 from stepedit_core.store import RunStore
 from stepedit_flows.run_names import FLOW_NAME, artifact_key, stamped_run_id
 
@@ -78,6 +79,7 @@ def claim_run_id(
                     "scheduled_time": scheduled.astimezone(timezone.utc).isoformat(),
                 },
             )
+            mark_run_folder(store)  # the folder is this run's: the run must not refuse it
             return run_id
         if store.exists(claim) and store.read_json(claim).get("flow_run_id") == flow_run_id:
             return run_id  # a retry of this same flow run: carry on in its own folder
