@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 
 from stepedit_core.executors.ray_data import RAY_TO_CONSOLE_ENV
+from stepedit_core.ownership import mark_run_folder
 from stepedit_core.store import LOCAL, RunStore
 
 CONSOLE_LEVEL_ENV = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
@@ -66,7 +67,9 @@ def _formatter() -> logging.Formatter:
 @contextlib.contextmanager
 def run_log(store: RunStore) -> Iterator[str]:
     """While the block runs, INFO and above of Prefect and Ray go to this attempt's log file;
-    yields its URI."""
+    yields its URI. The caller has checked the run folder (ownership.check_run_folder): it is
+    marked as a run before the log's first byte goes in, so the flow's own check takes it."""
+    mark_run_folder(store)
     final = f"{store.logs_dir}/{log_name()}"
     local = store.protocol in LOCAL
     if local:
