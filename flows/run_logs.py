@@ -21,6 +21,7 @@ from stepedit_core.executors.ray_data import RAY_TO_CONSOLE_ENV
 from stepedit_core.ownership import mark_run_folder
 from stepedit_core.store import LOCAL, RunStore
 
+RAY_LOGGERS = ("ray", "ray.data")
 CONSOLE_LEVEL_ENV = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
 FORMAT = "%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"
 # Prefect's flow and task runs by name, as its console shows them
@@ -81,9 +82,11 @@ def run_log(store: RunStore) -> Iterator[str]:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(_formatter())
-    # Ray restyles the handlers on its logger when it starts: it gets a forwarder, not the file
-    ray_logger = logging.getLogger("ray")
-    attached = [(logging.getLogger(), handler), (ray_logger, _Forward(handler, ray_logger))]
+    # Ray restyles the handlers on its loggers when it starts and stops their propagation
+    # ("ray", and "ray.data" once Ray Data ran): each gets a forwarder, not the file; a
+    # forwarder only takes what stops at its logger, so every line is written once
+    rays = [logging.getLogger(name) for name in RAY_LOGGERS]
+    attached = [(logging.getLogger(), handler), *((lg, _Forward(handler, lg)) for lg in rays)]
     for logger, each in attached:
         logger.addHandler(each)
     try:

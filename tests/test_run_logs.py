@@ -11,6 +11,9 @@ from stepedit_flows.run_logs import run_log
 
 
 def test_lines_of_prefect_and_ray_loggers_are_written_once_each(tmp_path, monkeypatch):
+    # as in a fresh process, whatever Ray did to its loggers earlier in this session
+    for name in ("ray", "ray.data"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     store = RunStore(str(tmp_path), "r")
     with run_log(store) as uri:
         logging.getLogger("prefect.flow_runs").warning("from prefect")
@@ -18,10 +21,13 @@ def test_lines_of_prefect_and_ray_loggers_are_written_once_each(tmp_path, monkey
         # once Ray is set up its logger keeps its records from the root's handlers
         monkeypatch.setattr(logging.getLogger("ray"), "propagate", False)
         logging.getLogger("ray.data").warning("from a started ray")
+        # and once Ray Data ran, so does its own logger
+        monkeypatch.setattr(logging.getLogger("ray.data"), "propagate", False)
+        logging.getLogger("ray.data").warning("from Ray Data")
     logging.getLogger("prefect.flow_runs").warning("after the run")
     text = Path(uri).read_text()
     assert text.count("from prefect") == 1 and text.count("from ray") == 1
-    assert text.count("from a started ray") == 1
+    assert text.count("from a started ray") == 1 and text.count("from Ray Data") == 1
     assert "after the run" not in text and "| WARNING |" in text
     # --overwrite clears the run's outputs and work files, not its logs
     store.clear_outputs()

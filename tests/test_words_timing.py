@@ -32,7 +32,7 @@ from stepedit_core.words.summary import cuts_line, words_line
 from stepedit_core.words.timing import Word, words_from_json
 from stepedit_core.words.timing_stage import TimeWords, word_timing_mode
 
-from conftest import run_inprocess, write_manifest
+from conftest import run_inprocess, write_clip, write_manifest
 
 CLIPS_DIR = Path(__file__).resolve().parent / "words_clips"
 CLIPS = {c["clip_id"]: c for c in json.loads((CLIPS_DIR / "clips.json").read_text())}
@@ -185,7 +185,8 @@ def test_validate_lists_the_words_stages_and_takes_their_environments(
 ):
     from stepedit_flows.cli import main
 
-    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": "a.flac"}])
+    clip = write_clip(tmp_path / "a.flac")
+    manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": clip}])
     python = sys.executable
     code = main(
         ["validate", manifest, "--edit", "fillers", "--asr-models", whisper_folder,
