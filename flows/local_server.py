@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from stepedit_core.lease import pid_alive
+
 STATE_NAME = "stepedit-server.json"
 START_TIMEOUT_S = 180.0  # a fresh Prefect home builds its database first
 
@@ -35,16 +37,6 @@ def prefect_home() -> Path:
 
 def state_file() -> Path:
     return prefect_home() / STATE_NAME
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -62,7 +54,7 @@ def running() -> dict | None:
         pid, api_url = int(state["pid"]), str(state["api_url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(pid) or not _healthy(api_url):
+    if not pid_alive(pid) or not _healthy(api_url):
         return None
     return state
 
@@ -132,7 +124,7 @@ def _stop_group(pid: int, grace_s: float = 20.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.2)

@@ -52,7 +52,8 @@ def _now_iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,7 +74,7 @@ def holder_problem(store: RunStore, now: float | None = None) -> str | None:
     now = time.time() if now is None else now
     if now - float(lease.get("renewed", 0)) > ttl_s():
         return None
-    if lease.get("host") == socket.gethostname() and not _pid_alive(int(lease.get("pid", -1))):
+    if lease.get("host") == socket.gethostname() and not pid_alive(int(lease.get("pid", -1))):
         return None
     return (
         f"run {store.run_id!r} is being run by {lease.get('holder')} since "
