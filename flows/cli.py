@@ -16,11 +16,12 @@ verify and audit: 0 intact, 1 a mismatch (each one named) or no such clip."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -534,15 +535,17 @@ def exit_status(record: dict) -> int:
     return ROWS_FAILED if record["counts"]["failed"] else OK
 
 
-def _run_flow(job: JobSpec, quiet: bool) -> int:
+@contextlib.contextmanager
+def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
+    """What every flow started from the command line runs inside: the reaper, the run's log
+    file (yielded), clean stops on signals, progress on the terminal and Prefect's temporary
+    server."""
     from stepedit_core.progress import reporting
     from stepedit_core.reaper import start_reaper
     from stepedit_core.stops import stop_on_signals
     from stepedit_core.store import RunStore
-    from stepedit_flows.edit_catalog import edit_catalog
     from stepedit_flows.prefect_server import start_temporary_server
     from stepedit_flows.progress import make_renderer
-    from stepedit_tasks.summary import summary_text
 
     start_reaper()  # stops Prefect's server and a local Ray even if this process is killed
     renderer = make_renderer(quiet, sys.stderr)
@@ -550,9 +553,17 @@ def _run_flow(job: JobSpec, quiet: bool) -> int:
     try:
         with run_log(store) as log, stop_on_signals(store), reporting(renderer):
             start_temporary_server()  # out of the terminal's reach: Ctrl-C must not stop it first
-            record = edit_catalog(job)
+            yield log
     finally:
         renderer.close()
+
+
+def _run_flow(job: JobSpec, quiet: bool) -> int:
+    from stepedit_flows.edit_catalog import edit_catalog
+    from stepedit_tasks.summary import summary_text
+
+    with flow_session(job, quiet) as log:
+        record = edit_catalog(job)
     print(summary_text(record), end="")
     print(f"log: {log}")
     return exit_status(record)

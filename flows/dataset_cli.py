@@ -220,24 +220,13 @@ def _problems(exc: Exception) -> str:
 
 
 def _run_margin_flow(spec: MarginSpec, quiet: bool) -> int:
-    from stepedit_core.progress import reporting
-    from stepedit_core.reaper import start_reaper
-    from stepedit_core.stops import stop_on_signals
-    from stepedit_core.store import RunStore
+    from stepedit_flows.cli import flow_session
     from stepedit_flows.margin_set import margin_set, summary_text
-    from stepedit_flows.prefect_server import start_temporary_server
-    from stepedit_flows.progress import make_renderer
 
-    start_reaper()
-    renderer = make_renderer(quiet, sys.stderr)
-    job = spec.job
-    try:
-        with stop_on_signals(RunStore(job.out, job.run_id)), reporting(renderer):
-            start_temporary_server()
-            summary = margin_set(spec)
-    finally:
-        renderer.close()
+    with flow_session(spec.job, quiet) as log:
+        summary = margin_set(spec)
     print(summary_text(summary), end="")
+    print(f"log: {log}")
     return 0
 
 
