@@ -12,6 +12,7 @@ objects whole. A rerun of a finished run id does no work; `overwrite` starts it 
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
@@ -79,7 +80,8 @@ class RunSteps:
         # before anything is written under the run folder (validate writes a probe)
         check_run_folder(self.store, job.manifest_uri, job.allow_roots)
         validation = validate(job.manifest_uri, job.edits, self.engine, self.store)
-        self.round_judging()  # a model judge with nothing to judge refuses the run here
+        # a model judge with nothing to judge refuses the run here; the targets are kept
+        _ = self.round_judging
         return validation
 
     def begin(self, validation: Validation) -> int:
@@ -152,13 +154,14 @@ class RunSteps:
             job.prompt_mode,
             progress or self.progress,
             job.qc_plan(),
-            self.round_judging(),
+            self.round_judging,
             job.input_limits(),
         )
 
+    @functools.cached_property
     def round_judging(self) -> RoundJudging | None:
         """How rounds are judged as they are made (`--judge`): the judge and each row's target
-        from the manifest's eval_task and eval_label."""
+        from the manifest's eval_task and eval_label (read once, at validation)."""
         job = self.job
         if job.judge is None:
             return None
