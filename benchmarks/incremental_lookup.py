@@ -26,7 +26,6 @@ from pathlib import Path
 import pyarrow as pa
 
 from stepedit_core.edits import parse_chain
-from stepedit_core.engines import make_engine
 from stepedit_core.incremental import (
     FINISHED_SCHEMA,
     SOURCES_SCHEMA,
@@ -67,7 +66,7 @@ def _source_sha(i: int) -> str:
 
 
 def build(out: str, clips: int, runs: int, job: JobSpec) -> list[PlanRow]:
-    engine = make_engine(job.engine, job.engine_options())
+    engine = job.make_engine()
     index = OutIndex(out)
     settings = key_settings(job, engine)
     rows = [_plan_row(i, out) for i in range(clips)]
@@ -99,7 +98,7 @@ def build(out: str, clips: int, runs: int, job: JobSpec) -> list[PlanRow]:
 def time_lookup(out: str, clips: int, runs: int) -> dict:
     job = JobSpec(manifest_uri="m", out=out, run_id="new", edits=("loudness=-20",))
     rows = build(out, clips, runs, job)
-    engine = make_engine(job.engine, job.engine_options())
+    engine = job.make_engine()
     # the new catalog: the earlier clips with every other one changed (new bytes)
     changed = {p.row_index for p in rows if p.row_index % 2}
 

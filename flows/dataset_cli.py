@@ -167,7 +167,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             seed=args.seed,
             ray_address=args.ray_address,
             overwrite=args.overwrite,
-            allow_roots=args.allow_root,
+            allow_roots=args.allow_roots,
             storage_options=args.storage_options,
         )
     except (ValidationError, ValueError) as exc:

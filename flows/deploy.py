@@ -90,7 +90,6 @@ def _server_errors(url: str) -> Iterator[None]:
 def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The deployment's `job` parameter, after the checks that would refuse a run."""
     from stepedit_core.checks import check_inputs
-    from stepedit_core.engines import make_engine
     from stepedit_core.store import RunStore
     from stepedit_flows import cli
 
@@ -103,9 +102,7 @@ def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     job = cli._job(args, args.manifest)
     # No run folder exists yet: the write probe goes to the output root the runs will write under.
     out_root = RunStore(job.out, "")
-    check_inputs(
-        job.manifest_uri, job.edits, make_engine(job.engine, job.engine_options()), out_root
-    )
+    check_inputs(job.manifest_uri, job.edits, job.make_engine(), out_root)
     return job.model_dump(mode="json", exclude={"run_id"})
 
 

@@ -40,7 +40,7 @@ class RunIdTaken(Exception):
 def job_spec(job: dict[str, Any], run_id: str) -> JobSpec:
     """The JobSpec of one scheduled run; refuses fields JobSpec does not know (a typo in a
     deployment's parameters would otherwise be dropped without a word)."""
-    unknown = sorted(set(job) - set(JobSpec.model_fields))
+    unknown = sorted(set(job) - set(JobSpec.setting_names()))
     if unknown:
         raise ValueError(f"unknown job parameter(s): {', '.join(unknown)}")
     if "run_id" in job:

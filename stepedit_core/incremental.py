@@ -45,7 +45,6 @@ from stepedit_core.engines.base import Engine
 from stepedit_core.job import JobSpec
 from stepedit_core.records import PlanRow, RowResult
 from stepedit_core.retry import retrying
-from stepedit_core.segments import DEFAULT_SEGMENT_S
 from stepedit_core.store import RunStore, list_objects
 
 INDEX_DIR = "_index"
@@ -80,30 +79,9 @@ HASH_THREADS = 16  # source files are hashed concurrently: the cost is I/O, not 
 
 def key_settings(job: JobSpec, engine: Engine) -> str:
     """The run-wide part of every finished key: what the job and engine decide for all rows
-    (hashed once per run, so a row's key costs one short sha256)."""
-    settings = {
-        "iterations": job.iterations,
-        "engine": engine.name,
-        "engine_version": engine.version,
-        "prompt_mode": job.prompt_mode,
-        "llm_backend": job.llm_backend,
-        "vad_max_pause": job.vad_max_pause,
-        "models_dir": job.models_dir,
-        "qc": job.qc,  # the profile decides the verdict columns, and with
-        "qc_heavy": job.qc_heavy,
-        "select": job.select,  # `best` which round's audio is delivered
-    }
-    # optional settings are named only when set, so the keys of runs without them stay as
-    # they were: the ASR model decides transcripts, timings and the WER verdict; asked-for
-    # word timings decide `words_json`
-    if job.asr_models:
-        settings.update({"asr_models": job.asr_models, "qc_max_wer": job.qc_max_wer})
-    if job.word_timings:
-        settings["word_timings"] = job.word_timings
-    if job.deliver_format != "flac":
-        settings["deliver"] = [job.deliver_format, job.mp3_bitrate]
-    if job.segment_seconds != DEFAULT_SEGMENT_S:  # where a chapter is cut for the model
-        settings["segment_seconds"] = job.segment_seconds
+    (hashed once per run, so a row's key costs one short sha256). Which settings join is
+    declared with each setting (`Setting.key` in stepedit_core/settings.py)."""
+    settings = {**job.key_settings(), "engine": engine.name, "engine_version": engine.version}
     material = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
 

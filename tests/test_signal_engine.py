@@ -25,8 +25,7 @@ from stepedit_core.edits import (
     parse_chain,
     parse_edit,
 )
-from stepedit_core.engines import make_engine
-from stepedit_core.engines.base import EngineNotReady, EngineOptions
+from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
 from stepedit_core.engines.signal import SignalEditStage, SignalEngine, denoise
 from stepedit_core.engines.signal.vad import SileroVad
 from stepedit_core.executors.local import LocalExecutor

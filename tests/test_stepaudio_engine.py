@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from pydantic import ValidationError
 
 from stepedit_core.edits import EditSpec, parse_chain
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
@@ -34,8 +35,8 @@ def _one_thread():
 
 def _options(behavior: str = "audio", **kwargs) -> EngineOptions:
     models, src = shared_standins(behavior)
-    extra = {"stepaudio_greedy": True, **kwargs.pop("extra", {})}
-    return EngineOptions(models_dir=str(models), stepaudio_src=str(src), extra=extra, **kwargs)
+    kwargs = {"stepaudio_greedy": True, **kwargs}
+    return EngineOptions(models_dir=str(models), stepaudio_src=str(src), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +126,9 @@ def test_check_ready_names_what_is_missing(tmp_path, monkeypatch):
         ).check_ready()
     monkeypatch.setenv(upstream.ENV_VAR, str(src))
     no_src.check_ready()  # the environment variable names the checkout
-    with pytest.raises(EngineNotReady, match="unknown llm_backend"):
-        make_engine("step-audio-editx", _options(llm_backend="tensorrt")).check_ready()
+    # the engine's settings are typed: an unknown backend never reaches the engine
+    with pytest.raises(ValidationError, match="llm_backend"):
+        _options(llm_backend="tensorrt")
 
 
 def test_stages_pickle_before_and_after_setup(engine):
@@ -210,7 +212,7 @@ def json_has(text: str, *keys: str) -> bool:
 
 
 def test_reruns_reproduce_with_sampling(tmp_path):
-    engine = make_engine("step-audio-editx", _options(extra={"stepaudio_greedy": False}))
+    engine = make_engine("step-audio-editx", _options(stepaudio_greedy=False))
     path = _clip(tmp_path / "a.wav", 1.0)
 
     def once(seed):
@@ -411,9 +413,7 @@ def test_injected_factories_need_no_checkout(tmp_path, monkeypatch):
         "frontend": functools.partial(upstream.load_frontend, str(src)),
         "decoder": functools.partial(upstream.load_decoder, str(src)),
     }
-    options = EngineOptions(
-        models_dir=str(models), extra={"stepaudio_factories": made, "stepaudio_greedy": True}
-    )
+    options = EngineOptions(models_dir=str(models), stepaudio_factories=made, stepaudio_greedy=True)
     engine = make_engine("step-audio-editx", options)
     engine.check_ready()
     pickle.dumps(engine.stages())

@@ -56,7 +56,8 @@ def _engine(prompt_mode: str = "chain"):
     options = EngineOptions(
         models_dir=str(models),
         prompt_mode=prompt_mode,
-        extra={"stepaudio_factories": made, "stepaudio_greedy": True},
+        stepaudio_factories=made,
+        stepaudio_greedy=True,
     )
     return make_engine("step-audio-editx", options)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 
 from stepedit_core.edits import SIGNAL, STEPAUDIO
-from stepedit_core.engines.base import Engine, EngineNotReady, EngineOptions
+from stepedit_core.engines.base import Engine, EngineNotReady
+from stepedit_core.engines.options import EngineOptions
 
 ENGINES = {
     SIGNAL: "stepedit_core.engines.signal:SignalEngine",

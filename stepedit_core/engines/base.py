@@ -4,37 +4,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepedit_core.audio import Audio
 from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
 from stepedit_core.failures import ItemFailure, RunRefused
-from stepedit_core.segments import DEFAULT_SEGMENT_S
 from stepedit_core.stages import Stage
+
+if TYPE_CHECKING:  # options.py imports the engines' config modules, which import this one
+    from stepedit_core.engines.options import EngineOptions
 
 
 class EngineNotReady(RunRefused):
     """The engine cannot start at all (missing model folder, missing package): refuse the run."""
-
-
-@dataclass
-class EngineOptions:
-    """Run-level engine settings. Engines ignore what does not concern them."""
-
-    models_dir: str | None = None  # holds Step-Audio-Tokenizer/ and Step-Audio-EditX/
-    stepaudio_src: str | None = None  # checkout of the public Step-Audio-EditX repository
-    prompt_mode: str = "chain"  # chain: round k's output is round k+1's voice prompt; fixed
-    llm_backend: str = "transformers"  # or "vllm"
-    vad_max_pause: float = 0.3  # seconds a pause may last after the vad edit (signal engine)
-    asr_models: str | None = None  # a faster-whisper (CTranslate2) folder: stepedit_core/words
-    # the model engine edits a clip longer than this in segments cut in its pauses (segmented.py)
-    segment_seconds: float = DEFAULT_SEGMENT_S
-    # "auto" or "asr": every round's output gets word timings (stepedit_core/words/timing_stage)
-    word_timings: str | None = None
-    gpus: dict[str, float] = field(default_factory=dict)  # stage name -> GPU fraction per actor
-    batch_sizes: dict[str, int] = field(default_factory=dict)  # stage name -> batch size
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine(ABC):
@@ -50,6 +32,8 @@ class Engine(ABC):
     round_handoff: Callable[[Audio], Audio] | None = None
 
     def __init__(self, options: EngineOptions | None = None) -> None:
+        from stepedit_core.engines.options import EngineOptions
+
         self.options = options or EngineOptions()
 
     def supports(self, spec: EditSpec) -> bool:

@@ -46,10 +46,9 @@ and a tokenizer for the round trip (about 5-6 GB more on its GPU): with such row
 stages fit one 24 GB+ GPU, or give the edit stage a GPU of its own.
 
 Sampling follows the release's `generate()` call on the model folder (temperature 0.7, the rest
-from the folder's `generation_config.json`, see `generation_settings`); options in
-`EngineOptions.extra` override it: `stepaudio_greedy` (bool, default False),
-`stepaudio_temperature`, `stepaudio_top_k`; `vllm_gpu_memory_utilization` (default 0.9 x the edit
-stage's GPU share).
+from the folder's `generation_config.json`, see `generation_settings`); the engine's settings
+(config.py) override it: `stepaudio_greedy` (default False), `stepaudio_temperature`,
+`stepaudio_top_k`; `vllm_gpu_memory_utilization` (default 0.9 x the edit stage's GPU share).
 """
 
 from __future__ import annotations
@@ -63,7 +62,8 @@ from pathlib import Path
 from typing import Any
 
 from stepedit_core.edits import PARALINGUISTIC_TAGS, SPEED_FACTORS, STEPAUDIO, EditSpec
-from stepedit_core.engines.base import Engine, EngineNotReady, EngineOptions
+from stepedit_core.engines.base import Engine, EngineNotReady
+from stepedit_core.engines.options import EngineOptions
 from stepedit_core.engines.stepaudio import (
     layout,
     prompts,
@@ -146,7 +146,7 @@ class _StepAudioStage(EngineStage):
         return Path(str(self.options.models_dir))
 
     def _component(self, key: str, folder: Path) -> Any:
-        made = upstream.factories(self.options.extra).get(key)
+        made = upstream.factories(self.options.stepaudio_factories).get(key)
         if made is not None:
             return made(folder)
         src = upstream.resolve_src(self.options.stepaudio_src)
@@ -261,7 +261,7 @@ class EditStage(_StepAudioStage):
                 f"{tokens.AUDIO_ID_OFFSET} + N (got {seen} for {tokens.to_text(probe)})"
             )
         try:
-            cfg = sampling_config(layout.llm_dir(models), self.options.extra)
+            cfg = sampling_config(layout.llm_dir(models), self.options.sampling_overrides())
         except GenerationSettingsError as exc:
             raise EngineNotReady(str(exc)) from exc
         return {"llm": backend, "cfg": cfg, "fingerprint": layout.fingerprint(models)}
@@ -274,7 +274,7 @@ class EditStage(_StepAudioStage):
             if importlib.util.find_spec("vllm") is not None and self.device() == "cuda":
                 from stepedit_core.engines.stepaudio.vllm_backend import VLLMLLM
 
-                share = self.options.extra.get("vllm_gpu_memory_utilization")
+                share = self.options.vllm_gpu_memory_utilization
                 util = float(share) if share else max(0.1, 0.9 * min(1.0, self.resources.gpus))
                 return VLLMLLM(folder, gpu_memory_utilization=util)
             log.warning(
@@ -529,10 +529,11 @@ class StepAudioEngine(Engine):
         if message:
             raise EngineNotReady(message)
         try:
-            sampling_config(layout.llm_dir(Path(str(self.options.models_dir))), self.options.extra)
+            folder = layout.llm_dir(Path(str(self.options.models_dir)))
+            sampling_config(folder, self.options.sampling_overrides())
         except GenerationSettingsError as exc:
             raise EngineNotReady(str(exc)) from exc
-        given = upstream.factories(self.options.extra)
+        given = upstream.factories(self.options.stepaudio_factories)
         if not all(key in given for key in upstream.FACTORY_KEYS):
             problem = upstream.src_problem(upstream.resolve_src(self.options.stepaudio_src))
             if problem:

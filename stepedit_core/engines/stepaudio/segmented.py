@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from stepedit_core.audio import Audio
-from stepedit_core.engines.base import EngineOptions
+from stepedit_core.engines.options import EngineOptions
 from stepedit_core.failures import ItemFailure
 from stepedit_core.segment_texts import (
     SegmentsError,

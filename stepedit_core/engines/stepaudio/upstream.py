@@ -16,7 +16,7 @@ Interfaces used (those of the public repository):
   `.token2wav_nonstream(token[1, n], prompt_token[1, m], prompt_feat[1, T, 80],
   embedding[1, 192]) -> Tensor[1, samples]` at 24 kHz (batch size 1 only).
 
-Tests (and anyone else) may inject stand-ins instead: `EngineOptions.extra["stepaudio_factories"]`
+Tests (and anyone else) may inject stand-ins instead: `EngineOptions.stepaudio_factories`
 maps "audio_tokenizer", "frontend" and "decoder" to callables taking the component's folder
 (Step-Audio-Tokenizer/ for the first, CosyVoice-300M-25Hz/ for the others) and returning an
 object with the interface above. Factories must be picklable (module-level functions) to travel
@@ -80,9 +80,8 @@ def src_problem(src: str | None) -> str | None:
     return None
 
 
-def factories(extra: dict[str, Any]) -> dict[str, Callable[[Path], Any]]:
-    """Injected component factories from `EngineOptions.extra` (may be empty)."""
-    given = extra.get("stepaudio_factories") or {}
+def factories(given: dict[str, Callable[[Path], Any]]) -> dict[str, Callable[[Path], Any]]:
+    """Injected component factories (`EngineOptions.stepaudio_factories`, may be empty)."""
     unknown = set(given) - set(FACTORY_KEYS)
     if unknown:
         raise ValueError(
