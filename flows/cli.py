@@ -47,7 +47,13 @@ from stepedit_flows.judge_cli import (
     judge_spec,
 )
 from stepedit_flows.run_logs import console_logging, run_log
-from stepedit_flows.setting_options import add_setting_options, flag_of, settings_from_args
+from stepedit_flows.setting_options import (
+    add_setting_options,
+    choices_of,
+    flag_of,
+    setting_named,
+    settings_from_args,
+)
 
 OK = 0
 ROWS_FAILED = 1
@@ -208,12 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the run's review page, RUN/report/index.html")
     report.add_argument("run", metavar="RUN_DIR_OR_URI")
     report.add_argument("--page-size", type=int, default=200, help="clips per page")
+    runs_write = setting_named(JobSpec, "report")  # the page a run writes (`run --report`)
     report.add_argument(
         "--media",
-        choices=("all", "index", "none"),
-        default="index",  # as runs write it (`run --report`)
-        help="players and spectrograms for every clip, only those on index.html (default, as "
-        "runs write it), or none",
+        choices=choices_of(runs_write),
+        default=runs_write.default,
+        help="players and spectrograms for every clip, only those on index.html, or none "
+        f"(default: {runs_write.default}, as runs write it)",
     )
     add_judge_parser(sub)
     add_eval_parser(sub)

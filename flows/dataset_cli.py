@@ -11,18 +11,35 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from stepedit_core.engines import DEFAULT_ENGINE, ENGINES
-from stepedit_core.executors import EXECUTORS
-
 if TYPE_CHECKING:
     from stepedit_core.dataset import MarginSpec
     from stepedit_core.judges.spec import JudgeSpec
 
 
+# what `dataset margin` passes on to its run (MarginSpec.create)
+MARGIN_SETTINGS = (
+    "engine",
+    "models_dir",
+    "stepaudio_src",
+    "executor",
+    "shard_size",
+    "seed",
+    "ray_address",
+    "overwrite",
+    "report",
+    "allow_roots",
+    "max_input_mb",
+    "read_timeout_s",
+    "storage_options",
+)
+
+
 def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     from stepedit_core.dataset.margin_set import DEFAULT_MIN_MARGIN
     from stepedit_core.dataset.scorers import SCORERS
-    from stepedit_flows.cli import _add_access_options, _edit_arg  # loaded by now: it calls us
+    from stepedit_core.job import JobSpec
+    from stepedit_flows.cli import SETTING_PARSERS, _edit_arg  # loaded by now: it calls us
+    from stepedit_flows.setting_options import add_setting_options
 
     dataset = sub.add_parser("dataset", help="training data made from a catalog")
     commands = dataset.add_subparsers(dest="dataset_command", required=True)
@@ -95,17 +112,9 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="judge requests in flight (default 8)",
     )
-    margin.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)}")
-    margin.add_argument("--models", dest="models_dir", metavar="DIR")
-    margin.add_argument("--stepaudio-src", metavar="DIR")
-    margin.add_argument("--executor", choices=EXECUTORS, default="ray")
-    margin.add_argument("--shard-size", type=int, default=2000, help="pairs per Prefect task")
-    margin.add_argument("--seed", type=int, default=0)
-    margin.add_argument("--ray-address")
-    margin.add_argument("--overwrite", action="store_true", help="start the run id afresh")
-    margin.add_argument("--report", choices=("index", "all", "none"), default="index")
+    # the job settings a margin set's run takes, as `stepedit run` declares them
+    add_setting_options(margin, JobSpec, SETTING_PARSERS, only=MARGIN_SETTINGS)
     margin.add_argument("--quiet", action="store_true")
-    _add_access_options(margin)
     add_preference_commands(commands)
 
 

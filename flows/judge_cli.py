@@ -13,12 +13,24 @@ from collections import Counter
 
 from pydantic import ValidationError
 
-from stepedit_core.executors import EXECUTORS
 from stepedit_core.failures import RunRefused
+from stepedit_core.job import JobSpec
 from stepedit_core.judges.http import MissingKey
 from stepedit_core.judges.judge import JUDGES
 from stepedit_core.judges.prompts import PromptError
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_flows.setting_options import add_setting_options, setting_named
+
+EVAL_RUN_SETTINGS = (
+    "engine",
+    "models_dir",
+    "stepaudio_src",
+    "iterations",
+    "executor",
+    "seed",
+    "allow_roots",
+    "overwrite",
+)
 
 
 def add_judge_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -81,8 +93,7 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
     )
     judge.add_argument("run", metavar="RUN_DIR_OR_URI")
     add_judge_options(judge, required=True)
-    judge.add_argument("--executor", choices=EXECUTORS, default="ray")
-    judge.add_argument("--ray-address", help="Ray cluster to join (default: local)")
+    add_setting_options(judge, JobSpec, only=("executor", "ray_address"))
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
@@ -104,7 +115,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
     outcome = judge_run(out, run_id, judge, executor, progress)
     store = RunStore(out, run_id)
-    page = build_report(out, run_id, media="index")
+    page = build_report(out, run_id, media=setting_named(JobSpec, "report").default)
     failures = Counter(
         v["error_code"] for v in read_verdicts(store, outcome.judge_id) if v["error_code"]
     )
@@ -131,10 +142,6 @@ def add_eval_run_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("manifest", help="benchmark manifest (stepedit eval import-benchmark)")
     run.add_argument("--out", default="runs", help="output root (default: runs)")
     run.add_argument("--run-id", default=None, help="default: eval-<manifest name>")
-    run.add_argument("--engine", default="step-audio-editx")
-    run.add_argument("--models", dest="models_dir", metavar="DIR")
-    run.add_argument("--stepaudio-src", metavar="DIR")
-    run.add_argument("--iterations", type=int, default=3, help="editing rounds (default 3)")
     run.add_argument(
         "--mode",
         choices=("chain", "prompt-fixed"),
@@ -147,10 +154,10 @@ def add_eval_run_parser(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="round 0 is another system's audio, from this manifest column (no clone)",
     )
-    run.add_argument("--executor", choices=EXECUTORS, default="ray")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--allow-root", action="append", default=[], metavar="URI")
-    run.add_argument("--overwrite", action="store_true")
+    # the job settings the protocol's runs take, as `stepedit run` declares them; the
+    # protocol edits with the model engine, three rounds by default
+    add_setting_options(run, JobSpec, only=EVAL_RUN_SETTINGS)
+    run.set_defaults(engine="step-audio-editx", iterations=3)
     run.add_argument("--quiet", action="store_true")
     add_judge_options(run, required=True)
 
@@ -159,7 +166,6 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     import posixpath
 
     from stepedit_core.access import default_root
-    from stepedit_core.job import JobSpec
     from stepedit_core.judges.protocol import MODES, protocol_jobs
     from stepedit_flows.cli import _check_before_run, _print_finished, _run_flow
 
@@ -170,7 +176,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     run_id = args.run_id or f"eval-{stem}"
     jobs = protocol_jobs(args.manifest, args.out, run_id, args.iterations, args.post_process)
     # the derived manifests live under OUT/_eval: audio stays readable where the input's was
-    roots = args.allow_root or [default_root(args.manifest)]
+    roots = args.allow_roots or [default_root(args.manifest)]
     for job in jobs:
         try:
             spec_job = JobSpec(

@@ -57,6 +57,9 @@ def argument(item: Declared, parsers: dict[str, Parse]) -> dict[str, Any]:
     if kind is bool:
         action = argparse.BooleanOptionalAction if setting.negatable else "store_true"
         return {**found, "action": action, "default": default}
+    custom = parsers.get(item.name)
+    if origin is dict and custom is not None:  # the whole mapping in one value (JSON)
+        return {**found, "type": custom, "default": default}
     if origin in (list, tuple, dict):  # repeatable; a dict from STAGE=VALUE pairs
         element = typing.get_args(kind)[-1] if origin is dict else typing.get_args(kind)[0]
         parse = parsers.get(item.name) or (
@@ -77,25 +80,24 @@ def add_setting_options(
     parser: argparse.ArgumentParser,
     model: type[BaseModel],
     parsers: dict[str, Parse] | None = None,
-    skip: Iterable[str] = (),
-    required: Iterable[str] = (),
+    only: Iterable[str] | None = None,
 ) -> None:
-    """One option per declared setting that has a flag, in an argument group per settings
-    group (the model's own settings first); `parsers`: setting name -> parser of one value."""
+    """One option per declared setting that has a flag (or per setting named in `only`), in
+    an argument group per settings group (the model's own settings first); `parsers`: setting
+    name -> parser of one value. A command changes a default with `set_defaults`."""
     parsers = parsers or {}
-    skipped, needed = set(skip), set(required)
+    wanted = None if only is None else set(only)
     sections: dict[Any, argparse._ArgumentGroup] = {}
     for item in declared(model):
-        if item.setting is None or item.setting.flag is None or item.name in skipped:
+        if item.setting is None or item.setting.flag is None:
+            continue
+        if wanted is not None and item.name not in wanted:
             continue
         if item.group not in sections:
             grouped = issubclass(item.group, SettingsGroup)
             title = group_title(item.group) if grouped else "job"
             sections[item.group] = parser.add_argument_group(title)
-        keywords = argument(item, parsers)
-        if item.name in needed:
-            keywords["required"] = True
-        sections[item.group].add_argument(item.setting.flag, **keywords)
+        sections[item.group].add_argument(item.setting.flag, **argument(item, parsers))
 
 
 def settings_from_args(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
@@ -107,10 +109,26 @@ def settings_from_args(args: argparse.Namespace, model: type[BaseModel]) -> dict
         if not flagged or not hasattr(args, item.name):
             continue
         value = getattr(args, item.name)
-        if typing.get_origin(_without_none(item.field.annotation)) is dict:
-            value = dict(value)
+        if (
+            isinstance(value, list)
+            and typing.get_origin(_without_none(item.field.annotation)) is dict
+        ):
+            value = dict(value)  # STAGE=VALUE pairs
         values[item.name] = value
     return values
+
+
+def setting_named(model: type[BaseModel], name: str) -> Declared:
+    """The declaration of one setting (KeyError: no such setting)."""
+    for item in declared(model):
+        if item.name == name:
+            return item
+    raise KeyError(name)
+
+
+def choices_of(item: Declared) -> tuple[Any, ...]:
+    """The values a `Literal` setting takes."""
+    return typing.get_args(_without_none(item.field.annotation))
 
 
 def flag_of(model: type[BaseModel], path: tuple[str | int, ...]) -> str | None:
