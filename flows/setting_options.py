@@ -32,19 +32,20 @@ def key_value(kind: type) -> Parse:
     return parse
 
 
-def _without_none(annotation: Any) -> Any:
+def value_type(annotation: Any) -> Any:
+    """The type a setting's values have, without `None` (and without `Annotated`)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         kept = [a for a in typing.get_args(annotation) if a is not type(None)]
         return kept[0] if len(kept) == 1 else annotation
     if typing.get_origin(annotation) is typing.Annotated:
-        return _without_none(typing.get_args(annotation)[0])
+        return value_type(typing.get_args(annotation)[0])
     return annotation
 
 
 def argument(item: Declared, parsers: dict[str, Parse]) -> dict[str, Any]:
     """argparse keywords of one declared setting (without its flag)."""
     setting = item.setting
-    kind = _without_none(item.field.annotation)
+    kind = value_type(item.field.annotation)
     origin = typing.get_origin(kind)
     default = item.default
     empty = default is None or default is False or default in ((), [], {})
@@ -63,7 +64,7 @@ def argument(item: Declared, parsers: dict[str, Parse]) -> dict[str, Any]:
     if origin in (list, tuple, dict):  # repeatable; a dict from STAGE=VALUE pairs
         element = typing.get_args(kind)[-1] if origin is dict else typing.get_args(kind)[0]
         parse = parsers.get(item.name) or (
-            key_value(_without_none(element)) if origin is dict else str
+            key_value(value_type(element)) if origin is dict else str
         )
         return {**found, "action": "append", "default": [], "type": parse}
     if origin is Literal:
@@ -109,10 +110,7 @@ def settings_from_args(args: argparse.Namespace, model: type[BaseModel]) -> dict
         if not flagged or not hasattr(args, item.name):
             continue
         value = getattr(args, item.name)
-        if (
-            isinstance(value, list)
-            and typing.get_origin(_without_none(item.field.annotation)) is dict
-        ):
+        if isinstance(value, list) and typing.get_origin(value_type(item.field.annotation)) is dict:
             value = dict(value)  # STAGE=VALUE pairs
         values[item.name] = value
     return values
@@ -128,7 +126,7 @@ def setting_named(model: type[BaseModel], name: str) -> Declared:
 
 def choices_of(item: Declared) -> tuple[Any, ...]:
     """The values a `Literal` setting takes."""
-    return typing.get_args(_without_none(item.field.annotation))
+    return typing.get_args(value_type(item.field.annotation))
 
 
 def flag_of(model: type[BaseModel], path: tuple[str | int, ...]) -> str | None:

@@ -14,7 +14,7 @@ from stepedit_core.engines.options import ENGINE_CONFIGS
 from stepedit_core.job import JobSpec
 from stepedit_core.settings import Setting, SettingsGroup, declared, output_settings
 from stepedit_flows.cli import _job, build_parser
-from stepedit_flows.setting_options import _without_none
+from stepedit_flows.setting_options import value_type
 
 BASE = ["m.parquet", "--out", "o", "--run-id", "x"]
 # a value other than the default for every flagged setting, as typed on the command line
@@ -157,9 +157,20 @@ def test_every_flagged_setting_is_an_option_with_its_declared_default_and_choice
         if item.name not in changed_by_command.get(command, set()):
             expected = [] if item.default in ((), {}) else item.default
             assert action.default == expected, item.name
-        kind = _without_none(item.field.annotation)
+        kind = value_type(item.field.annotation)
         if typing.get_origin(kind) is Literal:
             assert tuple(action.choices) == typing.get_args(kind), item.name
+
+
+def test_run_help_shows_the_settings_by_group() -> None:
+    text = _command("run").format_help()
+    titles = ["job:", "Rounds:", "Quality checks and delivery:", "Words and transcripts:",
+              "Inputs and limits:", "Execution:", "Signal engine:", "Step-Audio-EditX engine:",
+              "progress:", "Judging:"]  # fmt: skip
+    places = [text.index(f"\n{title}\n") for title in titles]
+    assert places == sorted(places)
+    section = text[text.index("\nQuality checks and delivery:\n") : text.index("\nWords and")]
+    assert "--qc {acx,r128,netflix,none}" in section and "(default: none)" in section
 
 
 def test_other_values_on_the_command_line_reach_the_job() -> None:
@@ -241,7 +252,7 @@ def test_no_command_drifts_from_the_declared_settings() -> None:
             wanted = COMMAND_DEFAULTS.get((command, item.name), item.default)
             wanted = [] if wanted in ((), {}) else wanted
             assert action.default == wanted, (command, item.name)
-            kind = _without_none(item.field.annotation)
+            kind = value_type(item.field.annotation)
             if typing.get_origin(kind) is Literal:
                 assert tuple(action.choices) == typing.get_args(kind), (command, item.name)
     assert {"run", "validate", "demo", "deploy", "judge", "eval run", "dataset margin"} <= checked
