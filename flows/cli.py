@@ -389,6 +389,12 @@ def cmd_engines(args: argparse.Namespace) -> int:
             )
         for edit, options in info["edits"].items():
             print(f"  edit {edit}: {options}")
+        for name, setting in info["settings"].items():
+            where = setting["flag"] or f"{name} (Python API)"
+            text, default = setting["help"], setting["default"]
+            if default is not None and "default" not in text:
+                text += f" (default {default})"
+            print(f"  setting {where}: {text}")
     return 0
 
 

@@ -4,6 +4,7 @@ generated from the declarations, and the fingerprint and the incremental key fol
 from __future__ import annotations
 
 import argparse
+import json
 import typing
 from typing import Annotated, Literal
 
@@ -69,9 +70,20 @@ def test_every_setting_declares_whether_it_changes_the_output() -> None:
     assert undeclared == []
     names = [item.name for item in declared(JobSpec)]
     assert len(names) == len(set(names))  # a name is the setting's key in run.json and the key
-    for config in ENGINE_CONFIGS:  # every engine's settings reach the job and the engine
+    for config in ENGINE_CONFIGS.values():  # every engine's settings reach the job and the engine
         for item in declared(config):
             assert item.name in names and item.name in EngineOptions.model_fields
+
+
+def test_engines_list_their_own_settings(capsys) -> None:
+    from stepedit_flows.cli import main
+
+    assert main(["engines", "--json"]) == 0
+    engines = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    assert engines["signal"]["settings"]["vad_max_pause"]["flag"] == "--vad-max-pause"
+    model = engines["step-audio-editx"]["settings"]
+    assert model["llm_backend"]["default"] == "transformers"
+    assert model["stepaudio_greedy"]["flag"] is None  # the Python API's only
 
 
 def test_a_field_added_without_a_declaration_is_found() -> None:

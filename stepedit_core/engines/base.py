@@ -97,11 +97,14 @@ class Engine(ABC):
                 raise ItemFailure("missing_target_text", f"edit {spec} needs column 'target_text'")
 
     def describe(self) -> dict[str, Any]:
+        from stepedit_core.engines.options import engine_settings
+
         return {
             "name": self.name,
             "version": self.version,
             "description": self.description,
             "edits": self.capabilities(),
+            "settings": engine_settings(self.name),
             "stages": [
                 {
                     "name": stage.name,

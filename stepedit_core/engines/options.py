@@ -8,8 +8,10 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from stepedit_core.edits import SIGNAL, STEPAUDIO
 from stepedit_core.engines.signal.config import SignalConfig
 from stepedit_core.engines.stepaudio.config import StepAudioConfig
+from stepedit_core.settings import declared
 
 
 class EngineOptions(SignalConfig, StepAudioConfig):
@@ -26,4 +28,17 @@ class EngineOptions(SignalConfig, StepAudioConfig):
     stepaudio_factories: dict[str, Callable[..., Any]] = Field(default_factory=dict)
 
 
-ENGINE_CONFIGS = (SignalConfig, StepAudioConfig)
+# engine name -> the engine's own settings (`stepedit engines` lists them)
+ENGINE_CONFIGS = {SIGNAL: SignalConfig, STEPAUDIO: StepAudioConfig}
+
+
+def engine_settings(name: str) -> dict[str, dict[str, Any]]:
+    """An engine's own settings: name -> flag (None: Python API only), default, help."""
+    config = ENGINE_CONFIGS.get(name)
+    if config is None:
+        return {}
+    return {
+        item.name: {"flag": item.setting.flag, "default": item.default, "help": item.setting.help}
+        for item in declared(config)
+        if item.setting is not None
+    }
