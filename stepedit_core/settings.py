@@ -134,8 +134,8 @@ def nest(model: type[BaseModel], flat: dict[str, Any]) -> dict[str, Any]:
         node = nested
         for part in path[:-1]:
             child = node.get(part)
-            if isinstance(child, BaseModel):
-                child = child.model_dump()
+            if isinstance(child, BaseModel):  # what it was given, as is (a dump would redact)
+                child = {name: getattr(child, name) for name in child.model_fields_set}
             node[part] = child = dict(child or {})
             node = child
         node.setdefault(path[-1], value)

@@ -12,7 +12,7 @@ import pytest
 
 from stepedit_core.engines import EngineOptions
 from stepedit_core.engines.options import ENGINE_CONFIGS
-from stepedit_core.job import JobSpec
+from stepedit_core.job import InputsConfig, JobSpec
 from stepedit_core.settings import Setting, SettingsGroup, declared, output_settings
 from stepedit_flows.cli import _job, build_parser
 from stepedit_flows.setting_options import value_type
@@ -143,6 +143,13 @@ def test_settings_by_name_and_by_group_make_the_same_job() -> None:
     dumped = flat.model_dump(mode="json")
     assert set(dumped) == set(JobSpec.setting_names())  # flat, by name, as run.json holds it
     assert JobSpec.model_validate(dumped) == flat
+    # a group given whole keeps what it was given; settings by name fill in the rest
+    mixed = JobSpec(
+        manifest_uri="m", out="o", run_id="r", max_input_mb=5, storage_options={"key": "k"},
+        inputs=InputsConfig(storage_options={"key": "secret"}, read_timeout_s=9.0),
+    )  # fmt: skip
+    assert (mixed.max_input_mb, mixed.read_timeout_s) == (5, 9.0)
+    assert mixed.storage_options == {"key": "secret"}
     copied = flat.model_copy(update={"qc": "r128", "seed": 4})
     assert (copied.qc, copied.seed, flat.qc) == ("r128", 4, "acx")
 
