@@ -46,6 +46,7 @@ from stepedit_core.integrity import (
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.verdict import Verdict, verdict_table
 from stepedit_core.lease import LeaseLost
+from stepedit_core.qc_result import QcResult
 from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.sources import InputLimits
@@ -183,7 +184,7 @@ class ShardWriter:
         """The (first) delivered file of a row."""
         if result.delivered_files:
             first = json.loads(result.delivered_files)[0]["uri"]
-            return self.store.path("audio", posixpath.basename(first))
+            return self.store.delivered_file(first)
         return self.store.audio_path(str(result.clip_id), result.row_index)
 
     def _republish(self, part: str, rows: list[RowResult]) -> None:
@@ -226,7 +227,7 @@ class ShardWriter:
                 clip, row, ext if part is None else f"part{part:02d}.{ext}"
             )
 
-        metrics = json.loads(qc_json or "{}").get("metrics")
+        metrics = QcResult.parse(qc_json).metrics or None
         delivery = package(flac, path_for, self.qc_plan, metrics, check)
         result.output_uri = self.store.uri(delivery.files[0].path)
         result.delivered_files = delivery.files_json(self.store.uri)
@@ -290,9 +291,7 @@ class ShardWriter:
         landed = _confirmed_rounds(verdicts or [])
         confirmed = [r for r in records if r.round in landed]
         for candidates in (confirmed, records) if confirmed else (records,):
-            metrics = [
-                (r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in candidates
-            ]
+            metrics = [(r.round, QcResult.parse(r.qc_json).metrics) for r in candidates]
             picked = select_best(metrics, self.qc_plan.profile, self.qc_plan.max_wer)
             if picked is not None:
                 break
@@ -318,7 +317,7 @@ class ShardWriter:
         if self._verdicts:
             # before the part: a crash between the two leaves verdicts that the rerun of the
             # part's items overwrites under the same name, never verdicts without their rounds
-            judged = posixpath.join(self.store.path("judgements"), posixpath.basename(path))
+            judged = self.store.judgement_part(posixpath.basename(path))
             self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
