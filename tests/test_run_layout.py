@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import math
 from pathlib import Path
@@ -22,7 +23,7 @@ JOINS = {"path", "join"}  # RunStore.path, posixpath.join / os.path.join
 
 def _sources() -> list[Path]:
     files = [p for d in ("stepedit_core", "flows", "tasks") for p in (ROOT / d).rglob("*.py")]
-    return sorted(p for p in files if p != ROOT / "stepedit_core" / "store.py")
+    return sorted(p for p in files if p != Path(inspect.getfile(RunStore)))
 
 
 def layout_joins(path: Path) -> list[str]:
