@@ -2,6 +2,7 @@
 
 OUT/RUN_ID/
     stepedit-run.json            the marker: this folder is a run's (ownership.py)
+    scheduled.json               which scheduled flow run took this run id
     run.json                     parameters, versions, input sha256, times, counts
     manifest.parquet             one row per input row, input order, status/output_uri/error
     iterations/                  committed parts: one record per clip per round, FLAC inside
@@ -101,6 +102,12 @@ class RunStore:
     @property
     def marker(self) -> str:
         return self.path(MARKER)
+
+    @property
+    def scheduled_claim(self) -> str:
+        """Written when a scheduled flow run takes this run id, so a retry of the same flow run
+        finds its own folder again and a different flow run never writes into it."""
+        return self.path("scheduled.json")
 
     @property
     def run_json(self) -> str:
