@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from stepedit_core import audio as audio_io
 from stepedit_core.delivered_files import needs_packaging, package
 from stepedit_core.delivery import QcPlan, select_best
+from stepedit_core.engines import round_record_schema
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
@@ -322,7 +323,7 @@ class ShardWriter:
             self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
-        data = table_bytes(table_of(self._records, RoundRecord.SCHEMA), meta)
+        data = table_bytes(table_of(self._records, round_record_schema()), meta)
         self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
         if self.store.exists(path):  # a part name is used once: another attempt wrote it
             raise LeaseLost(
@@ -369,7 +370,7 @@ def _release(item: WorkItem) -> None:
     item.audio = item.original = item.prompt = item.output = None
     item.records = []
     item.verdicts = []
-    item.state = {}
+    item.trace = item.words = None
 
 
 def _confirmed_rounds(verdicts: list[Verdict]) -> set[int]:

@@ -73,3 +73,18 @@ def test_foundation_modules_do_not_import_engines(module):
 def test_engine_base_does_not_import_the_registry_above_it():
     imported = imported_modules(CORE / "engines" / "base.py")
     assert not any(m == "stepedit_core.engines" for m in imported)
+
+
+@pytest.mark.parametrize("module", ["records.py", "traces.py", "clip_spec.py"])
+def test_the_shared_record_schema_knows_no_engine(module):
+    """The round record's shared columns and the declarations engines fill in import nothing
+    from engines/; every engine column comes from an engine's own declaration."""
+    bad = sorted(
+        m for m in imported_modules(CORE / module) if m.startswith("stepedit_core.engines")
+    )
+    assert not bad, f"{module} imports {bad}"
+    from stepedit_core.engines import ENGINES, engine_class
+    from stepedit_core.records import RoundRecord
+
+    declared = {c.name for name in ENGINES for c in engine_class(name).trace_type.COLUMNS}
+    assert declared and not declared & set(RoundRecord.SHARED_SCHEMA.names)
