@@ -19,6 +19,7 @@ from stepedit_core.clip_spec import ClipSpec
 from stepedit_core.edits import parse_chain
 from stepedit_core.engines import round_record_schema
 from stepedit_core.engines.signal.trace import SignalTrace
+from stepedit_core.engines.stepaudio.roundtrip import PassEntry
 from stepedit_core.engines.stepaudio.tokenizer import Encoded
 from stepedit_core.engines.stepaudio.trace import EditedSegment, SegmentPlace, StepAudioTrace
 from stepedit_core.job import JobSpec
@@ -129,7 +130,7 @@ def test_no_untyped_bag_is_left_on_the_work_item():
 
 def test_a_work_item_pickles_with_its_trace_and_words():
     voice = Encoded([1, 2, 3], np.ones((4, 80), np.float32), np.ones(192, np.float32))
-    trace = StepAudioTrace(input_tokens=[1, 2, 3], voice=voice, passes=[{"pass": 1}])
+    trace = StepAudioTrace(input_tokens=[1, 2, 3], voice=voice)
     item = _ended_item(trace, OutputWords([Word("hi", 0.1, 0.4)], "pocketsphinx"))
     back = pickle.loads(pickle.dumps(item))
     assert back.spec == item.spec and back.words == item.words
@@ -141,7 +142,7 @@ def test_a_record_takes_its_engine_columns_from_the_trace_and_seals_them():
     trace = StepAudioTrace(
         input_tokens=[4, 5],
         output_tokens=[6],
-        passes=[{"pass": 1, "edit": "emotion=happy"}],
+        passes=[PassEntry(1, "emotion=happy", "round_input", 2, "1" * 64, 1, "2" * 64)],
         instruction="make it happy\n",
         model_fingerprint="f" * 16,
     )
@@ -151,7 +152,10 @@ def test_a_record_takes_its_engine_columns_from_the_trace_and_seals_them():
     plain = RoundRecord.of(_ended_item(), "signal", "1.0")
     row = model.to_row()
     assert row["input_tokens"] == [4, 5] and row["output_tokens"] == [6]
-    assert json.loads(row["passes_json"]) == [{"edit": "emotion=happy", "pass": 1}]
+    assert json.loads(row["passes_json"]) == [
+        {"pass": 1, "edit": "emotion=happy", "input_from": "round_input", "input_codes": 2,
+         "input_sha256": "1" * 64, "output_codes": 1, "output_sha256": "2" * 64}
+    ]  # fmt: skip
     assert row["instruction"] == "make it happy\n" and row["segments_json"] is None
     assert json.loads(signal.to_row()["cuts_json"])[0]["word"] == "um"
     assert signal.words_json == "[]" and "cuts_json" not in plain.to_row()
@@ -192,3 +196,33 @@ def test_a_signal_run_writes_every_engine_column_and_verifies(tmp_path: Path):
     assert records.column("input_tokens").to_pylist() == [None]
     report = verify_run(str(tmp_path / "runs"), "r")
     assert report.intact, report.text()
+
+
+def test_a_chapter_trace_is_its_segments_end_to_end():
+    from stepedit_core.engines.stepaudio import segmented
+
+    chapter = _ended_item(StepAudioTrace())
+    subs = []
+    for k, codes in enumerate(([1, 2], [3])):
+        sub = WorkItem(dataclasses.replace(chapter.spec, clip_id=f"c3#{k + 1}"))
+        sub.output = Audio(np.zeros((2400 * (k + 1), 1), np.float32), 24000)
+        place = SegmentPlace(k, 0.1 * k, 0.1 * (k + 1), 0.1 * k, 0.1 * (k + 1), str(k) * 64)
+        entry = PassEntry(1, "emotion=happy", "round_input", len(codes), "1" * 64, 1, "2" * 64)
+        sub.trace = StepAudioTrace(
+            input_tokens=codes, output_tokens=codes, passes=[entry], segment=place
+        )
+        sub.trace.instruction, sub.text = "happy\n", f"part {k + 1}"
+        subs.append(sub)
+    chapter.trace.segment_items = subs
+    segmented._fold_traces(chapter, subs, 24000)
+    trace = chapter.trace
+    assert trace.segment_items is None and trace.input_tokens == [1, 2, 3]
+    assert [p.segment for p in trace.passes] == [1, 2] and trace.instruction == "happy\n"
+    listed = json.loads(trace.record_values()["segments_json"])
+    assert [(s["index"], s["output_start_s"], s["output_end_s"]) for s in listed] == [
+        (0, 0.0, 0.1),
+        (1, 0.1, 0.3),
+    ]
+    assert [s["text"] for s in listed] == ["part 1", "part 2"]
+    assert json.loads(trace.record_values()["passes_json"])[1]["segment"] == 2
+    assert trace.next_round().previous_segments == trace.edited_segments

@@ -228,7 +228,7 @@ class _Passes:
     base_seed: int
     voice: Encoded | None = None
     input_from: str = "round_input"
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[roundtrip.PassEntry] = field(default_factory=list)
 
 
 def expected_new_codes(spec: EditSpec, n_in: int, text: str | None, target: str | None) -> int:
@@ -455,7 +455,7 @@ class EditStage(_StepAudioStage[EditModels]):
         except tokens.TokenError as exc:
             raise ItemFailure("bad_generation", f"{spec}: {exc}") from exc
         plan.entries.append(
-            {"pass": index + 1, **roundtrip.pass_entry(spec, plan.codes, codes, plan.input_from)}
+            roundtrip.pass_entry(index + 1, spec, plan.codes, codes, plan.input_from)
         )
         plan.codes = codes
         if spec.kind.changes_text:

@@ -264,7 +264,7 @@ def _fold_traces(chapter: WorkItem, subs: list[WorkItem], rate: int) -> None:
     trace.input_tokens = [c for t in traces for c in t.input_tokens or []]
     trace.output_tokens = [c for t in traces for c in t.output_tokens or []]
     trace.passes = [
-        {**entry, "segment": _place(sub).index + 1}
+        replace(entry, segment=_place(sub).index + 1)
         for sub, sub_trace in zip(subs, traces, strict=True)
         for entry in sub_trace.passes or []
     ]

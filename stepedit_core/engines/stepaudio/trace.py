@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from stepedit_core.engines.stepaudio.roundtrip import PassEntry
 from stepedit_core.engines.stepaudio.tokenizer import Encoded
 from stepedit_core.traces import EngineTrace, RecordColumn
 
@@ -72,7 +73,9 @@ def _model_fingerprint(trace: StepAudioTrace) -> str | None:
 
 
 def _passes_json(trace: StepAudioTrace) -> str | None:
-    return None if trace.passes is None else json.dumps(trace.passes, sort_keys=True)
+    if trace.passes is None:
+        return None
+    return json.dumps([entry.to_json() for entry in trace.passes], sort_keys=True)
 
 
 def _segments_json(trace: StepAudioTrace) -> str | None:
@@ -89,7 +92,7 @@ class StepAudioTrace(EngineTrace):
     # chain mode, the source clip in fixed mode
     voice: Encoded | None = None
     clone_speaker: str | None = None  # speaker name of a clone prompt
-    passes: list[dict[str, Any]] | None = None  # one entry per LLM pass (roundtrip.pass_entry)
+    passes: list[PassEntry] | None = None  # one entry per LLM pass of the round
     instruction: str | None = None  # the exact instruction text of every pass, joined
     model_fingerprint: str | None = None  # the model folder's fingerprint
     segment_items: list[WorkItem] | None = None  # a chapter's segments in this round
