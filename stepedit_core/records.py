@@ -350,3 +350,17 @@ def round_schema(engine_columns: Iterable[RecordColumn]) -> pa.Schema:
 def table_of(records: list[Any], schema: pa.Schema) -> pa.Table:
     """An Arrow table of records of one type (an empty list gives an empty table)."""
     return pa.Table.from_pylist([r.to_row() for r in records], schema)
+
+
+def round_table(records: list[RoundRecord], schema: pa.Schema) -> pa.Table:
+    """The round records' table; an engine column the schema lacks (an engine that is not
+    registered) is an error, never a column silently left out of the sealed files."""
+    for record in records:
+        unknown = sorted(set(record.engine_columns) - set(schema.names))
+        if unknown:
+            raise ValueError(
+                f"row {record.row_index}, round {record.round}: engine {record.engine!r} "
+                f"fills {unknown}, which the round record schema does not have; expected "
+                "the engine registered in stepedit_core.engines.ENGINES"
+            )
+    return table_of(records, schema)

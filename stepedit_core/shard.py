@@ -47,7 +47,14 @@ from stepedit_core.integrity import (
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.verdict import Verdict, verdict_table
 from stepedit_core.lease import LeaseLost
-from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
+from stepedit_core.records import (
+    PlanRow,
+    RoundRecord,
+    RowResult,
+    round_table,
+    table_of,
+    text_source_of,
+)
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Stage, WorkItem
@@ -323,7 +330,7 @@ class ShardWriter:
             self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
-        data = table_bytes(table_of(self._records, round_record_schema()), meta)
+        data = table_bytes(round_table(self._records, round_record_schema()), meta)
         self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
         if self.store.exists(path):  # a part name is used once: another attempt wrote it
             raise LeaseLost(

@@ -17,13 +17,13 @@ from stepedit_core.audit import verify_run
 from stepedit_core.audit.records import record_digest
 from stepedit_core.clip_spec import ClipSpec
 from stepedit_core.edits import parse_chain
-from stepedit_core.engines import round_record_schema
+from stepedit_core.engines import ENGINES, engine_class, round_record_schema
 from stepedit_core.engines.signal.trace import SignalTrace
 from stepedit_core.engines.stepaudio.roundtrip import PassEntry
 from stepedit_core.engines.stepaudio.tokenizer import Encoded
 from stepedit_core.engines.stepaudio.trace import EditedSegment, SegmentPlace, StepAudioTrace
 from stepedit_core.job import JobSpec
-from stepedit_core.records import RoundRecord, round_schema, table_of
+from stepedit_core.records import RoundRecord, round_schema, round_table, table_of
 from stepedit_core.rounds import RoundEnd
 from stepedit_core.stages import WorkItem
 from stepedit_core.traces import RecordColumn
@@ -226,3 +226,21 @@ def test_a_chapter_trace_is_its_segments_end_to_end():
     assert [s["text"] for s in listed] == ["part 1", "part 2"]
     assert json.loads(trace.record_values()["passes_json"])[1]["segment"] == 2
     assert trace.next_round().previous_segments == trace.edited_segments
+
+
+def test_a_column_of_an_unregistered_engine_is_refused_not_dropped():
+    record = RoundRecord.of(_ended_item(), "homemade", "1")
+    record.engine_columns = {"homemade_json": "{}"}
+    with pytest.raises(ValueError, match=r"row 3, round 1: engine 'homemade' fills \['homemade_"):
+        round_table([record], round_record_schema())
+    record.engine_columns = {}
+    assert round_table([record], round_record_schema()).num_rows == 1
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_each_engine_trace_is_a_dataclass_whose_fresh_columns_are_null(engine):
+    trace_type = engine_class(engine).trace_type
+    assert dataclasses.is_dataclass(trace_type) and trace_type.COLUMNS
+    fresh = pickle.loads(pickle.dumps(trace_type()))
+    assert fresh.record_values() == {c.name: None for c in trace_type.COLUMNS}
+    assert fresh.next_round() is None
