@@ -25,12 +25,12 @@ from stepedit_core.clip_spec import ClipSpec
 from stepedit_core.edits import EditSpec
 from stepedit_core.failures import ItemFailure, check_code
 from stepedit_core.traces import EngineTrace
-from stepedit_core.words.timing import OutputWords
 
 if TYPE_CHECKING:
     from stepedit_core.judges.verdict import Verdict
     from stepedit_core.qc import Reference
     from stepedit_core.records import RoundRecord
+    from stepedit_core.words.timing import OutputWords
 
 
 @dataclass(frozen=True)
