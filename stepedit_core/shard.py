@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from stepedit_core import audio as audio_io
 from stepedit_core.delivered_files import needs_packaging, package
 from stepedit_core.delivery import QcPlan, select_best
+from stepedit_core.engines import round_record_schema
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
@@ -47,7 +48,14 @@ from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.verdict import Verdict, verdict_table
 from stepedit_core.lease import LeaseLost
 from stepedit_core.qc_result import QcResult
-from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
+from stepedit_core.records import (
+    PlanRow,
+    RoundRecord,
+    RowResult,
+    round_table,
+    table_of,
+    text_source_of,
+)
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Stage, WorkItem
@@ -321,7 +329,7 @@ class ShardWriter:
             self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
-        data = table_bytes(table_of(self._records, RoundRecord.SCHEMA), meta)
+        data = table_bytes(round_table(self._records, round_record_schema()), meta)
         self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
         if self.store.exists(path):  # a part name is used once: another attempt wrote it
             raise LeaseLost(
@@ -368,7 +376,7 @@ def _release(item: WorkItem) -> None:
     item.audio = item.original = item.prompt = item.output = None
     item.records = []
     item.verdicts = []
-    item.state = {}
+    item.trace = item.words = None
 
 
 def _confirmed_rounds(verdicts: list[Verdict]) -> set[int]:

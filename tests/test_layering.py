@@ -299,3 +299,20 @@ def test_imports_at_any_depth_count(tmp_path, source, imports):
     path.write_text(source)
     assert imports in imported_modules(path)
     assert _breaks(imports, FORBIDDEN["stepedit_core.engines"])
+
+
+@pytest.mark.parametrize(
+    "module", ["stepedit_core.records", "stepedit_core.traces", "stepedit_core.clip_spec"]
+)
+def test_the_shared_record_schema_knows_no_engine(module):
+    """The round record's shared columns and the declarations engines fill in import nothing
+    from engines/; every engine column comes from an engine's own declaration."""
+    bad = sorted(
+        m for m in imported_modules(core_modules()[module]) if m.startswith("stepedit_core.engines")
+    )
+    assert not bad, f"{module} imports {bad}"
+    from stepedit_core.engines import ENGINES, engine_class
+    from stepedit_core.records import RoundRecord
+
+    declared = {c.name for name in ENGINES for c in engine_class(name).trace_type.COLUMNS}
+    assert declared and not declared & set(RoundRecord.SHARED_SCHEMA.names)

@@ -12,6 +12,7 @@ from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
 from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.segments import DEFAULT_SEGMENT_S
 from stepedit_core.stages import Stage
+from stepedit_core.traces import EngineTrace
 
 
 class EngineNotReady(RunRefused):
@@ -48,6 +49,9 @@ class Engine(ABC):
     # What the next round receives of a round's output; None: the output as it is. A
     # module-level function, so the round-end stage that calls it pickles it by reference.
     round_handoff: Callable[[Audio], Audio] | None = None
+    # What the engine's stages hand each other in a round, and the record columns it adds
+    # (traces.py); the base trace adds none.
+    trace_type: type[EngineTrace] = EngineTrace
 
     def __init__(self, options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
