@@ -25,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from stepedit_core.audit import clip_history, run_audit, verify_run, write_sealed_run_json
-from stepedit_core.records import RoundRecord
+from stepedit_core.engines import round_record_schema
 from stepedit_core.shard import RECORDS_PER_PART
 from stepedit_core.store import RunStore
 
@@ -91,13 +91,13 @@ def make_run(out: Path, clips: int, rounds: int, delivered: bool = False) -> Run
                 }
             )
             while len(records) >= RECORDS_PER_PART:
-                table = pa.Table.from_pylist(records[:RECORDS_PER_PART], RoundRecord.SCHEMA)
+                table = pa.Table.from_pylist(records[:RECORDS_PER_PART], round_record_schema())
                 store.write_table(store.iteration_part(shard, parts), table)
                 records, parts = records[RECORDS_PER_PART:], parts + 1
         if records:
             store.write_table(
                 store.iteration_part(shard, parts),
-                pa.Table.from_pylist(records, RoundRecord.SCHEMA),
+                pa.Table.from_pylist(records, round_record_schema()),
             )
     sink = pa.BufferOutputStream()
     writer = pq.ParquetWriter(sink, pa.Table.from_pylist(manifest_rows[:1]).schema)
@@ -109,7 +109,7 @@ def make_run(out: Path, clips: int, rounds: int, delivered: bool = False) -> Run
 
 
 def full_scan(store: RunStore, clip_id: str) -> int:
-    columns = [n for n in RoundRecord.SCHEMA.names if n != "audio_flac"]
+    columns = [n for n in round_record_schema().names if n != "audio_flac"]
     dataset = ds.dataset(store.iterations_dir, format="parquet")
     return dataset.to_table(columns=columns, filter=ds.field("clip_id") == clip_id).num_rows
 

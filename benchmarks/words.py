@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from stepedit_core.audio import Audio  # noqa: E402
+from stepedit_core.clip_spec import ClipSpec  # noqa: E402
 from stepedit_core.edits import parse_edit  # noqa: E402
 from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
 from stepedit_core.stages import WorkItem  # noqa: E402
@@ -101,8 +102,8 @@ def measure(name: str, clips: list[dict], call: Callable[[dict], object], repeat
 def round_output(clip: dict) -> WorkItem:
     """An item at the end of a denoise round whose output is the clip."""
     spec = parse_edit("denoise")
-    item = WorkItem(0, clip["clip_id"], "", (spec,), text=clip["text"], language="en",
-                    round_edits=(spec,))  # fmt: skip
+    row = ClipSpec(0, clip["clip_id"], "", (spec,), text=clip["text"], language="en")
+    item = WorkItem(row, round_edits=(spec,))
     item.output = Audio(clip["samples"], clip["rate"])
     return item
 
@@ -110,8 +111,9 @@ def round_output(clip: dict) -> WorkItem:
 def time_output(stage: TimeWords, clip: dict) -> None:
     item = round_output(clip)
     stage.process_batch([item])
-    if "words_json" not in item.state:
-        raise RuntimeError(f"{clip['clip_id']}: not timed: {item.state.get('words_note')}")
+    if item.words is None or item.words.words is None:
+        note = item.words.note if item.words is not None else None
+        raise RuntimeError(f"{clip['clip_id']}: not timed: {note}")
 
 
 def main() -> None:

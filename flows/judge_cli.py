@@ -99,7 +99,7 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_judge(args: argparse.Namespace) -> int:
     from stepedit_core.audit import split_run_uri
     from stepedit_core.executors import make_executor
-    from stepedit_core.judges.judging import eval_path, judge_run, read_verdicts
+    from stepedit_core.judges.judging import judge_run, read_verdicts
     from stepedit_core.report import build_report
     from stepedit_core.store import RunStore
 
@@ -128,8 +128,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
         f"{outcome.judged_now} judged now ({outcome.requests_saved} from the cache), "
         f"{outcome.failed} failed, {outcome.parts_resumed} parts already judged"
     )
-    print(store.read_bytes(eval_path(store, "accuracy.md")).decode(), end="")
-    print(f"accuracy: {store.uri(eval_path(store, 'accuracy.parquet'))}")
+    print(store.read_bytes(store.eval_file("accuracy.md")).decode(), end="")
+    print(f"accuracy: {store.uri(store.eval_file('accuracy.parquet'))}")
     print(f"review page: {page}")
     return 0
 

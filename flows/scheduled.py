@@ -28,10 +28,6 @@ from stepedit_core.ownership import mark_run_folder
 from stepedit_core.store import RunStore
 from stepedit_flows.run_names import FLOW_NAME, artifact_key, stamped_run_id
 
-# Written into OUT/RUN_ID/ when a flow run takes a run id, so a retry of the same flow run finds
-# its own folder again and a different flow run never writes into it.
-CLAIM_FILE = "scheduled.json"
-
 
 class RunIdTaken(Exception):
     """Both candidate run ids already belong to other flow runs."""
@@ -69,7 +65,7 @@ def claim_run_id(
         candidates.insert(0, stamped_run_id(name, scheduled))
     for run_id in candidates:
         store = RunStore(out, run_id)
-        claim = store.path(CLAIM_FILE)
+        claim = store.scheduled_claim
         if not store.exists(store.root):
             store.write_json(
                 claim,

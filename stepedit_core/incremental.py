@@ -45,9 +45,8 @@ from stepedit_core.engines.base import Engine
 from stepedit_core.job import JobSpec
 from stepedit_core.records import PlanRow, RowResult
 from stepedit_core.retry import retrying
-from stepedit_core.store import RunStore, list_objects
+from stepedit_core.store import INDEX_DIR, OutLayout, RunStore, list_objects
 
-INDEX_DIR = "_index"
 FINISHED_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -102,18 +101,18 @@ class OutIndex:
     def __init__(self, out: str) -> None:
         self.fs, root = fsspec.core.url_to_fs(out)
         self.out = out
-        self.root = root.rstrip("/")
-        self.dir = posixpath.join(self.root, INDEX_DIR)
+        self.layout = OutLayout(root)
+        self.dir = self.layout.index_dir
 
     def finished_path(self, run_id: str) -> str:
-        return posixpath.join(self.dir, "finished", f"{run_id}.parquet")
+        return self.layout.index_file("finished", run_id)
 
     def sources_path(self, run_id: str) -> str:
-        return posixpath.join(self.dir, "sources", f"{run_id}.parquet")
+        return self.layout.index_file("sources", run_id)
 
     def _files(self, kind: str, skip_run: str) -> list[str]:
         skip = f"{skip_run}.parquet"
-        names = list_objects(self.fs, posixpath.join(self.dir, kind))
+        names = list_objects(self.fs, self.layout.index_folder(kind))
         return [n for n in names if posixpath.basename(n) != skip]
 
     def _read_union(self, paths: list[str], schema: pa.Schema) -> pa.Table:
@@ -136,12 +135,12 @@ class OutIndex:
         if table.num_rows == 0:
             return table
         runs = pc.unique(table.column("run_id")).to_pylist()
-        alive = [r for r in runs if r != current_run and self._exists(posixpath.join(self.root, r))]
+        alive = [r for r in runs if r != current_run and self._finished(r)]
         table = table.filter(pc.is_in(table.column("run_id"), pa.array(alive, pa.string())))
         return _first_per_key(table)
 
-    def _exists(self, run_root: str) -> bool:
-        path = posixpath.join(run_root, "run.json")
+    def _finished(self, run_id: str) -> bool:
+        path = self.layout.run_json(run_id)
         return bool(retrying(lambda: self.fs.exists(path), f"looking up {path}"))
 
     def sources(self, current_run: str) -> dict[tuple[str, int, str], str]:
@@ -313,14 +312,14 @@ def write_finished(store: RunStore, job: JobSpec, engine: Engine) -> int:
 
 def _plan_rows(store: RunStore) -> dict[int, PlanRow]:
     plans: dict[int, PlanRow] = {}
-    for path in store.list(store.path("_work", "plan"), prefix="shard-"):
+    for path in store.list(store.plan_dir, prefix="shard-"):
         for row in store.read_table(path).to_pylist():
             plans[row["row_index"]] = PlanRow.from_row(row)
     return plans
 
 
 def _reused_keys(store: RunStore) -> dict[int, str]:
-    path = reused_keys_path(store)
+    path = store.reused_keys
     if not store.exists(path):
         return {}
     table = store.read_table(path)
@@ -343,11 +342,6 @@ def _first_round_sources(store: RunStore) -> dict[int, str]:
 
 
 REUSED_KEYS_SCHEMA = pa.schema([("row_index", pa.int64()), ("key", pa.string())])
-
-
-def reused_keys_path(store: RunStore) -> str:
-    """Planning's (row_index, finished key) of every reused row (not a shard: no `shard-`)."""
-    return store.path("_work", "plan", "reused-keys.parquet")
 
 
 def reused_keys_table(keys: list[tuple[int, str]]) -> pa.Table:

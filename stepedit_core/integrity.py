@@ -89,7 +89,7 @@ def quarantine(store: RunStore, path: str, problem: str) -> str:
     """Move a damaged part out of `iterations/` into `_work/quarantine/` and note it in
     job.json; returns where it went."""
     name = f"{time.strftime('%Y%m%dT%H%M%S')}-{posixpath.basename(path)}"
-    target = store.path("_work", "quarantine", name)
+    target = store.quarantine(name)
     store.fs.makedirs(posixpath.dirname(target), exist_ok=True)
     retrying(lambda: store.fs.mv(path, target), f"moving {store.uri(path)} to quarantine")
     note_in_job(
@@ -171,8 +171,7 @@ def _check_packaged(
     is missing or altered, all are made again from the round's FLAC (packaging is
     deterministic). Returns the paths written again."""
     listed = {
-        store.path("audio", posixpath.basename(f["uri"])): f["sha256"]
-        for f in json.loads(row["delivered_files"])
+        store.delivered_file(f["uri"]): f["sha256"] for f in json.loads(row["delivered_files"])
     }
     bad = [p for p, sha in listed.items() if not store.exists(p) or object_sha256(store, p) != sha]
     if not bad:

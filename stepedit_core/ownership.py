@@ -20,21 +20,13 @@ import stepedit_core
 from stepedit_core.access import AllowedRoots, Location, UriNotResolvable, resolve
 from stepedit_core.failures import RunRefused
 from stepedit_core.manifest import iter_rows
-from stepedit_core.store import RunStore
-
-MARKER = "stepedit-run.json"
-# what only a run writes: a folder holding one of these (and no marker) predates the marker
-LEGACY_SIGNS = ("run.json", "_work/job.json", "_work/lease.json")
+from stepedit_core.store import MARKER, RunStore
 
 FolderKind = Literal["absent", "empty", "run", "foreign"]
 
 
 class NotARunFolder(RunRefused):
     """The output location is not a run folder, or holds the run's own inputs."""
-
-
-def marker_path(store: RunStore) -> str:
-    return store.path(MARKER)
 
 
 def folder_kind(store: RunStore) -> FolderKind:
@@ -45,9 +37,10 @@ def folder_kind(store: RunStore) -> FolderKind:
         return "absent"
     if not fs.isdir(store.root):
         return "foreign"  # a file where the run folder would be
-    if store.exists(marker_path(store)):
+    if store.exists(store.marker):
         return "run"
-    if any(store.exists(store.path(sign)) for sign in LEGACY_SIGNS):
+    # what only a run writes: a folder holding one of these (and no marker) predates the marker
+    if any(store.exists(sign) for sign in (store.run_json, store.job_json, store.lease)):
         return "run"
     return "empty" if not store.list(store.root, suffix="") else "foreign"
 
@@ -100,10 +93,10 @@ def _inside(folder: Location):
 
 def mark_run_folder(store: RunStore) -> None:
     """Write the marker once (first attempt, or the first attempt of a pre-marker run)."""
-    if store.exists(marker_path(store)):
+    if store.exists(store.marker):
         return
     store.write_json(
-        marker_path(store),
+        store.marker,
         {
             "stepedit_run": store.run_id,
             "created": time.time(),

@@ -20,7 +20,7 @@ from stepedit_core.edits import EditError, EditSpec, parse_chain
 from stepedit_core.engines.base import Engine
 from stepedit_core.failpoints import failpoint
 from stepedit_core.failures import ItemFailure
-from stepedit_core.incremental import Reuse, reused_keys_path, reused_keys_table
+from stepedit_core.incremental import Reuse, reused_keys_table
 from stepedit_core.manifest import clean, clip_seed, iter_rows
 from stepedit_core.records import PlanRow, RowResult, table_of
 from stepedit_core.segment_texts import SegmentsError, joined_text, parse_segments
@@ -194,7 +194,7 @@ def plan_shards(
     if reuse is not None:
         # what an earlier run finishes may change between attempts, and with it the shards:
         # plans an interrupted attempt wrote must not outlive it
-        store.remove(store.list(store.path("_work", "plan"), prefix="shard-"))
+        store.remove(store.list(store.plan_dir, prefix="shard-"))
     sharding = Sharding()
     work: list[PlanRow] = []
     refused: list[RowResult] = []
@@ -239,16 +239,11 @@ def plan_shards(
         sharding.reused_rows = len(reused)
         sharding.sources_hashed = reuse.hasher.hashed
         sharding.source_hashes_reused = reuse.hasher.reused
-        store.write_table(plan_reused(store), table_of(reused, RowResult.SCHEMA))
-        store.write_table(reused_keys_path(store), reused_keys_table(reused_keys))
+        store.write_table(store.plan_reused(), table_of(reused, RowResult.SCHEMA))
+        store.write_table(store.reused_keys, reused_keys_table(reused_keys))
         reuse.save_sources()
     store.write_json(store.plan_done, asdict(sharding))
     return sharding
-
-
-def plan_reused(store: RunStore) -> str:
-    """The reused rows' results; merge reads every table in the results folder."""
-    return store.path("_work", "results", "plan-reused.parquet")
 
 
 def _write_shard(store: RunStore, sharding: Sharding, rows: list[PlanRow]) -> None:

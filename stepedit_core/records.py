@@ -5,6 +5,10 @@
 - `RoundRecord`: one clip in one round (the iterations dataset), FLAC bytes inside.
 
 A record is a small dataclass; `to_row()` gives the dict Arrow writes and `SCHEMA` its types.
+The round record's schema here holds the shared columns only (`RoundRecord.SHARED_SCHEMA`):
+each engine adds its own columns from its trace's declaration (traces.py), and
+`round_schema` puts the two together (`stepedit_core.engines.round_record_schema` with every
+registered engine's columns: the schema every run writes).
 On disk a round is called an "iteration" (`iteration`, `iterations_done`, `iterations/`), the
 word the command line uses (`--iterations`); in the code it is a round.
 """
@@ -13,17 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from stepedit_core import audio as audio_io
 from stepedit_core.audit.records import seal as audit_seal
+from stepedit_core.clip_spec import ClipSpec
 from stepedit_core.edits import EditSpec, format_chain, parse_chain
 from stepedit_core.failures import check_code
 from stepedit_core.qc import basic_metrics
 from stepedit_core.stages import WorkItem
+from stepedit_core.traces import RecordColumn
 
 
 @dataclass
@@ -64,8 +71,8 @@ class PlanRow:
         values = {f.name: row.get(f.name) for f in fields(cls) if f.name != "edits"}
         return cls(edits=parse_chain(row["edit"]), **values)
 
-    def work_item(self) -> WorkItem:
-        return WorkItem(
+    def clip_spec(self) -> ClipSpec:
+        return ClipSpec(
             row_index=self.row_index,
             clip_id=self.clip_id,
             audio_uri=self.audio_uri,
@@ -77,6 +84,9 @@ class PlanRow:
             speaker=self.speaker,
             seed=self.seed,
         )
+
+    def work_item(self) -> WorkItem:
+        return WorkItem(self.clip_spec())
 
 
 @dataclass
@@ -180,8 +190,6 @@ class RoundRecord:
     seed: int
     text: str | None
     timings_json: str
-    input_tokens: list[int] | None = None
-    output_tokens: list[int] | None = None
     sample_rate: int | None = None
     channels: int | None = None
     duration_in_s: float | None = None
@@ -193,27 +201,18 @@ class RoundRecord:
     qc_pass: bool | None = None
     qc_reasons: str | None = None  # each failed limit, "; "-joined
     qc_json: str | None = None  # {"metrics": {...}, "notes": {...}} from stepedit_core.qc
-    instruction: str | None = None  # the exact instruction text the engine ran
-    model_fingerprint: str | None = None  # the model folder's fingerprint, when a model ran
-    # JSON list, one object per LLM pass of the round (engines that run several): see
-    # stepedit_core/engines/stepaudio/roundtrip.py
-    passes_json: str | None = None
     # word timings of the round's output (stepedit_core/words), in its timeline:
-    # [{"word", "start", "end", "confidence", "filler"}]; the fillers edit's cuts
-    # [{"start_s", "end_s", "word", "room_tone_s"}] in the round's input timeline; and where
-    # `text` came from ("manifest" or "asr")
+    # [{"word", "start", "end", "confidence", "filler"}]; and where `text` came from
+    # ("manifest" or "asr")
     words_json: str | None = None
-    cuts_json: str | None = None
     text_source: str | None = None
-    # a clip the model edited in segments: [{"index", "key", "start_s", "end_s",
-    # "source_start_s", "source_end_s", "output_start_s", "output_end_s", "input_sha256",
-    # "output_sha256", "text"}] (see stepedit_core/engines/stepaudio/segmented.py)
-    segments_json: str | None = None
     prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
     record_sha256: str | None = None
     audio_flac: bytes | None = None
+    # the engine's own columns (its trace's `record_values`), by name
+    engine_columns: dict[str, Any] = field(default_factory=dict)
 
-    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+    SHARED_SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
             ("clip_id", pa.string()),
             ("row_index", pa.int64()),
@@ -230,8 +229,6 @@ class RoundRecord:
             ("seed", pa.int64()),
             ("text", pa.string()),
             ("timings_json", pa.string()),
-            ("input_tokens", pa.list_(pa.int32())),
-            ("output_tokens", pa.list_(pa.int32())),
             ("sample_rate", pa.int32()),
             ("channels", pa.int32()),
             ("duration_in_s", pa.float64()),
@@ -243,13 +240,8 @@ class RoundRecord:
             ("qc_pass", pa.bool_()),
             ("qc_reasons", pa.string()),
             ("qc_json", pa.string()),
-            ("instruction", pa.string()),
-            ("model_fingerprint", pa.string()),
-            ("passes_json", pa.string()),
             ("words_json", pa.string()),
-            ("cuts_json", pa.string()),
             ("text_source", pa.string()),
-            ("segments_json", pa.string()),
             ("prev_record_sha256", pa.string()),
             ("record_sha256", pa.string()),
             ("audio_flac", pa.binary()),
@@ -263,6 +255,7 @@ class RoundRecord:
     def to_row(self) -> dict[str, Any]:
         row = _shallow(self)
         row["iteration"] = row.pop("round")
+        row.update(row.pop("engine_columns"))
         return row
 
     def seal(self, prev_record_sha256: str) -> None:
@@ -277,7 +270,7 @@ class RoundRecord:
         """The record of the round `item` just finished: its output encoded, hashed and
         measured when it succeeded, the failure otherwise."""
         edit = format_chain(item.round_edits)
-        input_sha = item.state.get("input_sha256") or ""
+        input_sha = item.input_sha256 or ""
         seed = item.round_seed
         record = cls(
             clip_id=item.clip_id,
@@ -295,16 +288,10 @@ class RoundRecord:
             seed=seed,
             text=item.text,
             timings_json=json.dumps({k: round(v, 6) for k, v in item.timings.items()}),
-            input_tokens=_tokens(item.state.get("input_tokens")),
-            output_tokens=_tokens(item.state.get("output_tokens")),
-            passes_json=_passes(item.state.get("passes")),
             duration_in_s=round(item.audio.duration, 4) if item.audio is not None else None,
-            instruction=item.state.get("instruction"),
-            model_fingerprint=item.state.get("model_fingerprint"),
-            words_json=item.state.get("words_json"),
-            cuts_json=item.state.get("cuts_json"),
+            words_json=item.words.to_json() if item.words is not None else None,
             text_source=text_source_of(item),
-            segments_json=item.state.get("segments_json"),
+            engine_columns=item.trace.record_values() if item.trace is not None else {},
         )
         if item.failed:
             return record
@@ -335,16 +322,45 @@ def _shallow(record: Any) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
-def _tokens(value: Any) -> list[int] | None:
-    if value is None:
-        return None
-    return [int(v) for v in value]
-
-
-def _passes(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True)
+def round_schema(engine_columns: Iterable[RecordColumn]) -> pa.Schema:
+    """The round record's schema: the shared columns and the engines' own, each after the column
+    its declaration names. Engines may declare the same column (same name and type: one column);
+    a column that clashes with a shared one, or with another engine's of another type, is an
+    error in that declaration."""
+    schema_fields = list(RoundRecord.SHARED_SCHEMA)
+    for column in engine_columns:
+        names = [f.name for f in schema_fields]
+        if column.name in names:
+            same = schema_fields[names.index(column.name)]
+            if column.name in RoundRecord.SHARED_SCHEMA.names or same.type != column.type:
+                raise ValueError(
+                    f"record column {column.name!r} ({column.type}) clashes with the "
+                    f"{same.type} column of that name already in the round record"
+                )
+            continue
+        if column.after not in names:
+            raise ValueError(
+                f"record column {column.name!r} goes after {column.after!r}, which the round "
+                f"record does not have; expected one of {names}"
+            )
+        schema_fields.insert(names.index(column.after) + 1, pa.field(column.name, column.type))
+    return pa.schema(schema_fields)
 
 
 def table_of(records: list[Any], schema: pa.Schema) -> pa.Table:
     """An Arrow table of records of one type (an empty list gives an empty table)."""
     return pa.Table.from_pylist([r.to_row() for r in records], schema)
+
+
+def round_table(records: list[RoundRecord], schema: pa.Schema) -> pa.Table:
+    """The round records' table; an engine column the schema lacks (an engine that is not
+    registered) is an error, never a column silently left out of the sealed files."""
+    for record in records:
+        unknown = sorted(set(record.engine_columns) - set(schema.names))
+        if unknown:
+            raise ValueError(
+                f"row {record.row_index}, round {record.round}: engine {record.engine!r} "
+                f"fills {unknown}, which the round record schema does not have; expected "
+                "the engine registered in stepedit_core.engines.ENGINES"
+            )
+    return table_of(records, schema)

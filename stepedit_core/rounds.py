@@ -58,7 +58,7 @@ class LoadAudio(Stage):
         item.source_sha256 = audio_io.sha256_bytes(data)
         item.audio = audio
         item.original = audio
-        item.state["input_sha256"] = item.source_sha256
+        item.input_sha256 = item.source_sha256
 
 
 class StartRound(Stage):
@@ -127,7 +127,10 @@ class RoundEnd(Stage):
                 (item.records[-1].record_sha256 if item.records else item.source_sha256) or ""
             )
             item.records.append(record)
-            item.state = {"input_sha256": record.output_sha256}
+            # the round's facts end with it; an engine may hand some on (a chapter's segments)
+            item.input_sha256 = record.output_sha256
+            item.words = None
+            item.trace = item.trace.next_round() if item.trace is not None else None
             item.timings = {}
             if not item.failed:
                 output = item.output
@@ -158,10 +161,9 @@ class RoundEnd(Stage):
             return
         if plan.asr_models is not None:
             report = _with_wer(report, item, plan.asr_models)
-        if item.state.get("words_note"):  # the word-timing stage could not time the output
-            report = type(report)(
-                report.metrics, {**report.notes, "words": item.state["words_note"]}
-            )
+        words = item.words
+        if words is not None and words.note:  # the word-timing stage could not time the output
+            report = type(report)(report.metrics, {**report.notes, "words": words.note})
         record.qc_json = report.to_json()
         if plan.gives_verdict:
             verdict = check(report.metrics, plan.profile, plan.max_wer)

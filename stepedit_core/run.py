@@ -229,7 +229,7 @@ def run_finished(store: RunStore, report: str) -> bool:
     complete (report.json is its last object): a page that failed is built by the next rerun."""
     if not store.exists(store.run_json):
         return False
-    return report == "none" or store.exists(store.path("report", "report.json"))
+    return report == "none" or store.exists(store.report_summary)
 
 
 def run_job(

@@ -71,9 +71,7 @@ def write_run_record(
         "outputs": {
             "manifest": store.uri(store.manifest),
             "iterations": store.uri(store.iterations_dir),
-            "report": store.uri(store.path("report", "index.html"))
-            if job.report != "none"
-            else None,
+            "report": store.uri(store.report_index) if job.report != "none" else None,
         },
     }
     record["audit"] = run_audit(store, validation.sha256)

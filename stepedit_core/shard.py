@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from stepedit_core import audio as audio_io
 from stepedit_core.delivered_files import needs_packaging, package
 from stepedit_core.delivery import QcPlan, select_best
+from stepedit_core.engines import round_record_schema
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.failpoints import failpoint
@@ -46,7 +47,15 @@ from stepedit_core.integrity import (
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.verdict import Verdict, verdict_table
 from stepedit_core.lease import LeaseLost
-from stepedit_core.records import PlanRow, RoundRecord, RowResult, table_of, text_source_of
+from stepedit_core.qc_result import QcResult
+from stepedit_core.records import (
+    PlanRow,
+    RoundRecord,
+    RowResult,
+    round_table,
+    table_of,
+    text_source_of,
+)
 from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Stage, WorkItem
@@ -183,7 +192,7 @@ class ShardWriter:
         """The (first) delivered file of a row."""
         if result.delivered_files:
             first = json.loads(result.delivered_files)[0]["uri"]
-            return self.store.path("audio", posixpath.basename(first))
+            return self.store.delivered_file(first)
         return self.store.audio_path(str(result.clip_id), result.row_index)
 
     def _republish(self, part: str, rows: list[RowResult]) -> None:
@@ -226,7 +235,7 @@ class ShardWriter:
                 clip, row, ext if part is None else f"part{part:02d}.{ext}"
             )
 
-        metrics = json.loads(qc_json or "{}").get("metrics")
+        metrics = QcResult.parse(qc_json).metrics or None
         delivery = package(flac, path_for, self.qc_plan, metrics, check)
         result.output_uri = self.store.uri(delivery.files[0].path)
         result.delivered_files = delivery.files_json(self.store.uri)
@@ -290,9 +299,7 @@ class ShardWriter:
         landed = _confirmed_rounds(verdicts or [])
         confirmed = [r for r in records if r.round in landed]
         for candidates in (confirmed, records) if confirmed else (records,):
-            metrics = [
-                (r.round, json.loads(r.qc_json or "{}").get("metrics", {})) for r in candidates
-            ]
+            metrics = [(r.round, QcResult.parse(r.qc_json).metrics) for r in candidates]
             picked = select_best(metrics, self.qc_plan.profile, self.qc_plan.max_wer)
             if picked is not None:
                 break
@@ -318,11 +325,11 @@ class ShardWriter:
         if self._verdicts:
             # before the part: a crash between the two leaves verdicts that the rerun of the
             # part's items overwrites under the same name, never verdicts without their rounds
-            judged = posixpath.join(self.store.path("judgements"), posixpath.basename(path))
+            judged = self.store.judgement_part(posixpath.basename(path))
             self.store.write_table(judged, verdict_table(self._verdicts))
         results = json.dumps([r.to_row() for r in self._results])
         meta = {RESULTS_KEY: results, RECORDS_KEY: str(len(self._records))}
-        data = table_bytes(table_of(self._records, RoundRecord.SCHEMA), meta)
+        data = table_bytes(round_table(self._records, round_record_schema()), meta)
         self.store.check_fence()  # as late as possible: an attempt that lost its lease stops
         if self.store.exists(path):  # a part name is used once: another attempt wrote it
             raise LeaseLost(
@@ -369,7 +376,7 @@ def _release(item: WorkItem) -> None:
     item.audio = item.original = item.prompt = item.output = None
     item.records = []
     item.verdicts = []
-    item.state = {}
+    item.trace = item.words = None
 
 
 def _confirmed_rounds(verdicts: list[Verdict]) -> set[int]:

@@ -18,11 +18,19 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepedit_core.audio import Audio
+from stepedit_core.clip_spec import ClipSpec
 from stepedit_core.edits import EditSpec
 from stepedit_core.failures import ItemFailure, check_code
+from stepedit_core.traces import EngineTrace
+
+if TYPE_CHECKING:
+    from stepedit_core.judges.verdict import Verdict
+    from stepedit_core.qc import Reference
+    from stepedit_core.records import RoundRecord
+    from stepedit_core.words.timing import OutputWords
 
 
 @dataclass(frozen=True)
@@ -36,41 +44,79 @@ class Resources:
 
 @dataclass
 class WorkItem:
-    """One clip travelling through the rounds of one run.
+    """One clip travelling through the rounds of one run: its row (`spec`, never changed) and
+    the facts of its current round.
 
     `audio` is the current round's input; a stage that edits sets `output`. Between rounds the
     executor's round boundary turns `output` into a record and into the next round's `audio`.
     `round` and `round_edits` are facts the round machinery writes at the start of each round
     (round 0 is a clone round; `round_edits` is empty when the item has nothing to do in it).
-    `state` carries engine-specific data between the stages of a round (tokens, features).
+    `trace` is the engine's own data between the stages of a round (tokens, passes: each engine
+    declares its type, see traces.py); `words` the words of the round's output. `text` is what
+    the round's input says: the row's text, a transcript the ASR filled in, or after an edit
+    that changes the words the text of its output.
     """
 
-    row_index: int
-    clip_id: str
-    audio_uri: str
-    edits: tuple[EditSpec, ...]
-    text: str | None = None
-    text_source: str | None = None  # "manifest", or "asr" when a transcript filled `text`
-    target_text: str | None = None
-    segments: str | None = None  # the manifest's `segments` cell: timed texts of a long clip
-    language: str | None = None
-    speaker: str | None = None
-    seed: int = 0
+    spec: ClipSpec
     round: int = 1
     round_edits: tuple[EditSpec, ...] = ()
+    text_source: str | None = None  # "manifest", or "asr" when a transcript filled `text`
     source_sha256: str | None = None
+    input_sha256: str | None = None  # the round input's hash (the source file's in round one)
     audio: Audio | None = None
     original: Audio | None = None  # the source clip, kept for prompt-fixed rounds
     prompt: Audio | None = None  # voice prompt of this round (engines that clone a voice)
     output: Audio | None = None
-    qc_reference: Any = None  # the source's QC analysis, made once per clip (qc.Reference)
-    state: dict[str, Any] = field(default_factory=dict)
+    qc_reference: Reference | None = None  # the source's QC analysis, made once per clip
+    trace: EngineTrace | None = None
+    words: OutputWords | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    verdicts: list[Any] = field(default_factory=list)  # judges' verdicts on its rounds
+    records: list[RoundRecord] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)  # judges' verdicts on its rounds
     stopped_by: str | None = None  # why the clip gets no further rounds (a judge agreed)
     error_code: str | None = None
     error: str | None = None
+    text: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.text = self.spec.text
+
+    # the row's facts, read through the spec (an item can not change them)
+    @property
+    def row_index(self) -> int:
+        return self.spec.row_index
+
+    @property
+    def clip_id(self) -> str:
+        return self.spec.clip_id
+
+    @property
+    def audio_uri(self) -> str:
+        return self.spec.audio_uri
+
+    @property
+    def edits(self) -> tuple[EditSpec, ...]:
+        return self.spec.edits
+
+    @property
+    def target_text(self) -> str | None:
+        return self.spec.target_text
+
+    @property
+    def segments(self) -> str | None:
+        return self.spec.segments
+
+    @property
+    def language(self) -> str | None:
+        return self.spec.language
+
+    @property
+    def speaker(self) -> str | None:
+        return self.spec.speaker
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
 
     @property
     def failed(self) -> bool:

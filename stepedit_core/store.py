@@ -1,15 +1,27 @@
 """The run layout on any fsspec filesystem (local disk, S3), with atomic writes.
 
 OUT/RUN_ID/
+    stepedit-run.json            the marker: this folder is a run's (ownership.py)
+    scheduled.json               which scheduled flow run took this run id
     run.json                     parameters, versions, input sha256, times, counts
     manifest.parquet             one row per input row, input order, status/output_uri/error
     iterations/                  committed parts: one record per clip per round, FLAC inside
     audio/                       final audio, one lossless file per clip that finished
+    audit/records.parquet        where each clip round's record is, with its hashes
+    report/                      the review page (index.html, report.json, media)
+    judgements/, eval/           a judged run's verdicts and its accuracy tables
+    dataset/                     a margin-set run's pairs (sft.parquet), data card, clones
     _work/job.json               what the run id was started with (a resume must match it)
     _work/lease.json             who is running this run id now (one at a time)
     _work/plan/                  shard plans; `done.json` once planning finished
     _work/results/               refused rows, and each finished shard's row results
     _work/stopped.json           where the last attempt stopped, when it was stopped
+    _work/quarantine/            objects a resume found damaged, moved aside
+    _work/logs/                  each attempt's log file
+
+Beside the run folders (`OutLayout`): OUT/_index/ holds what incremental runs look up, and
+OUT/_datasets/RUN_ID/rows.parquet the manifest a margin-set run derived and edits.
+Every path of this layout is built here; other modules ask `RunStore` or `OutLayout` for it.
 
 Every object is written whole or not at all: local writes go to a temporary name (that no
 `*.parquet` glob matches) and are renamed; an object-store PUT is already all-or-nothing. Calls
@@ -34,6 +46,11 @@ import pyarrow.parquet as pq
 from stepedit_core.retry import retrying
 
 LOCAL = ("file", "local")
+RUN_JSON = "run.json"
+WORK_DIR = "_work"
+INDEX_DIR = "_index"  # beside the run folders; no run id starts with `_` (job.py)
+DATASETS_DIR = "_datasets"
+MARKER = "stepedit-run.json"  # a run folder's mark (ownership.py)
 
 
 def list_objects(fs: Any, directory: str, prefix: str = "", suffix: str = ".parquet") -> list[str]:
@@ -83,13 +100,32 @@ class RunStore:
         return f"{self.protocol}://{path}"
 
     @property
+    def marker(self) -> str:
+        return self.path(MARKER)
+
+    @property
+    def scheduled_claim(self) -> str:
+        """Written when a scheduled flow run takes this run id, so a retry of the same flow run
+        finds its own folder again and a different flow run never writes into it."""
+        return self.path("scheduled.json")
+
+    @property
     def run_json(self) -> str:
-        return self.path("run.json")
+        return self.path(RUN_JSON)
+
+    @property
+    def run_json_seal(self) -> str:
+        """The sha256 of run.json, written beside it."""
+        return self.path(RUN_JSON + ".sha256")
+
+    @property
+    def work_dir(self) -> str:
+        return self.path(WORK_DIR)
 
     @property
     def logs_dir(self) -> str:
         """Each attempt's log file (Prefect's and Ray's lines); kept by --overwrite."""
-        return self.path("_work", "logs")
+        return self.path(WORK_DIR, "logs")
 
     @property
     def manifest(self) -> str:
@@ -103,34 +139,111 @@ class RunStore:
     def audio_dir(self) -> str:
         return self.path("audio")
 
+    def delivered_file(self, uri: str) -> str:
+        """Where a delivered file named by its URI (run.json, manifest) is in this run's
+        audio folder: the name counts, not the prefix it was recorded under."""
+        return self.path("audio", posixpath.basename(uri))
+
+    @property
+    def audit_dir(self) -> str:
+        return self.path("audit")
+
+    @property
+    def audit_index(self) -> str:
+        """Where each clip round's record is, with its hashes (audit/records.py)."""
+        return self.path("audit", "records.parquet")
+
+    @property
+    def report_dir(self) -> str:
+        return self.path("report")
+
+    def report_file(self, rel: str) -> str:
+        """A file of the review page, by its name relative to the page's folder."""
+        return self.path("report", rel)
+
+    @property
+    def report_index(self) -> str:
+        return self.report_file("index.html")
+
+    @property
+    def report_summary(self) -> str:
+        """Written last by the report: its presence means the page is complete."""
+        return self.report_file("report.json")
+
+    @property
+    def judgements_dir(self) -> str:
+        """A judged run's verdict parts, one per iterations part judged."""
+        return self.path("judgements")
+
+    def judgement_part(self, name: str) -> str:
+        return self.path("judgements", name)
+
+    def eval_file(self, name: str) -> str:
+        """A judged run's accuracy tables and summaries."""
+        return self.path("eval", name)
+
+    @property
+    def margin_set(self) -> str:
+        """A margin-set run's preference pairs; the footer holds the set's settings."""
+        return self.path("dataset", "sft.parquet")
+
+    @property
+    def margin_rows(self) -> str:
+        """The manifest this margin-set run derived and edits (beside the run folder)."""
+        return OutLayout(posixpath.dirname(self.root)).margin_rows(self.run_id)
+
+    @property
+    def margin_set_card(self) -> str:
+        return self.path("dataset", "README.md")
+
+    def neutral_clone(self, name: str) -> str:
+        """A margin set's neutral clone (engines that clone)."""
+        return self.path("dataset", "neutral", name)
+
     @property
     def job_json(self) -> str:
-        return self.path("_work", "job.json")
+        return self.path(WORK_DIR, "job.json")
 
     @property
     def lease(self) -> str:
-        return self.path("_work", "lease.json")
+        return self.path(WORK_DIR, "lease.json")
+
+    @property
+    def plan_dir(self) -> str:
+        return self.path(WORK_DIR, "plan")
 
     @property
     def plan_done(self) -> str:
-        return self.path("_work", "plan", "done.json")
+        return self.path(WORK_DIR, "plan", "done.json")
+
+    @property
+    def reused_keys(self) -> str:
+        """Planning's (row_index, finished key) of every reused row (not a shard: no `shard-`)."""
+        return self.path(WORK_DIR, "plan", "reused-keys.parquet")
 
     @property
     def stopped(self) -> str:
-        return self.path("_work", "stopped.json")
+        return self.path(WORK_DIR, "stopped.json")
+
+    def quarantine(self, name: str) -> str:
+        return self.path(WORK_DIR, "quarantine", name)
 
     def shard_plan(self, shard: int) -> str:
-        return self.path("_work", "plan", f"shard-{shard:05d}.parquet")
+        return self.path(WORK_DIR, "plan", f"shard-{shard:05d}.parquet")
 
     def shard_results(self, shard: int) -> str:
         """Written once every item of the shard is committed: the shard's done marker."""
-        return self.path("_work", "results", f"shard-{shard:05d}.parquet")
+        return self.path(WORK_DIR, "results", f"shard-{shard:05d}.parquet")
 
     def plan_failures(self) -> str:
-        return self.path("_work", "results", "plan-failures.parquet")
+        return self.path(WORK_DIR, "results", "plan-failures.parquet")
+
+    def plan_reused(self) -> str:
+        """The reused rows' results; merge reads every table in the results folder."""
+        return self.path(WORK_DIR, "results", "plan-reused.parquet")
 
     def results_dir(self) -> str:
-        return self.path("_work", "results")
+        return self.path(WORK_DIR, "results")
 
     def iteration_part(self, shard: int, part: int) -> str:
         return self.path("iterations", f"shard-{shard:05d}-part-{part:05d}.parquet")
@@ -210,8 +323,8 @@ class RunStore:
         other writer is alive then); returns how many. Object stores never leave any."""
         if self.protocol not in LOCAL:
             return 0
-        folders = (self.root, self.iterations_dir, self.audio_dir, self.path("audit"),
-                   self.path("_work"), self.path("_work", "plan"), self.results_dir())  # fmt: skip
+        folders = (self.root, self.iterations_dir, self.audio_dir, self.audit_dir,
+                   self.work_dir, self.plan_dir, self.results_dir())  # fmt: skip
         found = [p for d in folders for p in self.list(d, suffix="") if is_temporary(p)]
         self.remove(found)
         return len(found)
@@ -220,15 +333,14 @@ class RunStore:
         """Remove what a run writes, so the run id starts afresh (`--overwrite`): the run's own
         objects, found by their names, and nothing else a user may have put in the folder. The
         lease and the folder's marker stay: the attempt clearing it holds the lease."""
-        for name in ("manifest.parquet", "run.json", "run.json.sha256"):
-            if self.exists(self.path(name)):
-                self.remove([self.path(name)])
+        for path in (self.manifest, self.run_json, self.run_json_seal):
+            if self.exists(path):
+                self.remove([path])
         for name, pattern in RUN_OBJECTS.items():
             for path in self.list(self.path(name), suffix=""):
                 if pattern.match(posixpath.basename(path)):
                     retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
-        work = self.path("_work")
-        for path in self.list(work, suffix=""):
+        for path in self.list(self.work_dir, suffix=""):
             if path not in (self.lease, self.logs_dir):
                 retrying(lambda p=path: self.fs.rm(p, recursive=True), f"removing {path}")
 
@@ -261,3 +373,27 @@ RUN_OBJECTS = {
     "report": re.compile(r".*"),  # the review page's folder is the run's alone
     "audit": re.compile(r"^(records\.parquet|\..+\.tmp-[0-9a-f]{32})$"),
 }
+
+
+class OutLayout:
+    """What lives under an output root beside its run folders: each run's run.json, and the
+    `_index/` that incremental runs look up (incremental.py)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        self.index_dir = posixpath.join(self.root, INDEX_DIR)
+
+    def run_json(self, run_id: str) -> str:
+        return posixpath.join(self.root, run_id, RUN_JSON)
+
+    def margin_rows(self, run_id: str) -> str:
+        """The derived manifest a margin-set run edits: beside its run folder, never inside
+        it (a run never holds its own inputs)."""
+        return posixpath.join(self.root, DATASETS_DIR, run_id, "rows.parquet")
+
+    def index_folder(self, kind: str) -> str:
+        return posixpath.join(self.index_dir, kind)
+
+    def index_file(self, kind: str, run_id: str) -> str:
+        """One run's file of an index kind (`finished`, `sources`)."""
+        return posixpath.join(self.index_dir, kind, f"{run_id}.parquet")

@@ -24,8 +24,8 @@ from stepedit_core.audit import (
     verify_run,
     write_sealed_run_json,
 )
+from stepedit_core.engines import round_record_schema
 from stepedit_core.job import JobSpec
-from stepedit_core.records import RoundRecord
 from stepedit_core.store import RunStore
 from stepedit_flows.cli import main
 
@@ -104,7 +104,7 @@ def test_seal_covers_every_field_and_survives_parquet():
     }
     sealed = seal(record, "source-sha")
     assert sealed["prev_record_sha256"] == "source-sha"
-    table = pa.Table.from_pylist([sealed], RoundRecord.SCHEMA)
+    table = pa.Table.from_pylist([sealed], round_record_schema())
     back = table.to_pylist()[0]
     assert back["peak_dbfs"] == -3.0 and back["instruction"] is None
     assert record_digest(back) == sealed["record_sha256"]

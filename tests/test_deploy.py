@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from stepedit_core.job import JobSpec
+from stepedit_core.store import RunStore
 from stepedit_flows.cli import build_parser, main
 from stepedit_flows.deploy import ENTRYPOINT, job_parameters
 from stepedit_flows.run_names import MAX_NAME_LENGTH, artifact_key, check_name, stamped_run_id
 from stepedit_flows.scheduled import (
-    CLAIM_FILE,
     FLOW_NAME,
     claim_run_id,
     job_spec,
@@ -53,7 +53,7 @@ def test_auto_scheduled_run_claims_the_plain_stamp_and_a_retry_finds_it(tmp_path
     out = str(tmp_path)
     first = claim_run_id(out, "nightly", SLOT, "aaaaaaaa-1111", auto_scheduled=True)
     assert first == "nightly-20261127T020000Z"
-    claim = json.loads((tmp_path / first / CLAIM_FILE).read_text())
+    claim = json.loads(Path(RunStore(out, first).scheduled_claim).read_text())
     assert claim["flow_run_id"] == "aaaaaaaa-1111" and claim["deployment"] == "nightly"
     # the same flow run retried: same folder
     assert claim_run_id(out, "nightly", SLOT, "aaaaaaaa-1111", auto_scheduled=True) == first

@@ -103,15 +103,15 @@ def test_eval_run_end_to_end_on_standins(tmp_path, prefect_server, monkeypatch, 
 
 def test_prompt_fixed_rounds_after_a_clone_take_the_round_zero_audio_as_voice_prompt():
     import numpy as np
+    from work_items import row_item
 
     from stepedit_core.audio import Audio
     from stepedit_core.edits import parse_chain
     from stepedit_core.rounds import RoundEnd, StartRound
-    from stepedit_core.stages import WorkItem
 
     speaker = Audio(np.full(2400, 0.1, np.float32), 24000)
     cloned = Audio(np.full(4800, 0.2, np.float32), 24000)
-    item = WorkItem(0, "a", "a.wav", parse_chain("clone;emotion=happy"), text="t",
+    item = row_item(0, "a", "a.wav", parse_chain("clone;emotion=happy"), text="t",
                     target_text="new", audio=speaker, original=speaker)  # fmt: skip
     item.source_sha256 = "src"
     StartRound(0, "fixed").process_batch([item])

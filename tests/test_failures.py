@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from work_items import row_item
 
 from stepedit_core import edits, failures
 from stepedit_core.engines.signal import SignalEngine
@@ -13,7 +14,6 @@ from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.failures import CODES, ItemFailure, UnknownFailureCode
 from stepedit_core.job import JobSpec
 from stepedit_core.run import run_job
-from stepedit_core.stages import WorkItem
 from stepedit_tasks.summary import summary_markdown, summary_text
 
 from conftest import write_clip, write_manifest
@@ -55,7 +55,7 @@ def test_an_unregistered_code_is_a_programming_error():
     with pytest.raises(UnknownFailureCode):
         ItemFailure("no_such_code", "x")
     with pytest.raises(UnknownFailureCode):
-        WorkItem(0, "a", "a.wav", ()).fail("oops", "x")
+        row_item(0, "a", "a.wav", ()).fail("oops", "x")
 
 
 class _DropOne:

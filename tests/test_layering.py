@@ -1,14 +1,23 @@
 """Dependencies point down: the library never pulls in Prefect, only executors use Ray, engines
-know nothing of how rounds are laid out, and the manifest module knows nothing of engines."""
+know nothing of how rounds are laid out, the catalog knows nothing of engines, and no module of
+stepedit_core reaches itself again through others (no import cycles).
+
+Every import counts, at any depth of a file (a function-level import is still a dependency: it
+runs the first time the function does). Only imports under `if TYPE_CHECKING:` are left out:
+they never run, they name types for annotations."""
+
+from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parent.parent / "stepedit_core"
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "stepedit_core"
 
 CHECK = """
 import sys
@@ -28,25 +37,191 @@ def test_library_imports_neither_prefect_nor_ray():
     assert result.stdout.strip() == ""
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports, at any depth of the file (lazy imports included)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+# --------------------------------------------------------------------------- the import graph
+
+
+def module_name(path: Path) -> str:
+    """`stepedit_core.pkg.mod` for ROOT/stepedit_core/pkg/mod.py (a package: its __init__)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def core_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _imports(tree: ast.AST, importer: str) -> list[tuple[str, list[str]]]:
+    """(module, imported names) of every import in the tree that runs, at any depth."""
+    found: list[tuple[str, list[str]]] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if _type_checking_only(node):
+            stack.extend(node.orelse)  # the `else:` of `if TYPE_CHECKING` does run
+            continue
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolved against the importing module's package
+                base = importer.split(".")[: -node.level]
+                module = ".".join([*base, module] if module else base)
+            found.append((module, [alias.name for alias in node.names]))
+        stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports (`from pkg import name` adds `pkg` and `pkg.name`)."""
+    names: set[str] = set()
+    importer = module_name(path) if path.is_relative_to(ROOT) else ""
+    for module, imported in _imports(ast.parse(path.read_text()), importer):
+        names.add(module)
+        names.update(f"{module}.{name}" for name in imported)
     return names
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.py"))
+def _resolve(name: str) -> str | None:
+    """The stepedit_core module an import of `name` loads (the longest known prefix)."""
+    modules = core_modules()
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
 
 
-@pytest.mark.parametrize("path", _files(CORE / "engines"), ids=lambda p: p.name)
-def test_engines_do_not_import_the_round_layout_or_anything_above_them(path):
-    above = (
+@cache
+def import_graph() -> dict[str, frozenset[str]]:
+    """stepedit_core module -> the stepedit_core modules it imports; `from pkg import mod`
+    points at `pkg.mod`, `from pkg import name` at `pkg`."""
+    graph: dict[str, frozenset[str]] = {}
+    for module, path in core_modules().items():
+        targets: set[str] = set()
+        for imported, names in _imports(ast.parse(path.read_text()), module):
+            for name in [f"{imported}.{n}" for n in names] or [imported]:
+                target = name if name in core_modules() else _resolve(imported)
+                if target is not None and target != module:
+                    targets.add(target)
+        graph[module] = frozenset(targets)
+    return graph
+
+
+def cycles(graph: dict[str, frozenset[str]]) -> dict[frozenset[str], list[str]]:
+    """Each group of modules that reach each other (a strongly connected component, Tarjan's
+    algorithm) -> one cycle through it (modules in import order, the first again at the end)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return {frozenset(group): _cycle_in(graph, group) for group in groups}
+
+
+def _cycle_in(graph: dict[str, frozenset[str]], group: set[str]) -> list[str]:
+    """A shortest path from the group's first module back to itself, inside the group."""
+    start = min(group)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & group):
+                if nxt == start:
+                    return [*paths[node], start]
+                if nxt not in paths:
+                    paths[nxt] = [*paths[node], nxt]
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError(f"{sorted(group)} is not a cycle")
+
+
+# Known cycles that another change removes: entries may only be deleted, never added. Each is
+# the set of modules that reach each other.
+KNOWN_CYCLES: list[frozenset[str]] = [
+    # QC uses the signal engine's VAD and meters: they move to a signal-primitives package
+    frozenset(
+        {
+            "stepedit_core.engines.signal.loudness",
+            "stepedit_core.engines.signal.mastering",
+            "stepedit_core.qc",
+        }
+    ),
+]
+
+
+def test_no_import_cycles_but_the_known_ones():
+    found = cycles(import_graph())
+    new = [
+        f"{' -> '.join(cycle)} (all of {sorted(group)} reach each other)"
+        for group, cycle in found.items()
+        if group not in KNOWN_CYCLES
+    ]
+    assert not new, "import cycles: " + "; ".join(new)
+    gone = [sorted(k) for k in KNOWN_CYCLES if k not in found]
+    assert not gone, f"no longer a cycle: delete its KNOWN_CYCLES entry: {gone}"
+
+
+def test_cycle_finder_names_a_cycle_through_a_lazy_import(tmp_path, monkeypatch):
+    core = tmp_path / "stepedit_core"
+    (core / "pkg").mkdir(parents=True)
+    (core / "__init__.py").write_text("")
+    (core / "pkg" / "__init__.py").write_text("")
+    (core / "a.py").write_text("from stepedit_core.pkg import b\n")
+    (core / "pkg" / "b.py").write_text("def f():\n    from stepedit_core import c\n")
+    (core / "c.py").write_text("import stepedit_core.a\n")
+    (core / "d.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from stepedit_core import a\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "CORE", core)
+    core_modules.cache_clear()
+    import_graph.cache_clear()
+    try:
+        graph = import_graph()
+        assert graph["stepedit_core.d"] == frozenset()  # type-only imports never run
+        cycle = ["stepedit_core.a", "stepedit_core.pkg.b", "stepedit_core.c", "stepedit_core.a"]
+        assert cycles(graph) == {frozenset(cycle): cycle}
+    finally:
+        core_modules.cache_clear()
+        import_graph.cache_clear()
+
+
+# --------------------------------------------------------------------------- layers
+
+# importer (a module or a package prefix) -> what it must not import, at any depth
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # engines know nothing of how rounds are laid out or of anything above them
+    "stepedit_core.engines": (
         "stepedit_core.rounds",
         "stepedit_core.shard",
         "stepedit_core.run",
@@ -55,21 +230,89 @@ def test_engines_do_not_import_the_round_layout_or_anything_above_them(path):
         "stepedit_core.executors",
         "stepedit_flows",
         "stepedit_tasks",
-    )
-    bad = sorted(m for m in imported_modules(path) if m.startswith(above))
-    assert not bad, f"{path.name} imports {bad}"
+    ),
+    # the foundation: what the manifest and records are made of knows nothing of engines
+    "stepedit_core.manifest": ("stepedit_core.engines",),
+    "stepedit_core.records": ("stepedit_core.engines",),
+    "stepedit_core.stages": ("stepedit_core.engines",),
+    "stepedit_core.edits": ("stepedit_core.engines",),
+    "stepedit_core.failures": ("stepedit_core.engines",),
+    "stepedit_core.audio": ("stepedit_core.engines",),
+}
+
+# Imports that break a rule today and that another change removes: (importer, imported);
+# entries may only be deleted, never added.
+KNOWN_CROSSINGS: set[tuple[str, str]] = set()
 
 
-@pytest.mark.parametrize(
-    "module", ["manifest.py", "records.py", "stages.py", "edits.py", "failures.py", "audio.py"]
-)
-def test_foundation_modules_do_not_import_engines(module):
-    bad = sorted(
-        m for m in imported_modules(CORE / module) if m.startswith("stepedit_core.engines")
-    )
-    assert not bad, f"{module} imports {bad}"
+def _rules_for(module: str) -> tuple[str, ...]:
+    """The forbidden prefixes of the most specific rule that covers the module."""
+    covering = [k for k in FORBIDDEN if module == k or module.startswith(k + ".")]
+    return FORBIDDEN[max(covering, key=len)] if covering else ()
+
+
+def _breaks(imported: str, forbidden: tuple[str, ...]) -> bool:
+    return any(imported == f or imported.startswith(f + ".") for f in forbidden)
+
+
+def crossings() -> set[tuple[str, str]]:
+    """(importer, imported) of every import that a rule forbids."""
+    found = set()
+    for module, path in core_modules().items():
+        forbidden = _rules_for(module)
+        found |= {(module, m) for m in imported_modules(path) if _breaks(m, forbidden)}
+    return found
+
+
+def test_every_rule_names_modules_that_exist():
+    names = [*FORBIDDEN, *(f for fs in FORBIDDEN.values() for f in fs)]
+    missing = [n for n in names if n.startswith("stepedit_core") and _resolve(n) != n]
+    assert not missing, f"rules name modules that do not exist: {missing}"
 
 
 def test_engine_base_does_not_import_the_registry_above_it():
-    imported = imported_modules(CORE / "engines" / "base.py")
-    assert not any(m == "stepedit_core.engines" for m in imported)
+    imported = imported_modules(core_modules()["stepedit_core.engines.base"])
+    assert "stepedit_core.engines" not in imported
+
+
+def test_no_import_crosses_a_layer_but_the_known_ones():
+    found = crossings()
+    new = sorted(found - KNOWN_CROSSINGS)
+    assert not new, "imports against the layers: " + "; ".join(f"{a} -> {b}" for a, b in new)
+    gone = sorted(KNOWN_CROSSINGS - found)
+    assert not gone, f"no longer imported: delete its KNOWN_CROSSINGS entry: {gone}"
+
+
+@pytest.mark.parametrize(
+    ("source", "imports"),
+    [
+        ("import stepedit_core.rounds\n", "stepedit_core.rounds"),
+        ("def f():\n    from stepedit_core import shard\n", "stepedit_core.shard"),
+        (
+            "class A:\n    def f(self):\n        import stepedit_core.run as r\n",
+            "stepedit_core.run",
+        ),
+    ],
+)
+def test_imports_at_any_depth_count(tmp_path, source, imports):
+    path = tmp_path / "engine.py"
+    path.write_text(source)
+    assert imports in imported_modules(path)
+    assert _breaks(imports, FORBIDDEN["stepedit_core.engines"])
+
+
+@pytest.mark.parametrize(
+    "module", ["stepedit_core.records", "stepedit_core.traces", "stepedit_core.clip_spec"]
+)
+def test_the_shared_record_schema_knows_no_engine(module):
+    """The round record's shared columns and the declarations engines fill in import nothing
+    from engines/; every engine column comes from an engine's own declaration."""
+    bad = sorted(
+        m for m in imported_modules(core_modules()[module]) if m.startswith("stepedit_core.engines")
+    )
+    assert not bad, f"{module} imports {bad}"
+    from stepedit_core.engines import ENGINES, engine_class
+    from stepedit_core.records import RoundRecord
+
+    declared = {c.name for name in ENGINES for c in engine_class(name).trace_type.COLUMNS}
+    assert declared and not declared & set(RoundRecord.SHARED_SCHEMA.names)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from scipy.signal import butter, lfilter
+from work_items import row_item
 
 from stepedit_core import qc
 from stepedit_core.audio import Audio
@@ -21,7 +22,6 @@ from stepedit_core.edits import parse_chain
 from stepedit_core.engines.signal import SignalEngine, loudness
 from stepedit_core.engines.signal.mastering import gate_pauses
 from stepedit_core.engines.signal.vad import shared_vad
-from stepedit_core.stages import WorkItem
 
 from signal_fixtures import longest_zero_run, utterance
 
@@ -47,7 +47,7 @@ def stage():
 
 
 def run_chain(stage, samples: np.ndarray, rate: int, edits: str) -> np.ndarray:
-    item = WorkItem(row_index=0, clip_id="c", audio_uri="mem://", edits=parse_chain(edits))
+    item = row_item(row_index=0, clip_id="c", audio_uri="mem://", edits=parse_chain(edits))
     item.round, item.round_edits = 1, item.edits
     item.audio = Audio(samples, rate)
     stage.process_batch([item])

@@ -2,6 +2,7 @@
 in-process executor."""
 
 import pytest
+from work_items import row_item
 
 from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
@@ -15,7 +16,7 @@ from stepedit_core.executors.ray_data import (
     size_pools,
 )
 from stepedit_core.rounds import build_stages
-from stepedit_core.stages import Resources, Stage, WorkItem
+from stepedit_core.stages import Resources, Stage
 
 from conftest import write_clip
 
@@ -125,7 +126,7 @@ def test_bookkeeping_rides_with_the_next_model_stage():
 
 def _items(tmp_path, n):
     return [
-        WorkItem(
+        row_item(
             i,
             f"c{i}",
             write_clip(tmp_path / f"{i}.wav", 1.2, f0=150 + 10 * i),
@@ -133,7 +134,7 @@ def _items(tmp_path, n):
             seed=i,
         )
         for i in range(n)
-    ] + [WorkItem(n, "gone", str(tmp_path / "gone.wav"), parse_chain("denoise"))]
+    ] + [row_item(n, "gone", str(tmp_path / "gone.wav"), parse_chain("denoise"))]
 
 
 def test_ray_matches_local(tmp_path, ray_cluster):

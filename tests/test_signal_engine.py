@@ -15,6 +15,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
+from work_items import row_item
 
 from stepedit_core.audio import Audio
 from stepedit_core.edits import (
@@ -58,7 +59,7 @@ def stage() -> SignalEditStage:
 
 
 def make_item(samples: np.ndarray, rate: int, edits: str, index: int = 0) -> WorkItem:
-    item = WorkItem(
+    item = row_item(
         row_index=index, clip_id=f"clip{index}", audio_uri="mem://", edits=parse_chain(edits)
     )
     item.round, item.round_edits = 1, item.edits
@@ -472,7 +473,7 @@ def test_runs_through_the_local_executor(tmp_path: Path) -> None:
     path = tmp_path / "tone.flac"
     sf.write(path, harmonic(180.0, 1.0, rate), rate)
     engine = SignalEngine()
-    item = WorkItem(
+    item = row_item(
         row_index=0, clip_id="t", audio_uri=str(path), edits=parse_chain("speed=faster")
     )
     (done,) = LocalExecutor().run(build_stages(engine, 2, with_clone_round=False), [item])

@@ -9,6 +9,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from work_items import row_item
 
 from stepedit_core.executors.ray_data import RayDataExecutor
 from stepedit_core.stage_envs import (
@@ -24,7 +25,8 @@ from stepedit_core.stages import Resources, Stage, WorkItem
 
 
 class WhereStage(Stage):
-    """Records which interpreter ran it on every item."""
+    """Records which interpreter ran it on every item, as a line of the item's text: a Ray
+    worker unpickles only builtins and the library's own types, never this module's."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -33,7 +35,7 @@ class WhereStage(Stage):
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
         for item in items:
-            item.state[self.name] = (sys.prefix, sys.executable)
+            item.text = f"{item.text or ''}{self.name}={sys.prefix}|{sys.executable}\n"
         return items
 
 
@@ -100,14 +102,15 @@ def test_the_ray_executor_runs_a_stage_with_its_own_interpreter(other_python, ra
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     stages = [WhereStage("elsewhere"), WhereStage("here")]
     executor = RayDataExecutor(stage_envs=stage_envs({"elsewhere": str(other_python)}))
-    items = [WorkItem(i, f"c{i}", "unused.wav", ()) for i in range(6)]
+    items = [row_item(i, f"c{i}", "unused.wav", ()) for i in range(6)]
     done = sorted(executor.run(stages, items), key=lambda item: item.row_index)
     assert [item.clip_id for item in done] == [f"c{i}" for i in range(6)]
     for item in done:
-        prefix, executable = item.state["elsewhere"]
+        ran = dict(line.split("=", 1) for line in str(item.text).splitlines())
+        prefix, executable = ran["elsewhere"].split("|")
         assert Path(prefix) == other_python.parent.parent
         assert Path(executable) == other_python
-        assert item.state["here"] == (sys.prefix, sys.executable)
+        assert ran["here"] == f"{sys.prefix}|{sys.executable}"
 
 
 def test_a_job_with_stage_environments_needs_the_ray_executor():

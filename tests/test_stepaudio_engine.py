@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 from pydantic import ValidationError
+from work_items import row_item
 
 from stepedit_core.edits import EditSpec, parse_chain
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
@@ -20,7 +21,6 @@ from stepedit_core.engines.stepaudio.engine import StepAudioEngine, expected_new
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.failures import ItemFailure
 from stepedit_core.rounds import build_stages
-from stepedit_core.stages import WorkItem
 
 from stepaudio_standins import shared_standins, tone
 
@@ -146,7 +146,7 @@ def test_setup_is_idempotent_and_loads_once(engine):
     for stage in stages:
         stage.setup()
     parts = [stage.parts for stage in stages]
-    tokenizer_cls = type(parts[0]["tokenizer"].upstream)
+    tokenizer_cls = type(parts[0].tokenizer.upstream)
     before = tokenizer_cls.instances
     for stage in stages:
         stage.setup()
@@ -156,7 +156,7 @@ def test_setup_is_idempotent_and_loads_once(engine):
 
 def test_three_rounds_through_the_local_executor(engine, tmp_path):
     items = [
-        WorkItem(
+        row_item(
             0,
             "happy",
             _clip(tmp_path / "a.wav", 1.2),
@@ -164,7 +164,7 @@ def test_three_rounds_through_the_local_executor(engine, tmp_path):
             text="hello world",
             seed=7,
         ),
-        WorkItem(
+        row_item(
             1,
             "para-8k-stereo",
             _clip(tmp_path / "b.wav", 1.0, 8000, 300.0, 2),
@@ -173,7 +173,7 @@ def test_three_rounds_through_the_local_executor(engine, tmp_path):
             target_text="[Laughter] good morning",
             seed=8,
         ),
-        WorkItem(
+        row_item(
             2,
             "denoise",
             _clip(tmp_path / "c.flac", 0.8, 44100, 150.0),
@@ -183,20 +183,27 @@ def test_three_rounds_through_the_local_executor(engine, tmp_path):
     ]
     decoder_calls = engine.stages()[2]
     out = _run(engine, items)
-    assert decoder_calls.parts["decoder"].cosyvoice.calls >= 9
+    assert decoder_calls.parts.decoder.cosyvoice.calls >= 9
     for item in out:
         assert item.error_code is None, item.error
         assert [r.round for r in item.records] == [1, 2, 3]
         for record in item.records:
             assert record.status == "ok" and record.audio_flac
             assert record.sample_rate == 24000 and record.channels == 1
-            for codes in (record.input_tokens, record.output_tokens):
+            for codes in (
+                record.engine_columns["input_tokens"],
+                record.engine_columns["output_tokens"],
+            ):
                 assert codes and all(isinstance(c, int) for c in codes)
                 tokens.validate_codes(codes)
             assert json_has(record.timings_json, "tokenize", "edit", "decode")
             # the audit trail: the exact instruction sent, and which model folder ran it
-            assert record.instruction and record.instruction.endswith("\n")
-            assert record.model_fingerprint == layout.fingerprint(engine.options.models_dir)
+            assert record.engine_columns["instruction"] and record.engine_columns[
+                "instruction"
+            ].endswith("\n")
+            assert record.engine_columns["model_fingerprint"] == layout.fingerprint(
+                engine.options.models_dir
+            )
         assert item.records[1].input_sha256 == item.records[0].output_sha256
     para = out[1]
     assert para.text == "[Laughter] good morning"
@@ -216,20 +223,22 @@ def test_reruns_reproduce_with_sampling(tmp_path):
     path = _clip(tmp_path / "a.wav", 1.0)
 
     def once(seed):
-        item = WorkItem(0, "a", path, parse_chain("style=whisper"), text="hi there", seed=seed)
+        item = row_item(0, "a", path, parse_chain("style=whisper"), text="hi there", seed=seed)
         return _run(engine, [item], iterations=2)[0].records
 
     first, again, other = once(5), once(5), once(6)
-    assert [r.output_tokens for r in first] == [r.output_tokens for r in again]
+    assert [r.engine_columns["output_tokens"] for r in first] == [
+        r.engine_columns["output_tokens"] for r in again
+    ]
     assert [r.output_sha256 for r in first] == [r.output_sha256 for r in again]
-    assert first[0].output_tokens != other[0].output_tokens
+    assert first[0].engine_columns["output_tokens"] != other[0].engine_columns["output_tokens"]
 
 
 def test_chain_and_fixed_prompt_modes(engine, tmp_path):
     path = _clip(tmp_path / "a.wav", 1.2, freq=200.0)
 
     def run(mode):
-        item = WorkItem(0, "a", path, parse_chain("emotion=sad"), text="so it goes", seed=3)
+        item = row_item(0, "a", path, parse_chain("emotion=sad"), text="so it goes", seed=3)
         return _run(engine, [item], prompt_mode=mode)[0]
 
     chain, fixed = run("chain"), run("fixed")
@@ -247,20 +256,20 @@ def test_fixed_mode_takes_decoder_prompt_features_from_the_original(engine, tmp_
     from stepedit_core.audio import Audio
 
     denoise = (EditSpec("denoise"),)
-    item = WorkItem(0, "a", "", denoise, round=2, round_edits=denoise)
+    item = row_item(0, "a", "", denoise, round=2, round_edits=denoise)
     item.audio = Audio(tone(1.0, 24000, 150.0), 24000)
     item.prompt = Audio(original, 24000)
     stage.process_batch([item])
     assert item.error is None
-    expected = stage.parts["tokenizer"].encode(item.prompt, with_features=True)
-    assert item.state["prompt_tokens"] == expected.codes
-    assert item.state["input_tokens"] != expected.codes
-    np.testing.assert_allclose(item.state["prompt_embedding"], expected.embedding)
+    expected = stage.parts.tokenizer.encode(item.prompt, with_features=True)
+    assert item.trace.voice.codes == expected.codes
+    assert item.trace.input_tokens != expected.codes
+    np.testing.assert_allclose(item.trace.voice.embedding, expected.embedding)
 
 
 def test_clone_row_makes_round_zero(engine, tmp_path):
     items = [
-        WorkItem(
+        row_item(
             0,
             "clone",
             _clip(tmp_path / "p.wav", 1.5, 22050, 180.0),
@@ -269,7 +278,7 @@ def test_clone_row_makes_round_zero(engine, tmp_path):
             target_text="jumps over the lazy dog",
             seed=1,
         ),
-        WorkItem(
+        row_item(
             1,
             "clone-only",
             _clip(tmp_path / "q.wav", 1.0),
@@ -288,17 +297,19 @@ def test_clone_row_makes_round_zero(engine, tmp_path):
     assert cloned.records[0].text == "jumps over the lazy dog"
     assert [r.round for r in only.records] == [0] and only.records[0].status == "ok"
     # Round 0's input tokens are the prompt clip's; the clone speaks the longer target text.
-    assert len(only.records[0].output_tokens) > 0
+    assert len(only.records[0].engine_columns["output_tokens"]) > 0
 
 
 def test_too_long_fails_before_generation(engine, tmp_path, monkeypatch):
     monkeypatch.setattr(engine.options, "segment_seconds", 200.0)  # the clip goes whole
     path = _clip(tmp_path / "long.wav", 100.0, 16000)
-    item = WorkItem(0, "long", path, parse_chain("emotion=happy"), text="a long read", seed=1)
+    item = row_item(0, "long", path, parse_chain("emotion=happy"), text="a long read", seed=1)
     out = _run(engine, [item], iterations=1)[0]
     assert out.error_code == "too_long"
     assert "8192" in out.error and "100.0 s of audio" in out.error and "up to about" in out.error
-    assert out.records[0].status == "failed" and out.records[0].output_tokens is None
+    assert (
+        out.records[0].status == "failed" and out.records[0].engine_columns["output_tokens"] is None
+    )
 
 
 def test_expected_lengths_for_the_guard():
@@ -320,7 +331,7 @@ def test_expected_lengths_for_the_guard():
 )
 def test_bad_generations_fail_without_audio(behavior, needle, tmp_path):
     engine = make_engine("step-audio-editx", _options(behavior))
-    good = WorkItem(
+    good = row_item(
         0, "a", _clip(tmp_path / "a.wav"), parse_chain("emotion=happy"), text="hello world", seed=1
     )
     out = _run(engine, [good], iterations=2)[0]
@@ -328,13 +339,13 @@ def test_bad_generations_fail_without_audio(behavior, needle, tmp_path):
     assert len(out.records) == 1  # later rounds do not run for a failed item
     record = out.records[0]
     assert record.status == "failed" and record.audio_flac is None
-    assert record.output_tokens is None and record.input_tokens
+    assert record.engine_columns["output_tokens"] is None and record.engine_columns["input_tokens"]
 
 
 def test_one_bad_item_does_not_sink_the_batch(engine, tmp_path):
     edit = engine.stages()[1]
     edit.setup()
-    llm = edit.parts["llm"]
+    llm = edit.parts.llm
     real = llm.generate
     poison = []
 
@@ -344,7 +355,7 @@ def test_one_bad_item_does_not_sink_the_batch(engine, tmp_path):
         return real(prompt_ids, seeds, cfg)
 
     items = [
-        WorkItem(
+        row_item(
             i,
             f"c{i}",
             _clip(tmp_path / f"{i}.wav", 0.6 + 0.2 * i, freq=150.0 + 40 * i),
@@ -371,17 +382,17 @@ def test_one_bad_item_does_not_sink_the_batch(engine, tmp_path):
         llm.generate = real
     assert items[1].error_code == "generation_error" and "simulated" in items[1].error
     assert items[0].error_code is None and items[2].error_code is None
-    assert items[0].state["output_tokens"] and items[2].state["output_tokens"]
+    assert items[0].trace.output_tokens and items[2].trace.output_tokens
 
 
 def _plan_for(item):
     from stepedit_core.engines.stepaudio.engine import _Passes
 
-    return _Passes(item.edits, list(item.state["input_tokens"]), item.text, item.round_seed)
+    return _Passes(item.edits, list(item.trace.input_tokens), item.text, item.round_seed)
 
 
 def test_a_chain_of_edits_runs_one_pass_each(engine, tmp_path):
-    item = WorkItem(
+    item = row_item(
         0,
         "a",
         _clip(tmp_path / "a.wav", 1.0),
@@ -389,18 +400,24 @@ def test_a_chain_of_edits_runs_one_pass_each(engine, tmp_path):
         text="hello world",
         seed=4,
     )
-    single = WorkItem(
+    single = row_item(
         0, "a", item.audio_uri, parse_chain("emotion=happy"), text="hello world", seed=4
     )
     chained, alone = _run(engine, [item], iterations=1)[0], _run(engine, [single], iterations=1)[0]
     assert chained.records[0].edit == "emotion=happy;vad"
     assert chained.records[0].status == "ok"
-    assert chained.records[0].input_tokens == alone.records[0].input_tokens
-    assert chained.records[0].output_tokens != alone.records[0].output_tokens
+    assert (
+        chained.records[0].engine_columns["input_tokens"]
+        == alone.records[0].engine_columns["input_tokens"]
+    )
+    assert (
+        chained.records[0].engine_columns["output_tokens"]
+        != alone.records[0].engine_columns["output_tokens"]
+    )
 
 
 def test_too_short_audio_fails_that_item(engine, tmp_path):
-    item = WorkItem(0, "tiny", _clip(tmp_path / "t.wav", 0.05), parse_chain("denoise"), seed=1)
+    item = row_item(0, "tiny", _clip(tmp_path / "t.wav", 0.05), parse_chain("denoise"), seed=1)
     out = _run(engine, [item], iterations=1)[0]
     assert out.error_code == "too_short"
 
@@ -417,7 +434,7 @@ def test_injected_factories_need_no_checkout(tmp_path, monkeypatch):
     engine = make_engine("step-audio-editx", options)
     engine.check_ready()
     pickle.dumps(engine.stages())
-    item = WorkItem(0, "a", _clip(tmp_path / "a.wav"), parse_chain("vad"), seed=1)
+    item = row_item(0, "a", _clip(tmp_path / "a.wav"), parse_chain("vad"), seed=1)
     out = _run(engine, [item], iterations=1)[0]
     assert out.error_code is None and out.records[0].status == "ok"
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from work_items import row_item
 
 from stepedit_core.audio import Audio
 from stepedit_core.edits import parse_chain
@@ -68,7 +69,7 @@ def _run(engine, item, prompt_mode="chain"):
 
 
 def _item(path, chain: str) -> WorkItem:
-    return WorkItem(0, "a", path, parse_chain(chain), text="hello world", seed=11)
+    return row_item(0, "a", path, parse_chain(chain), text="hello world", seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -146,25 +147,34 @@ def test_two_edit_chain_round_trips_through_16_bit_audio(clip, tmp_path):
 
     # One round trip between the two passes: the edit stage decoded once and tokenized once;
     # the decode stage decoded the last pass.
-    assert edit.parts["decoder"].cosyvoice.calls == 1
-    assert edit.parts["tokenizer"].upstream.seen == [(True, True)]  # release defaults: trim, norm
-    assert tokenize.parts["tokenizer"].upstream.seen == [(True, True)]
-    assert decode.parts["decoder"].cosyvoice.calls == 1
+    assert edit.parts.round_trip.decoder.cosyvoice.calls == 1
+    assert edit.parts.round_trip.tokenizer.upstream.seen == [
+        (True, True)
+    ]  # release defaults: trim, norm
+    assert tokenize.parts.tokenizer.upstream.seen == [(True, True)]
+    assert decode.parts.decoder.cosyvoice.calls == 1
 
-    passes = json.loads(record.passes_json)
+    passes = json.loads(record.engine_columns["passes_json"])
     assert [p["pass"] for p in passes] == [1, 2]
     assert [p["edit"] for p in passes] == ["emotion=happy", "style=whisper"]
     assert [p["input_from"] for p in passes] == ["round_input", "decoded_pass_1"]
-    assert passes[0]["input_sha256"] == roundtrip.codes_sha256(record.input_tokens)
-    assert passes[0]["input_codes"] == len(record.input_tokens)
-    assert passes[1]["output_sha256"] == roundtrip.codes_sha256(record.output_tokens)
-    assert passes[1]["output_codes"] == len(record.output_tokens)
+    assert passes[0]["input_sha256"] == roundtrip.codes_sha256(
+        record.engine_columns["input_tokens"]
+    )
+    assert passes[0]["input_codes"] == len(record.engine_columns["input_tokens"])
+    assert passes[1]["output_sha256"] == roundtrip.codes_sha256(
+        record.engine_columns["output_tokens"]
+    )
+    assert passes[1]["output_codes"] == len(record.engine_columns["output_tokens"])
 
     # Pass 1's output: the same edit alone with the same seed generates it.
     alone = _run(_engine(), _item(clip, "emotion=happy")).records[0]
-    first_out = alone.output_tokens
+    first_out = alone.engine_columns["output_tokens"]
     assert passes[0]["output_sha256"] == roundtrip.codes_sha256(first_out)
-    assert json.loads(alone.passes_json)[0]["output_sha256"] == passes[0]["output_sha256"]
+    assert (
+        json.loads(alone.engine_columns["passes_json"])[0]["output_sha256"]
+        == passes[0]["output_sha256"]
+    )
 
     # Independently: decode pass 1 with the round's voice prompt, write and read 16-bit WAV,
     # cap the peak, tokenize with a fresh stand-in.
@@ -172,7 +182,7 @@ def test_two_edit_chain_round_trips_through_16_bit_audio(clip, tmp_path):
     tokenizer, frontend, cosyvoice = _independent(models, src)
     source = _as_release_reads(clip)
     voice = _voice(frontend, tokenizer, source, 24000)
-    assert voice[0] == record.input_tokens
+    assert voice[0] == record.engine_columns["input_tokens"]
     decoded = _decode(cosyvoice, first_out, voice)
     wav_path = tmp_path / "pass1.wav"
     sf.write(wav_path, decoded, 24000)
@@ -187,10 +197,10 @@ def test_two_edit_chain_round_trips_through_16_bit_audio(clip, tmp_path):
 
     # Chain mode: the last pass is decoded with pass 2's input as the voice prompt, as the
     # release takes each edit's voice prompt from that edit's input clip.
-    final = _decode(cosyvoice, record.output_tokens, second_voice)
+    final = _decode(cosyvoice, record.engine_columns["output_tokens"], second_voice)
     got, _ = sf.read(__import__("io").BytesIO(record.audio_flac), dtype="float32")
     np.testing.assert_allclose(got, final, atol=1.0 / 32768 + 1e-6)  # FLAC is 16-bit
-    first_voice_final = _decode(cosyvoice, record.output_tokens, voice)
+    first_voice_final = _decode(cosyvoice, record.engine_columns["output_tokens"], voice)
     assert not np.allclose(got, first_voice_final, atol=1.0 / 32768 + 1e-6)
 
 
@@ -202,24 +212,24 @@ def test_fixed_prompt_mode_keeps_the_source_voice_across_passes(clip):
     models, src = shared_standins()
     tokenizer, frontend, cosyvoice = _independent(models, src)
     voice = _voice(frontend, tokenizer, _as_release_reads(clip), 24000)
-    final = _decode(cosyvoice, record.output_tokens, voice)
+    final = _decode(cosyvoice, record.engine_columns["output_tokens"], voice)
     got, _ = sf.read(__import__("io").BytesIO(record.audio_flac), dtype="float32")
     np.testing.assert_allclose(got, final, atol=1.0 / 32768 + 1e-6)
-    assert json.loads(record.passes_json)[1]["input_from"] == "decoded_pass_1"
+    assert json.loads(record.engine_columns["passes_json"])[1]["input_from"] == "decoded_pass_1"
 
 
 def test_three_edit_chain_makes_two_round_trips_and_one_edit_none(clip):
     engine = _engine()
     _, edit, decode = engine.stages()
     single = _run(engine, _item(clip, "denoise"))
-    assert single.error is None and "decoder" not in edit.parts  # never loaded without a chain
-    assert len(json.loads(single.records[0].passes_json)) == 1
+    assert single.error is None and edit.parts.round_trip is None  # never loaded without a chain
+    assert len(json.loads(single.records[0].engine_columns["passes_json"])) == 1
     out = _run(engine, _item(clip, "emotion=happy;style=whisper;denoise"))
     assert out.error is None, out.error
-    assert edit.parts["decoder"].cosyvoice.calls == 2
-    assert len(edit.parts["tokenizer"].upstream.seen) == 2
-    assert decode.parts["decoder"].cosyvoice.calls == 2  # one per row
-    passes = json.loads(out.records[0].passes_json)
+    assert edit.parts.round_trip.decoder.cosyvoice.calls == 2
+    assert len(edit.parts.round_trip.tokenizer.upstream.seen) == 2
+    assert decode.parts.decoder.cosyvoice.calls == 2  # one per row
+    passes = json.loads(out.records[0].engine_columns["passes_json"])
     assert [p["input_from"] for p in passes] == ["round_input", "decoded_pass_1", "decoded_pass_2"]
     for earlier, later in zip(passes[:-1], passes[1:], strict=True):
         assert earlier["output_sha256"] != later["input_sha256"]  # always re-tokenized audio
@@ -250,20 +260,22 @@ def test_rounds_hand_each_other_16_bit_audio(clip, tmp_path):
     models, src = shared_standins()
     tokenizer, frontend, cosyvoice = _independent(models, src)
     voice = _voice(frontend, tokenizer, _as_release_reads(clip), 24000)
-    assert voice[0] == first.input_tokens
-    decoded = _decode(cosyvoice, first.output_tokens, voice)
+    assert voice[0] == first.engine_columns["input_tokens"]
+    decoded = _decode(cosyvoice, first.engine_columns["output_tokens"], voice)
     wav_path = tmp_path / "iter1.wav"
     sf.write(wav_path, decoded, 24000)
     second_voice = _voice(frontend, tokenizer, _as_release_reads(wav_path), 24000)
-    assert second.input_tokens == second_voice[0]
+    assert second.engine_columns["input_tokens"] == second_voice[0]
     unquantised = _voice(frontend, tokenizer, torch.from_numpy(decoded)[None], 24000)[0]
-    assert second.input_tokens != unquantised  # the 16-bit step shows in round 2's codes
+    assert (
+        second.engine_columns["input_tokens"] != unquantised
+    )  # the 16-bit step shows in round 2's codes
 
     # Round 1's record keeps its output as made (24-bit FLAC of the decoded audio), not the
     # 16-bit copy handed on; round 2 decodes with the 16-bit audio as its voice (chain mode).
     got, _ = sf.read(__import__("io").BytesIO(first.audio_flac), dtype="float32")
     np.testing.assert_allclose(got, np.clip(decoded, -1, 1), atol=2.0**-23 + 1e-7)
-    final = _decode(cosyvoice, second.output_tokens, second_voice)
+    final = _decode(cosyvoice, second.engine_columns["output_tokens"], second_voice)
     got, _ = sf.read(__import__("io").BytesIO(second.audio_flac), dtype="float32")
     np.testing.assert_allclose(got, final, atol=1.0 / 32768 + 1e-6)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from test_words_pipeline import whisper_folder  # noqa: F401 - the session fixture
+from work_items import row_item
 
 from stepedit_core.audio import Audio
 from stepedit_core.audit import clip_history, format_history
@@ -29,7 +30,7 @@ from stepedit_core.words.edit import remove_fillers
 from stepedit_core.words.fillers import apply_cuts, pauses, plan_cuts, words_after_cuts
 from stepedit_core.words.gate import measure_wer
 from stepedit_core.words.summary import cuts_line, words_line
-from stepedit_core.words.timing import Word, words_from_json
+from stepedit_core.words.timing import OutputWords, Word, words_from_json
 from stepedit_core.words.timing_stage import TimeWords, word_timing_mode
 
 from conftest import run_inprocess, write_clip, write_manifest
@@ -49,7 +50,7 @@ def output_item(clip_id: str, text: str | None, edit: str = "denoise") -> WorkIt
     """An item at the end of a round's engine stages: its output is the clip itself."""
     samples, rate = load(clip_id)
     spec = parse_edit(edit)
-    item = WorkItem(0, clip_id, "x.wav", (spec,), text=text, language="en", round_edits=(spec,))
+    item = row_item(0, clip_id, "x.wav", (spec,), text=text, language="en", round_edits=(spec,))
     item.audio = item.output = Audio(samples, rate)
     return item
 
@@ -120,23 +121,23 @@ def test_the_stage_times_a_round_output_by_aligning_its_text():
     item = output_item("plain_01", text)
     TimeWords().process_batch([item])
     assert not item.failed
-    words = words_from_json(item.state["words_json"])
+    words = words_from_json(item.words.to_json())
     assert [w.word for w in words if not w.filler] == tokens(text)
-    assert item.state["word_timing_backend"] == "pocketsphinx"
+    assert item.words.backend == "pocketsphinx"
     assert all(w.end > w.start for w in words)
 
 
 def test_the_stage_leaves_timed_outputs_alone_and_never_fails_a_round():
     timed = output_item("fill_01", "anything")
-    timed.state["words_json"] = "[]"  # timed by the fillers edit already
+    timed.words = OutputWords([])  # timed by the fillers edit already
     bare = output_item("fill_01", None)  # no text, no ASR model: can not be timed
     idle = output_item("plain_01", CLIPS["plain_01"]["text"])
     idle.round_edits = ()  # nothing ran for it in this round
     TimeWords().process_batch([timed, bare, idle])
-    assert timed.state == {"words_json": "[]"}
-    assert not bare.failed and "words_json" not in bare.state
-    assert "no_word_timings" in bare.state["words_note"]
-    assert "words_json" not in idle.state and "words_note" not in idle.state
+    assert timed.words == OutputWords([])
+    assert not bare.failed and bare.words.words is None
+    assert "no_word_timings" in bare.words.note
+    assert idle.words is None
     # the round's record says why it has no words, in its QC notes
     end = RoundEnd(1, "signal", "1")
     end.process_batch([bare])
@@ -150,9 +151,9 @@ def test_asr_mode_needs_a_model_and_uses_the_asr_word_times(whisper_folder):  # 
         TimeWords("asr")
     item = output_item("plain_01", CLIPS["plain_01"]["text"])
     TimeWords("asr", whisper_folder).process_batch([item])
-    assert item.state["word_timing_backend"] == "faster-whisper"
-    assert "lighthouse" in item.state["output_transcript"].lower()
-    heard = [w.word.strip(".,!?").lower() for w in words_from_json(item.state["words_json"])]
+    assert item.words.backend == "faster-whisper"
+    assert "lighthouse" in item.words.transcript.lower()
+    heard = [w.word.strip(".,!?").lower() for w in item.words.words]
     expected = tokens(CLIPS["plain_01"]["text"])
     assert len(set(heard) & set(expected)) >= 0.7 * len(set(expected))
 
@@ -278,7 +279,7 @@ def test_the_wer_gate_reuses_the_transcript_the_stage_made():
             raise AssertionError("the output was transcribed a second time")
 
     item = output_item("plain_01", "the cat sat on the mat")
-    item.state["output_transcript"] = "The cat sat on a mat."
+    item.words = OutputWords([], transcript="The cat sat on a mat.")
     assert measure_wer(item, NoAsr()) == (pytest.approx(1 / 6, abs=1e-4), None)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import time
 from typing import Any
 
@@ -11,11 +10,11 @@ import pyarrow.parquet as pq
 
 from stepedit_core.audit.records import (
     SELECTED_FIELD,
-    index_path,
     object_sha256,
     record_digest,
 )
 from stepedit_core.judges.verify import clip_verdicts, format_verdicts
+from stepedit_core.qc_result import QcResult
 from stepedit_core.store import RunStore
 from stepedit_core.words.summary import cuts_line, words_line
 
@@ -24,7 +23,7 @@ BULKY_FIELDS = frozenset({"audio_flac", "input_tokens", "output_tokens"})
 
 
 def _find_in_index(store: RunStore, clip_id: str) -> list[dict[str, Any]]:
-    path = index_path(store)
+    path = store.audit_index
     if not store.exists(path):
         return []
     table = pq.read_table(path, filesystem=store.fs, filters=[("clip_id", "==", clip_id)])
@@ -175,7 +174,7 @@ def _final_view(
         if row.get("delivered_files"):  # another format or parts: the manifest's own hashes
             files = json.loads(row["delivered_files"])
             final["delivered_files"] = files
-            path = store.path("audio", posixpath.basename(files[0]["uri"]))
+            path = store.delivered_file(files[0]["uri"])
             final["expected_sha256"] = files[0]["sha256"]
         final["delivered"] = store.uri(path)
         if check_delivered:
@@ -208,7 +207,8 @@ def format_history(history: dict[str, Any]) -> str:
         metrics = _metric_fields(r)
         if metrics:
             lines.append("           " + "  ".join(f"{k}={v}" for k, v in metrics.items()))
-        qc = _qc_metrics(r.get("qc_json"))
+        # measured values only; `--json` keeps the whole record, notes included
+        qc = QcResult.parse(r.get("qc_json")).measured()
         if qc:
             lines.append("           qc " + "  ".join(f"{k}={v}" for k, v in qc.items()))
         for label, line in (
@@ -255,15 +255,3 @@ def _metric_fields(view: dict[str, Any]) -> dict[str, Any]:
         and k != "qc_json"  # shown as its own line, measured values only
         and (k.startswith("qc") or (isinstance(v, (int, float)) and not isinstance(v, bool)))
     }
-
-
-def _qc_metrics(blob: str | None) -> dict[str, Any]:
-    """The measured QC metrics of a record's `qc_json` (those not measured are left out;
-    `--json` keeps the whole record, notes included)."""
-    if not blob:
-        return {}
-    try:
-        metrics = json.loads(blob).get("metrics", {})
-    except (ValueError, AttributeError):
-        return {}
-    return {k: v for k, v in sorted(metrics.items()) if v is not None}

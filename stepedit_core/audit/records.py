@@ -101,14 +101,6 @@ def seal(record: dict[str, Any], prev_record_sha256: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- run level
 
 
-def index_path(store: RunStore) -> str:
-    return store.path("audit", "records.parquet")
-
-
-def run_json_seal_path(store: RunStore) -> str:
-    return store.run_json + ".sha256"
-
-
 def run_relative(store: RunStore, path: str) -> str:
     return posixpath.relpath(path, store.root)
 
@@ -159,7 +151,7 @@ def run_audit(store: RunStore, input_manifest_sha256: str) -> dict[str, Any]:
     index = build_index(store)
     sink = pa.BufferOutputStream()
     pq.write_table(index, sink, compression="zstd", row_group_size=INDEX_ROW_GROUP)
-    store.write_bytes(index_path(store), sink.getvalue().to_pybytes())
+    store.write_bytes(store.audit_index, sink.getvalue().to_pybytes())
     links = zip(
         index.column("row_index").to_pylist(),
         index.column("iteration").to_pylist(),
@@ -174,18 +166,34 @@ def run_audit(store: RunStore, input_manifest_sha256: str) -> dict[str, Any]:
         "output_manifest_sha256": object_sha256(store, store.manifest)
         if store.exists(store.manifest)
         else None,
-        "index": run_relative(store, index_path(store)),
-        "index_sha256": object_sha256(store, index_path(store)),
-        "run_json_seal": run_relative(store, run_json_seal_path(store)),
+        "index": run_relative(store, store.audit_index),
+        "index_sha256": object_sha256(store, store.audit_index),
+        "run_json_seal": run_relative(store, store.run_json_seal),
         **run_verdicts_section(store),
     }
+
+
+RUN_VERDICTS = ""  # the group of the verdicts a run made while editing (parts named shard-*)
+
+
+def verdict_group(part: str) -> str:
+    """Whose verdicts a part holds: `<judge id>-shard-...` (stepedit judge) or `shard-...`."""
+    name = posixpath.basename(part)
+    return name.split("-shard-", 1)[0] if "-shard-" in name else RUN_VERDICTS
+
+
+def verdict_groups(store: RunStore) -> dict[str, list[str]]:
+    """Record hashes of the verdicts, by group (reads one column of each part)."""
+    groups: dict[str, list[str]] = {}
+    for part in store.list(store.judgements_dir):
+        hashes = store.read_table(part, ["record_sha256"]).column(0).to_pylist()
+        groups.setdefault(verdict_group(part), []).extend(h or "" for h in hashes)
+    return groups
 
 
 def run_verdicts_section(store: RunStore) -> dict[str, Any]:
     """The digest over the verdicts a run made while editing (`--judge`), so that a verdict part
     deleted later is noticed; nothing when the run was not judged."""
-    from stepedit_core.judges.verify import RUN_VERDICTS, verdict_groups
-
     hashes = verdict_groups(store).get(RUN_VERDICTS)
     if hashes is None:
         return {}
@@ -220,7 +228,7 @@ def write_sealed_run_json(store: RunStore, record: dict[str, Any]) -> None:
     The seal is written second: a crash leaves an unsealed run.json, which verify reports."""
     data = (json.dumps(record, indent=2, default=str) + "\n").encode()
     store.write_bytes(store.run_json, data)
-    store.write_bytes(run_json_seal_path(store), seal_line(data, audit_key()).encode())
+    store.write_bytes(store.run_json_seal, seal_line(data, audit_key()).encode())
 
 
 def split_run_uri(run: str) -> tuple[str, str]:

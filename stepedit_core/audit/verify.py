@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,7 +19,6 @@ from stepedit_core.audit.records import (
     object_sha256,
     record_digest,
     run_digest,
-    run_json_seal_path,
     run_relative,
     seal_line,
 )
@@ -91,7 +89,7 @@ def _check_run_json(store: RunStore, report: VerifyReport) -> dict[str, Any]:
     except FileNotFoundError:
         report.add("run_json_missing", "run.json", detail="no run.json: the run never finished")
         return {}
-    seal_path = run_json_seal_path(store)
+    seal_path = store.run_json_seal
     if not store.exists(seal_path):
         report.add("run_json_unsealed", "run.json", detail="run.json.sha256 is missing")
     else:
@@ -277,7 +275,7 @@ def _check_delivered_files(
     the output manifest recorded for it; returns how many were checked."""
     checked = 0
     for entry in json.loads(row["delivered_files"]):
-        path = store.path("audio", posixpath.basename(entry["uri"]))
+        path = store.delivered_file(entry["uri"])
         expected.add(path)
         rel = run_relative(store, path)
         if path not in present:
@@ -296,7 +294,7 @@ def _check_delivered_files(
 
 
 def _check_delivered(store: RunStore, report: VerifyReport, by_row: dict[int, list[dict]]) -> None:
-    audio_dir = store.path("audio")
+    audio_dir = store.audio_dir
     present = set(store.fs.ls(audio_dir, detail=False)) if store.exists(audio_dir) else set()
     # a temporary left by a crashed local write is not a delivered file
     present = {p.rstrip("/") for p in present if not is_temporary(p)}

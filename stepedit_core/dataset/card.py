@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, scorer_for
+from stepedit_core.dataset.choose_scorer import scorer_for
+from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN
 
 if TYPE_CHECKING:
     from stepedit_core.dataset.margin_set import MarginSpec

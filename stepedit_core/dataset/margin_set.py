@@ -25,14 +25,15 @@ from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, model_v
 
 from stepedit_core.access import AllowedRoots, default_root, storage_options_installed
 from stepedit_core.dataset import card
-from stepedit_core.dataset.layout import SET_METADATA, card_path, rows_path, sft_path
+from stepedit_core.dataset.choose_scorer import scorer_for
+from stepedit_core.dataset.layout import SET_METADATA
 from stepedit_core.dataset.pair_rows import (
     neutral_is_clone,
     pair_rows,
     read_source,
     source_columns,
 )
-from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable, scorer_for
+from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable
 from stepedit_core.dataset.sft import SetWriting, passed_columns, write_sft
 from stepedit_core.edits import EditSpec, parse_edit, refusal
 from stepedit_core.failures import RunRefused
@@ -99,7 +100,7 @@ class MarginSpec(BaseModel):
         # the run's manifest is in OUT/_datasets/ID/: its default root would be that folder
         job["allow_roots"] = list(job.get("allow_roots") or [default_root(manifest_uri)])
         run = JobSpec(
-            manifest_uri=store.uri(rows_path(store)),
+            manifest_uri=store.uri(store.margin_rows),
             out=out,
             run_id=run_id,
             report="none",  # the page is built once the set is scored (it charts the margins)
@@ -143,7 +144,7 @@ def write_pair_rows(spec: MarginSpec) -> pa.Table:
     (a run id resumes only the job it was started with)."""
     store = RunStore(spec.job.out, spec.job.run_id)
     table = pair_rows(read_source(spec.manifest_uri), spec.attributes, spec.job.engine)
-    path = rows_path(store)
+    path = store.margin_rows
     if store.exists(path) and not spec.job.overwrite:
         earlier = store.read_table(path)
         if not earlier.equals(table):
@@ -188,18 +189,18 @@ def write_margin_set(spec: MarginSpec, record: dict[str, Any]) -> dict[str, Any]
         clone=neutral_is_clone(spec.job.engine),
         passed=passed_columns(source_columns(spec.manifest_uri)),
     )
-    path = sft_path(store)
+    path = store.margin_set
     counted = write_sft(writing, path, {SET_METADATA: _spec_json(spec)})
     with store.fs.open(path, "rb") as handle:
         columns = pq.read_schema(handle).names
     summary = card.summarize(counted, columns, spec, record)
-    store.write_bytes(card_path(store), card.data_card(summary).encode())
+    store.write_bytes(store.margin_set_card, card.data_card(summary).encode())
     if spec.report != "none":
         from stepedit_core.report import build_report
 
         summary["report"] = build_report(spec.job.out, spec.job.run_id, media=spec.report)
     summary["sft"] = store.uri(path)
-    summary["card"] = store.uri(card_path(store))
+    summary["card"] = store.uri(store.margin_set_card)
     return summary
 
 

@@ -31,7 +31,6 @@ from stepedit_core.dataset.run_rounds import RoundRef, read_rounds
 from stepedit_core.dataset.sft import Location, record_locations, staged_file
 from stepedit_core.edits import parse_chain
 from stepedit_core.failures import RunRefused
-from stepedit_core.judges.verify import JUDGEMENTS_DIR
 from stepedit_core.store import RunStore
 
 PARALINGUISTIC_MARGIN = 2  # 1-3 scores: the top score against the bottom one
@@ -108,7 +107,7 @@ def rating_pairs(ratings: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
 
 def _verdict_groups(store: RunStore) -> dict[tuple, list[dict[str, Any]]]:
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
-    for path in store.list(store.path(JUDGEMENTS_DIR)):
+    for path in store.list(store.judgements_dir):
         for v in store.read_table(path).to_pylist():
             key = (v["row_index"], v["judge"], v["model"], v["prompt_sha256"], v["task"])
             groups[key].setdefault(v["iteration"], v)  # the same verdict in two parts: once

@@ -1,7 +1,7 @@
 """Margin scorers: how clearly an edited version differs from its neutral version, on 1-10.
 
 A scorer sees one pair (the neutral and the edited audio and the attribute that was edited)
-and returns a `Margin`. Scorers are looked up by name in `SCORERS`; `objective` (what the edit
+and returns a `Margin`. Scorers are chosen by name (choose_scorer.py): `objective` (what the edit
 measurably did, see objective.py) and `judge` (an audio model asked how clearly the attribute
 differs, see judge_scorer.py). Nothing else in the margin set depends on how a margin was made.
 """
@@ -9,13 +9,10 @@ differs, see judge_scorer.py). Nothing else in the margin set depends on how a m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from stepedit_core.audio import Audio
 from stepedit_core.edits import EditSpec
-
-if TYPE_CHECKING:
-    from stepedit_core.judges.spec import JudgeSpec
 
 MARGIN_MIN, MARGIN_MAX = 1, 10
 
@@ -57,33 +54,4 @@ class ScorerUnavailable(ValueError):
     """The scorer asked for does not exist (or can not score an attribute asked for)."""
 
 
-def make_scorer(
-    name: str,
-    dnsmos: bool = False,
-    judge: JudgeSpec | None = None,
-    template: str | None = None,
-    cache_root: str | None = None,
-) -> MarginScorer:
-    """The scorer called `name`. `dnsmos`: the objective scorer also measures DNSMOS for
-    denoise (the qc-heavy extra); `judge`, `template`, `cache_root`: the judge scorer's model
-    judge, prompt template and verdict cache root (OUT)."""
-    from stepedit_core.dataset.judge_scorer import DEFAULT_MARGIN_PROMPT, JudgeScorer
-    from stepedit_core.dataset.objective import ObjectiveScorer
-
-    if name == "objective":
-        return ObjectiveScorer(dnsmos=dnsmos)
-    if name == "judge":
-        if judge is None:
-            raise ScorerUnavailable("the judge scorer needs --judge gemini|openai and --model")
-        return JudgeScorer(judge, cache_root, template or DEFAULT_MARGIN_PROMPT)
-    raise ScorerUnavailable(f"unknown margin scorer {name!r}; available: {', '.join(SCORERS)}")
-
-
-def scorer_for(spec: Any) -> MarginScorer:
-    """The scorer a MarginSpec names, with its settings."""
-    return make_scorer(
-        spec.scorer, spec.dnsmos, spec.judge, spec.margin_prompt, cache_root=spec.job.out
-    )
-
-
-SCORERS = ("objective", "judge")
+SCORERS = ("objective", "judge")  # made by choose_scorer.py

@@ -26,8 +26,6 @@ import pyarrow.parquet as pq
 
 from stepedit_core import audio as audio_io
 from stepedit_core.access import AllowedRoots
-from stepedit_core.audit.records import index_path
-from stepedit_core.dataset.layout import neutral_path
 from stepedit_core.dataset.pair_rows import ATTRIBUTE, SOURCE_CLIP_ID
 from stepedit_core.dataset.scorers import Margin, MarginScorer, Pair
 from stepedit_core.edits import EditSpec, parse_edit
@@ -156,7 +154,7 @@ Location = tuple[str, int, int, int]  # part, row group, row in group, iteration
 def record_locations(store: RunStore) -> dict[int, list[Location]]:
     """row_index -> where its records are, from the run's records index."""
     index = store.read_table(
-        index_path(store), ["row_index", "iteration", "part", "row_group", "row"]
+        store.audit_index, ["row_index", "iteration", "part", "row_group", "row"]
     )
     found: dict[int, list[Location]] = defaultdict(list)
     for r in index.to_pylist():
@@ -245,7 +243,7 @@ def _fetch(
         if neutral is not None:
             store = writing.store
             stem = posixpath.basename(store.audio_path(row["clip_id"], index))
-            path = neutral_path(store, stem)
+            path = store.neutral_clone(stem)
             store.write_bytes(path, neutral["audio_flac"])
             neutral_uri, neutral_bytes = store.uri(path), neutral["audio_flac"]
         else:

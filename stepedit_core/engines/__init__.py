@@ -4,6 +4,9 @@ so listing engines never loads torch or a model)."""
 from __future__ import annotations
 
 import importlib
+from functools import cache
+
+import pyarrow as pa
 
 from stepedit_core.edits import SIGNAL, STEPAUDIO
 from stepedit_core.engines.base import Engine, EngineNotReady
@@ -35,6 +38,18 @@ def make_engine(name: str, options: EngineOptions | None = None) -> Engine:
     return engine_class(name)(options)
 
 
+@cache
+def round_record_schema() -> pa.Schema:
+    """The schema of every run's round records: the shared columns and every registered engine's
+    own, whichever engine a run uses (its files read alike, and a column's type never changes
+    from run to run)."""
+    from stepedit_core.records import round_schema
+
+    return round_schema(
+        column for name in ENGINES for column in engine_class(name).trace_type.COLUMNS
+    )
+
+
 __all__ = [
     "DEFAULT_ENGINE",
     "ENGINES",
@@ -44,4 +59,5 @@ __all__ = [
     "UnknownEngine",
     "engine_class",
     "make_engine",
+    "round_record_schema",
 ]

@@ -10,6 +10,7 @@ from stepedit_core.audio import Audio
 from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
 from stepedit_core.failures import ItemFailure, RunRefused
 from stepedit_core.stages import Stage
+from stepedit_core.traces import EngineTrace
 
 if TYPE_CHECKING:  # options.py imports the engines' config modules, which import this one
     from stepedit_core.engines.options import EngineOptions
@@ -30,6 +31,9 @@ class Engine(ABC):
     # What the next round receives of a round's output; None: the output as it is. A
     # module-level function, so the round-end stage that calls it pickles it by reference.
     round_handoff: Callable[[Audio], Audio] | None = None
+    # What the engine's stages hand each other in a round, and the record columns it adds
+    # (traces.py); the base trace adds none.
+    trace_type: type[EngineTrace] = EngineTrace
 
     def __init__(self, options: EngineOptions | None = None) -> None:
         from stepedit_core.engines.options import EngineOptions

@@ -34,8 +34,6 @@ from stepedit_core.judges.targets import EvalTarget, targets_in
 from stepedit_core.judges.verdict import Verdict, verdict_table
 from stepedit_core.store import RunStore
 
-JUDGEMENTS_DIR = "judgements"
-EVAL_DIR = "eval"
 PARTS_PER_CALL = 8  # iteration parts judged per executor call (about 2,000 rounds)
 RECORD_COLUMNS = ["clip_id", "row_index", "iteration", "edit", "status", "input_sha256",
                   "output_sha256", "record_sha256", "audio_flac"]  # fmt: skip
@@ -60,14 +58,6 @@ class JudgeOutcome:
 def judge_id(judge: Judge) -> str:
     material = json.dumps([judge.kind, judge.model, judge.prompts.templates], sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:12]
-
-
-def judgements_dir(store: RunStore) -> str:
-    return store.path(JUDGEMENTS_DIR)
-
-
-def eval_path(store: RunStore, name: str) -> str:
-    return store.path(EVAL_DIR, name)
 
 
 def judge_run(
@@ -95,7 +85,7 @@ def judge_run(
     sources = dict(enumerate(manifest.column("audio_uri").to_pylist()))
     jid = judge_id(judge)
     outcome = JudgeOutcome(judge_id=jid, skipped_rows=skipped)
-    written = {posixpath.basename(p) for p in store.list(judgements_dir(store), prefix=jid)}
+    written = {posixpath.basename(p) for p in store.list(store.judgements_dir, prefix=jid)}
     pending = []
     for part in store.list(store.iterations_dir):
         if f"{jid}-{posixpath.basename(part)}" in written:
@@ -115,7 +105,7 @@ def judge_run(
             by_part[part_of[(task.row_index, task.round, task.task)]].append(task.verdict)
         for part in batch:
             verdicts = sorted(by_part.get(part, []), key=lambda v: (v.row_index, v.round, v.task))
-            path = store.path(JUDGEMENTS_DIR, f"{jid}-{posixpath.basename(part)}")
+            path = store.judgement_part(f"{jid}-{posixpath.basename(part)}")
             store.write_table(path, verdict_table(verdicts))
             outcome.parts_written += 1
             outcome.judged_now += len(verdicts)
@@ -128,7 +118,7 @@ def judge_run(
 
 def read_verdicts(store: RunStore, prefix: str = "") -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for path in store.list(judgements_dir(store), prefix=prefix):
+    for path in store.list(store.judgements_dir, prefix=prefix):
         rows += store.read_table(path).to_pylist()
     return rows
 
@@ -140,8 +130,8 @@ def finish(store: RunStore, jid: str, judge: Judge, outcome: JudgeOutcome) -> No
     outcome.failed = sum(1 for v in verdicts if v["status"] != "ok")
     rows = accuracy_rows(verdicts)
     outcome.accuracy = rows
-    store.write_table(eval_path(store, "accuracy.parquet"), accuracy_table(verdicts))
-    store.write_bytes(eval_path(store, "accuracy.md"), markdown(rows).encode())
+    store.write_table(store.eval_file("accuracy.parquet"), accuracy_table(verdicts))
+    store.write_bytes(store.eval_file("accuracy.md"), markdown(rows).encode())
     record = {
         "judge_id": jid,
         "judge": judge.kind,
@@ -154,9 +144,9 @@ def finish(store: RunStore, jid: str, judge: Judge, outcome: JudgeOutcome) -> No
         "skipped_rows": outcome.skipped_rows,
     }
     data = (json.dumps(record, indent=2) + "\n").encode()
-    store.write_bytes(eval_path(store, "judgements.json"), data)
+    store.write_bytes(store.eval_file("judgements.json"), data)
     store.write_bytes(
-        eval_path(store, "judgements.json.sha256"),
+        store.eval_file("judgements.json.sha256"),
         seal_line(data, audit_key()).replace("run.json", "judgements.json").encode(),
     )
 

@@ -23,7 +23,7 @@ COLORS = {"ours": ("#1f6fd1", "none"), "paper": ("#9a9a9a", "4 3")}  # stroke, d
 
 def accuracy_section(store: RunStore) -> str:
     """HTML for RUN/eval/accuracy.parquet; empty when the run was never judged."""
-    path = store.path("eval", "accuracy.parquet")
+    path = store.eval_file("accuracy.parquet")
     if not store.exists(path):
         return ""
     rows = store.read_table(path).to_pylist()

@@ -4,38 +4,21 @@ and the sealed digest over a judging pass's verdicts (`RUN/eval/judgements.json`
 from __future__ import annotations
 
 import json
-import posixpath
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
 from stepedit_core.audit.records import (
+    RUN_VERDICTS,
     audit_key,
     record_digest,
     run_relative,
     seal_line,
+    verdict_group,
     verdicts_digest,
 )
 from stepedit_core.store import RunStore
-
-JUDGEMENTS_DIR = "judgements"
-RUN_VERDICTS = ""  # the group of the verdicts a run made while editing (parts named shard-*)
-
-
-def _group(part: str) -> str:
-    """Whose verdicts a part holds: `<judge id>-shard-...` (stepedit judge) or `shard-...`."""
-    name = posixpath.basename(part)
-    return name.split("-shard-", 1)[0] if "-shard-" in name else RUN_VERDICTS
-
-
-def verdict_groups(store: RunStore) -> dict[str, list[str]]:
-    """Record hashes of the verdicts, by group (reads one column of each part)."""
-    groups: dict[str, list[str]] = {}
-    for part in store.list(store.path(JUDGEMENTS_DIR)):
-        hashes = store.read_table(part, ["record_sha256"]).column(0).to_pylist()
-        groups.setdefault(_group(part), []).extend(h or "" for h in hashes)
-    return groups
 
 
 def check_verdicts(
@@ -45,9 +28,13 @@ def check_verdicts(
     a record the run does not hold, and for verdict sets that do not match their digests
     (run.json's `audit` for the run's own, eval/judgements.json for `stepedit judge`'s).
     `found`: (row_index, iteration) -> round record."""
-    parts = store.list(store.path(JUDGEMENTS_DIR))
+    parts = store.list(store.judgements_dir)
     if audit.get("verdicts_digest") and not parts:
-        report.add("verdicts_missing", JUDGEMENTS_DIR, detail="run.json records verdicts")
+        report.add(
+            "verdicts_missing",
+            run_relative(store, store.judgements_dir),
+            detail="run.json records verdicts",
+        )
     if not parts:
         return
     links = {r.get("record_sha256") for r in found.values()}
@@ -65,7 +52,7 @@ def check_verdicts(
         except (pa.ArrowException, OSError, ValueError) as exc:
             report.add("verdicts_unreadable", rel, detail=f"{type(exc).__name__}: {exc}")
             continue
-        prefix = _group(part)
+        prefix = verdict_group(part)
         for row in rows:
             count += 1
             by_prefix.setdefault(prefix, []).append(row.get("record_sha256") or "")
@@ -84,7 +71,7 @@ def check_verdicts(
     if recorded and verdicts_digest(by_prefix.get(RUN_VERDICTS, [])) != recorded:
         report.add(
             "verdicts_digest_mismatch",
-            JUDGEMENTS_DIR,
+            run_relative(store, store.judgements_dir),
             detail=f"the run's verdicts do not digest to run.json's ({audit.get('verdicts')} "
             f"recorded, {len(by_prefix.get(RUN_VERDICTS, []))} found)",
         )
@@ -92,7 +79,7 @@ def check_verdicts(
 
 
 def _check_digest(store: RunStore, report: Any, by_prefix: dict[str, list[str]]) -> None:
-    path = store.path("eval", "judgements.json")
+    path = store.eval_file("judgements.json")
     if not store.exists(path):
         return
     data = store.read_bytes(path)
@@ -116,7 +103,7 @@ def _check_digest(store: RunStore, report: Any, by_prefix: dict[str, list[str]])
 def clip_verdicts(store: RunStore, clip_id: str) -> list[dict[str, Any]]:
     """Every verdict on one clip (all judges), each with whether its seal holds."""
     found = []
-    for part in store.list(store.path(JUDGEMENTS_DIR)):
+    for part in store.list(store.judgements_dir):
         table = store.read_table(part)
         mask = pa.compute.equal(table.column("clip_id"), clip_id)
         for row in table.filter(mask).to_pylist():

@@ -22,7 +22,6 @@ QC is shown when records carry `qc_pass` (bool) and optionally `qc_reasons` (tex
 from __future__ import annotations
 
 import json
-import math
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from stepedit_core import audio as audio_io
 from stepedit_core.failures import ItemFailure
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
+from stepedit_core.qc_result import QcResult
 from stepedit_core.report.charts import round_stats, trend_svg
 from stepedit_core.report.cuts import cuts_strip, words_note
 from stepedit_core.report.escape import html_text as _e
@@ -140,7 +140,7 @@ class ReportBuilder:
         return {row for row, (_, verdict) in last.items() if verdict is False}
 
     def path(self, rel: str) -> str:
-        return self.store.path("report", rel)
+        return self.store.report_file(rel)
 
     def load_clips(self) -> dict[int, ClipView]:
         table = self.store.read_table(self.store.manifest)
@@ -219,7 +219,7 @@ class ReportBuilder:
         for m in metrics:
             if record.get(m) is not None:
                 self.values.setdefault(m, {}).setdefault(k, []).append(float(record[m]))
-        for m, value in _qc_metrics(record.get(QC_JSON)).items():
+        for m, value in QcResult.parse(record.get(QC_JSON)).numeric().items():
             if m not in view.metrics:
                 view.metrics[m] = value
                 self.values.setdefault(m, {}).setdefault(k, []).append(value)
@@ -268,8 +268,7 @@ class ReportBuilder:
                 continue
             try:
                 parts = [
-                    audio_io.load(self.store.path("audio", posixpath.basename(f["uri"])))[0]
-                    for f in clip.delivered
+                    audio_io.load(self.store.delivered_file(f["uri"]))[0] for f in clip.delivered
                 ]
             except ItemFailure:  # a delivered file gone or unreadable: verify reports it
                 continue
@@ -425,21 +424,6 @@ def _nav(pages: list[str], current: str) -> str:
     return f'<nav class="pages">pages: {" ".join(links)}</nav>'
 
 
-def _qc_metrics(blob: str | None) -> dict[str, float]:
-    """The finite numeric metrics of a record's `qc_json` (empty when there is none)."""
-    if not blob:
-        return {}
-    try:
-        metrics = json.loads(blob).get("metrics", {})
-    except (ValueError, AttributeError):
-        return {}
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    }
-
-
 def _summary(run: dict, clips: list[ClipView], qc_counts: dict, profiles: set[str]) -> str:
     counts = run.get("counts") or {}
     ok = sum(1 for c in clips if c.status == "ok")
@@ -545,9 +529,7 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
         )
         index_body += f'<div class="sub">with every failing clip after them{more}</div>'
     index_body += _table(index_rows)
-    store.write_bytes(
-        builder.path("index.html"), _page(f"stepedit {run_id}", header, index_body).encode()
-    )
+    store.write_bytes(store.report_index, _page(f"stepedit {run_id}", header, index_body).encode())
     for name, chunk in zip(pages[1:], chunks[1:], strict=True):
         body = f"<h2>Clips {chunk[0].row_index + 1}-{chunk[-1].row_index + 1}</h2>"
         body += _nav(pages, name) + _table(chunk)
@@ -560,5 +542,5 @@ def build_report(out: str, run_id: str, page_size: int = 200, media: str = "all"
             builder.path(name), _page(f"stepedit {run_id} {name}", header, body).encode()
         )
     summary = {"clips": len(clips), "pages": pages, "failure_pages": fail_pages}
-    store.write_bytes(builder.path("report.json"), json.dumps(summary, indent=2).encode())
-    return store.uri(builder.path("index.html"))
+    store.write_bytes(store.report_summary, json.dumps(summary, indent=2).encode())
+    return store.uri(store.report_index)

@@ -8,7 +8,7 @@ import html
 import json
 from collections import Counter
 
-from stepedit_core.dataset.layout import SET_METADATA, sft_path
+from stepedit_core.dataset.layout import SET_METADATA
 from stepedit_core.store import RunStore
 
 WIDTH, HEIGHT = 300, 150
@@ -52,7 +52,7 @@ def margin_histogram_svg(attribute: str, margins: list[int], min_margin: float) 
 
 def margin_section(store: RunStore) -> str:
     """The section's HTML, or "" when the run made no margin set."""
-    path = sft_path(store)
+    path = store.margin_set
     if not store.exists(path):
         return ""
     settings = json.loads(store.read_metadata(path).get(SET_METADATA, "{}"))

@@ -1,6 +1,7 @@
 """Where the words are: word timings from forced alignment or ASR, fillers, word error rate.
 
-- `timing`: `Word` (word, start, end, confidence) and its JSON form in the round record.
+- `timing`: `Word` (word, start, end, confidence), its JSON form in the round record, and
+  `OutputWords`, the words of a round's output as they travel on the work item.
 - `align`: forced alignment of a known English text with pocketsphinx (its model ships in the
   wheel); fillers may sit between any two words of the text and come out as words.
 - `asr`: transcripts and word timings from a local faster-whisper (CTranslate2) folder.

@@ -29,7 +29,8 @@ def measure_wer(item: Any, asr: Any) -> tuple[float | None, str | None]:
     text = expected_text(item)
     if not (text or "").strip():
         return None, "no text to compare with (column 'text' is empty)"
-    heard = item.state.get("output_transcript")  # the word-timing stage's ASR pass, if any
+    # the word-timing stage's ASR pass, if any
+    heard = item.words.transcript if item.words is not None else None
     if heard is None:
         heard = asr.transcribe(item.output.samples, item.output.sample_rate, item.language).text
     rate = error_rate(text, heard, item.language)

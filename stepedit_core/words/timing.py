@@ -39,3 +39,18 @@ def words_json(words: list[Word]) -> str:
 
 def words_from_json(text: str | None) -> list[Word]:
     return [Word(**row) for row in json.loads(text or "[]")]
+
+
+@dataclass
+class OutputWords:
+    """The words of a round's output, from the word-timing stage or the fillers edit (which
+    times its own output); `note` says why there are none when the output could not be timed."""
+
+    words: list[Word] | None = None
+    backend: str | None = None  # which backend found them (pocketsphinx, faster-whisper)
+    transcript: str | None = None  # what an ASR heard (the WER gate reuses it)
+    note: str | None = None
+
+    def to_json(self) -> str | None:
+        """The record's `words_json` (None when the output was not timed)."""
+        return None if self.words is None else words_json(self.words)

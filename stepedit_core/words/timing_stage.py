@@ -18,7 +18,7 @@ from typing import Any
 
 from stepedit_core.edits import EditSpec
 from stepedit_core.stages import Resources, Stage, WorkItem
-from stepedit_core.words.timing import words_json
+from stepedit_core.words.timing import OutputWords
 
 WORD_TIMING_MODES = ("auto", "asr")
 STAGE_NAME = "word_timing"
@@ -55,7 +55,7 @@ class TimeWords(Stage):
             i
             for i in items
             if not i.failed and i.round_edits and i.output is not None
-            and "words_json" not in i.state
+            and i.words is None
         ]  # fmt: skip
 
     def process_item(self, item: WorkItem) -> None:
@@ -63,12 +63,10 @@ class TimeWords(Stage):
         try:
             timings = self.time(item)
         except Exception as exc:  # noqa: BLE001 - missing word timings never fail a round
-            item.state["words_note"] = f"{getattr(exc, 'code', type(exc).__name__)}: {exc}"
+            item.words = OutputWords(note=f"{getattr(exc, 'code', type(exc).__name__)}: {exc}")
             return
-        item.state["words_json"] = words_json(timings.words)
-        item.state["word_timing_backend"] = timings.backend
-        if timings.transcript is not None:  # the WER gate compares it, with no second ASR pass
-            item.state["output_transcript"] = timings.transcript
+        # an ASR's transcript is kept: the WER gate compares it, with no second ASR pass
+        item.words = OutputWords(list(timings.words), timings.backend, timings.transcript)
 
     def time(self, item: WorkItem) -> Any:
         """The output's WordTimings from the backend this mode and row call for."""

@@ -10,8 +10,10 @@ import numpy as np
 from stepedit_core.audio import Audio
 from stepedit_core.edits import LOUDNESS_PROFILES, SIGNAL, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady
+from stepedit_core.engines.signal.trace import SignalTrace
 from stepedit_core.failures import ItemFailure
 from stepedit_core.stages import EngineStage, Resources, Stage, WorkItem
+from stepedit_core.words.timing import OutputWords
 
 REQUIRED_MODULES = (
     "python_stretch",
@@ -82,7 +84,7 @@ class SignalEditStage(EngineStage):
             else:
                 # the fillers edit's words describe its own output, not what a later edit
                 # makes of it: the word-timing stage times this round's output instead
-                item.state.pop("words_json", None)
+                item.words = None
                 samples = self.apply(spec, samples, rate)
         if not np.isfinite(samples).all():
             raise ItemFailure("non_finite_output", "the signal edit produced NaN/inf samples")
@@ -94,8 +96,7 @@ class SignalEditStage(EngineStage):
         """The fillers edit (stepedit_core/words): the word timings and the cuts go into the
         round's record."""
         from stepedit_core.words.edit import remove_fillers
-        from stepedit_core.words.fillers import cuts_json, words_after_cuts
-        from stepedit_core.words.timing import words_json
+        from stepedit_core.words.fillers import words_after_cuts
 
         if self._vad is None:
             self.setup()
@@ -109,9 +110,8 @@ class SignalEditStage(EngineStage):
         )
         # the words of the edit's output: its alignment moved past the cuts, not aligned again
         moved = words_after_cuts(result.timings.words, result.cuts, samples.shape[0], sample_rate)
-        item.state["words_json"] = words_json(moved)
-        item.state["cuts_json"] = cuts_json(result.cuts)
-        item.state["word_timing_backend"] = result.timings.backend
+        item.words = OutputWords(moved, backend=result.timings.backend)
+        SignalTrace.of(item).cuts = list(result.cuts)
         if result.timings.text_source == "asr" and not (item.text or "").strip():
             item.text, item.text_source = result.timings.text, "asr"
         return result.samples
@@ -163,6 +163,7 @@ class SignalEngine(Engine):
         "loudness normalisation with a true-peak limiter, and filler removal."
     )
     reads_text = False
+    trace_type = SignalTrace
     notes = {
         "speed": "pitch and formants are kept (1.25 plays 1.25x as fast)",
         "denoise": "RNNoise at 48 kHz (resampled back to the source rate)",

@@ -26,15 +26,12 @@ clip) is short next to generation. The price is GPU memory on the edit stage's w
 meet a chain: the decoder and tokenizer take about 5-6 GB more there (see the README's
 placement text).
 
-Data between stages lives in `item.state`:
-
-- `input_tokens`: codes (0..5119) of the round's input clip, kept in the round's record;
-- `output_tokens`: codes the LLM generated (record as well);
-- `prompt_tokens`, `prompt_feat`, `prompt_embedding`: the decoder's voice prompt (this round's
-  input in chain mode, the original clip in fixed mode);
-- `clone_speaker`: speaker name of a clone prompt;
-- `passes`: one entry per LLM pass of the round (`roundtrip.pass_entry`), kept in the round's
-  record as `passes_json`.
+Data between stages lives in the item's `StepAudioTrace` (trace.py): the round input's codes,
+the generated codes, the decoder's voice prompt (this round's input in chain mode, the original
+clip in fixed mode), the speaker name of a clone prompt and one entry per LLM pass; the trace
+also declares the columns the round record keeps of it (tokens, instruction, model
+fingerprint, `passes_json`, `segments_json`). Each stage's loaded models are a small dataclass
+of their own (models.py).
 
 GPU shares (defaults fit one 16 GB+ GPU per worker set; override per stage with
 `EngineOptions.gpus`): tokenize 0.2 (Paraformer encoder + vq06 ONNX, ~3 GB), edit 0.5 (3B LLM in
@@ -59,7 +56,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from stepedit_core.edits import PARALINGUISTIC_TAGS, SPEED_FACTORS, STEPAUDIO, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady
@@ -77,7 +74,15 @@ from stepedit_core.engines.stepaudio.generation_settings import (
     sampling_config,
 )
 from stepedit_core.engines.stepaudio.llm import MAX_LENGTH, Generation
+from stepedit_core.engines.stepaudio.models import (
+    DecodeModels,
+    EditModels,
+    RoundTripModels,
+    TokenizeModels,
+)
 from stepedit_core.engines.stepaudio.text_tokenizer import TextTokenizerError
+from stepedit_core.engines.stepaudio.tokenizer import Encoded
+from stepedit_core.engines.stepaudio.trace import StepAudioTrace
 from stepedit_core.failures import ItemFailure
 from stepedit_core.stages import EngineStage, Resources, Stage, WorkItem, guard
 
@@ -90,9 +95,11 @@ MEMORY_MB = {"tokenize": 6000, "edit": 12000, "decode": 6000}
 # Rough length of one inserted non-verbal sound, in codes (~0.6 s), for the length guard.
 _TAG_CODES = 25
 
+M = TypeVar("M")
 
-class _StepAudioStage(EngineStage):
-    """Common plumbing: resources from options, models loaded once in setup()."""
+
+class _StepAudioStage(EngineStage, Generic[M]):
+    """Common plumbing: resources from options, models (`M`, models.py) loaded once in setup()."""
 
     stage_name = ""
 
@@ -107,7 +114,7 @@ class _StepAudioStage(EngineStage):
         self.batch_size = int(
             options.batch_sizes.get(self.stage_name, DEFAULT_BATCH[self.stage_name])
         )
-        self._parts: dict[str, Any] | None = None
+        self._parts: M | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -130,11 +137,11 @@ class _StepAudioStage(EngineStage):
         if self._parts is None:
             self._parts = self._load()
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self) -> M:
         raise NotImplementedError
 
     @property
-    def parts(self) -> dict[str, Any]:
+    def parts(self) -> M:
         if self._parts is None:
             raise RuntimeError(f"stage {self.name}: setup() was not called")
         return self._parts
@@ -176,14 +183,14 @@ class _StepAudioStage(EngineStage):
         return Decoder(cosyvoice)
 
 
-class TokenizeStage(_StepAudioStage):
+class TokenizeStage(_StepAudioStage[TokenizeModels]):
     stage_name = "tokenize"
 
-    def _load(self) -> dict[str, Any]:
-        return {"tokenizer": self._load_tokenizer()}
+    def _load(self) -> TokenizeModels:
+        return TokenizeModels(self._load_tokenizer())
 
     def process_item(self, item: WorkItem) -> None:
-        tokenizer = self.parts["tokenizer"]
+        tokenizer = self.parts.tokenizer
         if item.audio is None:
             raise ItemFailure("no_audio", "no input audio for this round")
         prompt_audio = item.prompt if item.prompt is not None else item.audio
@@ -201,12 +208,11 @@ class TokenizeStage(_StepAudioStage):
                 "too_short",
                 f"the voice prompt ({prompt_audio.duration:.2f} s) gave no complete token group",
             )
-        item.state["input_tokens"] = list(encoded.codes)
-        item.state["prompt_tokens"] = list(prompt.codes)
-        item.state["prompt_feat"] = prompt.feat
-        item.state["prompt_embedding"] = prompt.embedding
+        trace = StepAudioTrace.of(item)
+        trace.input_tokens = list(encoded.codes)
+        trace.voice = Encoded(list(prompt.codes), prompt.feat, prompt.embedding)
         if any(spec.type == "clone" for spec in item.round_edits):
-            item.state["clone_speaker"] = prompts.clone_speaker_name(
+            trace.clone_speaker = prompts.clone_speaker_name(
                 (item.text or "").strip(), item.audio.samples
             )
 
@@ -220,11 +226,9 @@ class _Passes:
     codes: list[int]
     transcript: str | None
     base_seed: int
-    prompt_codes: list[int] | None = None
-    prompt_feat: Any = None
-    prompt_embedding: Any = None
+    voice: Encoded | None = None
     input_from: str = "round_input"
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[roundtrip.PassEntry] = field(default_factory=list)
 
 
 def expected_new_codes(spec: EditSpec, n_in: int, text: str | None, target: str | None) -> int:
@@ -243,10 +247,10 @@ def expected_new_codes(spec: EditSpec, n_in: int, text: str | None, target: str 
     return max(1, groups) * tokens.GROUP_LEN
 
 
-class EditStage(_StepAudioStage):
+class EditStage(_StepAudioStage[EditModels]):
     stage_name = "edit"
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self) -> EditModels:
         models = self._models_dir()
         backend = self._backend(layout.llm_dir(models))
         try:
@@ -264,7 +268,7 @@ class EditStage(_StepAudioStage):
             cfg = sampling_config(layout.llm_dir(models), self.options.sampling_overrides())
         except GenerationSettingsError as exc:
             raise EngineNotReady(str(exc)) from exc
-        return {"llm": backend, "cfg": cfg, "fingerprint": layout.fingerprint(models)}
+        return EditModels(backend, cfg, layout.fingerprint(models))
 
     def _backend(self, folder: Path) -> Any:
         wanted = self.options.llm_backend
@@ -287,18 +291,16 @@ class EditStage(_StepAudioStage):
     def process_live(self, work: list[WorkItem]) -> None:
         plans: dict[int, _Passes] = {}
         for item in work:
-            codes = item.state.get("input_tokens")
-            if codes is None:
+            trace = StepAudioTrace.of(item)
+            if trace.input_tokens is None:
                 item.fail("no_tokens", "the tokenize stage left no input tokens")
                 continue
             plans[id(item)] = _Passes(
                 item.round_edits,
-                list(codes),
+                list(trace.input_tokens),
                 item.text,
                 item.round_seed,
-                prompt_codes=item.state.get("prompt_tokens"),
-                prompt_feat=item.state.get("prompt_feat"),
-                prompt_embedding=item.state.get("prompt_embedding"),
+                voice=trace.voice,
             )
         passes = max((len(p.specs) for p in plans.values()), default=0)
         for index in range(passes):
@@ -336,12 +338,11 @@ class EditStage(_StepAudioStage):
             plan = plans.get(id(item))
             if plan is None:
                 continue
-            item.state["passes"] = list(plan.entries)  # also the passes a failed row got through
+            trace = StepAudioTrace.of(item)
+            trace.passes = list(plan.entries)  # also the passes a failed row got through
             if not item.failed:
-                item.state["output_tokens"] = list(plan.codes)
-                item.state["prompt_tokens"] = plan.prompt_codes
-                item.state["prompt_feat"] = plan.prompt_feat
-                item.state["prompt_embedding"] = plan.prompt_embedding
+                trace.output_tokens = list(plan.codes)
+                trace.voice = plan.voice
 
     def _round_trip(self, item: WorkItem, plan: _Passes, index: int) -> None:
         """Pass `index`'s input: the previous pass's codes decoded, written and read as 16-bit
@@ -349,20 +350,19 @@ class EditStage(_StepAudioStage):
         from stepedit_core.engines.stepaudio.decoder import DecodeError
 
         done = plan.specs[index - 1]
-        if plan.prompt_codes is None or plan.prompt_feat is None or plan.prompt_embedding is None:
+        voice = plan.voice
+        if voice is None or voice.feat is None or voice.embedding is None:
             raise ItemFailure("no_tokens", "the tokenize stage left no voice prompt features")
-        parts = self._round_trip_parts()
+        models = self._round_trip_parts()
         try:
-            decoded = parts["decoder"].decode(
-                plan.codes, plan.prompt_codes, plan.prompt_feat, plan.prompt_embedding
-            )
+            decoded = models.decoder.decode(plan.codes, voice.codes, voice.feat, voice.embedding)
         except tokens.TokenError as exc:
             raise ItemFailure("bad_generation", f"{done}: {exc}") from exc
         except DecodeError as exc:
             raise ItemFailure("bad_decode", f"{done}: {exc}") from exc
         reread = roundtrip.pcm16(decoded)
         chain = self.options.prompt_mode != "fixed"
-        encoded = parts["tokenizer"].encode(reread, with_features=chain)
+        encoded = models.tokenizer.encode(reread, with_features=chain)
         if not encoded.codes:
             raise ItemFailure(
                 "too_short",
@@ -372,31 +372,30 @@ class EditStage(_StepAudioStage):
         plan.codes = list(encoded.codes)
         plan.input_from = f"decoded_pass_{index}"
         if chain:
-            plan.prompt_codes = list(encoded.codes)
-            plan.prompt_feat, plan.prompt_embedding = encoded.feat, encoded.embedding
+            plan.voice = Encoded(list(encoded.codes), encoded.feat, encoded.embedding)
 
-    def _round_trip_parts(self) -> dict[str, Any]:
+    def _round_trip_parts(self) -> RoundTripModels:
         """The decoder and tokenizer of the round trip, loaded on first use: a run without
         chained model edits never holds them on the edit stage's GPU."""
         parts = self.parts
-        if "decoder" not in parts:
-            parts["tokenizer"] = self._load_tokenizer()
-            parts["decoder"] = self._load_decoder()
-        return parts
+        if parts.round_trip is None:
+            parts.round_trip = RoundTripModels(self._load_tokenizer(), self._load_decoder())
+        return parts.round_trip
 
     def _build(self, item: WorkItem, plan: _Passes, index: int) -> tuple[list[int], int]:
         spec = plan.specs[index]
-        llm, cfg = self.parts["llm"], self.parts["cfg"]
+        llm, cfg = self.parts.llm, self.parts.sampling
         try:
             instruction = prompts.instruction_text(spec, plan.transcript, item.target_text)
         except ValueError as exc:
             raise ItemFailure("bad_edit", str(exc)) from exc
         audio = tokens.to_text(plan.codes)
         # the audit trail: the exact instruction of every pass, and which model ran it
-        item.state["instruction"] = item.state.get("instruction", "") + instruction
-        item.state["model_fingerprint"] = self.parts["fingerprint"]
+        trace = StepAudioTrace.of(item)
+        trace.instruction = (trace.instruction or "") + instruction
+        trace.model_fingerprint = self.parts.fingerprint
         if spec.type == "clone":
-            speaker = item.state.get("clone_speaker") or "clone_prompt"
+            speaker = trace.clone_speaker or "clone_prompt"
             ids = prompts.clone_prompt_ids(
                 llm.encode, speaker, (plan.transcript or "").strip(), audio, instruction
             )
@@ -427,7 +426,7 @@ class EditStage(_StepAudioStage):
     def _generate(self, prompt_ids: list[list[int]], seeds: list[int]) -> list[Any]:
         """Generations (or the exception that stopped one); a failing batch is split in halves
         so one bad prompt (or an out-of-memory batch) does not sink the others."""
-        llm, cfg = self.parts["llm"], self.parts["cfg"]
+        llm, cfg = self.parts.llm, self.parts.sampling
         try:
             return list(llm.generate(prompt_ids, seeds, cfg))
         except Exception as exc:  # noqa: BLE001 - becomes a per-item failure below
@@ -441,7 +440,7 @@ class EditStage(_StepAudioStage):
 
     def _accept(self, item: WorkItem, plan: _Passes, index: int, result: Any) -> None:
         spec = plan.specs[index]
-        cap = self.parts["cfg"].max_length
+        cap = self.parts.sampling.max_length
         if isinstance(result, Exception):
             raise ItemFailure("generation_error", f"{spec}: {type(result).__name__}: {result}")
         assert isinstance(result, Generation)
@@ -456,29 +455,28 @@ class EditStage(_StepAudioStage):
         except tokens.TokenError as exc:
             raise ItemFailure("bad_generation", f"{spec}: {exc}") from exc
         plan.entries.append(
-            {"pass": index + 1, **roundtrip.pass_entry(spec, plan.codes, codes, plan.input_from)}
+            roundtrip.pass_entry(index + 1, spec, plan.codes, codes, plan.input_from)
         )
         plan.codes = codes
         if spec.kind.changes_text:
             plan.transcript = prompts.spoken_text(spec, item.target_text)
 
 
-class DecodeStage(_StepAudioStage):
+class DecodeStage(_StepAudioStage[DecodeModels]):
     stage_name = "decode"
 
-    def _load(self) -> dict[str, Any]:
-        return {"decoder": self._load_decoder()}
+    def _load(self) -> DecodeModels:
+        return DecodeModels(self._load_decoder())
 
     def process_item(self, item: WorkItem) -> None:
         from stepedit_core.engines.stepaudio.decoder import DecodeError
 
-        codes = item.state.get("output_tokens")
-        prompt_codes = item.state.get("prompt_tokens")
-        feat, embedding = item.state.get("prompt_feat"), item.state.get("prompt_embedding")
-        if codes is None or prompt_codes is None or feat is None or embedding is None:
+        trace = StepAudioTrace.of(item)
+        codes, voice = trace.output_tokens, trace.voice
+        if codes is None or voice is None or voice.feat is None or voice.embedding is None:
             raise ItemFailure("no_tokens", "earlier stages left no tokens or prompt features")
         try:
-            item.output = self.parts["decoder"].decode(codes, prompt_codes, feat, embedding)
+            item.output = self.parts.decoder.decode(codes, voice.codes, voice.feat, voice.embedding)
         except tokens.TokenError as exc:
             raise ItemFailure("bad_generation", str(exc)) from exc
         except DecodeError as exc:
@@ -520,6 +518,7 @@ class StepAudioEngine(Engine):
     # Rounds hand each other audio the way the release hands an edit's result to the next
     # iteration: written and read as 16-bit WAV (the same trip as between chained passes).
     round_handoff = staticmethod(roundtrip.pcm16)
+    trace_type = StepAudioTrace
 
     def build_stages(self) -> list[Stage]:
         return [TokenizeStage(self.options), EditStage(self.options), DecodeStage(self.options)]

@@ -36,6 +36,7 @@ comma-joined decimal codes (the `--audio-codes` format of `stepedit prompt`).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,17 +60,50 @@ def codes_sha256(codes: list[int]) -> str:
     return hashlib.sha256(",".join(str(int(c)) for c in codes).encode()).hexdigest()
 
 
-def pass_entry(
-    spec: EditSpec, input_codes: list[int], output_codes: list[int], input_from: str
-) -> dict[str, Any]:
-    """One pass of a round, as kept in the round record. `input_from` says where the input
+@dataclass(frozen=True)
+class PassEntry:
+    """One LLM pass of a round, as kept in the round record. `input_from` says where the input
     codes came from: `round_input` (the round's input clip) or `decoded_pass_N` (pass N's
     output decoded, written and read as 16-bit audio and tokenized again)."""
-    return {
-        "edit": str(spec),
-        "input_from": input_from,
-        "input_codes": len(input_codes),
-        "input_sha256": codes_sha256(input_codes),
-        "output_codes": len(output_codes),
-        "output_sha256": codes_sha256(output_codes),
-    }
+
+    number: int  # the pass's place in the round, from 1
+    edit: str
+    input_from: str
+    input_codes: int
+    input_sha256: str
+    output_codes: int
+    output_sha256: str
+    segment: int | None = None  # a chapter's pass: the segment it edited, from 1
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "pass": self.number,
+            "edit": self.edit,
+            "input_from": self.input_from,
+            "input_codes": self.input_codes,
+            "input_sha256": self.input_sha256,
+            "output_codes": self.output_codes,
+            "output_sha256": self.output_sha256,
+        }
+        if self.segment is not None:
+            entry["segment"] = self.segment
+        return entry
+
+
+def pass_entry(
+    number: int,
+    spec: EditSpec,
+    input_codes: list[int],
+    output_codes: list[int],
+    input_from: str,
+) -> PassEntry:
+    """Pass `number` of a round: `spec` read `input_codes` and generated `output_codes`."""
+    return PassEntry(
+        number,
+        str(spec),
+        input_from,
+        len(input_codes),
+        codes_sha256(input_codes),
+        len(output_codes),
+        codes_sha256(output_codes),
+    )

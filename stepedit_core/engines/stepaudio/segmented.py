@@ -2,11 +2,11 @@
 
 The model reads about 30 s per call well, so the tokenize stage splits a round's input that is
 longer than `EngineOptions.segment_seconds` into segments, each a sub-item (a `WorkItem` of its
-own, kept in the chapter's `state["segment_items"]`). Every stage of the engine then runs the
-sub-items of all chapters in its batch as ordinary items, `batch_size` at a time (the LLM batches
-segments of several chapters together), and the decode stage stitches the edited segments back
-into the chapter's output (stitch.py: inside the pauses, room tone matched, equal-power
-crossfades). A segment that fails fails its chapter, with the segment named.
+own, kept in the chapter's trace: `StepAudioTrace.segment_items`). Every stage of the engine
+then runs the sub-items of all chapters in its batch as ordinary items, `batch_size` at a time
+(the LLM batches segments of several chapters together), and the decode stage stitches the
+edited segments back into the chapter's output (stitch.py: inside the pauses, room tone
+matched, equal-power crossfades). A segment that fails fails its chapter, with the segment named.
 
 Where the cuts are and what each segment says (segment_texts.py):
 
@@ -26,12 +26,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
 from stepedit_core.audio import Audio
 from stepedit_core.engines.options import EngineOptions
+from stepedit_core.engines.stepaudio.trace import (
+    EditedSegment,
+    SegmentPlace,
+    StepAudioTrace,
+    segment_items,
+)
 from stepedit_core.failures import ItemFailure
 from stepedit_core.segment_texts import (
     SegmentsError,
@@ -51,11 +57,11 @@ def run_stage(stage: Stage, options: EngineOptions, work: list[WorkItem]) -> Non
     if stage.name == "tokenize":
         for item in work:
             guard(item, split, options)
-    plain = [i for i in work if not i.failed and "segment_items" not in i.state]
-    chapters = [i for i in work if not i.failed and "segment_items" in i.state]
+    plain = [i for i in work if not i.failed and segment_items(i) is None]
+    chapters = [i for i in work if not i.failed and segment_items(i) is not None]
     if plain:
         stage.process_live(plain)
-    subs = [s for c in chapters for s in c.state["segment_items"] if not s.failed]
+    subs = [s for c in chapters for s in _subs(c) if not s.failed]
     size = max(1, stage.batch_size)
     for start in range(0, len(subs), size):
         stage.process_live(subs[start : start + size])
@@ -74,7 +80,7 @@ def split(item: WorkItem, options: EngineOptions) -> None:
     planned = _from_previous_round(item, rate) or _from_column(item, audio)
     if planned is None:
         planned = _from_words(item, audio, options)
-    item.state["segment_items"] = [
+    StepAudioTrace.of(item).segment_items = [
         _sub_item(item, k, piece, text, source) for k, (piece, text, source) in enumerate(planned)
     ]
 
@@ -82,15 +88,22 @@ def split(item: WorkItem, options: EngineOptions) -> None:
 Planned = list[tuple[Piece, SegmentText, tuple[float, float]]]
 
 
+def _subs(chapter: WorkItem) -> list[WorkItem]:
+    subs = segment_items(chapter)
+    assert subs is not None, "a chapter has segment items"
+    return subs
+
+
 def _from_previous_round(item: WorkItem, rate: int) -> Planned | None:
-    previous = getattr(item.records[-1], "segments_json", None) if item.records else None
+    trace = item.trace
+    previous = trace.previous_segments if isinstance(trace, StepAudioTrace) else None
     if not previous:
         return None
     planned: Planned = []
-    for seg in json.loads(previous):
-        piece = Piece(round(seg["output_start_s"] * rate), round(seg["output_end_s"] * rate))
-        text = SegmentText(seg["output_start_s"], seg["output_end_s"], seg["text"] or "")
-        planned.append((piece, text, (seg["source_start_s"], seg["source_end_s"])))
+    for seg in previous:
+        piece = Piece(round(seg.output_start_s * rate), round(seg.output_end_s * rate))
+        text = SegmentText(seg.output_start_s, seg.output_end_s, seg.text or "")
+        planned.append((piece, text, (seg.place.source_start_s, seg.place.source_end_s)))
     if planned and planned[-1][0].end != item.audio.frames:  # type: ignore[union-attr]
         last = planned[-1]
         planned[-1] = (Piece(last[0].start, item.audio.frames), last[1], last[2])  # type: ignore[union-attr]
@@ -156,47 +169,53 @@ def _sub_item(
             p.samples[round(source[0] * p.sample_rate) : round(source[1] * p.sample_rate)],
             p.sample_rate,
         )
-    sub = WorkItem(
-        row_index=item.row_index,
+    spec = replace(
+        item.spec,
         clip_id=f"{item.clip_id}#{k + 1}",
-        audio_uri=item.audio_uri,
-        edits=item.edits,
         text=text.text or None,
-        text_source=item.text_source,
         target_text=text.target_text,
-        language=item.language,
-        speaker=item.speaker,
+        segments=None,
         seed=(item.seed + 1_000_003 * (k + 1)) % (1 << 62),
+    )
+    sub = WorkItem(
+        spec,
+        text_source=item.text_source,
         round=item.round,
         round_edits=item.round_edits,
         audio=audio,
         prompt=prompt,
     )
-    sub.state["segment"] = {
-        "index": k,
-        "start_s": round(piece.start / item.audio.sample_rate, 6),
-        "end_s": round(piece.end / item.audio.sample_rate, 6),
-        "source_start_s": round(source[0], 6),
-        "source_end_s": round(source[1], 6),
-        "input_sha256": samples_sha256(audio.samples),
-    }
+    StepAudioTrace.of(sub).segment = SegmentPlace(
+        index=k,
+        start_s=round(piece.start / item.audio.sample_rate, 6),
+        end_s=round(piece.end / item.audio.sample_rate, 6),
+        source_start_s=round(source[0], 6),
+        source_end_s=round(source[1], 6),
+        input_sha256=samples_sha256(audio.samples),
+    )
     return sub
+
+
+def _place(sub: WorkItem) -> SegmentPlace:
+    trace = sub.trace
+    assert isinstance(trace, StepAudioTrace) and trace.segment is not None, "a segment item"
+    return trace.segment
 
 
 def _fold(chapter: WorkItem) -> None:
     """The segments' timings into the chapter's; a failed segment fails the chapter."""
-    subs: list[WorkItem] = chapter.state["segment_items"]
+    subs = _subs(chapter)
     for sub in subs:
         for name, spent in sub.timings.items():
             chapter.timings[name] = chapter.timings.get(name, 0.0) + spent
         sub.timings.clear()
     failed = next((s for s in subs if s.failed), None)
     if failed is not None:
-        seg = failed.state["segment"]
+        seg = _place(failed)
         chapter.fail(
             str(failed.error_code),
-            f"segment {seg['index'] + 1} of {len(subs)} ({seg['start_s']:.1f}-"
-            f"{seg['end_s']:.1f} s): {failed.error}",
+            f"segment {seg.index + 1} of {len(subs)} ({seg.start_s:.1f}-"
+            f"{seg.end_s:.1f} s): {failed.error}",
         )
 
 
@@ -205,7 +224,7 @@ def join(chapter: WorkItem) -> None:
     from stepedit_core import qc
     from stepedit_core.stitch import stitch
 
-    subs: list[WorkItem] = chapter.state["segment_items"]
+    subs = _subs(chapter)
     outputs = [s.output for s in subs]
     if any(o is None for o in outputs):
         raise ItemFailure("no_audio", "a segment came back from decoding without audio")
@@ -215,39 +234,48 @@ def join(chapter: WorkItem) -> None:
     rate = rates.pop()
     samples, _ = stitch([o.samples for o in outputs], rate, qc.speech_spans)  # type: ignore[union-attr]
     chapter.output = Audio(samples, rate)
-    chapter.state.update(_chapter_state(chapter, subs, rate))
+    _fold_traces(chapter, subs, rate)
     if any(spec.kind.changes_text for spec in chapter.round_edits):
         chapter.text = " ".join(s.text for s in subs if s.text) or chapter.text
-    del chapter.state["segment_items"]  # the record keeps the list; the audio goes no further
 
 
-def _chapter_state(chapter: WorkItem, subs: list[WorkItem], rate: int) -> dict[str, Any]:
+def _fold_traces(chapter: WorkItem, subs: list[WorkItem], rate: int) -> None:
+    """The chapter's trace from its segments': the segment list, their codes and passes end to
+    end; the sub-items (and their audio) go no further: the record keeps the list."""
     listed, at = [], 0
     for sub in subs:
-        seg = dict(sub.state["segment"])
-        frames = sub.output.frames  # type: ignore[union-attr]
-        seg["output_start_s"], seg["output_end_s"] = (
-            round(at / rate, 6),
-            round((at + frames) / rate, 6),
+        place = _place(sub)
+        assert sub.output is not None
+        frames = sub.output.frames
+        listed.append(
+            EditedSegment(
+                place=place,
+                output_start_s=round(at / rate, 6),
+                output_end_s=round((at + frames) / rate, 6),
+                output_sha256=samples_sha256(sub.output.samples),
+                text=sub.text,
+                key=segment_key(chapter, place.index, place.input_sha256),
+            )
         )
-        seg["output_sha256"] = samples_sha256(sub.output.samples)  # type: ignore[union-attr]
-        seg["text"] = sub.text
-        seg["key"] = segment_key(chapter, seg["index"], seg["input_sha256"])
-        listed.append(seg)
         at += frames
-    passes = [
-        {**entry, "segment": sub.state["segment"]["index"] + 1}
-        for sub in subs
-        for entry in sub.state.get("passes", [])
+    traces = [_trace(sub) for sub in subs]
+    trace = StepAudioTrace.of(chapter)
+    trace.edited_segments = listed
+    trace.input_tokens = [c for t in traces for c in t.input_tokens or []]
+    trace.output_tokens = [c for t in traces for c in t.output_tokens or []]
+    trace.passes = [
+        replace(entry, segment=_place(sub).index + 1)
+        for sub, sub_trace in zip(subs, traces, strict=True)
+        for entry in sub_trace.passes or []
     ]
-    return {
-        "segments_json": json.dumps(listed),
-        "input_tokens": [t for s in subs for t in s.state.get("input_tokens", [])],
-        "output_tokens": [t for s in subs for t in s.state.get("output_tokens", [])],
-        "passes": passes,
-        "instruction": subs[0].state.get("instruction"),
-        "model_fingerprint": subs[0].state.get("model_fingerprint"),
-    }
+    trace.instruction, trace.model_fingerprint = traces[0].instruction, traces[0].model_fingerprint
+    trace.segment_items = None
+
+
+def _trace(sub: WorkItem) -> StepAudioTrace:
+    trace = sub.trace
+    assert isinstance(trace, StepAudioTrace), "a segment item carries the engine's trace"
+    return trace
 
 
 def segment_key(chapter: WorkItem, index: int, input_sha256: str) -> str:
@@ -255,7 +283,7 @@ def segment_key(chapter: WorkItem, index: int, input_sha256: str) -> str:
     segment's place and its audio."""
     material = json.dumps(
         [
-            chapter.state.get("input_sha256"),
+            chapter.input_sha256,
             chapter.round,
             [str(e) for e in chapter.round_edits],
             chapter.round_seed,
