@@ -39,6 +39,7 @@ from stepedit_core.engines.signal.mastering import (
 )
 from stepedit_core.failures import ItemFailure
 from stepedit_core.segments import plan
+from stepedit_core.signal.vad import speech_spans
 
 WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far inside it
 
@@ -106,7 +107,7 @@ def package(
     fmt = deliver_format(plan_)
     pieces = [(0, audio.frames)]
     if profile.max_duration_s is not None and audio.duration > profile.max_duration_s:
-        spans = qc.speech_spans(audio.samples, audio.sample_rate)
+        spans = speech_spans(audio.samples, audio.sample_rate)
         room = (profile.head_target_s or 0.0) + (profile.tail_target_s or 0.0)  # edges added
         pieces = [
             (p.start, p.end)
@@ -139,7 +140,7 @@ def _room_tone_edges(part: Audio, profile: Profile) -> Audio:
     if profile.head_s is None and profile.tail_s is None:
         return part
     rate = part.sample_rate
-    spans = qc.speech_spans(part.samples, rate)
+    spans = speech_spans(part.samples, rate)
     if not spans:
         return part
     power = room_tone_power(part.samples, rate, spans)

@@ -35,13 +35,25 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import soxr
 
 from stepedit_core.audio import Audio
+from stepedit_core.signal.meters import (
+    MAX_LOUDNESS_CHANNELS,
+    LevelMeter,
+    LoudnessMeter,
+    feed_all,
+    noise_floor_db,
+    true_peak_dbtp,
+)
+from stepedit_core.signal.resample import mono, resample
+from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S, speech_spans
 
-FLOOR_WINDOW_S = 0.4  # ACX Check: RMS over 0.4 s windows...
-FLOOR_HOP_S = 0.1  # ...taken 10 times a second; the quietest one is the floor
-SPEECH_MIN_SILENCE_S = 0.1
+__all__ = [  # the signal meters QC reports, importable from here as before
+    "SPEECH_MIN_SILENCE_S",
+    "noise_floor_db",
+    "speech_spans",
+    "true_peak_dbtp",
+]
 ANALYSIS_RATE = 16000  # VAD, spectra and the heavy models work on 16 kHz mono
 LTAS_BANDS = 20
 LTAS_RANGE_HZ = (125.0, 7600.0)  # every band holds at least one FFT bin
@@ -58,14 +70,17 @@ def _db(value: float) -> float | None:
 
 def basic_metrics(audio: Audio) -> dict[str, float | int | None]:
     """Duration, sample peak and RMS (dBFS, unweighted) and the count of clipped samples."""
-    samples = audio.samples
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    meter = LevelMeter()
+    feed_all(audio.samples, meter)
+    return level_metrics(meter, audio.duration)
+
+
+def level_metrics(meter: LevelMeter, duration_s: float) -> dict[str, float | int | None]:
     return {
-        "duration_s": round(audio.duration, 4),
-        "peak_dbfs": _db(peak),
-        "rms_dbfs": _db(rms),
-        "clipped_samples": int(np.count_nonzero(np.abs(samples) >= 0.9999)),
+        "duration_s": round(duration_s, 4),
+        "peak_dbfs": _db(meter.peak),
+        "rms_dbfs": _db(meter.rms),
+        "clipped_samples": meter.clipped,
     }
 
 
@@ -95,50 +110,38 @@ class Reference:
 # --- the signal measurements ----------------------------------------------------------------
 
 
-def noise_floor_db(samples: np.ndarray, sample_rate: int) -> float | None:
-    """The ACX Check floor: RMS (all channels, dB) of the quietest 0.4 s window, stepping 0.1 s.
-
-    Clips shorter than one window are measured whole. None for empty input; -inf never comes
-    back: digital silence is reported as -200 dB so it still compares as "below -90 dB".
-    """
-    frames = samples.shape[0]
-    if frames == 0:
-        return None
-    hop = max(1, round(FLOOR_HOP_S * sample_rate))
-    per_window = max(1, round(FLOOR_WINDOW_S / FLOOR_HOP_S))
-    blocks = frames // hop
-    data = samples.reshape(frames, -1)
-    if blocks < per_window:
-        power = float(np.mean(np.square(data, dtype=np.float64)))
-    else:
-        trimmed = data[: blocks * hop].reshape(blocks, -1)
-        energy = np.einsum("ij,ij->i", trimmed, trimmed, dtype=np.float64)
-        window = np.convolve(energy, np.ones(per_window), mode="valid")
-        power = float(window.min()) / (per_window * trimmed.shape[1])
-    return round(10.0 * math.log10(power), 2) if power > 1e-20 else -200.0
-
-
 def loudness_lufs(samples: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
-    import pyloudnorm
-
-    meter = pyloudnorm.Meter(sample_rate)
-    if samples.shape[0] <= meter.block_size * sample_rate:
-        return None, f"shorter than one {meter.block_size} s BS.1770 block"
-    if samples.shape[1] > 5:
+    """BS.1770 integrated loudness, or None and why not."""
+    samples = samples.reshape(samples.shape[0], -1)
+    if samples.shape[1] > MAX_LOUDNESS_CHANNELS:
         return None, "BS.1770 loudness is defined for at most 5 channels"
-    value = float(meter.integrated_loudness(np.asarray(samples, dtype=np.float64)))
+    meter = LoudnessMeter(sample_rate, samples.shape[1])
+    feed_all(samples, meter)
+    return loudness_of(meter)
+
+
+def loudness_range_lu(samples: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
+    """EBU Tech 3342 loudness range, or None and why not."""
+    samples = samples.reshape(samples.shape[0], -1)
+    if samples.shape[1] > MAX_LOUDNESS_CHANNELS:
+        return None, "BS.1770 loudness is defined for at most 5 channels"
+    meter = LoudnessMeter(sample_rate, samples.shape[1])
+    feed_all(samples, meter)
+    return loudness_range_of(meter)
+
+
+def loudness_of(meter: LoudnessMeter) -> tuple[float | None, str | None]:
+    if meter.frames <= 0.4 * meter.rate:
+        return None, "shorter than one 0.4 s BS.1770 block"
+    value = meter.integrated()
     if not math.isfinite(value):
         return None, "below the BS.1770 absolute gate (-70 LUFS): silent"
     return round(value, 2), None
 
 
-def loudness_range_lu(samples: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
-    import pyloudnorm
-
-    if samples.shape[1] > 5:
-        return None, "BS.1770 loudness is defined for at most 5 channels"
-    try:  # 3 s short-term blocks; pyloudnorm refuses clips it cannot fill one with
-        value = float(pyloudnorm.Meter(sample_rate).loudness_range(np.asarray(samples, np.float64)))
+def loudness_range_of(meter: LoudnessMeter) -> tuple[float | None, str | None]:
+    try:
+        value = meter.loudness_range()
     except ValueError as error:
         return None, f"no loudness range: {error}"
     if not math.isfinite(value):
@@ -147,10 +150,8 @@ def loudness_range_lu(samples: np.ndarray, sample_rate: int) -> tuple[float | No
 
 
 def mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    if sample_rate != ANALYSIS_RATE:
-        mono = soxr.resample(mono, sample_rate, ANALYSIS_RATE, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    mono16 = resample(mono(samples)[:, None], sample_rate, ANALYSIS_RATE)[:, 0]
+    return np.ascontiguousarray(mono16, dtype=np.float32)
 
 
 def long_term_spectrum(mono16: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray | None:
@@ -176,15 +177,6 @@ def long_term_spectrum(mono16: np.ndarray, spans: list[tuple[int, int]]) -> np.n
     levels = np.array([power[band == b].sum() / count for b in range(LTAS_BANDS)], dtype=np.float64)
     levels = 10 * np.log10(levels + 1e-20)
     return levels - levels.mean()
-
-
-def speech_spans(samples: np.ndarray, sample_rate: int, vad: Any = None) -> list[tuple[int, int]]:
-    """silero-vad speech spans in frames of `samples` (the signal engine's detector)."""
-    if vad is None:
-        from stepedit_core.engines.signal.vad import shared_vad
-
-        vad = shared_vad()
-    return vad.speech(samples, sample_rate, SPEECH_MIN_SILENCE_S)
 
 
 # --- heavy models (the qc-heavy extra) --------------------------------------------------------
@@ -300,8 +292,6 @@ def measure(
     """All QC metrics of one round. `source`: the clip's source audio (or its `reference`) for
     drift, format and similarity; `heavy`: also run DNSMOS and speaker similarity (the
     `qc-heavy` extra); `vad`: a loaded `SileroVad` to reuse (default: one per process)."""
-    from stepedit_core.engines.signal.loudness import true_peak_dbtp
-
     samples, rate = audio.samples, audio.sample_rate
     metrics: Metrics = dict(basic_metrics(audio))
     notes: dict[str, str] = {}

@@ -73,3 +73,35 @@ def test_foundation_modules_do_not_import_engines(module):
 def test_engine_base_does_not_import_the_registry_above_it():
     imported = imported_modules(CORE / "engines" / "base.py")
     assert not any(m == "stepedit_core.engines" for m in imported)
+
+
+SIGNAL_ABOVE = (
+    "stepedit_core.engines",
+    "stepedit_core.qc",
+    "stepedit_core.delivery",
+    "stepedit_core.delivered_files",
+    "stepedit_core.encoding",
+    "stepedit_core.rounds",
+    "stepedit_core.shard",
+    "stepedit_core.run",
+    "stepedit_core.stages",
+    "stepedit_core.records",
+    "stepedit_core.planning",
+    "stepedit_core.executors",
+    "stepedit_flows",
+    "stepedit_tasks",
+)
+
+
+@pytest.mark.parametrize("path", _files(CORE / "signal"), ids=lambda p: p.name)
+def test_signal_primitives_import_nothing_above_them(path):
+    """The signal primitives sit below QC, delivery and the engines (no circle through them)."""
+    bad = sorted(m for m in imported_modules(path) if m.startswith(SIGNAL_ABOVE))
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("module", ["qc.py", "encoding.py"])
+def test_qc_and_encoding_do_not_reach_into_the_engines(module):
+    imported = imported_modules(CORE / module)
+    bad = sorted(m for m in imported if m.startswith("stepedit_core.engines"))
+    assert not bad, f"{module} imports {bad}"

@@ -59,7 +59,7 @@ class SignalEditStage(EngineStage):
     def setup(self) -> None:
         if self._vad is None:
             # the process's one silero-vad model: QC and ACX mastering use the same one
-            from stepedit_core.engines.signal.vad import shared_vad
+            from stepedit_core.signal.vad import shared_vad
 
             self._vad = shared_vad()
         if self._denoiser is None:

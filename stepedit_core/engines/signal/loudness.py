@@ -1,13 +1,14 @@
 """Loudness: BS.1770 integrated loudness (pyloudnorm) or ACX RMS, then a true-peak limiter.
 
 True peak is estimated the BS.1770 way, by 4x oversampling (soxr) and taking the largest
-absolute value. The limiter is a look-ahead gain rider: for every sample it needs the gain that
-keeps the oversampled peaks around it under the ceiling; a running minimum followed by a moving
-average of the same width turns that into a smooth gain curve that is never above the need (each
-averaged value is a minimum over a window that contains the sample). Channels share one gain, so
-the stereo image does not move. Normalisation and limiting alternate a few times, because
-limiting takes a little loudness away (a secant step on the measured loudness per dB of gain). A
-target that would take more than MAX_PUSH_DB of limiting fails the item instead of crushing it.
+absolute value (stepedit_core.signal.meters). The limiter is a look-ahead gain rider: for every
+sample it needs the gain that keeps the oversampled peaks around it under the ceiling; a running
+minimum followed by a moving average of the same width turns that into a smooth gain curve that
+is never above the need (each averaged value is a minimum over a window that contains the
+sample). Channels share one gain, so the stereo image does not move. Normalisation and limiting
+alternate a few times, because limiting takes a little loudness away (a secant step on the
+measured loudness per dB of gain). A target that would take more than MAX_PUSH_DB of limiting
+fails the item instead of crushing it.
 
 `loudness=acx` masters into ACX's whole profile, not only its level and peak: mastering.py also
 brings the noise floor between words under -60 dB and gives the clip ACX's head and tail of room
@@ -20,16 +21,16 @@ import math
 from typing import Any
 
 import numpy as np
-import soxr
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from stepedit_core.delivery import profile_for_loudness
 from stepedit_core.edits import LOUDNESS_PROFILES
-from stepedit_core.engines.signal.util import db_to_gain, gain_to_db
 from stepedit_core.failures import ItemFailure
+from stepedit_core.signal.gain import db_to_gain, gain_to_db
+from stepedit_core.signal.meters import frame_true_peaks, true_peak
+from stepedit_core.signal.meters import true_peak_dbtp as true_peak_dbtp  # re-exported
 
-OVERSAMPLE = 4
-CHUNK_FRAMES = 1 << 18  # frames per oversampling step: bounds the 4x copy's memory
+CHUNK_FRAMES = 1 << 18  # frames per RMS step: no squared copy of a long clip
 DEFAULT_CEILING_DBTP = -1.0  # numeric LUFS targets
 LIMITER_WINDOW_S = 0.01  # half-width of the gain smoothing: 20 ms ramps around each peak
 CEILING_MARGIN_DB = 0.05  # the limiter aims this far under the ceiling (resampling error)
@@ -122,20 +123,11 @@ def match_level(
     )
 
 
-def true_peak(samples: np.ndarray, sample_rate: int) -> float:
-    """Linear true peak over all channels (4x oversampled)."""
-    return float(_peaks(samples, sample_rate).max(initial=0.0))
-
-
-def true_peak_dbtp(samples: np.ndarray, sample_rate: int) -> float:
-    return gain_to_db(true_peak(samples, sample_rate))
-
-
 def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndarray:
     """Keep the true peak of `samples` at or under `ceiling_dbtp`, touching only the peaks."""
     ceiling = db_to_gain(ceiling_dbtp - CEILING_MARGIN_DB)
     out = np.asarray(samples, dtype=np.float32)
-    peaks = _peaks(out, sample_rate)
+    peaks = frame_true_peaks(out, sample_rate)
     if peaks.max(initial=0.0) <= ceiling:
         return out
     need = np.maximum(peaks, np.float32(1e-12), out=peaks)  # reuse the buffers: long clips
@@ -151,31 +143,6 @@ def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndar
     if peak > db_to_gain(ceiling_dbtp):
         out *= np.float32(ceiling / peak)
     return out
-
-
-def _peaks(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Per input frame, the largest |value| of the 4x oversampled signal from that frame to the
-    next, over all channels (float32, one per frame). Streams through soxr a chunk at a time so
-    the 4x copy of an hour-long file never sits in memory."""
-    frames, channels = samples.shape
-    peaks = np.empty(frames, dtype=np.float32)
-    stream = soxr.ResampleStream(
-        sample_rate, sample_rate * OVERSAMPLE, channels, dtype="float32", quality="HQ"
-    )
-    carry = np.zeros(0, dtype=np.float32)
-    done = 0
-    for start in range(0, frames, CHUNK_FRAMES):
-        chunk = np.ascontiguousarray(samples[start : start + CHUNK_FRAMES], dtype=np.float32)
-        np.abs(chunk).max(axis=1, out=peaks[start : start + chunk.shape[0]])
-        up = stream.resample_chunk(chunk, last=start + CHUNK_FRAMES >= frames)
-        level = np.concatenate([carry, np.abs(np.asarray(up).reshape(-1, channels)).max(axis=1)])
-        whole = level.shape[0] // OVERSAMPLE * OVERSAMPLE
-        block = level[:whole].reshape(-1, OVERSAMPLE).max(axis=1)[: frames - done]
-        span = peaks[done : done + block.shape[0]]
-        np.maximum(span, block, out=span)
-        done += block.shape[0]
-        carry = level[whole:]
-    return peaks
 
 
 def _rms_meter():

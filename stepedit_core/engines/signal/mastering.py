@@ -30,7 +30,6 @@ inside the window passes; the clip is refused only when none is reachable. Aroun
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -38,13 +37,14 @@ import numpy as np
 from stepedit_core.delivery import Profile
 from stepedit_core.engines.signal.leveler import level_speech
 from stepedit_core.engines.signal.loudness import match_level, target_for
-from stepedit_core.qc import SPEECH_MIN_SILENCE_S, noise_floor_db
+from stepedit_core.signal.meters import noise_floor_db
+from stepedit_core.signal.meters import quiet_level_db as quiet_level_db  # re-exported
+from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S
 from stepedit_core.stages import ItemFailure
 
 MARGIN_S = 0.05  # room tone kept at full level next to every word
 FADE_S = 0.05  # gate ramps
 EDGE_GUARD_S = 0.1  # a head/tail this far inside the window is kept as it is
-LEVEL_FRAME_S = 0.01
 TONE_FFT = 1024
 PINK_CORNER_HZ = 50.0
 BED_MARGIN_DB = 6.0  # a floor this close to the "dead silence" warning gets a room-tone bed
@@ -78,7 +78,7 @@ def _master(
     edges: bool,
 ) -> np.ndarray:
     if vad is None:
-        from stepedit_core.engines.signal.vad import shared_vad
+        from stepedit_core.signal.vad import shared_vad
 
         vad = shared_vad()
     samples = np.ascontiguousarray(samples, dtype=np.float32)
@@ -169,20 +169,6 @@ def _inner(pause: tuple[int, int], frames: int, margin: int) -> tuple[int, int]:
     """A pause without the margins next to speech (the file's own ends need none)."""
     start, end = pause
     return (start + margin if start > 0 else 0), (end - margin if end < frames else frames)
-
-
-def quiet_level_db(samples: np.ndarray, sample_rate: int) -> float | None:
-    """Room-tone level of a stretch: RMS (dB) of the quieter half of its 10 ms frames; -200 for
-    digital silence, None for less than one frame."""
-    size = max(1, round(LEVEL_FRAME_S * sample_rate))
-    count = samples.shape[0] // size
-    if count == 0:
-        return None
-    blocks = samples[: count * size].reshape(count, -1)
-    power = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64) / blocks.shape[1]
-    quiet = np.sort(power)[: max(1, count // 2)]
-    mean = float(quiet.mean())
-    return 10 * math.log10(mean) if mean > 1e-20 else -200.0
 
 
 def pause_level_db(
