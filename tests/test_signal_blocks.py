@@ -121,3 +121,28 @@ def test_block_writer_hashes_the_file_it_wrote(clip: np.ndarray, tmp_path) -> No
     assert writer.sha256 == blocks.file_sha256(path)
     back = blocks.collect(blocks.read_blocks(path, 1000), 1)
     assert back.shape == clip.shape and float(np.abs(back).max()) <= 1.0
+
+
+def test_delivered_file_encoded_in_blocks_matches_in_memory(clip: np.ndarray, tmp_path) -> None:
+    from stepedit_core.audio import decode, sha256_bytes
+    from stepedit_core.encoding import DeliverFormat, encode, encode_file, encode_under_peak
+
+    loud = np.clip(clip * 1.2, -1.0, 1.0)  # a peak over ACX's -3 dBFS: the MP3 is trimmed
+    source = tmp_path / "round.flac"
+    sf.write(source, loud, RATE, format="FLAC", subtype="PCM_24")
+    audio = Audio(sf.read(source, dtype="float32", always_2d=True)[0], RATE)
+    flac = DeliverFormat("flac")
+    written = encode_file(source, tmp_path / "out.flac", flac, block=ODD_BLOCK)
+    assert (tmp_path / "out.flac").read_bytes() == encode(audio, flac)
+    assert written.sha256 == sha256_bytes(encode(audio, flac))
+    mp3 = DeliverFormat("mp3", 192, mono=True)
+    data, decoded, trim = encode_under_peak(audio, mp3, -3.0)
+    streamed = encode_file(source, tmp_path / "out.mp3", mp3, -3.0, block=ODD_BLOCK)
+    assert trim < 0 and streamed.trim_db == pytest.approx(trim, abs=0.01)
+    assert streamed.peak_dbfs is not None and streamed.peak_dbfs <= -3.0
+    back = decode((tmp_path / "out.mp3").read_bytes())
+    assert back.sample_rate == 44100 and back.frames == decoded.frames
+    # the resampler's block edges differ (1e-7), which the lossy code may round either way
+    difference = back.samples - decoded.samples
+    assert float(np.abs(difference).max()) < 5e-3
+    assert float(np.sqrt(np.mean(difference**2))) < 1e-4

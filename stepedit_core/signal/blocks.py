@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -74,21 +74,22 @@ def collect(blocks: Iterable[np.ndarray], channels: int) -> np.ndarray:
 class BlockWriter:
     """Writes blocks to an audio file (FLAC 24-bit by default, any soundfile format); samples are
     clipped to [-1, 1] first (the formats store integers or are defined in that range).
-    `sha256` is the finished file's hash, read back in chunks after closing."""
+    `sha256` is the finished file's hash, read back in chunks after closing (paths only; a file
+    object, such as a BytesIO, is the caller's to hash)."""
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | BinaryIO,
         sample_rate: int,
         channels: int,
         format: str = "FLAC",
         subtype: str | None = "PCM_24",
         **options: Any,
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(path) if isinstance(path, str | Path) else None
         self.frames = 0
         self._file = sf.SoundFile(
-            str(self.path),
+            str(path) if self.path else path,
             "w",
             samplerate=sample_rate,
             channels=channels,
@@ -115,6 +116,8 @@ class BlockWriter:
 
     @property
     def sha256(self) -> str:
+        if self.path is None:
+            raise ValueError("written to a file object, not a path: hash the bytes instead")
         if self._sha256 is None:
             self.close()
             self._sha256 = file_sha256(self.path)
