@@ -18,7 +18,8 @@ tone.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
@@ -33,6 +34,9 @@ from stepedit_core.signal.meters import true_peak_dbtp as true_peak_dbtp  # re-e
 CHUNK_FRAMES = 1 << 18  # frames per RMS step: no squared copy of a long clip
 DEFAULT_CEILING_DBTP = -1.0  # numeric LUFS targets
 LIMITER_WINDOW_S = 0.01  # half-width of the gain smoothing: 20 ms ramps around each peak
+# how far an output sample of the gain rider can depend on the input: 2 x the window, plus
+# soxr's oversampling filter, with room to spare (the blockwise limiter overlaps this much)
+LIMIT_REACH_S = 0.25
 CEILING_MARGIN_DB = 0.05  # the limiter aims this far under the ceiling (resampling error)
 ABSOLUTE_GATE_LUFS = -70.0  # below this BS.1770 gating keeps nothing: nothing to normalise
 ACX_RMS_DB = -20.0
@@ -42,6 +46,7 @@ ACCEPT_DB = 0.5  # EBU R128's production tolerance: further off than this fails 
 ROUNDS = 8
 MAX_PUSH_DB = 10.0  # the most gain the limiter may be asked to absorb beyond the plain match
 MIN_SLOPE = 0.05
+T = TypeVar("T")
 
 
 def target_for(option: str) -> tuple[str, float, float]:
@@ -81,7 +86,29 @@ def match_level(
     if target_db is not None:
         target = target_db
     measure = _rms_meter() if mode == "rms" else _lufs_meter(samples, sample_rate)
-    level = measure(samples)
+
+    def trial(gain_db: float) -> tuple[float, np.ndarray]:
+        out = limit(samples * db_to_gain(gain_db), sample_rate, ceiling)
+        return measure(out), out
+
+    return search_gain(
+        measure(samples), option, target, window, trial, lambda: true_peak(samples, sample_rate)
+    )
+
+
+def search_gain(
+    level: float,
+    option: str,
+    target: float,
+    window: tuple[float, float] | None,
+    trial: Callable[[float], tuple[float, T]],
+    input_peak: Callable[[], float],
+) -> tuple[T, float]:
+    """The gain (dB) that brings a signal at `level` to `target` (or into `window`) under the
+    option's ceiling: `trial(gain_db)` gains and limits the signal and returns the level reached
+    with the output; returns the accepted trial's output and its gain. Shared by the in-memory
+    and the blockwise level match, so both take the same steps."""
+    mode, _, ceiling = target_for(option)
     if not math.isfinite(level) or level < ABSOLUTE_GATE_LUFS:
         raise ItemFailure(
             "too_quiet",
@@ -89,10 +116,11 @@ def match_level(
         )
     matched = target - level  # the plain gain that would reach the target without a limiter
     gain_db, error, previous = matched, 0.0, None
-    out, used = samples, matched
+    out: T | None = None
+    used = matched
     for _ in range(ROUNDS):
-        out, used = limit(samples * db_to_gain(gain_db), sample_rate, ceiling), gain_db
-        reached = measure(out)
+        reached, out = trial(gain_db)
+        used = gain_db
         error = target - reached
         if abs(error) <= TOLERANCE_DB:
             return out, used
@@ -106,7 +134,7 @@ def match_level(
             break
     reached = target - error
     inside = window[0] <= reached <= window[1] if window is not None else abs(error) <= ACCEPT_DB
-    if inside:
+    if inside and out is not None:
         return out, used
     unit = "dB RMS" if mode == "rms" else "LUFS"
     goal = (
@@ -118,13 +146,30 @@ def match_level(
         "loudness_unreachable",
         f"{goal} is not reachable under a {ceiling:g} dBTP ceiling without more than "
         f"{MAX_PUSH_DB:g} dB of limiting (reached {reached:.1f} {unit} aiming at {target:.1f}; "
-        f"the peaks stand {gain_to_db(true_peak(samples, sample_rate)) - level:.1f} dB over the "
+        f"the peaks stand {gain_to_db(input_peak()) - level:.1f} dB over the "
         f"level, {ceiling - target:.1f} dB fit)",
     )
 
 
 def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndarray:
     """Keep the true peak of `samples` at or under `ceiling_dbtp`, touching only the peaks."""
+    out = ride_peaks(samples, sample_rate, ceiling_dbtp)
+    # the gain curve is smooth but not constant, so check again and trim what is left
+    return out * np.float32(trim_for(true_peak(out, sample_rate), ceiling_dbtp))
+
+
+def trim_for(peak: float, ceiling_dbtp: float) -> float:
+    """The last, constant turn-down of a limited signal whose true peak is still over."""
+    return (
+        db_to_gain(ceiling_dbtp - CEILING_MARGIN_DB) / peak
+        if peak > db_to_gain(ceiling_dbtp)
+        else 1.0
+    )
+
+
+def ride_peaks(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndarray:
+    """The limiter's gain rider alone (no final trim): each output sample depends only on the
+    input within LIMIT_REACH_S of it, which is what lets the blockwise limiter overlap blocks."""
     ceiling = db_to_gain(ceiling_dbtp - CEILING_MARGIN_DB)
     out = np.asarray(samples, dtype=np.float32)
     peaks = frame_true_peaks(out, sample_rate)
@@ -138,10 +183,6 @@ def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndar
     uniform_filter1d(gain, width, mode="nearest", output=need)
     out = out * need[:, None]
     del gain, need, peaks
-    # the gain curve is smooth but not constant, so check again and trim what is left
-    peak = true_peak(out, sample_rate)
-    if peak > db_to_gain(ceiling_dbtp):
-        out *= np.float32(ceiling / peak)
     return out
 
 

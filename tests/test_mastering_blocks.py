@@ -1,0 +1,59 @@
+"""Mastering in blocks equals mastering in memory: blocks much smaller than the clip, so block
+edges fall inside speech and on the limiter's peaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stepedit_core.engines.signal import level_blocks, loudness
+from stepedit_core.failures import ItemFailure
+from stepedit_core.signal.blocks import array_blocks, read_blocks
+
+from signal_fixtures import narration
+
+RATE = 44100
+ODD_BLOCK = 3001
+
+
+@pytest.fixture(scope="module")
+def chapter(tmp_path_factory) -> tuple[np.ndarray, str]:
+    x = narration(16.0, RATE, seed=4)
+    path = str(tmp_path_factory.mktemp("chapter") / "in.wav")
+    sf.write(path, x, RATE, subtype="FLOAT")  # float: no quantisation between the two paths
+    return x, path
+
+
+def test_overlapped_chunks_cover_the_stream_once() -> None:
+    stream = np.arange(10_000, dtype=np.float32)[:, None]
+    centres = []
+    for piece, at, length in level_blocks.overlapped(array_blocks(stream, 777), 1000, 300):
+        centre = piece[at : at + length, 0]
+        assert piece[0, 0] == max(0, centre[0] - 300)  # the left neighbour, where there is one
+        centres.append(centre)
+    assert np.array_equal(np.concatenate(centres), stream[:, 0])
+
+
+@pytest.mark.parametrize("option", ["acx", "-16"])
+def test_level_match_in_blocks_equals_in_memory(chapter, tmp_path, option: str) -> None:
+    x, path = chapter
+    expected, gain = loudness.match_level(x, RATE, option)
+    opened = lambda: read_blocks(path, ODD_BLOCK)  # noqa: E731
+    leveled = level_blocks.match_level_blocks(opened, RATE, 1, option)
+    assert leveled.gain_db == pytest.approx(gain, abs=0.01)
+    _, _, ceiling = loudness.target_for(option)
+    out = tmp_path / "out.wav"
+    level_blocks.write_level_matched(opened, out, RATE, 1, leveled, ceiling, subtype="FLOAT")
+    got = sf.read(out, dtype="float32", always_2d=True)[0]
+    assert got.shape == expected.shape
+    assert float(np.abs(got - expected).max()) < 1e-5
+
+
+def test_level_match_in_blocks_refuses_silence_as_in_memory() -> None:
+    silence = np.zeros((RATE, 1), np.float32)
+    with pytest.raises(ItemFailure) as in_memory:
+        loudness.match_level(silence, RATE, "acx")
+    with pytest.raises(ItemFailure) as in_blocks:
+        level_blocks.match_level_blocks(lambda: array_blocks(silence, 1000), RATE, 1, "acx")
+    assert in_blocks.value.code == in_memory.value.code == "too_quiet"
