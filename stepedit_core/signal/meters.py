@@ -79,6 +79,38 @@ class FrameEnergy:
         return float(np.sum(np.square(carry, dtype=np.float64))) if carry is not None else 0.0
 
 
+class BlockPeaks:
+    """Per block of `size` frames: the largest |sample| (all channels) and the sum of squares
+    (float64); a short last block counts as if padded with zeros."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._energy = FrameEnergy(self.size)
+        self._peaks: list[np.ndarray] = []
+        self._carry = np.zeros(0, dtype=np.float32)
+
+    def feed(self, block: np.ndarray) -> None:
+        self._energy.feed(block)
+        flat = np.abs(np.asarray(block, dtype=np.float32)).max(axis=1)
+        if self._carry.size:
+            flat = np.concatenate([self._carry, flat])
+        whole = flat.shape[0] // self.size * self.size
+        if whole:
+            self._peaks.append(flat[:whole].reshape(-1, self.size).max(axis=1).astype(np.float64))
+        self._carry = flat[whole:].copy()
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        peaks = list(self._peaks)
+        energy = [self._energy.energies()]
+        if self._carry.size:
+            peaks.append(np.array([self._carry.max()], dtype=np.float64))
+            energy.append(np.array([self._energy.remainder()]))
+        return (
+            np.concatenate(peaks) if peaks else np.zeros(0),
+            np.concatenate(energy) if energy else np.zeros(0),
+        )
+
+
 class LevelMeter:
     def __init__(self) -> None:
         self.frames = 0
