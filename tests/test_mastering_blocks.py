@@ -57,3 +57,28 @@ def test_level_match_in_blocks_refuses_silence_as_in_memory() -> None:
     with pytest.raises(ItemFailure) as in_blocks:
         level_blocks.match_level_blocks(lambda: array_blocks(silence, 1000), RATE, 1, "acx")
     assert in_blocks.value.code == in_memory.value.code == "too_quiet"
+
+
+@pytest.mark.parametrize(
+    "floor_db,lead_s",
+    [(-50.0, 0.0), (-140.0, 0.0), (-70.0, 3.0)],
+    ids=["room-tone", "near-silent-pauses-get-a-bed", "long-head-is-cut"],
+)
+def test_acx_master_in_blocks_equals_in_memory(tmp_path, floor_db: float, lead_s: float) -> None:
+    from stepedit_core.delivery import PROFILES
+    from stepedit_core.engines.signal.master_blocks import master_file
+
+    x = narration(9.0, RATE, floor_db=floor_db, seed=5)
+    if lead_s:
+        x = np.concatenate([np.full((round(lead_s * RATE), 1), 1e-5, np.float32), x])
+    expected = loudness.normalize(x, RATE, "acx")
+    source, target = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(source, x, RATE, subtype="FLOAT")
+    mastered = master_file(source, target, "acx", PROFILES["acx"], block=ODD_BLOCK, subtype="FLOAT")
+    got = sf.read(target, dtype="float32", always_2d=True)[0]
+    assert got.shape == expected.shape and mastered.frames == expected.shape[0]
+    assert float(np.abs(got - expected).max()) < 1e-4
+    # the speech it found travels with the file, in the output's frames, for QC
+    assert mastered.spans and mastered.spans[-1][1] <= mastered.frames
+    head = mastered.spans[0][0] / RATE
+    assert 0.5 <= head <= 1.0  # ACX's head of room tone

@@ -8,7 +8,7 @@ size, so tests run blocks much smaller than the clip to put boundaries inside sp
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,6 +55,49 @@ def read_blocks(
                 break
             at += block.shape[0]
             yield block
+
+
+class FileReader:
+    """Random access to an audio file's frames (`read(start, stop)`, or slicing), one open
+    handle; `shape` is (frames, channels) so code written for arrays can slice it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._file = sf.SoundFile(self.path)
+        self.frames, self.channels = int(self._file.frames), int(self._file.channels)
+        self.sample_rate = int(self._file.samplerate)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.frames, self.channels
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(self.frames, stop)
+        if stop <= start:
+            return np.zeros((0, self.channels), dtype=np.float32)
+        self._file.seek(start)
+        return self._file.read(stop - start, dtype="float32", always_2d=True)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(self.frames)
+        if step != 1:
+            raise ValueError("only contiguous slices are read from a file")
+        return self.read(start, stop)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> FileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ranges(read: Callable[[int, int], np.ndarray], frames: int, size: int) -> Iterator[np.ndarray]:
+    """A signal given by `read(start, stop)` as consecutive blocks of `size` frames."""
+    for at in range(0, frames, max(1, size)):
+        yield read(at, min(frames, at + size))
 
 
 def array_blocks(samples: np.ndarray, frames: int) -> Iterator[np.ndarray]:

@@ -105,7 +105,7 @@ def _master(
     # the gain the final level match will apply (pads are room tone: their energy is negligible)
     probe = np.pad(samples, ((head_pad, tail_pad), (0, 0)))
     _, gain_db = match_level(probe, sample_rate, option, aim, window)
-    target = _floor_target(profile)
+    target = floor_target_db(profile)
     if target is None:
         body = samples
     else:
@@ -129,7 +129,7 @@ def _master(
     return out
 
 
-def _floor_target(profile: Profile) -> float | None:
+def floor_target_db(profile: Profile) -> float | None:
     if profile.noise_floor_target_db is not None:
         return profile.noise_floor_target_db
     if profile.noise_floor_max_db is not None:
