@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepedit_core.audio import Audio
+from stepedit_core.audio_ref import AudioRef, load_audio
 from stepedit_core.edits import EditSpec
 from stepedit_core.failures import ItemFailure, check_code
 
@@ -43,6 +44,12 @@ class WorkItem:
     `round` and `round_edits` are facts the round machinery writes at the start of each round
     (round 0 is a clone round; `round_edits` is empty when the item has nothing to do in it).
     `state` carries engine-specific data between the stages of a round (tokens, features).
+
+    Audio fields hold samples (`Audio`) or a reference to a published object (`AudioRef`,
+    audio_ref.py): round audio travels by reference, so the item stays small however long the
+    clip and however many rounds. A stage that needs samples calls `samples(field)`.
+    `audio_dir` is the folder of the run's store that this item's round audio is published to
+    (set when the item is loaded; None keeps audio in memory, as unit tests do).
     """
 
     row_index: int
@@ -59,10 +66,11 @@ class WorkItem:
     round: int = 1
     round_edits: tuple[EditSpec, ...] = ()
     source_sha256: str | None = None
-    audio: Audio | None = None
-    original: Audio | None = None  # the source clip, kept for prompt-fixed rounds
-    prompt: Audio | None = None  # voice prompt of this round (engines that clone a voice)
-    output: Audio | None = None
+    audio: Audio | AudioRef | None = None
+    original: Audio | AudioRef | None = None  # the source clip, kept for prompt-fixed rounds
+    prompt: Audio | AudioRef | None = None  # voice prompt of this round (voice cloning)
+    output: Audio | AudioRef | None = None
+    audio_dir: str | None = None
     qc_reference: Any = None  # the source's QC analysis, made once per clip (qc.Reference)
     state: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -78,6 +86,11 @@ class WorkItem:
 
     def fail(self, code: str, message: str) -> None:
         self.error_code, self.error = check_code(code), message
+
+    def samples(self, name: str = "audio") -> Audio | None:
+        """The samples of audio field `name` ("audio", "original", "prompt", "output"),
+        read from its object when the field holds a reference."""
+        return load_audio(getattr(self, name))
 
     @property
     def round_seed(self) -> int:
