@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from stepedit_core.audio import Audio
+from stepedit_core.audio_ref import AudioRef
 from stepedit_core.signal.blocks import BlockInfo, array_blocks, file_info, read_blocks
 from stepedit_core.signal.gain import gain_to_db
 from stepedit_core.signal.meters import (
@@ -363,13 +364,56 @@ def measure_file(
     """`measure` of an audio file of any length, read in blocks (memory: one block plus a few
     numbers per 10 ms). The heavy models are not run on files (they are noted as such)."""
     info = file_info(path)
-    metrics, notes = measure_stream(
+    return measure_blocks(
         lambda: read_blocks(path, block_frames), info.sample_rate, info.channels, source, vad, spans
     )
+
+
+def measure_ref(
+    ref: AudioRef,
+    source: Reference | None = None,
+    vad: Any = None,
+    spans: list[tuple[int, int]] | None = None,
+) -> QcReport:
+    """`measure_file` of round audio that travels by reference (read from its object)."""
+    return measure_blocks(ref.blocks, ref.sample_rate, ref.channels, source, vad, spans)
+
+
+def measure_blocks(
+    open_blocks: Callable[[], Iterator[np.ndarray]],
+    rate: int,
+    channels: int,
+    source: Reference | None = None,
+    vad: Any = None,
+    spans: list[tuple[int, int]] | None = None,
+) -> QcReport:
+    """QC of a stream that can be opened again; the heavy models are noted as not run."""
+    metrics, notes = measure_stream(open_blocks, rate, channels, source, vad, spans)
     for key in (*MOS_KEYS, "speaker_similarity"):
         metrics[key] = None
         notes[key] = "not measured: heavy QC runs on clips in memory"
     return QcReport(metrics, notes)
+
+
+def reference_blocks(
+    open_blocks: Callable[[], Iterator[np.ndarray]], rate: int, channels: int, vad: Any = None
+) -> Reference:
+    """`reference` of a source of any length, in two passes over its blocks (speech, then the
+    spectrum of the speech); no speaker embedding (heavy QC runs on clips in memory)."""
+    finder = (vad or shared_vad()).finder(rate, channels, SPEECH_MIN_SILENCE_S)
+    for block in open_blocks():
+        finder.feed(block)
+    spans = finder.finish() if finder.frames else []
+    spectrum = _SpectrumStream(rate, _to_16k(spans, rate))
+    for block in open_blocks():
+        spectrum.feed(block)
+    return Reference(
+        duration_s=finder.frames / rate,
+        sample_rate=rate,
+        channels=channels,
+        ltas_db=spectrum.bands_db(),
+        embedding_note="not measured: heavy QC runs on clips in memory",
+    )
 
 
 def measure_stream(

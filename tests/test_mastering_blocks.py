@@ -82,3 +82,37 @@ def test_acx_master_in_blocks_equals_in_memory(tmp_path, floor_db: float, lead_s
     assert mastered.spans and mastered.spans[-1][1] <= mastered.frames
     head = mastered.spans[0][0] / RATE
     assert 0.5 <= head <= 1.0  # ACX's head of room tone
+
+
+@pytest.mark.parametrize("edit", ["loudness=acx", "loudness=-16"])
+def test_signal_engine_streams_a_referenced_chapter_into_the_store(tmp_path, edit: str) -> None:
+    from stepedit_core.audio import Audio
+    from stepedit_core.audio_ref import AudioRef, publish
+    from stepedit_core.edits import parse_chain
+    from stepedit_core.engines.signal import SignalEditStage
+    from stepedit_core.stages import WorkItem
+
+    x = narration(9.0, RATE, seed=8)
+    store = str(tmp_path / "audio")
+    ref = publish(Audio(x, RATE), store)
+    engine = SignalEditStage()
+
+    def item(audio: Audio | AudioRef, audio_dir: str | None) -> WorkItem:
+        made = WorkItem(row_index=0, clip_id="ch1", audio_uri="mem://", edits=parse_chain(edit))
+        made.round, made.round_edits = 1, made.edits
+        made.audio, made.audio_dir = audio, audio_dir
+        return made
+
+    by_ref = item(ref, store)
+    engine.process_item(by_ref)
+    assert isinstance(by_ref.output, AudioRef)
+    assert by_ref.output.uri.startswith(store) and by_ref.output.sha256 in by_ref.output.uri
+    in_memory = item(ref.load(), None)  # the same samples, decoded whole
+    engine.process_item(in_memory)
+    expected = in_memory.output.samples
+    got = by_ref.output.load().samples
+    assert got.shape == expected.shape
+    assert float(np.abs(got - expected).max()) < 1e-4  # 24-bit FLAC steps are 1.2e-7
+    if edit == "loudness=acx":  # speech found once, in the output's frames, for QC
+        spans = by_ref.state["speech_spans"]
+        assert spans and spans[-1][1] <= by_ref.output.frames

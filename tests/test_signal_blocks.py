@@ -146,3 +146,20 @@ def test_delivered_file_encoded_in_blocks_matches_in_memory(clip: np.ndarray, tm
     difference = back.samples - decoded.samples
     assert float(np.abs(difference).max()) < 5e-3
     assert float(np.sqrt(np.mean(difference**2))) < 1e-4
+
+
+def test_qc_of_referenced_audio_and_a_streamed_reference(clip: np.ndarray, tmp_path) -> None:
+    from stepedit_core.audio_ref import publish
+
+    source_audio = Audio(narration(12.5, RATE, seed=12), RATE)
+    ref = publish(Audio(clip, RATE), str(tmp_path / "audio"))
+    audio = ref.load()
+    in_memory = qc.measure(audio, qc.reference(source_audio)).metrics
+    streamed_source = qc.reference_blocks(
+        lambda: blocks.array_blocks(source_audio.samples, ODD_BLOCK), RATE, 1
+    )
+    by_ref = qc.measure_ref(ref, streamed_source).metrics
+    for key in ("rms_dbfs", "true_peak_dbtp", "loudness_lufs", "noise_floor_db", "drift_s"):
+        assert by_ref[key] == pytest.approx(in_memory[key], abs=0.011), key
+    assert by_ref["ltas_distance_db"] == pytest.approx(in_memory["ltas_distance_db"], abs=0.011)
+    assert by_ref["speech_ratio"] == in_memory["speech_ratio"]

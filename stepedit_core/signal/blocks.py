@@ -58,8 +58,7 @@ def read_blocks(
 
 
 class FileReader:
-    """Random access to an audio file's frames (`read(start, stop)`, or slicing), one open
-    handle; `shape` is (frames, channels) so code written for arrays can slice it."""
+    """Random access to an audio file's frames (`read(start, stop)`), one open handle."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -67,22 +66,12 @@ class FileReader:
         self.frames, self.channels = int(self._file.frames), int(self._file.channels)
         self.sample_rate = int(self._file.samplerate)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.frames, self.channels
-
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(self.frames, stop)
         if stop <= start:
             return np.zeros((0, self.channels), dtype=np.float32)
         self._file.seek(start)
         return self._file.read(stop - start, dtype="float32", always_2d=True)
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        start, stop, step = key.indices(self.frames)
-        if step != 1:
-            raise ValueError("only contiguous slices are read from a file")
-        return self.read(start, stop)
 
     def close(self) -> None:
         self._file.close()

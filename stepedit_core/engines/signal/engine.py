@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from stepedit_core.audio import Audio
+from stepedit_core.audio_ref import AudioRef
 from stepedit_core.edits import LOUDNESS_PROFILES, SIGNAL, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady
 from stepedit_core.failures import ItemFailure
@@ -74,8 +75,23 @@ class SignalEditStage(EngineStage):
     def process_item(self, item: WorkItem) -> None:
         if item.audio is None:
             raise ItemFailure("no_audio", "no input audio for the signal edit")
-        samples, rate = item.audio.samples, item.audio.sample_rate
-        channels = item.audio.channels
+        if isinstance(item.audio, AudioRef) and item.audio_dir and streams(item.round_edits):
+            # a chapter's loudness runs in blocks, from object to object
+            from stepedit_core.engines.signal.by_reference import loudness_by_reference
+
+            if self._vad is None:
+                self.setup()
+            option = str(item.round_edits[0].option)
+            item.output, spans = loudness_by_reference(
+                item.audio, option, item.audio_dir, self._vad
+            )
+            if spans is not None:
+                item.state["speech_spans"] = spans  # found once: QC of this round reuses them
+            return
+        audio = item.samples("audio")
+        assert audio is not None
+        samples, rate = audio.samples, audio.sample_rate
+        channels = audio.channels
         for spec in item.round_edits:
             if spec.type == "fillers":
                 samples = self.remove_fillers(item, spec, samples, rate)
@@ -144,6 +160,12 @@ class SignalEditStage(EngineStage):
         raise ItemFailure(
             "unsupported_edit", f"engine {self.engine_name!r} does not support edit {spec}"
         )
+
+
+def streams(edits: tuple[EditSpec, ...]) -> bool:
+    """Whether a round's edits run in blocks on referenced audio (one `loudness` edit; see
+    by_reference.py); other edits read referenced audio whole."""
+    return len(edits) == 1 and edits[0].type == "loudness" and edits[0].option is not None
 
 
 def _profiles() -> str:

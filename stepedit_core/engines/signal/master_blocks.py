@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,8 +58,18 @@ class MasteredFile:
     gain_db: float
 
 
+class FrameSource(Protocol):
+    """What the blockwise master reads: a FileReader, or any object that reads frame ranges."""
+
+    frames: int
+    channels: int
+    sample_rate: int
+
+    def read(self, start: int, stop: int) -> np.ndarray: ...
+
+
 def master_file(
-    source: str | Path,
+    source: str | Path | FrameSource,
     target: str | Path,
     option: str,
     profile: Profile,
@@ -70,17 +80,31 @@ def master_file(
     """`loudness=<option>` mastered into `profile` from `source` to `target` (FLAC; WAV for
     subtype FLOAT). As in memory, a clip whose head and tail of room tone would take the level
     out of reach keeps its own edges."""
+    if not isinstance(source, str | Path):
+        return _master_source(source, target, option, profile, vad, block, subtype)
     with FileReader(source) as reader:
-        spans = _speech(reader, vad, block)
-        try:
-            return _master(reader, target, option, profile, spans, block, subtype, edges=True)
-        except ItemFailure as failure:
-            if failure.code != "loudness_unreachable":
-                raise
-            return _master(reader, target, option, profile, spans, block, subtype, edges=False)
+        return _master_source(reader, target, option, profile, vad, block, subtype)
 
 
-def _speech(reader: FileReader, vad: Any, block: int | None) -> list[tuple[int, int]]:
+def _master_source(
+    reader: FrameSource,
+    target: str | Path,
+    option: str,
+    profile: Profile,
+    vad: Any,
+    block: int | None,
+    subtype: str,
+) -> MasteredFile:
+    spans = _speech(reader, vad, block)
+    try:
+        return _master(reader, target, option, profile, spans, block, subtype, edges=True)
+    except ItemFailure as failure:
+        if failure.code != "loudness_unreachable":
+            raise
+        return _master(reader, target, option, profile, spans, block, subtype, edges=False)
+
+
+def _speech(reader: FrameSource, vad: Any, block: int | None) -> list[tuple[int, int]]:
     finder = (vad or shared_vad()).finder(reader.sample_rate, reader.channels, SPEECH_MIN_SILENCE_S)
     for part in ranges(reader.read, reader.frames, block or block_frames(reader.sample_rate)):
         finder.feed(part)
@@ -88,7 +112,7 @@ def _speech(reader: FileReader, vad: Any, block: int | None) -> list[tuple[int, 
 
 
 def _master(
-    reader: FileReader,
+    reader: FrameSource,
     target: str | Path,
     option: str,
     profile: Profile,
@@ -118,7 +142,7 @@ def _master(
             None,
             None,
         )
-    tone_power = room_tone_power(reader, rate, spans)  # type: ignore[arg-type]
+    tone_power = room_tone_power(_Sliced(reader), rate, spans)  # type: ignore[arg-type]
     head_cut = tail_cut = head_pad = tail_pad = 0
     if edges:
         head_cut, tail_cut, head_pad, tail_pad = edge_plan(reader.frames, rate, spans, profile)
@@ -250,6 +274,18 @@ def _write(
     return MasteredFile(
         Path(target), writer.frames, rate, channels, writer.sha256, spans, leveled.gain_db
     )
+
+
+class _Sliced:
+    """A FrameSource sliced like an array (what room_tone_power reads)."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self.shape = (source.frames, source.channels)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.source.frames)
+        return self.source.read(start, stop)
 
 
 def _padded(read: Read, frames: int, head: int, tail: int, channels: int) -> Read:
