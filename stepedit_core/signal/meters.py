@@ -339,16 +339,29 @@ def frame_true_peaks(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     done = 0
     for start in range(0, frames, PEAK_CHUNK_FRAMES):
         chunk = np.ascontiguousarray(samples[start : start + PEAK_CHUNK_FRAMES], dtype=np.float32)
-        np.abs(chunk).max(axis=1, out=peaks[start : start + chunk.shape[0]])
-        up = stream.resample_chunk(chunk, last=start + PEAK_CHUNK_FRAMES >= frames)
-        level = np.concatenate([carry, np.abs(np.asarray(up).reshape(-1, channels)).max(axis=1)])
+        peaks[start : start + chunk.shape[0]] = _largest_across(np.abs(chunk))
+        up = stream.resample_chunk(
+            chunk[:, 0] if channels == 1 else chunk, last=start + PEAK_CHUNK_FRAMES >= frames
+        )
+        level = np.concatenate(
+            [carry, _largest_across(np.abs(np.asarray(up).reshape(-1, channels)))]
+        )
         whole = level.shape[0] // OVERSAMPLE * OVERSAMPLE
-        block = level[:whole].reshape(-1, OVERSAMPLE).max(axis=1)[: frames - done]
+        block = _largest_across(level[:whole].reshape(-1, OVERSAMPLE))[: frames - done]
         span = peaks[done : done + block.shape[0]]
         np.maximum(span, block, out=span)
         done += block.shape[0]
         carry = level[whole:]
     return peaks
+
+
+def _largest_across(rows: np.ndarray) -> np.ndarray:
+    """Row-wise max of a narrow (n, k) array: k-1 elementwise maxima of its columns, much
+    faster than max(axis=1) for small k."""
+    out = np.array(rows[:, 0], dtype=np.float32)
+    for column in range(1, rows.shape[1]):
+        np.maximum(out, rows[:, column], out=out)
+    return out
 
 
 def rms_db(blocks: Iterable[np.ndarray]) -> float:
