@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from stepedit_core.audio import Audio
 from stepedit_core.engines.signal import level_blocks, loudness
 from stepedit_core.failures import ItemFailure
 from stepedit_core.signal.blocks import array_blocks, read_blocks
@@ -86,7 +87,6 @@ def test_acx_master_in_blocks_equals_in_memory(tmp_path, floor_db: float, lead_s
 
 @pytest.mark.parametrize("edit", ["loudness=acx", "loudness=-16"])
 def test_signal_engine_streams_a_referenced_chapter_into_the_store(tmp_path, edit: str) -> None:
-    from stepedit_core.audio import Audio
     from stepedit_core.audio_ref import AudioRef, publish
     from stepedit_core.edits import parse_chain
     from stepedit_core.engines.signal import SignalEditStage
@@ -116,3 +116,23 @@ def test_signal_engine_streams_a_referenced_chapter_into_the_store(tmp_path, edi
     if edit == "loudness=acx":  # speech found once, in the output's frames, for QC
         spans = by_ref.state["speech_spans"]
         assert spans and spans[-1][1] <= by_ref.output.frames
+
+
+def test_delivered_mp3_from_a_file_matches_the_in_memory_package(tmp_path) -> None:
+    from stepedit_core.audio import decode, encode_flac
+    from stepedit_core.delivered_files import deliver_file, package
+    from stepedit_core.delivery import QcPlan
+    from stepedit_core.engines.signal.vad import shared_vad
+
+    mastered = loudness.normalize(narration(9.0, RATE, seed=6), RATE, "acx")
+    source = tmp_path / "round.flac"
+    source.write_bytes(encode_flac(Audio(mastered, RATE)))
+    plan = QcPlan(profile="acx", deliver_format="mp3")
+    in_memory = package(source.read_bytes(), lambda ext, part: f"out.{ext}", plan)
+    spans = shared_vad().speech(decode(source.read_bytes()).samples, RATE, 0.1)
+    encoded, passed, reasons = deliver_file(source, tmp_path / "out.mp3", plan, None, spans)
+    (expected,) = in_memory.files
+    assert passed == in_memory.qc_pass and passed, reasons
+    assert encoded.trim_db == pytest.approx(expected.trim_db, abs=0.01)
+    got, want = decode((tmp_path / "out.mp3").read_bytes()), decode(expected.data)
+    assert got.frames == want.frames and float(np.abs(got.samples - want.samples).max()) < 5e-3
