@@ -111,16 +111,22 @@ class LevelPlan:
     drift_db: float = 0.0
     compression_db: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.gain_db is not None:
+            self._centres = (np.arange(self.gain_db.shape[0]) + 0.5) * self.block - 0.5
+            self._linear = 10 ** (self.gain_db / 20)
+
     def apply(self, block: np.ndarray, start: int) -> np.ndarray:
         """`block` (frames from `start`) times the gain curve, interpolated between block
-        centres."""
+        centres (only the centres around the block are looked at: the cost is the block's)."""
         if self.gain_db is None:
             return block
-        centres = (np.arange(self.gain_db.shape[0]) + 0.5) * self.block - 0.5
-        linear = 10 ** (self.gain_db / 20)
-        where = np.arange(start, start + block.shape[0])
-        gain = np.interp(where, centres, linear).astype(np.float32)
-        return block * gain[:, None]
+        stop = start + block.shape[0]
+        low = max(0, int(np.searchsorted(self._centres, start)) - 1)
+        high = int(np.searchsorted(self._centres, stop)) + 1
+        where = np.arange(start, stop)
+        gain = np.interp(where, self._centres[low:high], self._linear[low:high])
+        return block * gain.astype(np.float32)[:, None]
 
 
 def plan_leveling(

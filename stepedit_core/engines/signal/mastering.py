@@ -30,6 +30,7 @@ inside the window passes; the clip is refused only when none is reachable. Aroun
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -217,10 +218,18 @@ class Gate:
     pauses: list[tuple[int, int, float, bool, bool]]
     fade: int
 
+    def __post_init__(self) -> None:
+        self._ends = [pause[1] for pause in self.pauses]
+
     def apply(self, block: np.ndarray, start: int) -> np.ndarray:
         """`block` (frames from `start`) with the gate's gain."""
         stop = start + block.shape[0]
-        touched = [p for p in self.pauses if p[0] < stop and p[1] > start]
+        touched = []
+        # pauses are sorted and apart: skip to the first that ends after `start`
+        for pause in self.pauses[bisect.bisect_right(self._ends, start) :]:
+            if pause[0] >= stop:
+                break
+            touched.append(pause)
         if not touched:
             return block
         gain = np.ones(block.shape[0], dtype=np.float32)
