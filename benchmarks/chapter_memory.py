@@ -162,7 +162,7 @@ def e2e_chapter(minutes: float, executor: str) -> dict:
             deliver_format="mp3",
             report="none",
         )
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_s()
         if executor == "local":
             from stepedit_core.executors.local import LocalExecutor
 
@@ -175,9 +175,10 @@ def e2e_chapter(minutes: float, executor: str) -> dict:
         "minutes": minutes,
         "executor": executor,
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu_s() - cpu, 1),
         "x_real_time": round(minutes * 60 / wall, 1),
-        "peak_rss_mb_driver": peak_rss_mb(),
-        "note": "Ray workers are other processes: their peak memory is not in this number",
+        "peak_rss_mb": peak_rss_mb(),
+        "note": "this process's peak; with Ray the workers are other processes, not counted",
         "row": {k: row[k] for k in ("status", "qc_status", "qc_reasons")},
     }
 
