@@ -22,13 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from stepedit_core import qc
 from stepedit_core.audio import Audio, decode, sha256_bytes
 from stepedit_core.delivery import LOUDNESS_OPTION_PROFILES, Profile, QcPlan, check, get_profile
-from stepedit_core.encoding import DeliverFormat, encode_under_peak
+from stepedit_core.encoding import DeliverFormat, EncodedFile, encode_file, encode_under_peak
 from stepedit_core.engines.signal.loudness import match_level
 from stepedit_core.engines.signal.mastering import (
     conform_edges,
@@ -39,6 +40,8 @@ from stepedit_core.engines.signal.mastering import (
 )
 from stepedit_core.failures import ItemFailure
 from stepedit_core.segments import plan
+from stepedit_core.signal.blocks import file_info
+from stepedit_core.signal.vad import speech_spans
 
 WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far inside it
 
@@ -106,7 +109,7 @@ def package(
     fmt = deliver_format(plan_)
     pieces = [(0, audio.frames)]
     if profile.max_duration_s is not None and audio.duration > profile.max_duration_s:
-        spans = qc.speech_spans(audio.samples, audio.sample_rate)
+        spans = speech_spans(audio.samples, audio.sample_rate)
         room = (profile.head_target_s or 0.0) + (profile.tail_target_s or 0.0)  # edges added
         pieces = [
             (p.start, p.end)
@@ -132,6 +135,39 @@ def package(
     return Delivery(files, passed, "; ".join(reasons) or None)
 
 
+def deliver_file(
+    source: str | Path,
+    target: str | Path,
+    plan_: QcPlan,
+    round_metrics: dict | None = None,
+    spans: list[tuple[int, int]] | None = None,
+) -> tuple[EncodedFile, bool | None, str | None]:
+    """One delivered file from a round's audio file, in blocks (any length up to the profile's
+    limit; a longer clip goes through `package`): encoded, and for a lossy format checked
+    against the profile as decoded. `spans`: the round's speech (frames at the round's rate;
+    MP3 is 44.1 kHz, so they are rescaled). Returns the file, its verdict and reasons (None:
+    not checked, as in `package`)."""
+    profile = get_profile(plan_.profile)
+    fmt = deliver_format(plan_)
+    encoded = encode_file(source, target, fmt, profile.sample_peak_max_dbfs)
+    if profile.name == "none" or not fmt.lossy:
+        return encoded, None, None
+    if spans is not None:
+        scale = file_info(target).sample_rate / file_info(source).sample_rate
+        spans = [(round(a * scale), round(b * scale)) for a, b in spans]
+    merged = dict(round_metrics or {})
+    measured = qc.measure_file(target, spans=spans).metrics
+    merged.update({k: v for k, v in measured.items() if v is not None})
+    if round_metrics is not None and (
+        round_metrics.get("sample_rate_hz") != measured["sample_rate_hz"]
+        or round_metrics.get("channels") != measured["channels"]
+    ):
+        merged["format_matches_source"] = 0  # resampled or mixed down for delivery
+    verdict = check(merged, profile)
+    reasons = [f"delivered {fmt.ext}: {reason}" for reason in verdict.reasons]
+    return encoded, verdict.passed, "; ".join(reasons) or None
+
+
 def _room_tone_edges(part: Audio, profile: Profile) -> Audio:
     """A part cut in a pause starts or ends with only part of that pause: give it the
     profile's head and tail of room tone (made from its own pauses, at its own floor), as
@@ -139,7 +175,7 @@ def _room_tone_edges(part: Audio, profile: Profile) -> Audio:
     if profile.head_s is None and profile.tail_s is None:
         return part
     rate = part.sample_rate
-    spans = qc.speech_spans(part.samples, rate)
+    spans = speech_spans(part.samples, rate)
     if not spans:
         return part
     power = room_tone_power(part.samples, rate, spans)

@@ -15,12 +15,24 @@ audio is turned down by the excess (plus TRIM_MARGIN_DB) and encoded again.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
-import soundfile as sf
 
-from stepedit_core.audio import Audio, decode, encode_flac, resample
+from stepedit_core.audio import Audio, decode
+from stepedit_core.signal.blocks import (
+    BlockWriter,
+    array_blocks,
+    block_frames,
+    file_info,
+    file_sha256,
+    read_blocks,
+)
+from stepedit_core.signal.meters import LevelMeter
+from stepedit_core.signal.resample import Resampler
 
 FORMATS = ("flac", "wav", "mp3")
 MP3_BITRATES = (128, 160, 192, 224, 256, 320)  # kbps, MPEG-1 Layer III
@@ -57,31 +69,113 @@ class DeliverFormat:
 
 def encode(audio: Audio, fmt: DeliverFormat) -> bytes:
     """`audio` as a file in `fmt` (MP3: resampled to 44.1 kHz, constant bitrate)."""
-    if fmt.mono and audio.channels > 1:
-        audio = Audio(audio.samples.mean(axis=1, keepdims=True), audio.sample_rate)
-    if fmt.name == "flac":
-        return encode_flac(audio)
-    clipped = np.clip(audio.samples, -1.0, 1.0)
     buffer = io.BytesIO()
-    if fmt.name == "wav":
-        sf.write(buffer, clipped, audio.sample_rate, format="WAV", subtype="PCM_24")
-        return buffer.getvalue()
-    clipped = np.clip(resample(Audio(clipped, audio.sample_rate), MP3_RATE).samples, -1.0, 1.0)
-    level = (MP3_MAX_KBPS - fmt.mp3_bitrate) / (MP3_MAX_KBPS - MP3_MIN_KBPS)
-    sf.write(
-        buffer,
-        clipped,
-        MP3_RATE,
-        format="MP3",
-        subtype="MPEG_LAYER_III",
-        compression_level=level,
-        bitrate_mode="CONSTANT",
-    )
+    blocks = array_blocks(audio.samples, block_frames(audio.sample_rate))
+    encode_blocks(blocks, audio.sample_rate, audio.channels, fmt, buffer)
     data = buffer.getvalue()
-    found = mp3_bitrates(data)
+    if fmt.lossy:
+        _check_bitrate(mp3_bitrates(data), fmt)
+    return data
+
+
+def encode_blocks(
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    channels: int,
+    fmt: DeliverFormat,
+    target: str | Path | BinaryIO,
+    gain_db: float = 0.0,
+) -> int:
+    """Encode a stream of blocks into `target` (a path or a file object), turned by `gain_db`;
+    memory: one block. Returns the frames written (at the delivered rate)."""
+    out_channels = 1 if fmt.mono and channels > 1 else channels
+    rate = MP3_RATE if fmt.lossy else sample_rate
+    options: dict[str, Any] = {"format": fmt.name.upper()}
+    if fmt.name == "mp3":
+        options["subtype"] = "MPEG_LAYER_III"
+        options["compression_level"] = (MP3_MAX_KBPS - fmt.mp3_bitrate) / (
+            MP3_MAX_KBPS - MP3_MIN_KBPS
+        )
+        options["bitrate_mode"] = "CONSTANT"
+    else:
+        options["subtype"] = "PCM_24"
+    resampler = Resampler(sample_rate, rate, out_channels)
+    gain = np.float32(10 ** (gain_db / 20))
+    with BlockWriter(target, rate, out_channels, **options) as writer:
+        for block in blocks:
+            if out_channels != channels:
+                block = block.mean(axis=1, keepdims=True)
+            if gain_db:
+                block = block * gain
+            # clipped before the resampler (FLAC and WAV store integers) and after it (its
+            # ripple can cross full scale)
+            writer.write(resampler.feed(np.clip(block, -1.0, 1.0)))
+        writer.write(resampler.flush())
+    return writer.frames
+
+
+@dataclass(frozen=True)
+class EncodedFile:
+    path: Path
+    sha256: str
+    trim_db: float  # <= 0: the turn-down that brought the decoded peak under the limit
+    peak_dbfs: float | None  # sample peak of the decoded file (lossy formats under a limit)
+    frames: int
+
+
+def encode_file(
+    source: str | Path,
+    target: str | Path,
+    fmt: DeliverFormat,
+    peak_max_dbfs: float | None = None,
+    block: int | None = None,
+) -> EncodedFile:
+    """`encode_under_peak` from file to file in blocks: any length, one block in memory. The
+    decoded file is read back (in blocks) to measure its peak; the sha256 is of the file."""
+    info = file_info(source)
+    trim, peak = 0.0, None
+    for _ in range(TRIM_TRIES):
+        frames = encode_blocks(
+            read_blocks(source, block), info.sample_rate, info.channels, fmt, target, trim
+        )
+        if fmt.lossy:
+            _check_bitrate(mp3_file_bitrates(target), fmt)
+        if not fmt.lossy or peak_max_dbfs is None:
+            break
+        meter = LevelMeter()
+        for decoded in read_blocks(target, block):
+            meter.feed(decoded)
+        peak = meter.peak_db
+        over = peak - peak_max_dbfs
+        if over <= 0:
+            break
+        trim -= over + TRIM_MARGIN_DB
+    return EncodedFile(Path(target), file_sha256(target), trim, peak, frames)
+
+
+def _check_bitrate(found: set[int], fmt: DeliverFormat) -> None:
     if found != {fmt.mp3_bitrate}:  # a libsndfile that maps the level differently
         raise RuntimeError(f"MP3 encoder wrote {sorted(found)} kbps, not {fmt.mp3_bitrate} CBR")
-    return data
+
+
+def mp3_file_bitrates(path: str | Path) -> set[int]:
+    """`mp3_bitrates` of a file, reading only the frame headers (and an ID3v2 tag's size)."""
+    found: set[int] = set()
+    with open(path, "rb") as handle:
+        head = handle.read(10)
+        at = 0
+        if head[:3] == b"ID3" and len(head) >= 10:
+            at = 10 + ((head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9])
+        while True:
+            handle.seek(at)
+            header = handle.read(4)
+            if len(header) < 4:
+                break
+            step = _frame(header, at, found)
+            if step is None:
+                break
+            at += step
+    return found
 
 
 def mp3_bitrates(data: bytes) -> set[int]:
@@ -92,17 +186,25 @@ def mp3_bitrates(data: bytes) -> set[int]:
         at = 10 + size
     found: set[int] = set()
     while at + 4 <= len(data):
-        b1, b2 = data[at + 1], data[at + 2]
-        if data[at] != 0xFF or (b1 & 0xE0) != 0xE0:
-            break  # end of the frames (a trailing tag) or not an MPEG stream
-        if (b1 >> 3) & 3 != 3 or (b1 >> 1) & 3 != 1:
-            raise ValueError(f"frame at byte {at} is not MPEG-1 Layer III")
-        kbps, rate = _L3_KBPS[b2 >> 4], _MPEG1_RATES[(b2 >> 2) & 3]
-        if not kbps or not rate:
-            raise ValueError(f"frame at byte {at} has a free or bad bitrate / sample rate")
-        found.add(kbps)
-        at += 144 * kbps * 1000 // rate + ((b2 >> 1) & 1)
+        step = _frame(data[at : at + 4], at, found)
+        if step is None:
+            break
+        at += step
     return found
+
+
+def _frame(header: bytes, at: int, found: set[int]) -> int | None:
+    """Add one frame header's bitrate to `found`; its length in bytes, None past the frames."""
+    b1, b2 = header[1], header[2]
+    if header[0] != 0xFF or (b1 & 0xE0) != 0xE0:
+        return None  # end of the frames (a trailing tag) or not an MPEG stream
+    if (b1 >> 3) & 3 != 3 or (b1 >> 1) & 3 != 1:
+        raise ValueError(f"frame at byte {at} is not MPEG-1 Layer III")
+    kbps, rate = _L3_KBPS[b2 >> 4], _MPEG1_RATES[(b2 >> 2) & 3]
+    if not kbps or not rate:
+        raise ValueError(f"frame at byte {at} has a free or bad bitrate / sample rate")
+    found.add(kbps)
+    return 144 * kbps * 1000 // rate + ((b2 >> 1) & 1)
 
 
 def encode_under_peak(

@@ -30,24 +30,45 @@ import importlib.util
 import json
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 
 from stepedit_core.audio import Audio
+from stepedit_core.audio_ref import AudioRef
+from stepedit_core.signal.blocks import BlockInfo, array_blocks, file_info, read_blocks
+from stepedit_core.signal.gain import gain_to_db
+from stepedit_core.signal.meters import (
+    MAX_LOUDNESS_CHANNELS,
+    LevelMeter,
+    LoudnessMeter,
+    NoiseFloorMeter,
+    TruePeakMeter,
+    feed_all,
+    noise_floor_db,
+    true_peak_dbtp,
+)
+from stepedit_core.signal.resample import Resampler, mono, resample
+from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S, shared_vad, speech_spans
 
-FLOOR_WINDOW_S = 0.4  # ACX Check: RMS over 0.4 s windows...
-FLOOR_HOP_S = 0.1  # ...taken 10 times a second; the quietest one is the floor
-SPEECH_MIN_SILENCE_S = 0.1
+__all__ = [  # the signal meters QC reports, importable from here as before
+    "SPEECH_MIN_SILENCE_S",
+    "noise_floor_db",
+    "speech_spans",
+    "true_peak_dbtp",
+]
 ANALYSIS_RATE = 16000  # VAD, spectra and the heavy models work on 16 kHz mono
 LTAS_BANDS = 20
 LTAS_RANGE_HZ = (125.0, 7600.0)  # every band holds at least one FFT bin
 LTAS_FFT = 1024
 DNSMOS_WINDOW = 144160  # 9.01 s at 16 kHz: the input length the DNSMOS models take
 HEAVY_EXTRA = "pip install 'stepedit[qc-heavy]'"
+MOS_KEYS = ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808")
+FEED_FRAMES = 1 << 18  # block size when an in-memory clip is fed through the meters
 
 Metrics = dict[str, float | int | None]
 
@@ -58,14 +79,17 @@ def _db(value: float) -> float | None:
 
 def basic_metrics(audio: Audio) -> dict[str, float | int | None]:
     """Duration, sample peak and RMS (dBFS, unweighted) and the count of clipped samples."""
-    samples = audio.samples
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    meter = LevelMeter()
+    feed_all(audio.samples, meter)
+    return level_metrics(meter, audio.duration)
+
+
+def level_metrics(meter: LevelMeter, duration_s: float) -> dict[str, float | int | None]:
     return {
-        "duration_s": round(audio.duration, 4),
-        "peak_dbfs": _db(peak),
-        "rms_dbfs": _db(rms),
-        "clipped_samples": int(np.count_nonzero(np.abs(samples) >= 0.9999)),
+        "duration_s": round(duration_s, 4),
+        "peak_dbfs": _db(meter.peak),
+        "rms_dbfs": _db(meter.rms),
+        "clipped_samples": meter.clipped,
     }
 
 
@@ -95,50 +119,38 @@ class Reference:
 # --- the signal measurements ----------------------------------------------------------------
 
 
-def noise_floor_db(samples: np.ndarray, sample_rate: int) -> float | None:
-    """The ACX Check floor: RMS (all channels, dB) of the quietest 0.4 s window, stepping 0.1 s.
-
-    Clips shorter than one window are measured whole. None for empty input; -inf never comes
-    back: digital silence is reported as -200 dB so it still compares as "below -90 dB".
-    """
-    frames = samples.shape[0]
-    if frames == 0:
-        return None
-    hop = max(1, round(FLOOR_HOP_S * sample_rate))
-    per_window = max(1, round(FLOOR_WINDOW_S / FLOOR_HOP_S))
-    blocks = frames // hop
-    data = samples.reshape(frames, -1)
-    if blocks < per_window:
-        power = float(np.mean(np.square(data, dtype=np.float64)))
-    else:
-        trimmed = data[: blocks * hop].reshape(blocks, -1)
-        energy = np.einsum("ij,ij->i", trimmed, trimmed, dtype=np.float64)
-        window = np.convolve(energy, np.ones(per_window), mode="valid")
-        power = float(window.min()) / (per_window * trimmed.shape[1])
-    return round(10.0 * math.log10(power), 2) if power > 1e-20 else -200.0
-
-
 def loudness_lufs(samples: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
-    import pyloudnorm
-
-    meter = pyloudnorm.Meter(sample_rate)
-    if samples.shape[0] <= meter.block_size * sample_rate:
-        return None, f"shorter than one {meter.block_size} s BS.1770 block"
-    if samples.shape[1] > 5:
+    """BS.1770 integrated loudness, or None and why not."""
+    samples = samples.reshape(samples.shape[0], -1)
+    if samples.shape[1] > MAX_LOUDNESS_CHANNELS:
         return None, "BS.1770 loudness is defined for at most 5 channels"
-    value = float(meter.integrated_loudness(np.asarray(samples, dtype=np.float64)))
+    meter = LoudnessMeter(sample_rate, samples.shape[1])
+    feed_all(samples, meter)
+    return loudness_of(meter)
+
+
+def loudness_range_lu(samples: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
+    """EBU Tech 3342 loudness range, or None and why not."""
+    samples = samples.reshape(samples.shape[0], -1)
+    if samples.shape[1] > MAX_LOUDNESS_CHANNELS:
+        return None, "BS.1770 loudness is defined for at most 5 channels"
+    meter = LoudnessMeter(sample_rate, samples.shape[1])
+    feed_all(samples, meter)
+    return loudness_range_of(meter)
+
+
+def loudness_of(meter: LoudnessMeter) -> tuple[float | None, str | None]:
+    if meter.frames <= 0.4 * meter.rate:
+        return None, "shorter than one 0.4 s BS.1770 block"
+    value = meter.integrated()
     if not math.isfinite(value):
         return None, "below the BS.1770 absolute gate (-70 LUFS): silent"
     return round(value, 2), None
 
 
-def loudness_range_lu(samples: np.ndarray, sample_rate: int) -> tuple[float | None, str | None]:
-    import pyloudnorm
-
-    if samples.shape[1] > 5:
-        return None, "BS.1770 loudness is defined for at most 5 channels"
-    try:  # 3 s short-term blocks; pyloudnorm refuses clips it cannot fill one with
-        value = float(pyloudnorm.Meter(sample_rate).loudness_range(np.asarray(samples, np.float64)))
+def loudness_range_of(meter: LoudnessMeter) -> tuple[float | None, str | None]:
+    try:
+        value = meter.loudness_range()
     except ValueError as error:
         return None, f"no loudness range: {error}"
     if not math.isfinite(value):
@@ -147,44 +159,69 @@ def loudness_range_lu(samples: np.ndarray, sample_rate: int) -> tuple[float | No
 
 
 def mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    if sample_rate != ANALYSIS_RATE:
-        mono = soxr.resample(mono, sample_rate, ANALYSIS_RATE, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    mono16 = resample(mono(samples)[:, None], sample_rate, ANALYSIS_RATE)[:, 0]
+    return np.ascontiguousarray(mono16, dtype=np.float32)
+
+
+class SpectrumMeter:
+    """Long-term speech spectrum of a 16 kHz mono stream: Hann-windowed LTAS_FFT frames every
+    half frame, inside each speech span (16 kHz frames) that holds at least one frame; only the
+    samples a frame still needs are buffered."""
+
+    def __init__(self, spans16: list[tuple[int, int]]) -> None:
+        self._spans = [(a, b) for a, b in spans16 if b - a >= LTAS_FFT]
+        self._index = 0
+        self._next = self._spans[0][0] if self._spans else None
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._offset = 0  # stream position of the buffer's first sample
+        self._window = np.hanning(LTAS_FFT).astype(np.float32)
+        self.power = np.zeros(LTAS_FFT // 2 + 1)
+        self.count = 0
+
+    def feed(self, mono16: np.ndarray) -> None:
+        buffer = np.concatenate([self._buffer, np.asarray(mono16, dtype=np.float32)])
+        end = self._offset + buffer.shape[0]
+        hop = LTAS_FFT // 2
+        while self._next is not None:
+            span_end = self._spans[self._index][1]
+            last = min(span_end, end) - LTAS_FFT
+            if last >= self._next:
+                starts = np.arange(self._next, last + 1, hop) - self._offset
+                for at in range(0, starts.shape[0], 1024):  # bounded memory on long speech
+                    frames = buffer[starts[at : at + 1024, None] + np.arange(LTAS_FFT)]
+                    spectrum = np.fft.rfft(frames * self._window, axis=1)
+                    self.power += np.sum(np.abs(spectrum) ** 2, axis=0)
+                    self.count += frames.shape[0]
+                self._next = int(starts[-1]) + self._offset + hop
+            if self._next + LTAS_FFT <= span_end:
+                break  # this span goes on in the next block
+            self._index += 1
+            self._next = self._spans[self._index][0] if self._index < len(self._spans) else None
+        keep = end if self._next is None else min(self._next, end)
+        self._buffer = buffer[max(0, keep - self._offset) :]
+        self._offset = max(self._offset, keep)
+
+    def bands_db(self) -> np.ndarray | None:
+        """LTAS_BANDS log-spaced band levels (dB, mean removed); None without speech."""
+        if self.count == 0:
+            return None
+        freqs = np.fft.rfftfreq(LTAS_FFT, 1.0 / ANALYSIS_RATE)
+        edges = np.geomspace(*LTAS_RANGE_HZ, LTAS_BANDS + 1)
+        band = np.digitize(freqs, edges) - 1
+        levels = np.array(
+            [self.power[band == b].sum() / self.count for b in range(LTAS_BANDS)],
+            dtype=np.float64,
+        )
+        levels = 10 * np.log10(levels + 1e-20)
+        return levels - levels.mean()
 
 
 def long_term_spectrum(mono16: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray | None:
     """Mean power in LTAS_BANDS log-spaced bands (dB, mean over bands removed) over the speech
     spans (frames at 16 kHz) of a 16 kHz mono signal; None when there is too little speech."""
-    pieces = [mono16[a:b] for a, b in spans if b - a >= LTAS_FFT]
-    if not pieces:
-        return None
-    window = np.hanning(LTAS_FFT).astype(np.float32)
-    hop = LTAS_FFT // 2
-    power = np.zeros(LTAS_FFT // 2 + 1)
-    count = 0
-    for piece in pieces:
-        starts = np.arange(0, piece.shape[0] - LTAS_FFT + 1, hop)
-        for block in range(0, starts.shape[0], 1024):  # bounded memory on hour-long speech
-            index = starts[block : block + 1024, None] + np.arange(LTAS_FFT)
-            frames = piece[index] * window
-            power += np.sum(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0)
-            count += frames.shape[0]
-    freqs = np.fft.rfftfreq(LTAS_FFT, 1.0 / ANALYSIS_RATE)
-    edges = np.geomspace(*LTAS_RANGE_HZ, LTAS_BANDS + 1)
-    band = np.digitize(freqs, edges) - 1
-    levels = np.array([power[band == b].sum() / count for b in range(LTAS_BANDS)], dtype=np.float64)
-    levels = 10 * np.log10(levels + 1e-20)
-    return levels - levels.mean()
-
-
-def speech_spans(samples: np.ndarray, sample_rate: int, vad: Any = None) -> list[tuple[int, int]]:
-    """silero-vad speech spans in frames of `samples` (the signal engine's detector)."""
-    if vad is None:
-        from stepedit_core.engines.signal.vad import shared_vad
-
-        vad = shared_vad()
-    return vad.speech(samples, sample_rate, SPEECH_MIN_SILENCE_S)
+    meter = SpectrumMeter(spans)
+    meter.feed(mono16)
+    return meter.bands_db()
 
 
 # --- heavy models (the qc-heavy extra) --------------------------------------------------------
@@ -296,46 +333,170 @@ def measure(
     source: Audio | Reference | None = None,
     heavy: bool = False,
     vad: Any = None,
+    spans: list[tuple[int, int]] | None = None,
 ) -> QcReport:
     """All QC metrics of one round. `source`: the clip's source audio (or its `reference`) for
     drift, format and similarity; `heavy`: also run DNSMOS and speaker similarity (the
-    `qc-heavy` extra); `vad`: a loaded `SileroVad` to reuse (default: one per process)."""
-    from stepedit_core.engines.signal.loudness import true_peak_dbtp
+    `qc-heavy` extra); `vad`: a loaded `SileroVad` to reuse (default: one per process);
+    `spans`: the round's speech spans when already found (mastering found them)."""
+    ref = reference(source, heavy, vad) if isinstance(source, Audio) else source
+    samples = audio.samples
+    metrics, notes = measure_stream(
+        lambda: array_blocks(samples, FEED_FRAMES),
+        audio.sample_rate,
+        audio.channels,
+        ref,
+        vad,
+        spans,
+    )
+    mono16 = mono_16k(samples, audio.sample_rate) if heavy and audio.frames else None
+    _heavy(metrics, notes, mono16, ref, heavy)
+    return QcReport(metrics, notes)
 
-    samples, rate = audio.samples, audio.sample_rate
-    metrics: Metrics = dict(basic_metrics(audio))
+
+def measure_file(
+    path: str | Path,
+    source: Reference | None = None,
+    vad: Any = None,
+    spans: list[tuple[int, int]] | None = None,
+    block_frames: int | None = None,
+) -> QcReport:
+    """`measure` of an audio file of any length, read in blocks (memory: one block plus a few
+    numbers per 10 ms). The heavy models are not run on files (they are noted as such)."""
+    info = file_info(path)
+    return measure_blocks(
+        lambda: read_blocks(path, block_frames), info.sample_rate, info.channels, source, vad, spans
+    )
+
+
+def measure_ref(
+    ref: AudioRef,
+    source: Reference | None = None,
+    vad: Any = None,
+    spans: list[tuple[int, int]] | None = None,
+) -> QcReport:
+    """`measure_file` of round audio that travels by reference (read from its object)."""
+    return measure_blocks(ref.blocks, ref.sample_rate, ref.channels, source, vad, spans)
+
+
+def measure_blocks(
+    open_blocks: Callable[[], Iterator[np.ndarray]],
+    rate: int,
+    channels: int,
+    source: Reference | None = None,
+    vad: Any = None,
+    spans: list[tuple[int, int]] | None = None,
+) -> QcReport:
+    """QC of a stream that can be opened again; the heavy models are noted as not run."""
+    metrics, notes = measure_stream(open_blocks, rate, channels, source, vad, spans)
+    for key in (*MOS_KEYS, "speaker_similarity"):
+        metrics[key] = None
+        notes[key] = "not measured: heavy QC runs on clips in memory"
+    return QcReport(metrics, notes)
+
+
+def reference_blocks(
+    open_blocks: Callable[[], Iterator[np.ndarray]], rate: int, channels: int, vad: Any = None
+) -> Reference:
+    """`reference` of a source of any length, in two passes over its blocks (speech, then the
+    spectrum of the speech); no speaker embedding (heavy QC runs on clips in memory)."""
+    finder = (vad or shared_vad()).finder(rate, channels, SPEECH_MIN_SILENCE_S)
+    for block in open_blocks():
+        finder.feed(block)
+    spans = finder.finish() if finder.frames else []
+    spectrum = _SpectrumStream(rate, _to_16k(spans, rate))
+    for block in open_blocks():
+        spectrum.feed(block)
+    return Reference(
+        duration_s=finder.frames / rate,
+        sample_rate=rate,
+        channels=channels,
+        ltas_db=spectrum.bands_db(),
+        embedding_note="not measured: heavy QC runs on clips in memory",
+    )
+
+
+def measure_stream(
+    open_blocks: Callable[[], Iterator[np.ndarray]],
+    rate: int,
+    channels: int,
+    ref: Reference | None = None,
+    vad: Any = None,
+    spans: list[tuple[int, int]] | None = None,
+) -> tuple[Metrics, dict[str, str]]:
+    """Every signal metric of a stream of blocks, in one pass (two when the speech must be found
+    first and a source's spectrum asks for the round's: the spectrum is taken over speech)."""
+    level, peak, floor = (
+        LevelMeter(),
+        TruePeakMeter(rate, channels),
+        NoiseFloorMeter(rate, channels),
+    )
+    loudness = LoudnessMeter(rate, channels) if channels <= MAX_LOUDNESS_CHANNELS else None
+    meters: list[Any] = [level, peak, floor] + ([loudness] if loudness else [])
+    finder = None
+    if spans is None:
+        finder = (vad or shared_vad()).finder(rate, channels, SPEECH_MIN_SILENCE_S)
+        meters.append(finder)
+    want_ltas = ref is not None
+    spectrum = _SpectrumStream(rate, _to_16k(spans, rate)) if want_ltas and spans else None
+    if spectrum:
+        meters.append(spectrum)
+    for block in open_blocks():
+        for meter in meters:
+            meter.feed(block)
+    frames = level.frames
+    if finder is not None:
+        spans = finder.finish() if frames else []
+    spans = spans or []
+    if want_ltas and spectrum is None and spans:  # the speech is known now: its spectrum
+        spectrum = _SpectrumStream(rate, _to_16k(spans, rate))
+        for block in open_blocks():
+            spectrum.feed(block)
+
+    metrics: Metrics = dict(level_metrics(level, frames / rate))
     notes: dict[str, str] = {}
     metrics["sample_rate_hz"] = rate
-    metrics["channels"] = audio.channels
-
+    metrics["channels"] = channels
+    too_many = "BS.1770 loudness is defined for at most 5 channels"
     for key, (value, note) in (
-        ("loudness_lufs", loudness_lufs(samples, rate)),
-        ("loudness_range_lu", loudness_range_lu(samples, rate)),
+        ("loudness_lufs", loudness_of(loudness) if loudness else (None, too_many)),
+        ("loudness_range_lu", loudness_range_of(loudness) if loudness else (None, too_many)),
     ):
         metrics[key] = value
         if note:
             notes[key] = note
-    peak = true_peak_dbtp(samples, rate) if samples.size else float("-inf")
-    metrics["true_peak_dbtp"] = round(peak, 2) if math.isfinite(peak) else None
+    true_peak = gain_to_db(peak.finish()) if frames else float("-inf")
+    metrics["true_peak_dbtp"] = round(true_peak, 2) if math.isfinite(true_peak) else None
     if metrics["true_peak_dbtp"] is None:
         notes["true_peak_dbtp"] = "digital silence"
-    metrics["noise_floor_db"] = noise_floor_db(samples, rate)
+    metrics["noise_floor_db"] = floor.finish()
 
-    spans = speech_spans(samples, rate, vad) if samples.shape[0] else []
     speech = sum(end - start for start, end in spans)
-    metrics["speech_ratio"] = round(speech / samples.shape[0], 4) if samples.shape[0] else None
+    metrics["speech_ratio"] = round(speech / frames, 4) if frames else None
     if spans:
         metrics["head_silence_s"] = round(spans[0][0] / rate, 3)
-        metrics["tail_silence_s"] = round((samples.shape[0] - spans[-1][1]) / rate, 3)
+        metrics["tail_silence_s"] = round((frames - spans[-1][1]) / rate, 3)
     else:
         metrics["head_silence_s"] = metrics["tail_silence_s"] = None
         notes["head_silence_s"] = notes["tail_silence_s"] = "silero-vad found no speech"
+    ltas = spectrum.bands_db() if spectrum else None
+    _compare(metrics, notes, BlockInfo(frames, rate, channels), ltas, ref)
+    return metrics, notes
 
-    mono = mono_16k(samples, rate) if samples.shape[0] else np.zeros(0, np.float32)
-    ref = reference(source, heavy, vad) if isinstance(source, Audio) else source
-    _compare(metrics, notes, audio, mono, _to_16k(spans, rate), ref)
-    _heavy(metrics, notes, mono, ref, heavy)
-    return QcReport(metrics, notes)
+
+class _SpectrumStream:
+    """SpectrumMeter fed with blocks at the round's own rate (mixed down, resampled)."""
+
+    def __init__(self, rate: int, spans16: list[tuple[int, int]]) -> None:
+        self._resampler = Resampler(rate, ANALYSIS_RATE, 1)
+        self._meter = SpectrumMeter(spans16)
+
+    def feed(self, block: np.ndarray) -> None:
+        self._meter.feed(self._resampler.feed(mono(block)[:, None])[:, 0])
+
+    def bands_db(self) -> np.ndarray | None:
+        self._meter.feed(self._resampler.flush()[:, 0])
+        return self._meter.bands_db()
 
 
 def _to_16k(spans: list[tuple[int, int]], rate: int) -> list[tuple[int, int]]:
@@ -346,9 +507,8 @@ def _to_16k(spans: list[tuple[int, int]], rate: int) -> list[tuple[int, int]]:
 def _compare(
     metrics: Metrics,
     notes: dict[str, str],
-    audio: Audio,
-    mono: np.ndarray,
-    spans16: list[tuple[int, int]],
+    info: BlockInfo,
+    ltas: np.ndarray | None,
     ref: Reference | None,
 ) -> None:
     keys = ("duration_ratio", "drift_s", "format_matches_source", "ltas_distance_db")
@@ -358,12 +518,11 @@ def _compare(
             notes[key] = "no source audio to compare with"
         return
     metrics["duration_ratio"] = (
-        round(audio.duration / ref.duration_s, 5) if ref.duration_s > 0 else None
+        round(info.duration / ref.duration_s, 5) if ref.duration_s > 0 else None
     )
-    metrics["drift_s"] = round(audio.duration - ref.duration_s, 4)
-    same = audio.sample_rate == ref.sample_rate and audio.channels == ref.channels
+    metrics["drift_s"] = round(info.duration - ref.duration_s, 4)
+    same = info.sample_rate == ref.sample_rate and info.channels == ref.channels
     metrics["format_matches_source"] = int(same)
-    ltas = long_term_spectrum(mono, spans16)
     if ltas is None or ref.ltas_db is None:
         metrics["ltas_distance_db"] = None
         notes["ltas_distance_db"] = "too little speech in the round or the source"
@@ -374,9 +533,13 @@ def _compare(
 
 
 def _heavy(
-    metrics: Metrics, notes: dict[str, str], mono: np.ndarray, ref: Reference | None, heavy: bool
+    metrics: Metrics,
+    notes: dict[str, str],
+    mono: np.ndarray | None,
+    ref: Reference | None,
+    heavy: bool,
 ) -> None:
-    mos_keys = ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808")
+    mos_keys = MOS_KEYS
     for key in (*mos_keys, "speaker_similarity"):
         metrics[key] = None
     if not heavy:
@@ -386,7 +549,7 @@ def _heavy(
     missing = dnsmos_unavailable()
     if missing:
         notes.update(dict.fromkeys(mos_keys, f"not available: {missing}"))
-    elif mono.shape[0] == 0:
+    elif mono is None or mono.shape[0] == 0:
         notes.update(dict.fromkeys(mos_keys, "empty audio"))
     else:
         metrics.update(dnsmos(mono))
@@ -399,7 +562,7 @@ def _heavy(
         notes["speaker_similarity"] = ref.embedding_note or "the source has no speaker embedding"
     else:
         try:
-            own = speaker_embedding(mono)
+            own = speaker_embedding(mono if mono is not None else np.zeros(0, np.float32))
         except ValueError as error:
             notes["speaker_similarity"] = str(error)
         else:

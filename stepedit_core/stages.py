@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stepedit_core.audio import Audio
+from stepedit_core.audio_ref import AudioRef, load_audio
 from stepedit_core.clip_spec import ClipSpec
 from stepedit_core.edits import EditSpec
 from stepedit_core.failures import ItemFailure, check_code
@@ -55,6 +56,12 @@ class WorkItem:
     declares its type, see traces.py); `words` the words of the round's output. `text` is what
     the round's input says: the row's text, a transcript the ASR filled in, or after an edit
     that changes the words the text of its output.
+
+    Audio fields hold samples (`Audio`) or a reference to a published object (`AudioRef`,
+    audio_ref.py): round audio travels by reference, so the item stays small however long the
+    clip and however many rounds. A stage that needs samples calls `samples(field)`.
+    `audio_dir` is the folder of the run's store that this item's round audio is published to
+    (set when the item is loaded; None keeps audio in memory, as unit tests do).
     """
 
     spec: ClipSpec
@@ -63,10 +70,14 @@ class WorkItem:
     text_source: str | None = None  # "manifest", or "asr" when a transcript filled `text`
     source_sha256: str | None = None
     input_sha256: str | None = None  # the round input's hash (the source file's in round one)
-    audio: Audio | None = None
-    original: Audio | None = None  # the source clip, kept for prompt-fixed rounds
-    prompt: Audio | None = None  # voice prompt of this round (engines that clone a voice)
-    output: Audio | None = None
+    audio: Audio | AudioRef | None = None
+    original: Audio | AudioRef | None = None  # the source clip, kept for prompt-fixed rounds
+    prompt: Audio | AudioRef | None = None  # voice prompt of this round (voice cloning)
+    output: Audio | AudioRef | None = None
+    audio_dir: str | None = None
+    # speech spans (start, end frames) of `output`, when the stage that made it found them:
+    # QC of the round reuses them instead of running the VAD again
+    output_speech: list[tuple[int, int]] | None = None
     qc_reference: Reference | None = None  # the source's QC analysis, made once per clip
     trace: EngineTrace | None = None
     words: OutputWords | None = None
@@ -124,6 +135,11 @@ class WorkItem:
 
     def fail(self, code: str, message: str) -> None:
         self.error_code, self.error = check_code(code), message
+
+    def samples(self, name: str = "audio") -> Audio | None:
+        """The samples of audio field `name` ("audio", "original", "prompt", "output"),
+        read from its object when the field holds a reference."""
+        return load_audio(getattr(self, name))
 
     @property
     def round_seed(self) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from stepedit_core.engines.signal.mastering import quiet_level_db
+from stepedit_core.signal.meters import quiet_level_db
 
 CROSSFADE_S = 0.02
 MARGIN_S = 0.05  # room tone kept at its own level next to every word

@@ -9,7 +9,8 @@ import soxr
 from stepedit_core import delivery, qc
 from stepedit_core.audio import Audio
 from stepedit_core.delivery import PROFILES, Profile, Verdict, check, select_best
-from stepedit_core.engines.signal.loudness import match_level, normalize
+from stepedit_core.engines.signal.loudness import match_level
+from stepedit_core.engines.signal.mastering import normalize
 
 from signal_fixtures import utterance
 

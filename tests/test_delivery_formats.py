@@ -21,7 +21,7 @@ from stepedit_core.delivered_files import package
 from stepedit_core.delivery import QcPlan
 from stepedit_core.demo import demo_clips
 from stepedit_core.encoding import DeliverFormat, encode, encode_under_peak, mp3_bitrates
-from stepedit_core.engines.signal import loudness
+from stepedit_core.engines.signal import mastering
 from stepedit_core.job import JobSpec
 
 from conftest import run_inprocess, write_manifest
@@ -86,7 +86,7 @@ def test_a_clip_over_the_profile_s_length_is_delivered_in_parts_cut_in_pauses(
     short = dataclasses.replace(delivery.PROFILES["acx"], max_duration_s=20.0)
     monkeypatch.setitem(delivery.PROFILES, "acx", short)
     rate = 44100
-    mastered = loudness.normalize(narration(50.0, rate, crest_db=20.0, seed=4), rate, "acx")
+    mastered = mastering.normalize(narration(50.0, rate, crest_db=20.0, seed=4), rate, "acx")
     names = []
 
     def path_for(ext: str, part: int | None) -> str:

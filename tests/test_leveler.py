@@ -37,7 +37,7 @@ def master_with_limiting(
         return real(samples, rate, ceiling)
 
     monkeypatch.setattr(loudness, "limit", spy)
-    return loudness.normalize(x, RATE, "acx"), max(seen)
+    return mastering.normalize(x, RATE, "acx"), max(seen)
 
 
 @pytest.mark.parametrize(("crest", "drift"), [(26.0, 0.0), (30.0, 8.0)])
@@ -119,7 +119,7 @@ def test_a_clip_no_level_in_the_window_fits_is_refused_with_the_reason() -> None
     x = np.zeros((3 * RATE, 1), dtype=np.float32)
     x[::160, 0] = 0.5
     with pytest.raises(ItemFailure) as raised:
-        loudness.normalize(x, RATE, "acx")
+        mastering.normalize(x, RATE, "acx")
     assert raised.value.code == "loudness_unreachable"
     message = str(raised.value)
     assert "no level in -23..-18 dB RMS" in message

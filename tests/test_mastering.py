@@ -19,7 +19,7 @@ from stepedit_core import qc
 from stepedit_core.audio import Audio
 from stepedit_core.delivery import PROFILES, check
 from stepedit_core.edits import parse_chain
-from stepedit_core.engines.signal import SignalEngine, loudness
+from stepedit_core.engines.signal import SignalEngine, loudness, mastering
 from stepedit_core.engines.signal.mastering import gate_pauses
 from stepedit_core.engines.signal.vad import shared_vad
 
@@ -128,7 +128,7 @@ def test_acx_mastering_changes_speech_by_gain_only(
     output is the input's span times one common gain: no gate, fade or room tone reaches it."""
     monkeypatch.setattr(loudness, "limit", lambda samples, rate, ceiling: samples)
     samples, rate = demo(name) if name != "synthetic" else (synthetic("short edges"), RATE)
-    out = loudness.normalize(samples, rate, "acx")
+    out = mastering.normalize(samples, rate, "acx")
     gains = speech_gains(samples, out, rate)
     assert gains
     spread = max(g for g, _ in gains) - min(g for g, _ in gains)
@@ -163,7 +163,7 @@ def test_added_room_tone_has_the_clip_s_own_colour() -> None:
     rumble = lfilter(b, a, np.random.default_rng(9).standard_normal(signal.shape[0]))
     rumble *= 10 ** (-45 / 20) / np.sqrt(np.mean(rumble**2))
     source = (signal + rumble).astype(np.float32)[:, None]
-    out = loudness.normalize(source, RATE, "acx")
+    out = mastering.normalize(source, RATE, "acx")
     metrics = assert_passes_acx(out, RATE)
     added = int((metrics["head_silence_s"] - 0.2) * RATE)  # the head had 0.2 s of its own
     head = out[: added - RATE // 20, 0].astype(np.float64)
@@ -175,7 +175,7 @@ def test_added_room_tone_has_the_clip_s_own_colour() -> None:
 
 def test_dead_silent_pauses_get_a_room_tone_bed() -> None:
     signal, _ = utterance(layout_of("in window"), RATE, floor_db=-200.0, seed=6)
-    out = loudness.normalize(signal[:, None], RATE, "acx")
+    out = mastering.normalize(signal[:, None], RATE, "acx")
     assert qc.noise_floor_db(signal[:, None], RATE) < -90.0
     assert_passes_acx(out, RATE)
 
@@ -184,7 +184,7 @@ def test_stereo_8k_keeps_one_gain_for_both_channels() -> None:
     rate = 8000
     mono, _ = utterance(layout_of("short edges"), rate, floor_db=-45.0, seed=7)
     stereo = np.stack([mono, 0.5 * mono], axis=1)
-    out = loudness.normalize(stereo, rate, "acx")
+    out = mastering.normalize(stereo, rate, "acx")
     assert out.shape[1] == 2
     assert_passes_acx(out, rate)
     speech = np.abs(out[:, 0]) > 0.01

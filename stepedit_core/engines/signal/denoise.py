@@ -19,7 +19,7 @@ import logging
 import numpy as np
 import soxr
 
-from stepedit_core.engines.signal.util import fit_length
+from stepedit_core.signal.gain import fit_length
 
 log = logging.getLogger(__name__)
 

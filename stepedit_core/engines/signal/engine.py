@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from stepedit_core.audio import Audio
+from stepedit_core.audio_ref import AudioRef
 from stepedit_core.edits import LOUDNESS_PROFILES, SIGNAL, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady
 from stepedit_core.engines.signal.trace import SignalTrace
@@ -61,7 +62,7 @@ class SignalEditStage(EngineStage):
     def setup(self) -> None:
         if self._vad is None:
             # the process's one silero-vad model: QC and ACX mastering use the same one
-            from stepedit_core.engines.signal.vad import shared_vad
+            from stepedit_core.signal.vad import shared_vad
 
             self._vad = shared_vad()
         if self._denoiser is None:
@@ -76,8 +77,22 @@ class SignalEditStage(EngineStage):
     def process_item(self, item: WorkItem) -> None:
         if item.audio is None:
             raise ItemFailure("no_audio", "no input audio for the signal edit")
-        samples, rate = item.audio.samples, item.audio.sample_rate
-        channels = item.audio.channels
+        if isinstance(item.audio, AudioRef) and item.audio_dir and streams(item.round_edits):
+            # a chapter's loudness runs in blocks, from object to object
+            from stepedit_core.engines.signal.by_reference import loudness_by_reference
+
+            if self._vad is None:
+                self.setup()
+            option = str(item.round_edits[0].option)
+            item.output, spans = loudness_by_reference(
+                item.audio, option, item.audio_dir, self._vad
+            )
+            item.output_speech = spans  # found once: QC of this round reuses them
+            return
+        audio = item.samples("audio")
+        assert audio is not None
+        samples, rate = audio.samples, audio.sample_rate
+        channels = audio.channels
         for spec in item.round_edits:
             if spec.type == "fillers":
                 samples = self.remove_fillers(item, spec, samples, rate)
@@ -137,13 +152,19 @@ class SignalEditStage(EngineStage):
                 raise ItemFailure("no_speech", "vad found no speech in this clip")
             return shorten_pauses(samples, sample_rate, speech, max_pause)
         if spec.type == "loudness" and spec.option is not None:
-            from stepedit_core.engines.signal.loudness import normalize
+            from stepedit_core.engines.signal.mastering import normalize
 
             return normalize(samples, sample_rate, spec.option)
         # rows are checked with Engine.check_row before they get here; this is the backstop
         raise ItemFailure(
             "unsupported_edit", f"engine {self.engine_name!r} does not support edit {spec}"
         )
+
+
+def streams(edits: tuple[EditSpec, ...]) -> bool:
+    """Whether a round's edits run in blocks on referenced audio (one `loudness` edit; see
+    by_reference.py); other edits read referenced audio whole."""
+    return len(edits) == 1 and edits[0].type == "loudness" and edits[0].option is not None
 
 
 def _profiles() -> str:

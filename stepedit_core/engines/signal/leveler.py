@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
+from stepedit_core.signal.meters import BlockPeaks, FrameEnergy
+
 FRAME_S = 0.01  # drift analysis frames
 DRIFT_WINDOW_S = 4.0  # a phrase or two: slower than syllables, faster than a chapter's drift
 DRIFT_SMOOTH_S = 1.0
@@ -72,10 +74,76 @@ def level_speech(
     """Level `samples` (frames, channels) so RMS `target_db` (or a level inside `window`) is
     reachable under `ceiling_db` with at most LIMIT_BUDGET_DB of limiting."""
     samples = np.ascontiguousarray(samples, dtype=np.float32)
-    block = max(1, round(BLOCK_S * sample_rate))
-    peaks, energy = _blocks(samples, block)
-    frames = samples.shape[0] * samples.shape[1]
-    drift = _drift_gain_db(samples, sample_rate, spans, block, peaks.shape[0])
+    stats = LevelStats(sample_rate)
+    for start in range(0, samples.shape[0], APPLY_CHUNK):
+        stats.feed(samples[start : start + APPLY_CHUNK])
+    plan = plan_leveling(stats, sample_rate, samples.shape[1], spans, target_db, window, ceiling_db)
+    if plan.gain_db is None:
+        return Leveled(samples, plan.aim_db, 0.0, 0.0)
+    out = np.empty_like(samples)
+    for start in range(0, samples.shape[0], APPLY_CHUNK):
+        stop = min(samples.shape[0], start + APPLY_CHUNK)
+        out[start:stop] = plan.apply(samples[start:stop], start)
+    return Leveled(out, plan.aim_db, plan.drift_db, plan.compression_db)
+
+
+class LevelStats:
+    """What the leveler needs to know of a signal, gathered a block at a time: peak and energy
+    per BLOCK_S block, and energy per FRAME_S frame."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.blocks = BlockPeaks(max(1, round(BLOCK_S * sample_rate)))
+        self.frames = FrameEnergy(max(1, round(FRAME_S * sample_rate)))
+
+    def feed(self, block: np.ndarray) -> None:
+        self.blocks.feed(block)
+        self.frames.feed(block)
+
+
+@dataclass
+class LevelPlan:
+    """The leveler's decision: a gain curve (dB per BLOCK_S block; None: leave the signal as
+    it is) and the level to match."""
+
+    aim_db: float
+    gain_db: np.ndarray | None
+    block: int
+    drift_db: float = 0.0
+    compression_db: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.gain_db is not None:
+            self._centres = (np.arange(self.gain_db.shape[0]) + 0.5) * self.block - 0.5
+            self._linear = 10 ** (self.gain_db / 20)
+
+    def apply(self, block: np.ndarray, start: int) -> np.ndarray:
+        """`block` (frames from `start`) times the gain curve, interpolated between block
+        centres (only the centres around the block are looked at: the cost is the block's)."""
+        if self.gain_db is None:
+            return block
+        stop = start + block.shape[0]
+        low = max(0, int(np.searchsorted(self._centres, start)) - 1)
+        high = int(np.searchsorted(self._centres, stop)) + 1
+        where = np.arange(start, stop)
+        gain = np.interp(where, self._centres[low:high], self._linear[low:high])
+        return block * gain.astype(np.float32)[:, None]
+
+
+def plan_leveling(
+    stats: LevelStats,
+    sample_rate: int,
+    channels: int,
+    spans: list[tuple[int, int]],
+    target_db: float,
+    window: tuple[float, float],
+    ceiling_db: float,
+) -> LevelPlan:
+    block = stats.blocks.size
+    peaks, energy = stats.blocks.finish()
+    total = stats.frames.frames
+    frames = total * channels
+    power = stats.frames.energies() / (stats.frames.size * channels)
+    drift = _drift_gain_db(power, total, sample_rate, spans, block, peaks.shape[0])
     leveled_peak_db = _db(peaks) + drift
     leveled_energy = energy * 10 ** (drift / 10)
     floor_aim = window[0] + WINDOW_MARGIN_DB
@@ -89,7 +157,7 @@ def level_speech(
         aim = target_db - (need - LIMIT_BUDGET_DB)
     else:  # compress just enough to sit a little inside the window, or as far as allowed
         goal = floor_aim + COMPRESSED_AIM_OVER_FLOOR_DB
-        speech_rms_db = _speech_rms_db(leveled_energy, spans, block, samples.shape[1])
+        speech_rms_db = _speech_rms_db(leveled_energy, spans, block, channels)
         compress = _compressor_gain_db(
             leveled_peak_db,
             leveled_energy,
@@ -108,9 +176,8 @@ def level_speech(
     drift_db = float(np.max(np.abs(drift), initial=0.0))
     compression_db = float(-np.min(compress, initial=0.0))
     if drift_db == 0.0 and compression_db == 0.0:
-        return Leveled(samples, aim, 0.0, 0.0)
-    out = _apply(samples, drift + compress, block)
-    return Leveled(out, aim, drift_db, compression_db)
+        return LevelPlan(aim, None, block)
+    return LevelPlan(aim, drift + compress, block, drift_db, compression_db)
 
 
 def _db(power_or_peak: np.ndarray) -> np.ndarray:
@@ -125,25 +192,6 @@ def _limiting(peak_db: float, rms_db: float, target_db: float, ceiling_db: float
     """dB of limiting the level match needs: the gain to the target takes the peaks this far
     over the ceiling."""
     return peak_db + TRUE_PEAK_MARGIN_DB + (target_db - rms_db) - ceiling_db
-
-
-def _blocks(samples: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per block of `block` frames: the largest |sample| (all channels) and the sum of
-    squares (float64). A short last block is padded with zeros."""
-    count = -(-samples.shape[0] // block)
-    peaks = np.empty(count, dtype=np.float64)
-    energy = np.empty(count, dtype=np.float64)
-    step = (APPLY_CHUNK // block) * block
-    for start in range(0, samples.shape[0], step):
-        chunk = samples[start : start + step]
-        rows = -(-chunk.shape[0] // block)
-        padded = np.zeros((rows * block, chunk.shape[1]), dtype=np.float32)
-        padded[: chunk.shape[0]] = chunk
-        shaped = padded.reshape(rows, -1)
-        at = start // block
-        peaks[at : at + rows] = np.abs(shaped).max(axis=1)
-        energy[at : at + rows] = np.einsum("ij,ij->i", shaped, shaped, dtype=np.float64)
-    return peaks, energy
 
 
 def _speech_mask(spans: list[tuple[int, int]], size: int, count: int) -> np.ndarray:
@@ -164,20 +212,20 @@ def _speech_rms_db(
 
 
 def _drift_gain_db(
-    samples: np.ndarray,
+    power: np.ndarray,
+    total: int,
     sample_rate: int,
     spans: list[tuple[int, int]],
     block: int,
     blocks: int,
 ) -> np.ndarray:
-    """Drift correction (dB) per crest block; zeros when no window strays past the deadband."""
+    """Drift correction (dB) per crest block; zeros when no window strays past the deadband.
+    `power`: mean square per FRAME_S frame of a signal of `total` frames."""
     size = max(1, round(FRAME_S * sample_rate))
-    count = samples.shape[0] // size
+    count = power.shape[0]
     zeros = np.zeros(blocks)
-    if samples.shape[0] < MIN_DRIFT_WINDOWS * DRIFT_WINDOW_S * sample_rate or not spans:
+    if total < MIN_DRIFT_WINDOWS * DRIFT_WINDOW_S * sample_rate or not spans:
         return zeros
-    shaped = samples[: count * size].reshape(count, -1)
-    power = np.einsum("ij,ij->i", shaped, shaped, dtype=np.float64) / shaped.shape[1]
     mask = _speech_mask(spans, size, count)
     if mask.sum() == 0:
         return zeros
@@ -242,15 +290,3 @@ def _compressor_gain_db(
         else:
             high = middle
     return curve(low)
-
-
-def _apply(samples: np.ndarray, gain_db: np.ndarray, block: int) -> np.ndarray:
-    """Samples times the block gain curve, interpolated between block centres."""
-    centres = (np.arange(gain_db.shape[0]) + 0.5) * block - 0.5
-    linear = 10 ** (gain_db / 20)
-    out = np.empty_like(samples)
-    for start in range(0, samples.shape[0], APPLY_CHUNK):
-        stop = min(samples.shape[0], start + APPLY_CHUNK)
-        gain = np.interp(np.arange(start, stop), centres, linear).astype(np.float32)
-        np.multiply(samples[start:stop], gain[:, None], out=out[start:stop])
-    return out

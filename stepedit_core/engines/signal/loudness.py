@@ -1,13 +1,14 @@
 """Loudness: BS.1770 integrated loudness (pyloudnorm) or ACX RMS, then a true-peak limiter.
 
 True peak is estimated the BS.1770 way, by 4x oversampling (soxr) and taking the largest
-absolute value. The limiter is a look-ahead gain rider: for every sample it needs the gain that
-keeps the oversampled peaks around it under the ceiling; a running minimum followed by a moving
-average of the same width turns that into a smooth gain curve that is never above the need (each
-averaged value is a minimum over a window that contains the sample). Channels share one gain, so
-the stereo image does not move. Normalisation and limiting alternate a few times, because
-limiting takes a little loudness away (a secant step on the measured loudness per dB of gain). A
-target that would take more than MAX_PUSH_DB of limiting fails the item instead of crushing it.
+absolute value (stepedit_core.signal.meters). The limiter is a look-ahead gain rider: for every
+sample it needs the gain that keeps the oversampled peaks around it under the ceiling; a running
+minimum followed by a moving average of the same width turns that into a smooth gain curve that
+is never above the need (each averaged value is a minimum over a window that contains the
+sample). Channels share one gain, so the stereo image does not move. Normalisation and limiting
+alternate a few times, because limiting takes a little loudness away (a secant step on the
+measured loudness per dB of gain). A target that would take more than MAX_PUSH_DB of limiting
+fails the item instead of crushing it.
 
 `loudness=acx` masters into ACX's whole profile, not only its level and peak: mastering.py also
 brings the noise floor between words under -60 dB and gives the clip ACX's head and tail of room
@@ -17,21 +18,24 @@ tone.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
-import soxr
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-from stepedit_core.delivery import profile_for_loudness
 from stepedit_core.edits import LOUDNESS_PROFILES
-from stepedit_core.engines.signal.util import db_to_gain, gain_to_db
 from stepedit_core.failures import ItemFailure
+from stepedit_core.signal.gain import db_to_gain, gain_to_db
+from stepedit_core.signal.meters import frame_true_peaks, true_peak
+from stepedit_core.signal.meters import true_peak_dbtp as true_peak_dbtp  # re-exported
 
-OVERSAMPLE = 4
-CHUNK_FRAMES = 1 << 18  # frames per oversampling step: bounds the 4x copy's memory
+CHUNK_FRAMES = 1 << 18  # frames per RMS step: no squared copy of a long clip
 DEFAULT_CEILING_DBTP = -1.0  # numeric LUFS targets
 LIMITER_WINDOW_S = 0.01  # half-width of the gain smoothing: 20 ms ramps around each peak
+# how far an output sample of the gain rider can depend on the input: 2 x the window, plus
+# soxr's oversampling filter, with room to spare (the blockwise limiter overlaps this much)
+LIMIT_REACH_S = 0.25
 CEILING_MARGIN_DB = 0.05  # the limiter aims this far under the ceiling (resampling error)
 ABSOLUTE_GATE_LUFS = -70.0  # below this BS.1770 gating keeps nothing: nothing to normalise
 ACX_RMS_DB = -20.0
@@ -41,6 +45,7 @@ ACCEPT_DB = 0.5  # EBU R128's production tolerance: further off than this fails 
 ROUNDS = 8
 MAX_PUSH_DB = 10.0  # the most gain the limiter may be asked to absorb beyond the plain match
 MIN_SLOPE = 0.05
+T = TypeVar("T")
 
 
 def target_for(option: str) -> tuple[str, float, float]:
@@ -51,18 +56,6 @@ def target_for(option: str) -> tuple[str, float, float]:
         target, ceiling = LOUDNESS_PROFILES[option]
         return "lufs", target, ceiling
     return "lufs", float(option), DEFAULT_CEILING_DBTP
-
-
-def normalize(samples: np.ndarray, sample_rate: int, option: str, vad: Any = None) -> np.ndarray:
-    """The `loudness` edit. A delivery profile that also limits the noise floor and the head and
-    tail (acx) is mastered into whole (see mastering.py; `vad`: a loaded SileroVad to reuse);
-    otherwise the level is matched under the true-peak ceiling."""
-    profile = profile_for_loudness(option)
-    if profile is not None and profile.masters_room_tone:
-        from stepedit_core.engines.signal.mastering import master
-
-        return master(samples, sample_rate, option, profile, vad)
-    return match_level(samples, sample_rate, option)[0]
 
 
 def match_level(
@@ -80,7 +73,29 @@ def match_level(
     if target_db is not None:
         target = target_db
     measure = _rms_meter() if mode == "rms" else _lufs_meter(samples, sample_rate)
-    level = measure(samples)
+
+    def trial(gain_db: float) -> tuple[float, np.ndarray]:
+        out = limit(samples * db_to_gain(gain_db), sample_rate, ceiling)
+        return measure(out), out
+
+    return search_gain(
+        measure(samples), option, target, window, trial, lambda: true_peak(samples, sample_rate)
+    )
+
+
+def search_gain(
+    level: float,
+    option: str,
+    target: float,
+    window: tuple[float, float] | None,
+    trial: Callable[[float], tuple[float, T]],
+    input_peak: Callable[[], float],
+) -> tuple[T, float]:
+    """The gain (dB) that brings a signal at `level` to `target` (or into `window`) under the
+    option's ceiling: `trial(gain_db)` gains and limits the signal and returns the level reached
+    with the output; returns the accepted trial's output and its gain. Shared by the in-memory
+    and the blockwise level match, so both take the same steps."""
+    mode, _, ceiling = target_for(option)
     if not math.isfinite(level) or level < ABSOLUTE_GATE_LUFS:
         raise ItemFailure(
             "too_quiet",
@@ -88,10 +103,11 @@ def match_level(
         )
     matched = target - level  # the plain gain that would reach the target without a limiter
     gain_db, error, previous = matched, 0.0, None
-    out, used = samples, matched
+    out: T | None = None
+    used = matched
     for _ in range(ROUNDS):
-        out, used = limit(samples * db_to_gain(gain_db), sample_rate, ceiling), gain_db
-        reached = measure(out)
+        reached, out = trial(gain_db)
+        used = gain_db
         error = target - reached
         if abs(error) <= TOLERANCE_DB:
             return out, used
@@ -105,7 +121,7 @@ def match_level(
             break
     reached = target - error
     inside = window[0] <= reached <= window[1] if window is not None else abs(error) <= ACCEPT_DB
-    if inside:
+    if inside and out is not None:
         return out, used
     unit = "dB RMS" if mode == "rms" else "LUFS"
     goal = (
@@ -117,25 +133,33 @@ def match_level(
         "loudness_unreachable",
         f"{goal} is not reachable under a {ceiling:g} dBTP ceiling without more than "
         f"{MAX_PUSH_DB:g} dB of limiting (reached {reached:.1f} {unit} aiming at {target:.1f}; "
-        f"the peaks stand {gain_to_db(true_peak(samples, sample_rate)) - level:.1f} dB over the "
+        f"the peaks stand {gain_to_db(input_peak()) - level:.1f} dB over the "
         f"level, {ceiling - target:.1f} dB fit)",
     )
 
 
-def true_peak(samples: np.ndarray, sample_rate: int) -> float:
-    """Linear true peak over all channels (4x oversampled)."""
-    return float(_peaks(samples, sample_rate).max(initial=0.0))
-
-
-def true_peak_dbtp(samples: np.ndarray, sample_rate: int) -> float:
-    return gain_to_db(true_peak(samples, sample_rate))
-
-
 def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndarray:
     """Keep the true peak of `samples` at or under `ceiling_dbtp`, touching only the peaks."""
+    out = ride_peaks(samples, sample_rate, ceiling_dbtp)
+    # the gain curve is smooth but not constant, so check again and trim what is left
+    return out * np.float32(trim_for(true_peak(out, sample_rate), ceiling_dbtp))
+
+
+def trim_for(peak: float, ceiling_dbtp: float) -> float:
+    """The last, constant turn-down of a limited signal whose true peak is still over."""
+    return (
+        db_to_gain(ceiling_dbtp - CEILING_MARGIN_DB) / peak
+        if peak > db_to_gain(ceiling_dbtp)
+        else 1.0
+    )
+
+
+def ride_peaks(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndarray:
+    """The limiter's gain rider alone (no final trim): each output sample depends only on the
+    input within LIMIT_REACH_S of it, which is what lets the blockwise limiter overlap blocks."""
     ceiling = db_to_gain(ceiling_dbtp - CEILING_MARGIN_DB)
     out = np.asarray(samples, dtype=np.float32)
-    peaks = _peaks(out, sample_rate)
+    peaks = frame_true_peaks(out, sample_rate)
     if peaks.max(initial=0.0) <= ceiling:
         return out
     need = np.maximum(peaks, np.float32(1e-12), out=peaks)  # reuse the buffers: long clips
@@ -146,36 +170,7 @@ def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np.ndar
     uniform_filter1d(gain, width, mode="nearest", output=need)
     out = out * need[:, None]
     del gain, need, peaks
-    # the gain curve is smooth but not constant, so check again and trim what is left
-    peak = true_peak(out, sample_rate)
-    if peak > db_to_gain(ceiling_dbtp):
-        out *= np.float32(ceiling / peak)
     return out
-
-
-def _peaks(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Per input frame, the largest |value| of the 4x oversampled signal from that frame to the
-    next, over all channels (float32, one per frame). Streams through soxr a chunk at a time so
-    the 4x copy of an hour-long file never sits in memory."""
-    frames, channels = samples.shape
-    peaks = np.empty(frames, dtype=np.float32)
-    stream = soxr.ResampleStream(
-        sample_rate, sample_rate * OVERSAMPLE, channels, dtype="float32", quality="HQ"
-    )
-    carry = np.zeros(0, dtype=np.float32)
-    done = 0
-    for start in range(0, frames, CHUNK_FRAMES):
-        chunk = np.ascontiguousarray(samples[start : start + CHUNK_FRAMES], dtype=np.float32)
-        np.abs(chunk).max(axis=1, out=peaks[start : start + chunk.shape[0]])
-        up = stream.resample_chunk(chunk, last=start + CHUNK_FRAMES >= frames)
-        level = np.concatenate([carry, np.abs(np.asarray(up).reshape(-1, channels)).max(axis=1)])
-        whole = level.shape[0] // OVERSAMPLE * OVERSAMPLE
-        block = level[:whole].reshape(-1, OVERSAMPLE).max(axis=1)[: frames - done]
-        span = peaks[done : done + block.shape[0]]
-        np.maximum(span, block, out=span)
-        done += block.shape[0]
-        carry = level[whole:]
-    return peaks
 
 
 def _rms_meter():

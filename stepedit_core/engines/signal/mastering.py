@@ -30,26 +30,44 @@ inside the window passes; the clip is refused only when none is reachable. Aroun
 
 from __future__ import annotations
 
-import math
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from stepedit_core.delivery import Profile
+from stepedit_core.delivery import Profile, profile_for_loudness
 from stepedit_core.engines.signal.leveler import level_speech
 from stepedit_core.engines.signal.loudness import match_level, target_for
-from stepedit_core.qc import SPEECH_MIN_SILENCE_S, noise_floor_db
+from stepedit_core.signal.meters import FrameEnergy, noise_floor_db, quiet_level_of
+from stepedit_core.signal.meters import quiet_level_db as quiet_level_db  # re-exported
+from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S
 from stepedit_core.stages import ItemFailure
 
 MARGIN_S = 0.05  # room tone kept at full level next to every word
 FADE_S = 0.05  # gate ramps
 EDGE_GUARD_S = 0.1  # a head/tail this far inside the window is kept as it is
-LEVEL_FRAME_S = 0.01
 TONE_FFT = 1024
 PINK_CORNER_HZ = 50.0
 BED_MARGIN_DB = 6.0  # a floor this close to the "dead silence" warning gets a room-tone bed
 FLOOR_FALLBACK_MARGIN_DB = 6.0  # target under the limit when a profile names no target
 SEED = 20260
+BED_TILE_S = 60.0  # a bed is made this much at a time
+BED_SEED = 1000
+LEVEL_FRAME_S = 0.01
+
+Read = Callable[[int, int], np.ndarray]  # frames [start, stop) of a signal
+
+
+def normalize(samples: np.ndarray, sample_rate: int, option: str, vad: Any = None) -> np.ndarray:
+    """The `loudness` edit. A delivery profile that also limits the noise floor and the head and
+    tail (acx) is mastered into whole (see `master`; `vad`: a loaded SileroVad to reuse);
+    otherwise the level is matched under the true-peak ceiling."""
+    profile = profile_for_loudness(option)
+    if profile is not None and profile.masters_room_tone:
+        return master(samples, sample_rate, option, profile, vad)
+    return match_level(samples, sample_rate, option)[0]
 
 
 def master(
@@ -78,7 +96,7 @@ def _master(
     edges: bool,
 ) -> np.ndarray:
     if vad is None:
-        from stepedit_core.engines.signal.vad import shared_vad
+        from stepedit_core.signal.vad import shared_vad
 
         vad = shared_vad()
     samples = np.ascontiguousarray(samples, dtype=np.float32)
@@ -98,7 +116,7 @@ def _master(
     # the gain the final level match will apply (pads are room tone: their energy is negligible)
     probe = np.pad(samples, ((head_pad, tail_pad), (0, 0)))
     _, gain_db = match_level(probe, sample_rate, option, aim, window)
-    target = _floor_target(profile)
+    target = floor_target_db(profile)
     if target is None:
         body = samples
     else:
@@ -106,10 +124,8 @@ def _master(
         quiet = pause_level_db(body, sample_rate, spans)
         warn = profile.noise_floor_warn_below_db
         if warn is not None and quiet is not None and quiet + gain_db < warn + BED_MARGIN_DB:
-            channels = body.shape[1]
-            body = body + synth_room_tone(
-                body.shape[0], sample_rate, tone_power, target - gain_db, 1, channels
-            )
+            bed = BedTone(body.shape[0], sample_rate, tone_power, target - gain_db, body.shape[1])
+            body = body + bed.range(0, body.shape[0])
     tone_level = (target if target is not None else -60.0) - gain_db
     head = synth_room_tone(head_pad, sample_rate, tone_power, tone_level, 2, body.shape[1])
     tail = synth_room_tone(tail_pad, sample_rate, tone_power, tone_level, 3, body.shape[1])
@@ -124,7 +140,7 @@ def _master(
     return out
 
 
-def _floor_target(profile: Profile) -> float | None:
+def floor_target_db(profile: Profile) -> float | None:
     if profile.noise_floor_target_db is not None:
         return profile.noise_floor_target_db
     if profile.noise_floor_max_db is not None:
@@ -138,12 +154,20 @@ def conform_edges(
     """Cut a too-long head / tail to the profile's target; return the frames of room tone to add
     at each end for a too-short one, with the samples and the speech spans after the cut."""
     frames = samples.shape[0]
-    head, tail = spans[0][0], frames - spans[-1][1]
-    head_cut, head_pad = _edge_change(head, sample_rate, profile.head_s, profile.head_target_s)
-    tail_cut, tail_pad = _edge_change(tail, sample_rate, profile.tail_s, profile.tail_target_s)
+    head_cut, tail_cut, head_pad, tail_pad = edge_plan(frames, sample_rate, spans, profile)
     samples = samples[head_cut : frames - tail_cut]
     spans = [(a - head_cut, b - head_cut) for a, b in spans]
     return samples, spans, head_pad, tail_pad
+
+
+def edge_plan(
+    frames: int, sample_rate: int, spans: list[tuple[int, int]], profile: Profile
+) -> tuple[int, int, int, int]:
+    """(head cut, tail cut, head pad, tail pad) in frames: see `conform_edges`."""
+    head, tail = spans[0][0], frames - spans[-1][1]
+    head_cut, head_pad = _edge_change(head, sample_rate, profile.head_s, profile.head_target_s)
+    tail_cut, tail_pad = _edge_change(tail, sample_rate, profile.tail_s, profile.tail_target_s)
+    return head_cut, tail_cut, head_pad, tail_pad
 
 
 def _edge_change(
@@ -171,55 +195,91 @@ def _inner(pause: tuple[int, int], frames: int, margin: int) -> tuple[int, int]:
     return (start + margin if start > 0 else 0), (end - margin if end < frames else frames)
 
 
-def quiet_level_db(samples: np.ndarray, sample_rate: int) -> float | None:
-    """Room-tone level of a stretch: RMS (dB) of the quieter half of its 10 ms frames; -200 for
-    digital silence, None for less than one frame."""
-    size = max(1, round(LEVEL_FRAME_S * sample_rate))
-    count = samples.shape[0] // size
-    if count == 0:
-        return None
-    blocks = samples[: count * size].reshape(count, -1)
-    power = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64) / blocks.shape[1]
-    quiet = np.sort(power)[: max(1, count // 2)]
-    mean = float(quiet.mean())
-    return 10 * math.log10(mean) if mean > 1e-20 else -200.0
-
-
 def pause_level_db(
     samples: np.ndarray, sample_rate: int, spans: list[tuple[int, int]]
 ) -> float | None:
     """Room-tone level over all pauses (their inner parts) together."""
+    return pause_level_of(lambda a, b: samples[a:b], samples.shape[0], sample_rate, spans)
+
+
+def pause_level_of(
+    read: Read, frames: int, sample_rate: int, spans: list[tuple[int, int]]
+) -> float | None:
+    """`pause_level_db` of a signal of `frames` frames read a stretch at a time."""
     margin = round(MARGIN_S * sample_rate)
-    frames = samples.shape[0]
-    parts = [samples[slice(*_inner(p, frames, margin))] for p in _pauses(frames, spans)]
-    parts = [part for part in parts if part.shape[0] > 0]
-    return quiet_level_db(np.concatenate(parts), sample_rate) if parts else None
+    size = max(1, round(LEVEL_FRAME_S * sample_rate))
+    energy = FrameEnergy(size)  # fed the inner parts one after another: as if joined
+    channels = 0
+    for pause in _pauses(frames, spans):
+        start, end = _inner(pause, frames, margin)
+        if end > start:
+            part = read(start, end)
+            channels = part.shape[1]
+            energy.feed(part)
+    if channels == 0:
+        return None
+    return quiet_level_of(energy.energies(), size * channels)
+
+
+@dataclass
+class Gate:
+    """Per pause: (start, end, floor gain, ramps in, ramps out); ramps of `fade` frames."""
+
+    pauses: list[tuple[int, int, float, bool, bool]]
+    fade: int
+
+    def __post_init__(self) -> None:
+        self._ends = [pause[1] for pause in self.pauses]
+
+    def apply(self, block: np.ndarray, start: int) -> np.ndarray:
+        """`block` (frames from `start`) with the gate's gain."""
+        stop = start + block.shape[0]
+        touched = []
+        # pauses are sorted and apart: skip to the first that ends after `start`
+        for pause in self.pauses[bisect.bisect_right(self._ends, start) :]:
+            if pause[0] >= stop:
+                break
+            touched.append(pause)
+        if not touched:
+            return block
+        gain = np.ones(block.shape[0], dtype=np.float32)
+        fade = self.fade
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)  # 0 -> 1
+        for begin, end, floor, ramp_in, ramp_out in touched:
+            curve = np.full(end - begin, floor, dtype=np.float64)
+            if ramp_in:
+                curve[:fade] = 1.0 + (floor - 1.0) * ramp
+            if ramp_out:
+                curve[-fade:] = floor + (1.0 - floor) * ramp
+            low, high = max(begin, start), min(end, stop)
+            gain[low - start : high - start] = curve[low - begin : high - begin]
+        return block * gain[:, None]
+
+
+def plan_gate(
+    read: Read, frames: int, sample_rate: int, spans: list[tuple[int, int]], target_db: float
+) -> Gate:
+    """Which pauses to attenuate, and how far, so each one's room tone sits at `target_db`."""
+    margin, fade = round(MARGIN_S * sample_rate), max(1, round(FADE_S * sample_rate))
+    pauses = []
+    for pause in _pauses(frames, spans):
+        start, end = _inner(pause, frames, margin)
+        ramp_in, ramp_out = pause[0] > 0, pause[1] < frames
+        if end - start < (ramp_in + ramp_out) * fade + fade:
+            continue  # too short to gate without a ramp running into speech
+        level = quiet_level_db(read(start, end), sample_rate)
+        if level is None or level <= target_db:
+            continue
+        pauses.append((start, end, 10 ** ((target_db - level) / 20), ramp_in, ramp_out))
+    return Gate(pauses, fade)
 
 
 def gate_pauses(
     samples: np.ndarray, sample_rate: int, spans: list[tuple[int, int]], target_db: float
 ) -> np.ndarray:
     """Attenuate each pause so its room tone sits at `target_db` (same gain on all channels)."""
-    frames = samples.shape[0]
-    margin, fade = round(MARGIN_S * sample_rate), max(1, round(FADE_S * sample_rate))
-    gain = np.ones(frames, dtype=np.float32)
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)  # 0 -> 1
-    for pause in _pauses(frames, spans):
-        start, end = _inner(pause, frames, margin)
-        ramps = (pause[0] > 0) + (pause[1] < frames)
-        if end - start < ramps * fade + fade:
-            continue  # too short to gate without a ramp running into speech
-        level = quiet_level_db(samples[start:end], sample_rate)
-        if level is None or level <= target_db:
-            continue
-        floor = 10 ** ((target_db - level) / 20)
-        curve = np.full(end - start, floor, dtype=np.float64)
-        if pause[0] > 0:
-            curve[:fade] = 1.0 + (floor - 1.0) * ramp
-        if pause[1] < frames:
-            curve[-fade:] = floor + (1.0 - floor) * ramp
-        gain[start:end] = curve
-    return samples * gain[:, None]
+    gate = plan_gate(lambda a, b: samples[a:b], samples.shape[0], sample_rate, spans, target_db)
+    return gate.apply(samples, 0)
 
 
 def room_tone_power(
@@ -233,8 +293,11 @@ def room_tone_power(
     total, count = np.zeros((TONE_FFT // 2 + 1, samples.shape[1])), 0
     for pause in _pauses(frames, spans):
         start, end = _inner(pause, frames, margin)
-        for at in range(start, end - TONE_FFT + 1, TONE_FFT // 2):
-            segment = samples[at : at + TONE_FFT].astype(np.float64) * window
+        if end - start < TONE_FFT:
+            continue
+        stretch = samples[start:end]  # one read per pause (samples may be a file)
+        for at in range(0, end - start - TONE_FFT + 1, TONE_FFT // 2):
+            segment = stretch[at : at + TONE_FFT].astype(np.float64) * window
             total += np.abs(np.fft.rfft(segment, axis=0)) ** 2
             count += 1
     if count == 0 or total.sum() <= 1e-20:
@@ -271,6 +334,110 @@ def synth_room_tone(
     return tone.astype(np.float32)
 
 
+class BedTone:
+    """A room-tone bed of `frames` frames (see `synth_room_tone`), made a tile of BED_TILE_S at
+    a time so it can be laid under audio of any length; a bed no longer than one tile is
+    exactly `synth_room_tone(frames, ...)`."""
+
+    def __init__(
+        self,
+        frames: int,
+        sample_rate: int,
+        power: np.ndarray | None,
+        level_db: float,
+        channels: int,
+    ) -> None:
+        self.frames = frames
+        self.tile = max(1, round(BED_TILE_S * sample_rate))
+        self._args = (sample_rate, power, level_db)
+        self.channels = channels
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _tile(self, index: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != index:
+            length = min(self.tile, self.frames - index * self.tile)
+            rate, power, level = self._args
+            seed = 1 if index == 0 else BED_SEED + index
+            self._cached = (index, synth_room_tone(length, rate, power, level, seed, self.channels))
+        return self._cached[1]
+
+    def range(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        at = start
+        while at < stop:
+            index = at // self.tile
+            offset = at - index * self.tile
+            tile = self._tile(index)
+            take = min(stop - at, tile.shape[0] - offset)
+            parts.append(tile[offset : offset + take])
+            at += take
+        return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+
+
+@dataclass
+class Join:
+    """How the head and tail of room tone join the body (see `join_room_tone`): `lead` goes
+    before the body, `trail` after it, and the body's first / last `fade` frames are mixed."""
+
+    lead: np.ndarray
+    trail: np.ndarray
+    fade: int
+    body_frames: int
+    head_mix: np.ndarray | None = None
+    head_keep: np.ndarray | float = 1.0
+    tail_mix: np.ndarray | None = None
+    tail_keep: np.ndarray | float = 1.0
+
+    def apply(self, block: np.ndarray, start: int) -> np.ndarray:
+        """The body's `block` (frames from `start`) with the joins mixed in."""
+        fade, stop = self.fade, start + block.shape[0]
+        edges = (
+            (0, self.head_mix, self.head_keep),
+            (self.body_frames - fade, self.tail_mix, self.tail_keep),
+        )
+        if fade == 0 or not any(
+            mix is not None and begin < stop and begin + fade > start for begin, mix, _ in edges
+        ):
+            return block
+        block = block.astype(np.float32, copy=True)
+        for begin, mix, keep in edges:
+            low, high = max(begin, start), min(begin + fade, stop)
+            if mix is None or high <= low:
+                continue
+            part = slice(low - begin, high - begin)
+            factor = keep[part] if isinstance(keep, np.ndarray) else keep
+            block[low - start : high - start] = (
+                block[low - start : high - start] * factor + mix[part]
+            )
+        return block
+
+
+def plan_join(
+    head: np.ndarray,
+    tail: np.ndarray,
+    body_frames: int,
+    sample_rate: int,
+    spans: list[tuple[int, int]],
+) -> Join:
+    fade = min(round(FADE_S * sample_rate), body_frames // 2)
+    if fade == 0:
+        return Join(head, tail, 0, body_frames)
+    phase = (np.arange(fade) + 0.5) / fade
+    rise, fall = np.sin(0.5 * np.pi * phase)[:, None], np.cos(0.5 * np.pi * phase)[:, None]
+    join = Join(head[:0], tail[:0], fade, body_frames)
+    if head.shape[0]:
+        speech_at_start = spans[0][0] < fade
+        tone = np.concatenate([head, _extend(head, fade)])
+        join.head_mix, join.head_keep = tone[-fade:] * fall, 1.0 if speech_at_start else rise
+        join.lead = tone[:-fade]
+    if tail.shape[0]:
+        speech_at_end = spans[-1][1] > body_frames - fade
+        tone = np.concatenate([_extend(tail[::-1], fade)[::-1], tail])
+        join.tail_mix, join.tail_keep = tone[:fade] * rise, 1.0 if speech_at_end else fall
+        join.trail = tone[fade:]
+    return join
+
+
 def join_room_tone(
     head: np.ndarray,
     body: np.ndarray,
@@ -281,24 +448,10 @@ def join_room_tone(
     """head + body + tail. Each join is an equal-power crossfade over the body's first / last
     FADE_S when that part is room tone; where speech starts or ends right at the edge, the tone
     only fades out over it (added under the speech, which keeps its full level)."""
-    fade = min(round(FADE_S * sample_rate), body.shape[0] // 2)
-    if fade == 0:
+    join = plan_join(head, tail, body.shape[0], sample_rate, spans)
+    if join.fade == 0:
         return np.concatenate([head, body, tail]).astype(np.float32)
-    phase = (np.arange(fade) + 0.5) / fade
-    rise, fall = np.sin(0.5 * np.pi * phase)[:, None], np.cos(0.5 * np.pi * phase)[:, None]
-    body = body.astype(np.float32, copy=True)
-    pieces = []
-    if head.shape[0]:
-        speech_at_start = spans[0][0] < fade
-        tone = np.concatenate([head, _extend(head, fade)])
-        body[:fade] = body[:fade] * (1.0 if speech_at_start else rise) + tone[-fade:] * fall
-        pieces.append(tone[:-fade])
-    pieces.append(body)
-    if tail.shape[0]:
-        speech_at_end = spans[-1][1] > body.shape[0] - fade
-        tone = np.concatenate([_extend(tail[::-1], fade)[::-1], tail])
-        body[-fade:] = body[-fade:] * (1.0 if speech_at_end else fall) + tone[:fade] * rise
-        pieces.append(tone[fade:])
+    pieces = [join.lead, join.apply(body, 0), join.trail]
     return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stepedit_core.engines.signal.util import fit_length
+from stepedit_core.signal.gain import fit_length
 
 # Signalsmith Stretch randomises phases from a seed; a fixed seed makes the edit reproducible.
 STRETCH_SEED = 20240917

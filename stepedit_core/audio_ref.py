@@ -1,0 +1,204 @@
+"""Audio by reference: a published, content-addressed FLAC object named by URI and hash.
+
+Round audio of a long chapter is too big to travel inside the item that is pickled at every
+hop between Ray pools, so a stage that produces audio streams it into an `AudioSink`, which
+publishes it as `<directory>/<sha256>.flac` (in the run's store) and returns an `AudioRef`:
+the object's URI, its sha256 and its shape. The reference is what items and records carry;
+a stage that needs samples reads them from the object, whole (`load`), by range (`read`) or
+block by block (`blocks`), so memory stays bounded by the block size.
+
+Objects are opened through fsspec, so `s3://` works: a run's storage options are installed
+as fsspec's per-protocol defaults and reach worker processes through the environment
+(`access.storage_options_installed`); a reference never carries credentials.
+
+Publishing is content-addressed: an object is written once under its hash and never written
+over; a second sink with the same content finds it there and only returns the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import soundfile as sf
+
+from stepedit_core.audio import Audio
+from stepedit_core.retry import retrying
+
+BLOCK_FRAMES = 1 << 16  # about 1.5 s at 44.1 kHz: small enough for any worker
+HASH_CHUNK = 1 << 20
+LOCAL = ("file", "local")
+
+
+@dataclass(frozen=True)
+class AudioRef:
+    """A FLAC object in a store: where it is, what its bytes hash to, and its shape."""
+
+    uri: str
+    sha256: str
+    sample_rate: int
+    frames: int
+    channels: int
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # pickled as its five fields only (it travels between Ray pools on every item)
+        return (AudioRef, (self.uri, self.sha256, self.sample_rate, self.frames, self.channels))
+
+    @property
+    def duration(self) -> float:
+        return self.frames / float(self.sample_rate)
+
+    def _open(self) -> Any:
+        fs, path = fsspec.core.url_to_fs(self.uri)
+        return retrying(lambda: fs.open(path, "rb"), f"opening {self.uri}")
+
+    def blocks(self, frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        """The samples in order, as float32 (n, channels) arrays of at most `frames` rows."""
+        with self._open() as handle, sf.SoundFile(handle) as sound:
+            yield from sound.blocks(blocksize=frames, dtype="float32", always_2d=True)
+
+    def read(self, start: int = 0, frames: int | None = None) -> np.ndarray:
+        """`frames` samples from frame `start` (to the end when None), float32 (n, channels)."""
+        if start < 0 or start > self.frames:
+            raise ValueError(f"start {start} is outside 0..{self.frames} of {self.uri}")
+        count = self.frames - start if frames is None else min(frames, self.frames - start)
+        with self._open() as handle, sf.SoundFile(handle) as sound:
+            sound.seek(start)
+            return sound.read(count, dtype="float32", always_2d=True)
+
+    def load(self) -> Audio:
+        return Audio(self.read(), self.sample_rate)
+
+
+def load_audio(value: Audio | AudioRef | None) -> Audio | None:
+    """Samples of a stage's input, whichever way it travels: an `AudioRef` is read here."""
+    if isinstance(value, AudioRef):
+        return value.load()
+    return value
+
+
+def sha256_file(uri: str) -> str:
+    """The sha256 of an object's bytes, read in chunks (never whole)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+
+    def digest() -> str:
+        hasher = hashlib.sha256()
+        with fs.open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest()
+
+    return retrying(digest, f"hashing {uri}")
+
+
+class AudioSink:
+    """Streams samples to a 24-bit FLAC file on local disk; `close` publishes it as
+    `directory/<sha256>.flac` and returns its `AudioRef` (also `.ref` afterwards).
+
+    The hash is taken from the finished local file, read back in chunks: the FLAC header is
+    only complete (total frames, MD5 of the samples) once the encoder closes it, so bytes
+    hashed while they were written would not be the object's."""
+
+    def __init__(self, sample_rate: int, channels: int, directory: str) -> None:
+        self.sample_rate, self.channels, self.directory = int(sample_rate), int(channels), directory
+        handle, self._tmp = tempfile.mkstemp(prefix="stepedit-sink-", suffix=".flac")
+        os.close(handle)
+        self._sound: sf.SoundFile | None = sf.SoundFile(
+            self._tmp, "w", self.sample_rate, self.channels, "PCM_24", format="FLAC"
+        )
+        self.frames = 0
+        self.ref: AudioRef | None = None
+
+    def write(self, block: np.ndarray) -> None:
+        """Append float32 samples shaped (n, channels) (or (n,) for mono); clipped to [-1, 1]
+        because FLAC stores integers."""
+        if self._sound is None:
+            raise ValueError("this AudioSink is closed")
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim == 1:
+            block = block[:, None]
+        if block.shape[1] != self.channels:
+            raise ValueError(f"block has {block.shape[1]} channels, the sink {self.channels}")
+        self._sound.write(np.clip(block, -1.0, 1.0))
+        self.frames += int(block.shape[0])
+
+    def close(self) -> AudioRef:
+        if self.ref is not None:
+            return self.ref
+        if self._sound is None:
+            raise ValueError("this AudioSink was abandoned")
+        try:
+            self._sound.close()
+            self._sound = None
+            digest = sha256_file(self._tmp)
+            uri = publish_file(self._tmp, self.directory, f"{digest}.flac")
+            self.ref = AudioRef(uri, digest, self.sample_rate, self.frames, self.channels)
+            return self.ref
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Drop what was written (nothing is published); safe to call more than once."""
+        if self._sound is not None:
+            self._sound.close()
+            self._sound = None
+        with contextlib.suppress(OSError):
+            os.remove(self._tmp)
+
+    def __enter__(self) -> AudioSink:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+
+
+def publish(audio: Audio, directory: str, block_frames: int = BLOCK_FRAMES) -> AudioRef:
+    """An in-memory `Audio` published as a content-addressed FLAC object."""
+    with AudioSink(audio.sample_rate, audio.channels, directory) as sink:
+        for start in range(0, audio.frames, block_frames):
+            sink.write(audio.samples[start : start + block_frames])
+    assert sink.ref is not None
+    return sink.ref
+
+
+def publish_file(local_path: str, directory: str, name: str) -> str:
+    """Copy a local file to `directory/name` unless an object is already there (content
+    addressed: same name, same bytes); returns the object's URI. Readers never see half an
+    object: on local disk it is written under a temporary name and renamed, and an object
+    store's upload is all-or-nothing."""
+    fs, root = fsspec.core.url_to_fs(directory)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    target = posixpath.join(root.rstrip("/"), name)
+    uri = target if protocol in LOCAL else f"{protocol}://{target}"
+
+    def put() -> None:
+        fs.invalidate_cache(posixpath.dirname(target))
+        if fs.exists(target):
+            return  # written once, never over
+        if protocol in LOCAL:
+            fs.makedirs(root, exist_ok=True)
+            tmp = posixpath.join(root, f".{name}.tmp-{uuid.uuid4().hex}")
+            try:
+                fs.put_file(local_path, tmp)
+                fs.mv(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
+        else:
+            fs.put_file(local_path, target)
+
+    retrying(put, f"publishing {uri}")
+    return uri
