@@ -86,6 +86,18 @@ def load_audio(value: Audio | AudioRef | None) -> Audio | None:
     return value
 
 
+def resolve_ref(ref: str, run_uri: str) -> str:
+    """The URI of a run-relative reference (`round-audio/<sha256>.flac`, as records keep them)
+    in the run folder at `run_uri`; an absolute URI or path is its own."""
+    return ref if "://" in ref or ref.startswith("/") else posixpath.join(run_uri, ref)
+
+
+def read_object(uri: str) -> bytes:
+    """An object's bytes, whole (for readers that need a file's bytes, not samples)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    return retrying(lambda: fs.cat_file(path), f"reading {uri}")
+
+
 def sha256_file(uri: str) -> str:
     """The sha256 of an object's bytes, read in chunks (never whole)."""
     fs, path = fsspec.core.url_to_fs(uri)

@@ -72,10 +72,10 @@ class SignalEditStage(EngineStage):
         return getattr(self._denoiser, "backend", None)
 
     def process_item(self, item: WorkItem) -> None:
-        if item.audio is None:
+        audio = item.samples("audio")  # read here when the round's input is a reference
+        if audio is None:
             raise ItemFailure("no_audio", "no input audio for the signal edit")
-        samples, rate = item.audio.samples, item.audio.sample_rate
-        channels = item.audio.channels
+        samples, rate, channels = audio.samples, audio.sample_rate, audio.channels
         for spec in item.round_edits:
             if spec.type == "fillers":
                 samples = self.remove_fillers(item, spec, samples, rate)
