@@ -38,13 +38,14 @@ class MeasureRound(Stage):
     ) -> None:
         self.qc_plan = qc_plan or QcPlan()
         self.handoff = handoff
-        self.vad: Any = None
 
     def setup(self) -> None:
+        """Load the models once per actor; they are the process's shared instances (never
+        kept on the stage, which is pickled to every actor)."""
         from stepedit_core import qc
         from stepedit_core.engines.signal.vad import shared_vad
 
-        self.vad = shared_vad()
+        shared_vad()
         if self.qc_plan.heavy:
             if qc.dnsmos_unavailable() is None:
                 qc._dnsmos_model()
@@ -87,8 +88,8 @@ class MeasureRound(Stage):
             with timed(item, "qc"):
                 if item.qc_reference is None and item.original is not None:
                     original = item.samples("original")
-                    item.qc_reference = qc.reference(original, plan.heavy, self.vad)
-                report = qc.measure(output, item.qc_reference, heavy=plan.heavy, vad=self.vad)
+                    item.qc_reference = qc.reference(original, plan.heavy)
+                report = qc.measure(output, item.qc_reference, heavy=plan.heavy)
         except Exception as exc:  # noqa: BLE001 - QC describes a round, it must not fail it
             result.qc_json = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
             if plan.gives_verdict:

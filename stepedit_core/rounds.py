@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audio import Audio
+from stepedit_core.audio_ref import AudioRef, header_seconds, reference_source
 from stepedit_core.delivery import QcPlan
 from stepedit_core.edits import EditSpec
 from stepedit_core.judges.stage import JudgeRound, RoundJudging
@@ -39,9 +41,16 @@ def has_clone(edits: tuple[EditSpec, ...]) -> bool:
     return any(e.type == "clone" for e in edits)
 
 
+# sources longer than this travel by reference (audio_ref.reference_source) when the item has
+# a store: about 2.6 MB of 44.1 kHz float32, more than a short line ever needs to carry
+REFERENCE_SOURCE_S = 15.0
+
+
 class LoadAudio(Stage):
     """Reads each clip from its URI, within the input limits (sources.py); a missing, empty,
-    oversized or non-audio file fails that row only."""
+    oversized or non-audio file fails that row only. A long source (over
+    `REFERENCE_SOURCE_S`) of an item that has a store is not read whole: it is hashed in
+    chunks and passed on by reference, and the stages that need its samples read them."""
 
     name = "load"
     resources = Resources(cpus=0.25)
@@ -52,10 +61,15 @@ class LoadAudio(Stage):
         self.limits = limits or InputLimits()
 
     def process_item(self, item: WorkItem) -> None:
-        audio, data = audio_io.load(item.audio_uri, self.limits)
-        item.source_sha256 = audio_io.sha256_bytes(data)
-        item.audio = audio
-        item.original = audio
+        seconds = header_seconds(item.audio_uri) if item.audio_dir is not None else None
+        if seconds is not None and seconds > REFERENCE_SOURCE_S:
+            source: Audio | AudioRef = reference_source(item.audio_uri, self.limits)
+            item.source_sha256 = source.sha256
+        else:
+            source, data = audio_io.load(item.audio_uri, self.limits)
+            item.source_sha256 = audio_io.sha256_bytes(data)
+        item.audio = source
+        item.original = source
         item.state["input_sha256"] = item.source_sha256
 
 

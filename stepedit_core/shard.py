@@ -288,7 +288,7 @@ class ShardWriter:
         result = RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
         result.text_source = text_source_of(item)
         if chosen is None:  # nothing recorded (cannot happen for an item that ran): its audio as is
-            flac = audio_io.encode_flac(item.samples("audio"))  # type: ignore[arg-type]
+            flac = audio_io.encode_flac(item.samples())  # type: ignore[arg-type]
             return result, self._files(result, flac, None, None)
         result.deliver(chosen, reason or item.stopped_by)  # a judge's stop says why it ended
         ref = chosen.audio_ref
