@@ -46,7 +46,8 @@ def child(args: argparse.Namespace) -> None:
     from stepedit_core.run import run_job
 
     out = Path(args.workdir) / f"runs-{args.executor}"
-    manifest = Path(args.workdir) / "book.parquet"
+    # next to the chapter: a run reads audio under its manifest's folder
+    manifest = Path(args.chapter).parent / f"{Path(args.workdir).name}.parquet"
     if not manifest.exists():
         pq.write_table(pa.table({"clip_id": ["chapter"], "audio_uri": [args.chapter]}), manifest)
     job = JobSpec(
@@ -70,6 +71,8 @@ def child(args: argparse.Namespace) -> None:
 
         record = run_job(job, executor=LocalExecutor())
     wall = time.perf_counter() - start
+    if record["counts"]["ok"] != 1:
+        raise RuntimeError(f"the chapter did not finish: {record['counts']}")
     result = {"wall_s": round(wall, 1), "counts": record.get("counts")}
     if args.executor == "local":
         result["item_pickled_bytes_after_round"] = item_sizes(args, out)
@@ -119,7 +122,8 @@ def tree_rss(pid: int) -> dict[int, tuple[str, int]]:
 
 
 def measure(src: Path, executor: str, chapter: str, workdir: str, rounds: int) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=f"{src}:{ROOT / 'tests'}", RAY_ACCEPT_ONNX_IN_WORKERS="1")
+    env = dict(os.environ, PYTHONPATH=f"{src}:{ROOT / 'tests'}", RAY_ACCEPT_ONNX_IN_WORKERS="1",
+               RAY_AUTH_MODE="disabled")  # fmt: skip
     env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--executor", executor,
            "--chapter", chapter, "--workdir", workdir, "--rounds", str(rounds)]  # fmt: skip
