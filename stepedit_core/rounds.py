@@ -7,6 +7,16 @@ QC on the round's output and publishes it into the run's store; `RoundEnd` turns
 a `RoundRecord` that references that object and hands the output on as the next round's input.
 Rows whose edit chain starts with `clone` get a round 0 (zero-shot TTS from the prompt clip), and
 their other edits run in rounds 1..N.
+
+What a clip carries between rounds is small and bounded: its audio is a reference to an object in
+the run's store (audio_ref.py), and each round's record, once sealed, holds only metadata
+(hashes, the audio's reference, tokens, QC JSON; a few kilobytes). The sealed records stay on the
+item (`WorkItem.records`) until the shard writer commits them, because that is the one way the
+pipeline hands results back: an executor returns finished items, and the writer commits a clip's
+rounds together with its row result in one part, so a crash never leaves some rounds of a clip
+committed without the rest. Sending records elsewhere as each round ends would need a second
+channel from every Ray worker to the writer and a way to join it with the item that finishes
+later; for a payload of a few kilobytes per round that buys nothing. No audio rides on them.
 """
 
 from __future__ import annotations
