@@ -25,6 +25,7 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import uuid
 from typing import Any, Protocol
 
@@ -191,7 +192,8 @@ class RunStore:
             self.fs.makedirs(parent, exist_ok=True)
             tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
             try:
-                self.fs.copy(src, tmp)
+                with self.fs.open(src, "rb") as reader, self.fs.open(tmp, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 20)  # in chunks, never whole
                 self.fs.mv(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
