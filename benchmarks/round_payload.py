@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "float32_chapter_mb": round(args.minutes * 60 * RATE * 4 / 2**20, 1),
         "runs": runs,
         "note": "shared 2-core machine under load from other work: wall times are indicative; "
-        "peak RSS sampled every 0.1 s over the run's process tree",
+        "peak RSS sampled every 0.1 s over the run's process tree; on the local executor the "
+        "one process also runs the item-size pass after the run (its peak covers both)",
         "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()),
         "machine": machine_info(),
