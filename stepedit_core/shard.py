@@ -392,7 +392,8 @@ def _release(item: WorkItem) -> None:
     """Drop a committed item's audio and records. An executor may hand back the very objects
     `run_shards` holds for the whole run (the local executor does): kept, every clip's audio
     would stay in memory until the run ends, so a catalog's peak memory grew with its size."""
-    item.audio = item.original = item.prompt = item.output = None
+    item.audio = item.original = item.prompt = item.output = item.next_audio = None
+    item.round_qc = item.qc_reference = None
     item.records = []
     item.verdicts = []
     item.state = {}
