@@ -32,7 +32,9 @@ import numpy as np
 import soundfile as sf
 
 from stepedit_core.audio import Audio
+from stepedit_core.failures import ItemFailure
 from stepedit_core.retry import retrying
+from stepedit_core.sources import DECODED_FACTOR, MB, InputLimits, within
 
 BLOCK_FRAMES = 1 << 16  # about 1.5 s at 44.1 kHz: small enough for any worker
 HASH_CHUNK = 1 << 20
@@ -84,6 +86,18 @@ def load_audio(value: Audio | AudioRef | None) -> Audio | None:
     if isinstance(value, AudioRef):
         return value.load()
     return value
+
+
+def resolve_ref(ref: str, run_uri: str) -> str:
+    """The URI of a run-relative reference (`round-audio/<sha256>.flac`, as records keep them)
+    in the run folder at `run_uri`; an absolute URI or path is its own."""
+    return ref if "://" in ref or ref.startswith("/") else posixpath.join(run_uri, ref)
+
+
+def read_object(uri: str) -> bytes:
+    """An object's bytes, whole (for readers that need a file's bytes, not samples)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    return retrying(lambda: fs.cat_file(path), f"reading {uri}")
 
 
 def sha256_file(uri: str) -> str:
@@ -202,3 +216,72 @@ def publish_file(local_path: str, directory: str, name: str) -> str:
 
     retrying(put, f"publishing {uri}")
     return uri
+
+
+def header_seconds(uri: str) -> float | None:
+    """A source's duration from its header alone (None when it can not be read: the full
+    load then says why, with its own failure code)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        with fs.open(path, "rb") as handle:
+            info = sf.info(handle)
+        return float(info.frames) / float(info.samplerate)
+    except Exception:  # noqa: BLE001 - only a hint; the load that follows reports the problem
+        return None
+
+
+def reference_source(uri: str, limits: InputLimits) -> AudioRef:
+    """A long source clip passed on by reference, never held whole: its bytes hashed in
+    chunks, its shape read from its header, its samples checked block by block for NaN/inf;
+    within `limits` (size before reading, claimed decoded size, read timeout) as a whole load
+    is (sources.py). Failures carry the same codes as `audio.load`'s."""
+
+    def probe() -> AudioRef:
+        fs, path = fsspec.core.url_to_fs(uri)
+        info = retrying(lambda: fs.info(path), f"looking up {uri}")
+        if info.get("type") == "directory":
+            raise ItemFailure("unreadable_file", f"audio_uri is a directory, not a file: {uri}")
+        size = info.get("size")
+        if size is not None and size > limits.max_bytes:
+            raise limits.too_large(uri, int(size))
+        if not size:
+            raise ItemFailure("empty_file", f"audio file is empty (0 bytes): {uri}")
+        digest = sha256_file(uri)
+        try:
+            with fs.open(path, "rb") as handle, sf.SoundFile(handle) as sound:
+                frames, rate, channels = int(sound.frames), sound.samplerate, sound.channels
+                claimed = frames * channels * 4
+                if claimed > limits.max_decoded_bytes:
+                    raise ItemFailure(
+                        "file_too_large",
+                        f"field 'audio_uri' {uri}: its header claims {frames} frames x "
+                        f"{channels} channels ({claimed} bytes decoded), over "
+                        f"{limits.max_decoded_bytes // MB} MB ({DECODED_FACTOR} x "
+                        "--max-input-mb)",
+                    )
+                bad = sum(
+                    int((~np.isfinite(block)).sum())
+                    for block in sound.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                )
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise ItemFailure("not_audio", f"not a readable audio file: {uri} ({exc})") from exc
+        if frames == 0:
+            raise ItemFailure("empty_audio", f"audio file has no samples: {uri}")
+        if bad:
+            raise ItemFailure("non_finite_samples", f"{bad} NaN/inf samples in {uri}")
+        return AudioRef(uri, digest, int(rate), frames, int(channels))
+
+    try:
+        return within(
+            probe,
+            limits.read_timeout_s,
+            lambda: ItemFailure(
+                "read_timeout",
+                f"reading {uri} took longer than {limits.read_timeout_s:g} s (--read-timeout); "
+                "abandoned",
+            ),
+        )
+    except FileNotFoundError as exc:
+        raise ItemFailure("missing_file", f"audio file not found: {uri}") from exc
+    except OSError as exc:
+        raise ItemFailure("unreadable_file", f"cannot read {uri}: {exc}") from exc

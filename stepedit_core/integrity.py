@@ -2,9 +2,12 @@
 run checks every delivered file against its record before it is called finished.
 
 A part is intact when it decodes, its footer counts its records, every record hashes to its
-`record_sha256` and every round's audio to its `output_sha256`. A damaged part (a flipped bit, a
-truncated upload) is moved into the run's quarantine, `_work/quarantine/`, with a note in
-`_work/job.json`; its clip-rounds are then simply not committed, so the attempt does them again.
+`record_sha256` and every round's audio to its `output_sha256`: the object a record references
+(`round-audio/<sha256>.flac`) is read back in chunks and hashed. A damaged part (a flipped bit, a
+truncated upload, a referenced object missing or altered) is moved into the run's quarantine,
+`_work/quarantine/`, with a note in `_work/job.json`, and so is an altered object (its name would
+otherwise stop the redo from publishing it again); the part's clip-rounds are then simply not
+committed, so the attempt does them again.
 A delivered file that does not hash to its round's `output_sha256`, or is missing, is written
 again from the (verified) record; a row delivered as other files (`delivered_files`: another
 format, or parts of a long clip) has each file checked against the sha256 the manifest lists, and
@@ -20,11 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 
+from stepedit_core.audio_ref import resolve_ref, sha256_file
 from stepedit_core.audit.records import object_sha256, record_digest, run_relative
 from stepedit_core.delivery import QcPlan
-from stepedit_core.records import RowResult
+from stepedit_core.records import RowResult, round_flac
 from stepedit_core.retry import retrying
 from stepedit_core.store import RunStore
 
@@ -61,6 +66,8 @@ def check_part(store: RunStore, path: str) -> CheckedPart:
         flac = record.get("audio_flac")
         if flac is not None and hashlib.sha256(flac).hexdigest() != record.get("output_sha256"):
             raise DamagedPart(f"{label}: audio_flac does not hash to output_sha256")
+        if record.get("audio_ref"):
+            _check_object(store, record, label)
         if sealed and record_digest(record) != record.get("record_sha256"):
             raise DamagedPart(f"{label}: fields do not hash to record_sha256")
     committed = set(table.column("row_index").to_pylist())
@@ -68,6 +75,20 @@ def check_part(store: RunStore, path: str) -> CheckedPart:
     if strays:
         raise DamagedPart(f"row results for rows {strays[:5]} with no record in the part")
     return CheckedPart(path, results, table.num_rows)
+
+
+def _check_object(store: RunStore, record: dict[str, Any], label: str) -> None:
+    """The round's referenced object is there and hashes to the record's output_sha256; an
+    altered one is quarantined too (see the module docstring)."""
+    uri = resolve_ref(record["audio_ref"], store.run_uri)
+    try:
+        digest = sha256_file(uri)
+    except FileNotFoundError:
+        raise DamagedPart(f"{label}: its audio object {uri} is missing") from None
+    if digest != record.get("output_sha256"):
+        _, path = fsspec.core.url_to_fs(uri)
+        quarantine(store, path, f"{label}: does not hash to output_sha256")
+        raise DamagedPart(f"{label}: its audio object {uri} does not hash to output_sha256")
 
 
 def shard_results_records(store: RunStore, shard: int) -> int | None:
@@ -199,10 +220,12 @@ def _check_packaged(
 
 
 def _record_flac(store: RunStore, part: str, row: int, iteration: int, expected: str) -> bytes:
-    table = store.read_table(part, ["row_index", "iteration", "audio_flac"])
-    for rec in table.to_pylist():
+    for rec in store.read_table(part).to_pylist():
         if rec["row_index"] == row and rec["iteration"] == iteration:
-            flac = rec["audio_flac"] or b""
+            try:
+                flac = round_flac(rec, store.run_uri) or b""
+            except FileNotFoundError:
+                break
             if hashlib.sha256(flac).hexdigest() == expected:
                 return flac
             break

@@ -2,7 +2,12 @@
 
 - `PlanRow`: a row checked and planned for editing (a row of a shard plan).
 - `RowResult`: the outcome of one input row (joined onto the input manifest at merge).
-- `RoundRecord`: one clip in one round (the iterations dataset), FLAC bytes inside.
+- `RoundRecord`: one clip in one round (the iterations dataset). Its audio is a reference:
+  `audio_ref` names the round's FLAC object relative to the run folder
+  (`round-audio/<sha256>.flac`, so a run folder copied or moved whole stays readable),
+  `output_sha256` is that object's hash and `sample_rate`/`channels`/`frames` its shape; the
+  bytes never ride in the record. (A record made outside a run, with no store to publish to,
+  keeps the bytes in `audio_flac` instead; `round_flac` reads either.)
 
 A record is a small dataclass; `to_row()` gives the dict Arrow writes and `SCHEMA` its types.
 The round record's schema here holds the shared columns only (`RoundRecord.SHARED_SCHEMA`):
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -24,12 +30,14 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audio_ref import AudioRef, read_object, resolve_ref
 from stepedit_core.audit.records import seal as audit_seal
 from stepedit_core.clip_spec import ClipSpec
 from stepedit_core.edits import EditSpec, format_chain, parse_chain
 from stepedit_core.failures import check_code
 from stepedit_core.qc import basic_metrics
 from stepedit_core.stages import WorkItem
+from stepedit_core.store import ROUND_AUDIO
 from stepedit_core.traces import RecordColumn
 
 
@@ -208,7 +216,9 @@ class RoundRecord:
     text_source: str | None = None
     prev_record_sha256: str | None = None  # the hash chain: see stepedit_core/audit
     record_sha256: str | None = None
-    audio_flac: bytes | None = None
+    audio_ref: str | None = None  # the round's FLAC object, run-relative (hash: output_sha256)
+    frames: int | None = None
+    audio_flac: bytes | None = None  # only for records made outside a run (no store)
     # the engine's own columns (its trace's `record_values`), by name
     engine_columns: dict[str, Any] = field(default_factory=dict)
 
@@ -244,6 +254,8 @@ class RoundRecord:
             ("text_source", pa.string()),
             ("prev_record_sha256", pa.string()),
             ("record_sha256", pa.string()),
+            ("audio_ref", pa.string()),
+            ("frames", pa.int64()),
             ("audio_flac", pa.binary()),
         ]
     )
@@ -251,6 +263,11 @@ class RoundRecord:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def flac(self, run_uri: str) -> bytes | None:
+        """The round's FLAC bytes (read from its object in the run at `run_uri`), None when
+        it has no audio."""
+        return round_flac(self.to_row(), run_uri)
 
     def to_row(self) -> dict[str, Any]:
         row = _shallow(self)
@@ -299,17 +316,53 @@ class RoundRecord:
             item.fail("no_output", f"engine stages produced no audio in round {item.round}")
             record.status, record.error_code, record.error = "failed", item.error_code, item.error
             return record
-        flac = audio_io.encode_flac(item.output)
-        metrics = basic_metrics(item.output)
-        record.audio_flac = flac
-        record.output_sha256 = audio_io.sha256_bytes(flac)
-        record.sample_rate = item.output.sample_rate
-        record.channels = item.output.channels
+        output = item.output
+        if isinstance(output, AudioRef):
+            record.audio_ref, record.output_sha256 = run_relative_ref(output.uri), output.sha256
+        else:
+            record.audio_flac = audio_io.encode_flac(output)
+            record.output_sha256 = audio_io.sha256_bytes(record.audio_flac)
+        record.sample_rate, record.channels = output.sample_rate, output.channels
+        record.frames = output.frames
+        # measured by the QC stage where it ran (it had the samples), here otherwise
+        metrics = item.round_qc.basic if item.round_qc else basic_metrics(item.samples("output"))
         record.duration_s = metrics["duration_s"]
         record.peak_dbfs = metrics["peak_dbfs"]
         record.rms_dbfs = metrics["rms_dbfs"]
         record.clipped_samples = metrics["clipped_samples"]
         return record
+
+
+def run_relative_ref(uri: str) -> str:
+    """What a record keeps of a round object's URI: its name under the run folder."""
+    return posixpath.join(ROUND_AUDIO, posixpath.basename(uri))
+
+
+def audio_ref_of(record: dict[str, Any], run_uri: str) -> AudioRef | None:
+    """The reference a record (a row as read back) holds, None when it holds none."""
+    if not record.get("audio_ref") or not record.get("output_sha256"):
+        return None
+    return AudioRef(
+        resolve_ref(record["audio_ref"], run_uri),
+        record["output_sha256"],
+        int(record.get("sample_rate") or 0),
+        int(record.get("frames") or 0),
+        int(record.get("channels") or 0),
+    )
+
+
+def round_flac(record: dict[str, Any], run_uri: str) -> bytes | None:
+    """A round's FLAC bytes: read from the object the record references in the run at
+    `run_uri` (readers that need them whole: judges, datasets, the review page), or kept
+    inside a record made outside a run."""
+    if record.get("audio_flac") is not None:
+        return record["audio_flac"]
+    ref = record.get("audio_ref")
+    return read_object(resolve_ref(ref, run_uri)) if ref else None
+
+
+# the columns a reader of round audio asks for (`round_flac` needs them all)
+AUDIO_COLUMNS = ["audio_ref", "output_sha256", "sample_rate", "frames", "channels", "audio_flac"]
 
 
 def text_source_of(item: WorkItem) -> str | None:

@@ -2,29 +2,39 @@
 
 Every executor runs the same flat list of stages that `build_stages` returns. `StartRound` writes
 the round's facts on each item (its number, the edits it gets in this round, its voice prompt);
-engine stages read those facts and never look at this module. `RoundEnd` turns the round's output
-into a `RoundRecord` and hands the output on as the next round's input. Rows whose edit chain
-starts with `clone` get a round 0 (zero-shot TTS from the prompt clip), and their other edits run
-in rounds 1..N.
+engine stages read those facts and never look at this module. `MeasureRound` (round_qc.py) runs
+QC on the round's output and publishes it into the run's store; `RoundEnd` turns the round into
+a `RoundRecord` that references that object and hands the output on as the next round's input.
+Rows whose edit chain starts with `clone` get a round 0 (zero-shot TTS from the prompt clip), and
+their other edits run in rounds 1..N.
+
+What a clip carries between rounds is small and bounded: its audio is a reference to an object in
+the run's store (audio_ref.py), and each round's record, once sealed, holds only metadata
+(hashes, the audio's reference, tokens, QC JSON; a few kilobytes). The sealed records stay on the
+item (`WorkItem.records`) until the shard writer commits them, because that is the one way the
+pipeline hands results back: an executor returns finished items, and the writer commits a clip's
+rounds together with its row result in one part, so a crash never leaves some rounds of a clip
+committed without the rest. Sending records elsewhere as each round ends would need a second
+channel from every Ray worker to the writer and a way to join it with the item that finishes
+later; for a payload of a few kilobytes per round that buys nothing. No audio rides on them.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stepedit_core import audio as audio_io
 from stepedit_core.audio import Audio
-from stepedit_core.delivery import QcPlan, check
+from stepedit_core.audio_ref import AudioRef, header_seconds, reference_source
+from stepedit_core.delivery import QcPlan
 from stepedit_core.edits import EditSpec
 from stepedit_core.judges.stage import JudgeRound, RoundJudging
 from stepedit_core.records import RoundRecord
+from stepedit_core.round_qc import MeasureRound
 from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Resources, Stage, WorkItem, guard, timed
 
 if TYPE_CHECKING:
-    from stepedit_core import qc as qc_module
     from stepedit_core.engines.base import Engine
 
 CLONE_ROUND = 0
@@ -41,9 +51,16 @@ def has_clone(edits: tuple[EditSpec, ...]) -> bool:
     return any(e.type == "clone" for e in edits)
 
 
+# sources longer than this travel by reference (audio_ref.reference_source) when the item has
+# a store: about 2.6 MB of 44.1 kHz float32, more than a short line ever needs to carry
+REFERENCE_SOURCE_S = 15.0
+
+
 class LoadAudio(Stage):
     """Reads each clip from its URI, within the input limits (sources.py); a missing, empty,
-    oversized or non-audio file fails that row only."""
+    oversized or non-audio file fails that row only. A long source (over
+    `REFERENCE_SOURCE_S`) of an item that has a store is not read whole: it is hashed in
+    chunks and passed on by reference, and the stages that need its samples read them."""
 
     name = "load"
     resources = Resources(cpus=0.25)
@@ -54,10 +71,15 @@ class LoadAudio(Stage):
         self.limits = limits or InputLimits()
 
     def process_item(self, item: WorkItem) -> None:
-        audio, data = audio_io.load(item.audio_uri, self.limits)
-        item.source_sha256 = audio_io.sha256_bytes(data)
-        item.audio = audio
-        item.original = audio
+        seconds = header_seconds(item.audio_uri) if item.audio_dir is not None else None
+        if seconds is not None and seconds > REFERENCE_SOURCE_S:
+            source: Audio | AudioRef = reference_source(item.audio_uri, self.limits)
+            item.source_sha256 = source.sha256
+        else:
+            source, data = audio_io.load(item.audio_uri, self.limits)
+            item.source_sha256 = audio_io.sha256_bytes(data)
+        item.audio = source
+        item.original = source
         item.input_sha256 = item.source_sha256
 
 
@@ -85,28 +107,24 @@ class StartRound(Stage):
 
 
 class RoundEnd(Stage):
-    """Records the round (FLAC bytes, hashes, tokens, QC metrics and verdict), seals the record
-    into the clip's hash chain, and promotes the output to the next round's input, through the
-    engine's `round_handoff` when it has one (the record keeps the output as it was made)."""
+    """Seals the round: its record (the output's reference and hash, tokens, the QC stage's
+    measurement) is linked into the clip's hash chain, and the output (or the engine's hand-on,
+    made by the QC stage) becomes the next round's input. No samples are touched here: by now
+    the output is a reference to its object in the run's store (round_qc.py).
+
+    Records ride on the item to the shard writer, the one process that commits them: the Ray
+    pipeline returns finished items and nothing else. That costs a few kilobytes of metadata
+    per round (hashes, tokens, QC JSON); no audio travels with them."""
 
     resources = Resources(cpus=0.25)
     needs_actor = False
     ends_round = True
     batch_size = 32
 
-    def __init__(
-        self,
-        round_number: int,
-        engine_name: str,
-        engine_version: str,
-        qc_plan: QcPlan | None = None,
-        handoff: Callable[[Audio], Audio] | None = None,
-    ) -> None:
+    def __init__(self, round_number: int, engine_name: str, engine_version: str) -> None:
         self.round = round_number
         self.engine_name = engine_name
         self.engine_version = engine_version
-        self.qc_plan = qc_plan or QcPlan()
-        self.handoff = handoff
         self.name = f"round_end_{round_number}"
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
@@ -119,9 +137,10 @@ class RoundEnd(Stage):
                 record = guard(item, RoundRecord.of, self.engine_name, self.engine_version)
             if record is None:  # encoding the output failed: record that failure instead
                 record = RoundRecord.of(item, self.engine_name, self.engine_version)
-            elif record.ok:
-                with timed(item, "qc"):
-                    self._measure(item, record)
+            elif record.ok and item.round_qc is not None:
+                measured = item.round_qc
+                record.qc_profile, record.qc_json = measured.profile, measured.qc_json
+                record.qc_pass, record.qc_reasons = measured.qc_pass, measured.qc_reasons
             # the hash chain: a clip's first record links to its source file's sha256
             record.seal(
                 (item.records[-1].record_sha256 if item.records else item.source_sha256) or ""
@@ -132,56 +151,15 @@ class RoundEnd(Stage):
             item.words = None
             item.trace = item.trace.next_round() if item.trace is not None else None
             item.timings = {}
+            handed_on = item.next_audio if item.next_audio is not None else item.output
+            item.output = item.next_audio = item.round_qc = item.output_speech = None
             if not item.failed:
-                output = item.output
-                if self.handoff is not None and output is not None:
-                    output = self.handoff(output)
                 if self.round == CLONE_ROUND:
                     # the clone's voice is the clip's from now on: a fixed voice prompt
                     # (prompt mode `fixed`) is the round-0 audio, as in the paper's ablation
-                    item.original = output
-                item.audio, item.output = output, None
+                    item.original = handed_on
+                item.audio = handed_on
         return items
-
-    def _measure(self, item: WorkItem, record: RoundRecord) -> None:
-        """QC of the round's output against its source; a metric that fails to compute is a
-        note in the record, never a failed clip."""
-        from stepedit_core import qc  # loads silero-vad on first use, in the worker
-
-        plan = self.qc_plan
-        record.qc_profile = plan.profile
-        try:
-            if item.qc_reference is None and item.original is not None:
-                item.qc_reference = qc.reference(item.original, plan.heavy)
-            report = qc.measure(item.output, item.qc_reference, heavy=plan.heavy)
-        except Exception as exc:  # noqa: BLE001 - QC describes a round, it must not fail it
-            record.qc_json = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-            if plan.gives_verdict:
-                record.qc_pass, record.qc_reasons = False, f"QC could not measure: {exc}"
-            return
-        if plan.asr_models is not None:
-            report = _with_wer(report, item, plan.asr_models)
-        words = item.words
-        if words is not None and words.note:  # the word-timing stage could not time the output
-            report = type(report)(report.metrics, {**report.notes, "words": words.note})
-        record.qc_json = report.to_json()
-        if plan.gives_verdict:
-            verdict = check(report.metrics, plan.profile, plan.max_wer)
-            record.qc_pass = verdict.passed
-            record.qc_reasons = "; ".join(verdict.reasons) or None
-
-
-def _with_wer(report: qc_module.QcReport, item: WorkItem, asr_models: str) -> Any:
-    """The report with the round's word error rate (`wer`) against its text."""
-    from stepedit_core.words.asr import shared_asr
-    from stepedit_core.words.gate import measure_wer
-
-    try:
-        wer, note = measure_wer(item, shared_asr(asr_models))
-    except Exception as exc:  # noqa: BLE001 - an unmeasured WER is a note, as for every metric
-        wer, note = None, f"ASR failed: {type(exc).__name__}: {exc}"
-    notes = {**report.notes, "wer": note} if note else dict(report.notes)
-    return type(report)({**report.metrics, "wer": wer}, notes)
 
 
 def build_stages(
@@ -208,7 +186,8 @@ def build_stages(
             from stepedit_core.words.timing_stage import TimeWords
 
             stages.append(TimeWords(engine.options.word_timings, engine.options.asr_models))
-        stages.append(RoundEnd(k, engine.name, engine.version, qc_plan, engine.round_handoff))
+        stages.append(MeasureRound(qc_plan, engine.round_handoff))
+        stages.append(RoundEnd(k, engine.name, engine.version))
         if judging is not None:
             stages.append(JudgeRound(k, judging))
     return stages

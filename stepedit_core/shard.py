@@ -1,12 +1,14 @@
 """Running planned shards with exactly-once commits, so a crashed run resumes where it stopped.
 
 The commit unit is a *part*: one Parquet object in `iterations/` holding the round records of a
-few hundred finished clip-rounds (FLAC inside) and, in its footer, the row results of the items
-it finished. A part is written whole or not at all, so committed work is exactly the set of part
-objects, and nothing else is ever read back: a crashed attempt leaves no half-committed item.
-Only after a part is committed are its items' final audio files published (they are copies of
-the chosen round's FLAC in the record, or made from it in the delivery format by
-delivered_files.py, so a resume republishes any that a crash left unwritten).
+few hundred finished clip-rounds and, in its footer, the row results of the items it finished.
+A record references its round's audio, an object already published under `round-audio/` by the
+round's QC stage (content-addressed, so an object a crashed attempt left is simply reused). A
+part is written whole or not at all, so committed work is exactly the set of part objects: a
+crashed attempt leaves no half-committed item. Only after a part is committed are its items'
+final audio files published (the chosen round's object itself, linked or copied inside the
+store, or files made from it in the delivery format by delivered_files.py, so a resume
+republishes any that a crash left unwritten).
 Once every item of a shard is committed, the shard's row results are written as one object,
 the shard's done marker.
 
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audio_ref import read_object, resolve_ref
 from stepedit_core.delivered_files import needs_packaging, package
 from stepedit_core.delivery import QcPlan, select_best
 from stepedit_core.engines import round_record_schema
@@ -60,6 +63,9 @@ from stepedit_core.rounds import build_stages, has_clone
 from stepedit_core.sources import InputLimits
 from stepedit_core.stages import Stage, WorkItem
 from stepedit_core.store import RunStore, table_bytes
+
+# a delivered file's content: its bytes, or the URI of a round's object in the run's store
+Delivered = bytes | str
 
 RECORDS_PER_PART = 256  # clip-rounds per part: few, large objects on S3
 COMMIT_EVERY_S = 30.0  # a slow engine still commits at least this often
@@ -166,7 +172,7 @@ class ShardWriter:
         self.pending_rows = {r.row_index for r in rows}
         self.next_part = 0
         self._items: list[WorkItem] = []
-        self._delivered: list[list[tuple[str, bytes]] | None] = []
+        self._delivered: list[list[tuple[str, Delivered]] | None] = []
         self._records: list[RoundRecord] = []
         self._verdicts: list[Verdict] = []
         self._results: list[RowResult] = []
@@ -197,12 +203,10 @@ class ShardWriter:
 
     def _republish(self, part: str, rows: list[RowResult]) -> None:
         """Write the delivered files a crash left unwritten, from the committed records."""
-        columns = ["row_index", "iteration", "status", "audio_flac", "duration_s"]
-        table = self.store.read_table(part, columns)
         recs: dict[tuple[int, int], dict] = {}
         last: dict[int, int] = {}
-        for rec in table.to_pylist():
-            if rec["status"] == "ok" and rec["audio_flac"]:
+        for rec in self.store.read_table(part).to_pylist():
+            if rec["status"] == "ok" and (rec.get("audio_ref") or rec.get("audio_flac")):
                 recs[(rec["row_index"], rec["iteration"])] = rec
                 last[rec["row_index"]] = max(last.get(rec["row_index"], -1), rec["iteration"])
         for result in rows:
@@ -211,24 +215,29 @@ class ShardWriter:
                 chosen = last[result.row_index]
             rec = recs[(result.row_index, chosen)]
             replay = RowResult.ok(result.row_index, str(result.clip_id), "", 0)
-            files = self._files(replay, rec["audio_flac"], rec["duration_s"], None, check=False)
+            ref = rec.get("audio_ref")
+            source = resolve_ref(ref, self.store.run_uri) if ref else rec["audio_flac"]
+            files = self._files(replay, source, rec["duration_s"], None, check=False)
             for path, data in files:
-                self.store.write_bytes(path, data)
+                self._deliver(path, data)
 
     def _files(
         self,
         result: RowResult,
-        flac: bytes,
+        flac: Delivered,
         duration_s: float | None,
         qc_json: str | None,
         check: bool = True,
-    ) -> list[tuple[str, bytes]]:
-        """(path, bytes) of each file the row is delivered as: the round's FLAC itself, or the
-        files of another format / a long clip's parts, recorded in `result` with their QC
-        (`check`: measure them; a republished file's verdict is already committed)."""
+    ) -> list[tuple[str, Delivered]]:
+        """(path, content) of each file the row is delivered as: the round's FLAC itself (the
+        URI of its object, or bytes), or the files of another format / a long clip's parts,
+        recorded in `result` with their QC (`check`: measure them; a republished file's
+        verdict is already committed)."""
         clip, row = str(result.clip_id), result.row_index
         if not needs_packaging(self.qc_plan, duration_s):
             return [(self.store.audio_path(clip, row), flac)]
+        if isinstance(flac, str):
+            flac = read_object(flac)
 
         def path_for(ext: str, part: int | None) -> str:
             return self.store.audio_path(
@@ -266,7 +275,7 @@ class ShardWriter:
         rounds_done = sum(1 for r in item.records if r.ok)
         if not item.failed and item.audio is None:
             item.fail("no_output", "no round produced audio")
-        ok = [r for r in item.records if r.ok and r.audio_flac]
+        ok = [r for r in item.records if r.ok and (r.audio_ref or r.audio_flac)]
         chosen, reason = self._choose(ok, item.verdicts) if ok and not item.failed else (None, None)
         if ok and not item.failed and chosen is None:  # every round over --qc-max-wer
             item.fail("over_max_wer", str(reason))
@@ -282,9 +291,13 @@ class ShardWriter:
         result = RowResult.ok(item.row_index, item.clip_id, uri, rounds_done)
         result.text_source = text_source_of(item)
         if chosen is None:  # nothing recorded (cannot happen for an item that ran): its audio as is
-            return result, self._files(result, audio_io.encode_flac(item.audio), None, None)
+            flac = audio_io.encode_flac(item.samples())  # type: ignore[arg-type]
+            return result, self._files(result, flac, None, None)
         result.deliver(chosen, reason or item.stopped_by)  # a judge's stop says why it ended
-        return result, self._files(result, chosen.audio_flac, chosen.duration_s, chosen.qc_json)
+        ref = chosen.audio_ref
+        source = resolve_ref(ref, self.store.run_uri) if ref else chosen.audio_flac
+        assert source is not None  # `ok` keeps only records with audio
+        return result, self._files(result, source, chosen.duration_s, chosen.qc_json)
 
     def _choose(
         self, records: list[RoundRecord], verdicts: list[Verdict] | None = None
@@ -342,7 +355,7 @@ class ShardWriter:
             if result.status == "ok" and files is not None:
                 for path, data in files:
                     self.store.check_fence(read=False)
-                    self.store.write_bytes(path, data)
+                    self._deliver(path, data)
         failpoint("shard.audio_published")
         for item in self._items:
             _release(item)
@@ -353,6 +366,13 @@ class ShardWriter:
         self._items, self._records, self._results, self._delivered = [], [], [], []
         self._verdicts = []
         self._last_commit = time.monotonic()
+
+    def _deliver(self, path: str, content: Delivered) -> None:
+        """Write a delivered file: bytes, or the round's object itself (a URI in the store)."""
+        if isinstance(content, str):
+            self.store.copy_object(content, path)
+        else:
+            self.store.write_bytes(path, content)
 
     def close(self) -> ShardSummary:
         """Commit what is buffered; once nothing is pending, write the shard's done marker."""
@@ -373,7 +393,8 @@ def _release(item: WorkItem) -> None:
     """Drop a committed item's audio and records. An executor may hand back the very objects
     `run_shards` holds for the whole run (the local executor does): kept, every clip's audio
     would stay in memory until the run ends, so a catalog's peak memory grew with its size."""
-    item.audio = item.original = item.prompt = item.output = None
+    item.audio = item.original = item.prompt = item.output = item.next_audio = None
+    item.round_qc = item.qc_reference = None
     item.records = []
     item.verdicts = []
     item.trace = item.words = None
@@ -429,7 +450,9 @@ def run_shards(
         for row in rows:
             if row.row_index in writer.pending_rows:
                 shard_of[row.row_index] = shard
-                items.append(row.work_item())
+                item = row.work_item()
+                item.audio_dir = store.uri(store.round_audio_dir)  # where its rounds publish
+                items.append(item)
     total = len(items)
     if items:
         with_clone = any(has_clone(item.edits) for item in items)

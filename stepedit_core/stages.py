@@ -44,6 +44,17 @@ class Resources:
 
 
 @dataclass
+class RoundQc:
+    """What the QC stage measured on a round's output, for its record (rounds.py)."""
+
+    basic: dict[str, Any]  # peak, RMS, clipping, duration (records.py columns)
+    profile: str
+    qc_json: str | None = None
+    qc_pass: bool | None = None
+    qc_reasons: str | None = None
+
+
+@dataclass
 class WorkItem:
     """One clip travelling through the rounds of one run: its row (`spec`, never changed) and
     the facts of its current round.
@@ -74,10 +85,12 @@ class WorkItem:
     original: Audio | AudioRef | None = None  # the source clip, kept for prompt-fixed rounds
     prompt: Audio | AudioRef | None = None  # voice prompt of this round (voice cloning)
     output: Audio | AudioRef | None = None
+    next_audio: Audio | AudioRef | None = None  # the next round's input, when not `output`
     audio_dir: str | None = None
     # speech spans (start, end frames) of `output`, when the stage that made it found them:
     # QC of the round reuses them instead of running the VAD again
     output_speech: list[tuple[int, int]] | None = None
+    round_qc: RoundQc | None = None  # the QC stage's measurement of this round's output
     qc_reference: Reference | None = None  # the source's QC analysis, made once per clip
     trace: EngineTrace | None = None
     words: OutputWords | None = None

@@ -5,7 +5,8 @@ OUT/RUN_ID/
     scheduled.json               which scheduled flow run took this run id
     run.json                     parameters, versions, input sha256, times, counts
     manifest.parquet             one row per input row, input order, status/output_uri/error
-    iterations/                  committed parts: one record per clip per round, FLAC inside
+    iterations/                  committed parts: one record per clip per round
+    round-audio/                 each round's audio, `<sha256>.flac`, referenced by its record
     audio/                       final audio, one lossless file per clip that finished
     audit/records.parquet        where each clip round's record is, with its hashes
     report/                      the review page (index.html, report.json, media)
@@ -36,6 +37,7 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import uuid
 from typing import Any, Protocol
 
@@ -51,6 +53,7 @@ WORK_DIR = "_work"
 INDEX_DIR = "_index"  # beside the run folders; no run id starts with `_` (job.py)
 DATASETS_DIR = "_datasets"
 MARKER = "stepedit-run.json"  # a run folder's mark (ownership.py)
+ROUND_AUDIO = "round-audio"  # the run's folder of round audio objects
 
 
 def list_objects(fs: Any, directory: str, prefix: str = "", suffix: str = ".parquet") -> list[str]:
@@ -108,6 +111,11 @@ class RunStore:
         """Written when a scheduled flow run takes this run id, so a retry of the same flow run
         finds its own folder again and a different flow run never writes into it."""
         return self.path("scheduled.json")
+
+    @property
+    def run_uri(self) -> str:
+        """The run folder as a URI (what run-relative references resolve against)."""
+        return self.uri(self.root)
 
     @property
     def run_json(self) -> str:
@@ -201,6 +209,11 @@ class RunStore:
         return self.path("dataset", "neutral", name)
 
     @property
+    def round_audio_dir(self) -> str:
+        """Round audio, content-addressed (`<sha256>.flac`, written once; audio_ref.py)."""
+        return self.path(ROUND_AUDIO)
+
+    @property
     def job_json(self) -> str:
         return self.path(WORK_DIR, "job.json")
 
@@ -277,6 +290,31 @@ class RunStore:
             with self.fs.open(path, "wb") as handle:
                 handle.write(data)
 
+    def copy_object(self, source: str, path: str) -> None:
+        """An object of this store (`source`, a URI) copied to `path`, readers never seeing
+        half of it: on an object store a server-side copy (the bytes never pass through this
+        process); on local disk a copy under a temporary name, renamed. Not a hard link: a
+        delivered file edited in place would alter the round's audited object with it."""
+        _, src = fsspec.core.url_to_fs(source)
+
+        def once() -> None:
+            if self.protocol not in LOCAL:
+                self.fs.copy(src, path)
+                return
+            parent = posixpath.dirname(path)
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
+            try:
+                with self.fs.open(src, "rb") as reader, self.fs.open(tmp, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 20)  # in chunks, never whole
+                self.fs.mv(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
+
+        retrying(once, f"copying {source} to {self.uri(path)}")
+
     def write_table(
         self, path: str, table: pa.Table, metadata: dict[str, str] | None = None
     ) -> None:
@@ -323,8 +361,8 @@ class RunStore:
         other writer is alive then); returns how many. Object stores never leave any."""
         if self.protocol not in LOCAL:
             return 0
-        folders = (self.root, self.iterations_dir, self.audio_dir, self.audit_dir,
-                   self.work_dir, self.plan_dir, self.results_dir())  # fmt: skip
+        folders = (self.root, self.iterations_dir, self.audio_dir, self.round_audio_dir,
+                   self.audit_dir, self.work_dir, self.plan_dir, self.results_dir())  # fmt: skip
         found = [p for d in folders for p in self.list(d, suffix="") if is_temporary(p)]
         self.remove(found)
         return len(found)
@@ -370,6 +408,7 @@ def is_temporary(path: str) -> bool:
 RUN_OBJECTS = {
     "iterations": re.compile(r"^(shard-\d{5}-part-\d{5}\.parquet|\..+\.tmp-[0-9a-f]{32})$"),
     "audio": re.compile(r"^(\d{8}-[A-Za-z0-9._-]*\.flac|\..+\.tmp-[0-9a-f]{32})$"),
+    "round-audio": re.compile(r"^([0-9a-f]{64}\.flac|\..+\.tmp-[0-9a-f]{32})$"),
     "report": re.compile(r".*"),  # the review page's folder is the run's alone
     "audit": re.compile(r"^(records\.parquet|\..+\.tmp-[0-9a-f]{32})$"),
 }

@@ -129,3 +129,35 @@ def test_work_item_holds_audio_or_a_reference(tmp_path):
     loaded = item.samples("audio")
     assert isinstance(loaded, Audio) and loaded.frames == audio.frames
     assert item.samples("output") is None
+
+
+def test_a_long_source_is_passed_on_by_reference_and_checked_as_a_load_is(tmp_path):
+    from stepedit_core.rounds import REFERENCE_SOURCE_S, LoadAudio
+
+    long_clip = tmp_path / "long.wav"
+    sf.write(long_clip, tone(REFERENCE_SOURCE_S + 5, 8000), 8000)
+    bad = tone(REFERENCE_SOURCE_S + 5, 8000)
+    bad[len(bad) // 2] = np.nan
+    sf.write(tmp_path / "nan.wav", bad, 8000, subtype="FLOAT")
+    uris = [str(long_clip), str(tmp_path / "nan.wav"), str(tmp_path / "gone.wav")]
+    items = [
+        row_item(i, f"c{i}", uri, (), audio_dir=str(tmp_path / "objs"))
+        for i, uri in enumerate(uris)
+    ]
+    short = row_item(9, "s", write_short(tmp_path), (), audio_dir=str(tmp_path / "objs"))
+    LoadAudio().process_batch([*items, short])
+    ref = items[0].audio
+    assert isinstance(ref, AudioRef) and items[0].original is ref
+    assert ref.uri == str(long_clip) and ref.frames == int((REFERENCE_SOURCE_S + 5) * 8000)
+    assert (
+        ref.sha256 == items[0].source_sha256 == hashlib.sha256(long_clip.read_bytes()).hexdigest()
+    )
+    assert items[1].error_code == "non_finite_samples" and "1 NaN/inf" in str(items[1].error)
+    assert items[2].error_code == "missing_file"
+    assert isinstance(short.audio, Audio)  # a short line is read whole, as before
+
+
+def write_short(folder) -> str:
+    path = folder / "short.wav"
+    sf.write(path, tone(1.0, 8000), 8000)
+    return str(path)

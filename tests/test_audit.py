@@ -126,7 +126,15 @@ def test_seal_covers_every_field_and_survives_parquet():
 def test_untouched_run_verifies_clean(finished_run, capsys):
     report = _verify(finished_run)
     assert report.intact, report.text()
-    assert report.checked == {"part files": 2, "records": 8, "clips": 4, "delivered files": 4}
+    objects = {r["audio_ref"] for r in _records(finished_run)}
+    assert all(ref.startswith("round-audio/") for ref in objects)
+    assert report.checked == {
+        "part files": 2,
+        "records": 8,
+        "round audio objects": len(objects),
+        "clips": 4,
+        "delivered files": 4,
+    }
     run_json = json.loads((finished_run / "run.json").read_text())
     assert run_json["audit"]["run_digest"] == report.run_digest
     assert run_json["audit"]["records"] == 8
@@ -175,29 +183,40 @@ def _reads(path: Path) -> list[dict] | None:
         return None
 
 
-def test_flipped_byte_in_part_that_still_reads_names_the_clip(run_copy):
-    part = sorted((run_copy / "iterations").glob("*.parquet"))[0]
-    original = pq.read_table(part).to_pylist()
-    pristine = part.read_bytes()
-    start, end = _column_chunk(part, "audio_flac")
-    changed: list[dict] = []
-    # the audio column is stored as-is: a byte in its middle changes that audio, in every round
-    # that produced the same bytes (loudness twice: round 2 repeats round 1's output)
-    for offset in range((start + end) // 2, end):
-        _flip(part, offset)
-        rows = _reads(part)
-        changed = [] if rows is None else [o for o, r in zip(original, rows, strict=True) if o != r]
-        if changed and len({r["clip_id"] for r in changed}) == 1:
-            break
-        part.write_bytes(pristine)
-    assert changed, "no byte of the audio column changes one clip's records"
-    clip = changed[0]["clip_id"]
+def test_flipped_byte_in_a_referenced_round_object_is_named(run_copy, capsys):
+    records = _records(run_copy)
+    ref = next(r for r in records if r["clip_id"] == "c" and r["iteration"] == 1)["audio_ref"]
+    target = run_copy / ref
+    _flip(target, target.stat().st_size // 2)
+    # rounds that made the same bytes share one object: each of them is named
+    sharing = [r for r in records if r["audio_ref"] == ref]
     report = _verify(run_copy)
-    assert _kinds(report) == {("audio_altered", clip)}
-    assert {m.object for m in report.mismatches} == {f"iterations/{part.name}"}
+    assert _kinds(report) == {("audio_altered", r["clip_id"]) for r in sharing}
+    assert {m.object for m in report.mismatches} == {ref}
     assert sorted(m.detail.split(":")[0] for m in report.mismatches) == sorted(
-        f"round {r['iteration']}" for r in changed
+        f"round {r['iteration']}" for r in sharing
     )
+    assert main(["verify", str(run_copy)]) == 1
+    assert "audio_altered" in capsys.readouterr().out
+
+
+def test_a_missing_round_object_is_named(run_copy):
+    records = _records(run_copy)
+    ref = next(r for r in records if r["clip_id"] == "d" and r["iteration"] == 2)["audio_ref"]
+    (run_copy / ref).unlink()
+    report = _verify(run_copy)
+    sharing = {r["clip_id"] for r in records if r["audio_ref"] == ref}
+    assert _kinds(report) == {("audio_missing", clip) for clip in sharing}
+
+
+def test_a_copied_run_follows_its_own_objects(run_copy, finished_run):
+    """References are relative to the run folder: a copy checks its own objects, and damage
+    to the original's does not show in the copy."""
+    ref = _records(finished_run)[0]["audio_ref"]
+    assert (run_copy / ref).read_bytes() == (finished_run / ref).read_bytes()
+    (run_copy / ref).unlink()
+    assert not _verify(run_copy).intact
+    assert _verify(finished_run).intact
 
 
 def test_flipped_byte_in_part_that_no_longer_reads_names_lost_clips(run_copy, capsys):

@@ -50,7 +50,7 @@ def test_rounds_stream_together_when_they_fit():
     stages = build_stages(FakeGpuEngine(), 3, False)
     waves = schedule_waves(stages, cluster_cpus=48, cluster_gpus=4, cluster_memory=512 * GIB)
     assert len(waves) == 1
-    assert [plan.stage for _, plan in waves[0]] == ["tokenize", "edit", "decode"] * 3
+    assert [plan.stage for _, plan in waves[0]] == ["tokenize", "edit", "decode", "qc"] * 3
 
 
 def test_rounds_run_one_at_a_time_on_one_gpu():
@@ -59,7 +59,7 @@ def test_rounds_run_one_at_a_time_on_one_gpu():
     assert len(waves) == 3  # 3 rounds x 1.0 GPU of pools can't all be resident on one GPU
     for wave in waves:
         assert sum(plan.gpus for _, plan in wave) <= 1.0
-        assert [plan.stage for _, plan in wave] == ["tokenize", "edit", "decode"]
+        assert [plan.stage for _, plan in wave] == ["tokenize", "edit", "decode", "qc"]
     assert [s.name for s in waves[1][0][0]] == ["start_round_2", "tokenize"]
     assert waves[-1][-1][0][-1].name == "round_end_3"
 
@@ -110,7 +110,7 @@ def test_gpu_pools_are_sized_by_fraction():
 def test_bookkeeping_stages_run_as_tasks():
     engine = make_engine("signal")
     plans = size_pools(build_stages(engine, 2, False), 2, 0)
-    assert [p.actor for p in plans] == [False, False, True, False, False, True, False]
+    assert [p.actor for p in plans] == [False, False, True, True, False, False, True, True, False]
 
 
 def test_bookkeeping_rides_with_the_next_model_stage():
@@ -118,7 +118,9 @@ def test_bookkeeping_rides_with_the_next_model_stage():
     groups = group_stages(build_stages(engine, 2, False))
     assert [[s.name for s in g] for g in groups] == [
         ["load", "start_round_1", "signal_edit"],
-        ["round_end_1", "start_round_2", "signal_edit", "round_end_2"],
+        ["qc"],
+        ["round_end_1", "start_round_2", "signal_edit"],
+        ["qc", "round_end_2"],
     ]
     only_bookkeeping = [s for s in build_stages(engine, 1, False) if not s.needs_actor]
     assert group_stages(only_bookkeeping) == [only_bookkeeping]

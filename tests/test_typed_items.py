@@ -24,6 +24,7 @@ from stepedit_core.engines.stepaudio.tokenizer import Encoded
 from stepedit_core.engines.stepaudio.trace import EditedSegment, SegmentPlace, StepAudioTrace
 from stepedit_core.job import JobSpec
 from stepedit_core.records import RoundRecord, round_schema, round_table, table_of
+from stepedit_core.round_qc import MeasureRound
 from stepedit_core.rounds import RoundEnd
 from stepedit_core.stages import WorkItem
 from stepedit_core.traces import RecordColumn
@@ -32,8 +33,9 @@ from stepedit_core.words.timing import OutputWords, Word
 
 from conftest import run_inprocess, write_clip, write_manifest
 
-# The round record's columns as runs have always written them (names, types and order): a run
-# made before engines declared their own columns reads and verifies as one made now.
+# The round record's columns as runs have written them (names, types and order): a run made
+# before engines declared their own columns reads and verifies as one made now. Columns are
+# only ever added (audio_ref, frames); readers treat a missing one as null.
 RUNS_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -73,6 +75,8 @@ RUNS_SCHEMA = pa.schema(
         ("segments_json", pa.string()),
         ("prev_record_sha256", pa.string()),
         ("record_sha256", pa.string()),
+        ("audio_ref", pa.string()),  # round audio by reference (added after the rest)
+        ("frames", pa.int64()),
         ("audio_flac", pa.binary()),
     ]
 )
@@ -172,6 +176,7 @@ def test_the_round_end_records_the_trace_and_keeps_what_the_engine_hands_on():
     edited = [EditedSegment(place, 0.0, 0.2, "d" * 64, "hello", "e" * 64)]
     chapter = _ended_item(StepAudioTrace(input_tokens=[1], edited_segments=edited))
     plain = _ended_item(SignalTrace(cuts=[]), OutputWords([], note="no words"))
+    MeasureRound().process_batch([chapter, plain])  # QC notes what the word timing could not
     RoundEnd(1, "step-audio-editx", "2").process_batch([chapter, plain])
     (record,) = chapter.records
     assert json.loads(record.engine_columns["segments_json"])[0]["text"] == "hello"

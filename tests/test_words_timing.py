@@ -22,6 +22,7 @@ from stepedit_core.engines import EngineOptions, make_engine
 from stepedit_core.engines.signal import util, vad
 from stepedit_core.job import JobSpec
 from stepedit_core.report.cuts import words_note
+from stepedit_core.round_qc import MeasureRound
 from stepedit_core.rounds import RoundEnd, build_stages, model_stage_names
 from stepedit_core.stages import WorkItem
 from stepedit_core.words import fillers
@@ -139,8 +140,8 @@ def test_the_stage_leaves_timed_outputs_alone_and_never_fails_a_round():
     assert "no_word_timings" in bare.words.note
     assert idle.words is None
     # the round's record says why it has no words, in its QC notes
-    end = RoundEnd(1, "signal", "1")
-    end.process_batch([bare])
+    MeasureRound().process_batch([bare])
+    RoundEnd(1, "signal", "1").process_batch([bare])
     (record,) = bare.records
     assert record.words_json is None
     assert "no_word_timings" in json.loads(record.qc_json)["notes"]["words"]
@@ -170,13 +171,13 @@ def test_when_word_timings_are_on_and_where_the_stage_runs(tmp_path, whisper_fol
     job = JobSpec(manifest_uri=manifest, out=str(tmp_path), run_id="x", edits=("fillers",))
     assert job.engine_options().word_timings == "auto"
     plain = make_engine("signal", EngineOptions())
-    assert model_stage_names(plain) == ["signal_edit"]
+    assert model_stage_names(plain) == ["signal_edit", "qc"]
     engine = make_engine("signal", EngineOptions(asr_models=whisper_folder, word_timings="auto"))
-    assert model_stage_names(engine) == ["transcribe", "signal_edit", "word_timing"]
+    assert model_stage_names(engine) == ["transcribe", "signal_edit", "word_timing", "qc"]
     names = [s.name for s in build_stages(engine, 2, with_clone_round=False)]
-    for k in (1, 2):  # after the engine's stages, before the round's record
+    for k in (1, 2):  # after the engine's stages, before the round's QC and record
         at = names.index(f"round_end_{k}")
-        assert names[at - 2 : at] == ["signal_edit", "word_timing"]
+        assert names[at - 3 : at] == ["signal_edit", "word_timing", "qc"]
 
 
 def test_validate_lists_the_words_stages_and_takes_their_environments(

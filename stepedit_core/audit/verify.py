@@ -8,9 +8,11 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stepedit_core.audio_ref import resolve_ref, sha256_file
 from stepedit_core.audit.history import delivered_round
 from stepedit_core.audit.records import (
     AUDIT_KEY_ENV,
@@ -156,6 +158,7 @@ def _read_parts(store: RunStore, report: VerifyReport, expected: dict) -> dict[t
     """Every readable record (audio re-hashed, record re-hashed), by (row_index, iteration).
     A part or row group that no longer decodes is named with the clips the index puts there."""
     found: dict[tuple, dict] = {}
+    hashed: dict[str, str | None] = {}  # each referenced audio object, hashed once
     parts = store.list(store.iterations_dir)
     report.checked["part files"] = len(parts)
     for part in parts:
@@ -173,7 +176,7 @@ def _read_parts(store: RunStore, report: VerifyReport, expected: dict) -> dict[t
                     _unreadable(report, rel, group, exc, expected)
                     continue
                 for row_in_group, record in enumerate(rows):
-                    _check_record(report, rel, record)
+                    _check_record(store, report, rel, record, hashed)
                     key = (record.get("row_index"), record.get("iteration"))
                     if key in found:
                         report.add(
@@ -181,7 +184,14 @@ def _read_parts(store: RunStore, report: VerifyReport, expected: dict) -> dict[t
                         )
                     links = {k: record.get(k) for k in _LINK_FIELDS}
                     found[key] = dict(links, where=f"{rel}#rg{group}:{row_in_group}")
+    report.checked["round audio objects"] = len(hashed)
     return found
+
+
+def _store_relative(store: RunStore, uri: str) -> str:
+    """A referenced object's name relative to the run folder (its URI when outside it)."""
+    _, path = fsspec.core.url_to_fs(uri)
+    return run_relative(store, path) if path.startswith(store.root + "/") else uri
 
 
 def _unreadable(
@@ -199,16 +209,34 @@ def _unreadable(
     report.add("part_unreadable", where, None, f"{type(exc).__name__}: {exc}{named}")
 
 
-def _check_record(report: VerifyReport, rel: str, record: dict) -> None:
+def _check_record(
+    store: RunStore, report: VerifyReport, rel: str, record: dict, hashed: dict[str, str | None]
+) -> None:
+    """A record's own hash, and its audio's: the bytes inside it, or the object it references
+    (followed and re-hashed; `hashed` keeps each object's digest, as rounds may share one)."""
     clip = record.get("clip_id")
     label = f"round {record.get('iteration')}"
-    flac = record.get("audio_flac")
+    flac, ref = record.get("audio_flac"), record.get("audio_ref")
+    uri = resolve_ref(ref, store.run_uri) if ref else None
     if flac is not None and hashlib.sha256(flac).hexdigest() != record.get("output_sha256"):
         report.add(
             "audio_altered", rel, clip, f"{label}: audio_flac does not hash to output_sha256"
         )
-    if flac is None and record.get("output_sha256"):
-        report.add("audio_missing", rel, clip, f"{label}: output_sha256 set but no audio_flac")
+    elif uri:
+        if uri not in hashed:
+            try:
+                hashed[uri] = sha256_file(uri)
+            except FileNotFoundError:
+                hashed[uri] = None
+        where = _store_relative(store, uri)
+        if hashed[uri] is None:
+            report.add("audio_missing", where, clip, f"{label}: its audio object is missing")
+        elif hashed[uri] != record.get("output_sha256"):
+            report.add(
+                "audio_altered", where, clip, f"{label}: {uri} does not hash to output_sha256"
+            )
+    elif record.get("output_sha256"):
+        report.add("audio_missing", rel, clip, f"{label}: output_sha256 set but no audio")
     if record_digest(record) != record.get("record_sha256"):
         report.add("record_altered", rel, clip, f"{label}: fields do not hash to record_sha256")
 

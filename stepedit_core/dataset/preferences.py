@@ -31,13 +31,14 @@ from stepedit_core.dataset.run_rounds import RoundRef, read_rounds
 from stepedit_core.dataset.sft import Location, record_locations, staged_file
 from stepedit_core.edits import parse_chain
 from stepedit_core.failures import RunRefused
+from stepedit_core.records import AUDIO_COLUMNS, round_flac
 from stepedit_core.store import RunStore
 
 PARALINGUISTIC_MARGIN = 2  # 1-3 scores: the top score against the bottom one
 RATING_MARGIN = 3  # 1-5 ratings: a pair needs a difference over this (5 against 1)
 PREFERENCES_FILE = "preferences.parquet"
 BATCH_ROWS = 512  # clips whose tokens and audio are read at a time
-RECORD_COLUMNS = ["row_index", "iteration", "input_tokens", "output_tokens", "audio_flac"]
+RECORD_COLUMNS = ["row_index", "iteration", "input_tokens", "output_tokens", *AUDIO_COLUMNS]
 CARD_FILE = "README.md"
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 SCHEMA = pa.schema(
@@ -315,7 +316,9 @@ def _fill(
     records: dict[tuple[int, int], dict[str, Any]] = {}
     for (part, group), picks in wanted.items():
         with store.fs.open(store.path(part), "rb") as handle:
-            table = pq.ParquetFile(handle).read_row_group(group, columns=RECORD_COLUMNS)
+            parquet = pq.ParquetFile(handle)
+            present = [c for c in RECORD_COLUMNS if c in parquet.schema_arrow.names]
+            table = parquet.read_row_group(group, columns=present)
         for record in table.take(picks).to_pylist():
             records[(record["row_index"], record["iteration"])] = record
     for row, rounds in clips.items():
@@ -335,7 +338,7 @@ def _fill(
                 uris[key] = ref.source_uri if ref.is_source else None
                 if not ref.is_source:
                     path = target.path(_audio_name(ref))
-                    target.write_bytes(path, records[key]["audio_flac"])
+                    target.write_bytes(path, round_flac(records[key], store.run_uri) or b"")
                     uris[key] = target.uri(path)
             r[f"{side}_uri"] = uris[key]
 

@@ -30,6 +30,7 @@ from stepedit_core.dataset.pair_rows import ATTRIBUTE, SOURCE_CLIP_ID
 from stepedit_core.dataset.scorers import Margin, MarginScorer, Pair
 from stepedit_core.edits import EditSpec, parse_edit
 from stepedit_core.failures import ItemFailure
+from stepedit_core.records import AUDIO_COLUMNS, round_flac
 from stepedit_core.retry import retrying
 from stepedit_core.store import LOCAL, RunStore
 
@@ -171,13 +172,17 @@ def _read_records(
     for row_index in rows:
         for part, group, row, _ in locations.get(row_index, []):
             wanted[(part, group)].append(row)
-    columns = RECORD_COLUMNS + (["audio_flac"] if writing.clone else [])
+    columns = RECORD_COLUMNS + (AUDIO_COLUMNS if writing.clone else [])
     found: dict[tuple[int, int], dict[str, Any]] = {}
     for (part, group), picks in wanted.items():
         with store.fs.open(store.path(part), "rb") as handle:
-            table = pq.ParquetFile(handle).read_row_group(group, columns=columns)
+            parquet = pq.ParquetFile(handle)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            table = parquet.read_row_group(group, columns=present)
         for record in table.take(picks).to_pylist():
-            if record["iteration"] != 0:
+            if record["iteration"] == 0 and writing.clone:  # the clone's bytes, from its object
+                record["audio_flac"] = round_flac(record, store.run_uri)
+            else:
                 record.pop("audio_flac", None)  # the delivered file holds the edited audio
             found[(record["row_index"], record["iteration"])] = record
     return found

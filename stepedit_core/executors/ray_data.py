@@ -5,7 +5,10 @@ actor and tokenizer, LLM and decoder pools scale and overlap independently. Book
 (load, round start/end) run inside the neighbouring model stage's call, saving a hop through
 the object store; with no model stage at all they run as plain Ray tasks. Items travel between
 stages as pickled bytes in a single binary column: Arrow never has to understand an audio array
-or a token list.
+or a token list. Those bytes stay small: round audio travels by reference (audio_ref.py), and
+an item carries samples only from the engine stage that made them to the round's QC stage,
+which publishes them, and for a short source clip (under `rounds.REFERENCE_SOURCE_S`), which is
+read whole.
 
 CPU sizing matters on small machines: Ray Data needs free CPU slots for its own task operators,
 and a set of pools that reserves every CPU makes a job wait forever without an error.
@@ -47,6 +50,10 @@ log = logging.getLogger(__name__)
 
 TASK_RESERVE = (0.2, 0.05)  # CPUs kept for Ray Data's tasks: at least 0.2, or 5% of the cluster
 MAX_TASK_RETRIES = 1  # a batch whose worker died runs once more, then the run isolates the clip
+# an actor restarts as often as a batch is retried, no more: an actor left restarting after its
+# executor call failed holds its CPUs, and the next call's pools (the isolating reruns) wait
+# for them forever on a small cluster whose pools have one actor each
+MAX_RESTARTS = MAX_TASK_RETRIES
 MEMORY_SHARE = 0.7  # of the cluster's memory, for the declared memory of all actors together
 TASK_CPUS = 0.1  # per bookkeeping task; they are I/O and hashing, not compute
 
@@ -310,7 +317,7 @@ def _map(
                 num_cpus=size.cpus,
                 num_gpus=size.gpus or None,
                 batch_format="numpy",
-                max_restarts=-1,
+                max_restarts=MAX_RESTARTS,
                 max_task_retries=MAX_TASK_RETRIES,
                 **remote_args,
             )

@@ -32,11 +32,10 @@ from stepedit_core.judges.objective import OBJECTIVE_EDITS
 from stepedit_core.judges.stage import JudgeTasks
 from stepedit_core.judges.targets import EvalTarget, targets_in
 from stepedit_core.judges.verdict import Verdict, verdict_table
+from stepedit_core.records import round_flac
 from stepedit_core.store import RunStore
 
 PARTS_PER_CALL = 8  # iteration parts judged per executor call (about 2,000 rounds)
-RECORD_COLUMNS = ["clip_id", "row_index", "iteration", "edit", "status", "input_sha256",
-                  "output_sha256", "record_sha256", "audio_flac"]  # fmt: skip
 
 
 @dataclass
@@ -161,7 +160,10 @@ def part_tasks(
 ) -> list[JudgeTask]:
     """The tasks of one iterations part: each ok round, and the source of each clip whose
     first round it holds (a clone round 0 is itself iteration 0)."""
-    records = store.read_table(part, RECORD_COLUMNS).to_pylist()
+    # whole parts: small now that round audio is referenced; older parts hold the bytes
+    records = store.read_table(part).to_pylist()
+    for rec in records:  # the round's bytes, read from the object its record references
+        rec["audio_flac"] = round_flac(rec, store.run_uri) if rec["status"] == "ok" else None
     by_row: dict[int, list[dict]] = defaultdict(list)
     for rec in records:
         by_row[rec["row_index"]].append(rec)

@@ -11,10 +11,12 @@ Each stage runs in one actor (`max_actors = 1`) that keeps `concurrency` request
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
 from stepedit_core import audio as audio_io
+from stepedit_core.audio_ref import AudioRef, read_object
 from stepedit_core.judges.judge import Judge, JudgeTask
 from stepedit_core.judges.objective import OBJECTIVE_EDITS
 from stepedit_core.judges.targets import EvalTarget
@@ -82,20 +84,24 @@ class JudgeRound(Stage):
         if not item.records or item.records[-1].round != self.round or item.stopped_by:
             return []
         record = item.records[-1]
-        if not record.ok or not record.audio_flac:
+        run_uri = posixpath.dirname(item.audio_dir or "")  # where run-relative refs resolve
+        audio = record.flac(run_uri) if record.ok else None
+        if not audio:
             return []
         base = {
             "clip_id": item.clip_id,
             "row_index": item.row_index,
             "round": self.round,
-            "audio": record.audio_flac,
+            "audio": audio,
             "audio_sha256": str(record.output_sha256),
             "judged_record_sha256": str(record.record_sha256),
             "language": item.language,
         }
         if self.judging.judge.kind == "objective":
-            before = item.records[-2].audio_flac if len(item.records) > 1 else None
-            if before is None and item.original is not None:
+            before = item.records[-2].flac(run_uri) if len(item.records) > 1 else None
+            if before is None and isinstance(item.original, AudioRef):
+                before = read_object(item.original.uri)  # a file's bytes: any format decodes
+            elif before is None and item.original is not None:
                 before = audio_io.encode_flac(item.original)
             return [
                 JudgeTask(**base, task=e.type, label=e.option or e.type, edit=e, before=before)

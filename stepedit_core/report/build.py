@@ -37,6 +37,7 @@ from stepedit_core.failures import ItemFailure
 from stepedit_core.judges.page import accuracy_section
 from stepedit_core.qc import basic_metrics
 from stepedit_core.qc_result import QcResult
+from stepedit_core.records import round_flac
 from stepedit_core.report.charts import round_stats, trend_svg
 from stepedit_core.report.cuts import cuts_strip, words_note
 from stepedit_core.report.escape import html_text as _e
@@ -229,8 +230,8 @@ class ReportBuilder:
             counts[1] += 1
             if record.get(QC_PROFILE):
                 self.profiles.add(str(record[QC_PROFILE]))
-        flac = record.get("audio_flac")
-        if self.wants_media(clip) and flac:
+        flac = round_flac(record, self.store.run_uri) if self.wants_media(clip) else None
+        if flac:
             view.audio, view.image = self._write_media(clip, f"round-{k}", flac)
             if record.get("segments_json"):
                 decoded = audio_io.decode(flac)

@@ -32,7 +32,9 @@ def measure_wer(item: Any, asr: Any) -> tuple[float | None, str | None]:
     # the word-timing stage's ASR pass, if any
     heard = item.words.transcript if item.words is not None else None
     if heard is None:
-        heard = asr.transcribe(item.output.samples, item.output.sample_rate, item.language).text
+        output = item.samples("output")  # read here when the output is a reference
+        assert output is not None
+        heard = asr.transcribe(output.samples, output.sample_rate, item.language).text
     rate = error_rate(text, heard, item.language)
     if rate is None:
         return None, "the text has no words after normalising"

@@ -26,9 +26,10 @@ class TranscribeMissingText(Stage):
             return
         from stepedit_core.words.asr import shared_asr
 
-        assert item.audio is not None
+        audio = item.samples("audio")  # read here when the source is a reference
+        assert audio is not None
         transcript = shared_asr(self.asr_models).transcribe(
-            item.audio.samples, item.audio.sample_rate, item.language
+            audio.samples, audio.sample_rate, item.language
         )
         if not transcript.text:
             raise ItemFailure(

@@ -73,8 +73,9 @@ class TimeWords(Stage):
         from stepedit_core.words.backends import AsrWords, word_timings
         from stepedit_core.words.gate import expected_text
 
-        assert item.output is not None
-        samples, rate = item.output.samples, item.output.sample_rate
+        output = item.samples("output")  # read here when the output is a reference
+        assert output is not None
+        samples, rate = output.samples, output.sample_rate
         text = expected_text(item)
         asr = self._asr()
         if self.mode == "asr":

@@ -75,8 +75,6 @@ class SignalEditStage(EngineStage):
         return getattr(self._denoiser, "backend", None)
 
     def process_item(self, item: WorkItem) -> None:
-        if item.audio is None:
-            raise ItemFailure("no_audio", "no input audio for the signal edit")
         if isinstance(item.audio, AudioRef) and item.audio_dir and streams(item.round_edits):
             # a chapter's loudness runs in blocks, from object to object
             from stepedit_core.engines.signal.by_reference import loudness_by_reference
@@ -89,10 +87,10 @@ class SignalEditStage(EngineStage):
             )
             item.output_speech = spans  # found once: QC of this round reuses them
             return
-        audio = item.samples("audio")
-        assert audio is not None
-        samples, rate = audio.samples, audio.sample_rate
-        channels = audio.channels
+        audio = item.samples("audio")  # read here when the round's input is a reference
+        if audio is None:
+            raise ItemFailure("no_audio", "no input audio for the signal edit")
+        samples, rate, channels = audio.samples, audio.sample_rate, audio.channels
         for spec in item.round_edits:
             if spec.type == "fillers":
                 samples = self.remove_fillers(item, spec, samples, rate)

@@ -193,13 +193,16 @@ class TokenizeStage(_StepAudioStage[TokenizeModels]):
         tokenizer = self.parts.tokenizer
         if item.audio is None:
             raise ItemFailure("no_audio", "no input audio for this round")
-        prompt_audio = item.prompt if item.prompt is not None else item.audio
-        same = prompt_audio is item.audio
-        encoded = tokenizer.encode(item.audio, with_features=same)
+        same = item.prompt is None or item.prompt is item.audio
+        audio = item.samples("audio")  # read here when the round's input is a reference
+        assert audio is not None
+        prompt_audio = audio if same else item.samples("prompt")
+        assert prompt_audio is not None
+        encoded = tokenizer.encode(audio, with_features=same)
         if not encoded.codes:
             raise ItemFailure(
                 "too_short",
-                f"{item.audio.duration:.2f} s of audio gave no complete token group "
+                f"{audio.duration:.2f} s of audio gave no complete token group "
                 f"({tokens.GROUP_SECONDS} s) after silence trimming",
             )
         prompt = encoded if same else tokenizer.encode(prompt_audio, with_features=True)
@@ -213,7 +216,7 @@ class TokenizeStage(_StepAudioStage[TokenizeModels]):
         trace.voice = Encoded(list(prompt.codes), prompt.feat, prompt.embedding)
         if any(spec.type == "clone" for spec in item.round_edits):
             trace.clone_speaker = prompts.clone_speaker_name(
-                (item.text or "").strip(), item.audio.samples
+                (item.text or "").strip(), audio.samples
             )
 
 

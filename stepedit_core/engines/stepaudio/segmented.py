@@ -73,15 +73,20 @@ def run_stage(stage: Stage, options: EngineOptions, work: list[WorkItem]) -> Non
 
 def split(item: WorkItem, options: EngineOptions) -> None:
     """Make the chapter's segments (nothing for a clip that fits one segment)."""
-    audio = item.audio
-    if audio is None or audio.duration <= options.segment_seconds:
+    if item.audio is None or item.audio.duration <= options.segment_seconds:
         return
+    audio = item.samples("audio")  # read here when the round's input is a reference
+    assert audio is not None
+    # fixed prompt mode: each segment's voice prompt is the source's piece
+    fixed = item.prompt is not None and item.prompt is not item.audio
+    prompt = item.samples("prompt") if fixed else None
     rate = audio.sample_rate
     planned = _from_previous_round(item, rate) or _from_column(item, audio)
     if planned is None:
         planned = _from_words(item, audio, options)
     StepAudioTrace.of(item).segment_items = [
-        _sub_item(item, k, piece, text, source) for k, (piece, text, source) in enumerate(planned)
+        _sub_item(item, audio, prompt, k, piece, text, source)
+        for k, (piece, text, source) in enumerate(planned)
     ]
 
 
@@ -158,13 +163,18 @@ def _from_words(item: WorkItem, audio: Audio, options: EngineOptions) -> Planned
 
 
 def _sub_item(
-    item: WorkItem, k: int, piece: Piece, text: SegmentText, source: tuple[float, float]
+    item: WorkItem,
+    chapter: Audio,
+    source_prompt: Audio | None,
+    k: int,
+    piece: Piece,
+    text: SegmentText,
+    source: tuple[float, float],
 ) -> WorkItem:
-    assert item.audio is not None
-    audio = Audio(item.audio.samples[piece.start : piece.end], item.audio.sample_rate)
+    audio = Audio(chapter.samples[piece.start : piece.end], chapter.sample_rate)
     prompt = None  # chain mode: each segment is its own voice prompt
-    if item.prompt is not None and item.prompt is not item.audio:  # fixed: the source's piece
-        p = item.prompt
+    if source_prompt is not None:  # fixed: the source's piece
+        p = source_prompt
         prompt = Audio(
             p.samples[round(source[0] * p.sample_rate) : round(source[1] * p.sample_rate)],
             p.sample_rate,
@@ -187,8 +197,8 @@ def _sub_item(
     )
     StepAudioTrace.of(sub).segment = SegmentPlace(
         index=k,
-        start_s=round(piece.start / item.audio.sample_rate, 6),
-        end_s=round(piece.end / item.audio.sample_rate, 6),
+        start_s=round(piece.start / chapter.sample_rate, 6),
+        end_s=round(piece.end / chapter.sample_rate, 6),
         source_start_s=round(source[0], 6),
         source_end_s=round(source[1], 6),
         input_sha256=samples_sha256(audio.samples),
