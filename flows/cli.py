@@ -16,315 +16,49 @@ verify and audit: 0 intact, 1 a mismatch (each one named) or no such clip."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from stepedit_core.access import AllowedRoots
-from stepedit_core.edits import EditError, EditSpec, parse_edit, vocabulary_help
-from stepedit_core.engines import DEFAULT_ENGINE, ENGINES, UnknownEngine, make_engine
-from stepedit_core.executors import EXECUTORS
+from stepedit_core.edits import EditError, parse_edit, vocabulary_help
+from stepedit_core.engines import ENGINES, UnknownEngine, make_engine
 from stepedit_core.failures import ItemFailure, RunRefused
-from stepedit_core.job import MAX_ITERATIONS, JobSpec
+from stepedit_core.job import JobSpec
 from stepedit_core.lease import LeaseLost
 from stepedit_core.segments import DEFAULT_SEGMENT_S, NoPause, plan_file
-from stepedit_core.sources import (
-    DECODED_FACTOR,
-    DEFAULT_MAX_MB,
-    DEFAULT_READ_TIMEOUT_S,
-)
 from stepedit_core.stage_envs import StageEnvError
 from stepedit_core.stops import RunStopped
 from stepedit_flows import local_server
 from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
+from stepedit_flows.exit_statuses import CLOSED_PIPE, CRASHED, REFUSED, Refused, exit_status
 from stepedit_flows.judge_cli import (
     add_judge_options,
     add_judge_parser,
     add_until_judged,
     cmd_judge,
-    judge_spec,
 )
-from stepedit_flows.run_logs import console_logging, run_log
+from stepedit_flows.run_command import (
+    check_before_run,
+    print_finished,
+    refuse_when_every_row_would_be,
+    run_flow,
+)
+from stepedit_flows.run_logs import console_logging
+from stepedit_flows.run_options import add_run_options, job_from_args
 
-OK = 0
-ROWS_FAILED = 1
-REFUSED = 2
-CRASHED = 3
-CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 EXIT_STATUSES = __doc__.split("\n\n", 1)[1].split("verify and audit")[0].rstrip()
 
 # Batch machines are often offline: Prefect's temporary server must not try to send telemetry
 # (its heartbeat also contends for the local SQLite database). Users can still turn it on.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-
-class Refused(RunRefused):
-    """The command can not start; the message says why."""
-
-
-def _key_value(kind: type) -> callable:
-    def parse(text: str) -> tuple[str, float | int | str]:
-        name, sep, value = text.partition("=")
-        if not sep or not name:
-            raise argparse.ArgumentTypeError(f"expected STAGE=VALUE, got {text!r}")
-        try:
-            return name, kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a {kind.__name__}") from None
-
-    return parse
-
-
-def _edit_arg(text: str) -> EditSpec:
-    try:
-        return parse_edit(text)
-    except EditError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _storage_options_arg(text: str) -> dict:
-    """JSON text, or @FILE holding it (keeps secrets off the command line, which other users
-    of the machine can see)."""
-    from stepedit_core.access import parse_storage_options
-
-    try:
-        if text.startswith("@"):
-            text = Path(text[1:]).read_text()
-        return parse_storage_options(text)
-    except (OSError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_access_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--allow-root",
-        action="append",
-        default=[],
-        metavar="URI",
-        help="folder or bucket prefix audio may be read from; repeatable (default: the "
-        "manifest's folder). Rows whose audio_uri resolves elsewhere fail as uri_not_allowed",
-    )
-    p.add_argument(
-        "--storage-options",
-        type=_storage_options_arg,
-        default=None,
-        metavar="JSON|@FILE",
-        help="fsspec storage options for object storage (e.g. key, secret, "
-        "client_kwargs.endpoint_url), used for manifest, audio and outputs; never recorded",
-    )
-    p.add_argument(
-        "--max-input-mb",
-        type=int,
-        default=DEFAULT_MAX_MB,
-        metavar="MB",
-        help=f"largest source file read (default {DEFAULT_MAX_MB}); a larger one, or one whose "
-        f"header claims more than {DECODED_FACTOR}x that decoded, fails as file_too_large",
-    )
-    p.add_argument(
-        "--read-timeout",
-        type=float,
-        default=DEFAULT_READ_TIMEOUT_S,
-        metavar="SECONDS",
-        help="longest read of one source file or object (default "
-        f"{DEFAULT_READ_TIMEOUT_S:g}); a slower one fails as read_timeout",
-    )
-
-
-def _add_job_options(p: argparse.ArgumentParser, edit_required: bool = False) -> None:
-    p.add_argument(
-        "--edit",
-        action="append",
-        default=[],
-        type=_edit_arg,
-        metavar="TYPE[=OPTION]",
-        required=edit_required,
-        help="edit applied in every round; repeat to chain edits within a round "
-        "(types, options and engines: see the epilog)",
-    )
-    p.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)}")
-    p.add_argument(
-        "--models",
-        dest="models_dir",
-        metavar="DIR",
-        help="folder holding Step-Audio-Tokenizer/ and Step-Audio-EditX/",
-    )
-    p.add_argument(
-        "--stepaudio-src",
-        metavar="DIR",
-        help="checkout of the public Step-Audio-EditX repository (tokenizer/decoder "
-        "code); default: $STEPEDIT_STEPAUDIO_SRC",
-    )
-    p.add_argument(
-        "--asr-models",
-        metavar="DIR",
-        help="local faster-whisper (CTranslate2) model folder: word timings for the fillers "
-        "edit, transcripts for rows without text, and the `wer` QC metric (pip install "
-        "'stepedit[asr]')",
-    )
-    p.add_argument(
-        "--word-timings",
-        nargs="?",
-        const="auto",
-        choices=("auto", "asr"),
-        default=None,
-        help="record the words of every round's output (words_json): auto (the default when "
-        "given) aligns the text, or uses --asr-models where a row has none; asr: the ASR's own "
-        "word times. On by itself with --asr-models or --edit fillers",
-    )
-    p.add_argument(
-        "--stage-python",
-        action="append",
-        default=[],
-        type=_key_value(str),
-        metavar="STAGE=PYTHON",
-        help="run a stage's Ray workers with this interpreter (its own environment)",
-    )
-    p.add_argument(
-        "--stage-image",
-        action="append",
-        default=[],
-        type=_key_value(str),
-        metavar="STAGE=IMAGE",
-        help="run a stage's Ray workers in this container image",
-    )
-    _add_access_options(p)
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    _add_job_options(p)
-    p.add_argument(
-        "--iterations",
-        type=int,
-        default=1,
-        help=f"editing rounds, 1..{MAX_ITERATIONS}; round k edits round k-1's output "
-        "(the outputs call a round an iteration)",
-    )
-    p.add_argument("--executor", choices=EXECUTORS, default="ray")
-    p.add_argument("--shard-size", type=int, default=2000, help="clips per Prefect task")
-    p.add_argument(
-        "--prompt-mode",
-        choices=("chain", "fixed"),
-        default="chain",
-        help="voice prompt of round k: the previous round's output, or the original",
-    )
-    p.add_argument("--seed", type=int, default=0, help="base seed; each clip derives its own")
-    p.add_argument("--llm-backend", choices=("transformers", "vllm"), default="transformers")
-    p.add_argument(
-        "--vad-max-pause",
-        type=float,
-        default=0.3,
-        help="seconds a pause may last after the vad edit (signal engine)",
-    )
-    p.add_argument(
-        "--gpu",
-        action="append",
-        default=[],
-        type=_key_value(float),
-        metavar="STAGE=FRACTION",
-        help="GPU fraction per actor of a stage",
-    )
-    p.add_argument(
-        "--batch-size",
-        action="append",
-        default=[],
-        type=_key_value(int),
-        metavar="STAGE=N",
-        help="batch size of a stage",
-    )
-    p.add_argument(
-        "--qc",
-        choices=("acx", "r128", "netflix", "none"),
-        default="none",
-        help="delivery profile every round is checked against (pass/fail with reasons); "
-        "cheap QC metrics are measured in any case",
-    )
-    p.add_argument(
-        "--qc-heavy",
-        action="store_true",
-        help="also DNSMOS and speaker similarity to the source (pip install 'stepedit[qc-heavy]')",
-    )
-    p.add_argument(
-        "--qc-max-wer",
-        type=float,
-        default=None,
-        metavar="RATE",
-        help="fail a round whose word error rate against its text is over RATE (e.g. 0.2; "
-        "needs --asr-models); --select best never delivers such a round",
-    )
-    p.add_argument(
-        "--segment-seconds",
-        type=float,
-        default=DEFAULT_SEGMENT_S,
-        metavar="S",
-        help="step-audio-editx: a clip longer than S seconds is edited in segments cut in its "
-        "pauses and stitched back (text per segment from a `segments` column or "
-        f"--asr-models; default {DEFAULT_SEGMENT_S:g}, at most 30)",
-    )
-    p.add_argument(
-        "--select",
-        choices=("last", "best"),
-        default="last",
-        help="round to deliver: the last, or the best round that passes --qc (highest speaker "
-        "similarity, else smallest timbre drift, else closest to the profile's targets)",
-    )
-    p.add_argument(
-        "--deliver-format",
-        choices=("flac", "wav", "mp3"),
-        default="flac",
-        help="format of the delivered files: FLAC (24-bit, the round's file), WAV (24-bit) or "
-        "MP3 (constant bitrate, 44.1 kHz; with --qc acx mono, and QC checks the encoded file)",
-    )
-    p.add_argument(
-        "--mp3-bitrate",
-        type=int,
-        choices=(128, 160, 192, 224, 256, 320),
-        default=192,
-        help="MP3 bitrate, kbps CBR (ACX: 192 or more)",
-    )
-    p.add_argument(
-        "--report",
-        choices=("index", "all", "none"),
-        default="index",
-        help="review page RUN/report/index.html: players and spectrograms for the clips on "
-        "index.html (first page and every failure), for every clip, or no page",
-    )
-    p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start the run id afresh (by default a run id resumes where it stopped, and a "
-        "finished one does nothing); removes only what the run wrote, after the job is "
-        "checked, and never touches a folder that is not a stepedit run",
-    )
-    p.add_argument(
-        "--incremental",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="edit only rows no earlier run under --out finished with the same audio bytes, "
-        "edit, engine version and seed; the output manifest points the others at the earlier "
-        "outputs (column reused_from_run). Default: off for `run`, on for `deploy`",
-    )
-    talk = p.add_mutually_exclusive_group()
-    talk.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress; the summary (and warnings and errors) is still printed",
-    )
-    talk.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="also show Prefect's and Ray's log lines (by default they go to the Prefect "
-        "backend and to RUN/_work/logs/ only)",
-    )
+__all__ = ["EXIT_STATUSES", "Refused", "build_parser", "exit_status", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://...)")
     run.add_argument("--out", required=True, help="output root: local path or fsspec URI")
     run.add_argument("--run-id", required=True)
-    _add_run_options(run)
+    add_run_options(run)
     add_judge_options(run)
     add_until_judged(run)
 
@@ -357,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="runs", help="output root (default: runs)")
     demo.add_argument("--run-id", default="demo")
-    _add_run_options(demo)
+    add_run_options(demo)
     demo.set_defaults(iterations=2, overwrite=True)
 
     engines = sub.add_parser("engines", help="list engines, their stages and supported edits")
@@ -391,12 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing (exit 2 where run would be refused)",
     )
     validate.add_argument("manifest")
-    _add_run_options(validate)
+    add_run_options(validate)
     validate.set_defaults(out=".", run_id="validate")  # the job needs them; nothing is written
 
     deploy = sub.add_parser("deploy", help="schedule a job as a Prefect deployment (cron)")
     add_deploy_options(deploy)
-    _add_run_options(deploy)
+    add_run_options(deploy)
     deploy.set_defaults(incremental=True)  # a schedule re-runs a catalog: redo only what changed
 
     server = sub.add_parser(
@@ -434,161 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
-    try:
-        return JobSpec(
-            manifest_uri=manifest,
-            out=args.out,
-            run_id=args.run_id,
-            edits=args.edit,
-            iterations=args.iterations,
-            engine=args.engine,
-            executor=args.executor,
-            shard_size=args.shard_size,
-            prompt_mode=args.prompt_mode,
-            seed=args.seed,
-            models_dir=args.models_dir,
-            stepaudio_src=args.stepaudio_src,
-            llm_backend=args.llm_backend,
-            vad_max_pause=args.vad_max_pause,
-            asr_models=args.asr_models,
-            word_timings=args.word_timings,
-            qc_max_wer=args.qc_max_wer,
-            segment_seconds=args.segment_seconds,
-            gpus=dict(args.gpu),
-            batch_sizes=dict(args.batch_size),
-            ray_address=args.ray_address,
-            overwrite=args.overwrite,
-            qc=args.qc,
-            qc_heavy=args.qc_heavy,
-            select=args.select,
-            deliver_format=getattr(args, "deliver_format", "flac"),
-            mp3_bitrate=getattr(args, "mp3_bitrate", 192),
-            report=args.report,
-            incremental=getattr(args, "incremental", False),
-            stage_python=dict(args.stage_python),
-            stage_images=dict(args.stage_image),
-            allow_roots=args.allow_root,
-            storage_options=args.storage_options,
-            judge=judge_spec(args),
-            until_judged=getattr(args, "until_judged", False),
-            max_input_mb=args.max_input_mb,
-            read_timeout_s=args.read_timeout,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(_problem(e) for e in exc.errors())
-        raise Refused(problems) from None
-
-
-def _problem(error: dict) -> str:
-    """One validation error as "field: message" (a check across fields names none)."""
-    where = ".".join(str(p) for p in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
-def _check_before_run(job: JobSpec) -> bool:
-    """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
-    hashes the manifest once for the run record. False when the run already finished."""
-    from stepedit_core.checks import check_inputs
-    from stepedit_core.lease import holder_problem
-    from stepedit_core.ownership import check_run_folder
-    from stepedit_core.rounds import model_stage_names
-    from stepedit_core.run import run_finished
-    from stepedit_core.stage_envs import check_stage_names
-    from stepedit_core.store import RunStore
-
-    try:
-        store = RunStore(job.out, job.run_id)
-        finished = run_finished(store, job.report)
-    except (OSError, ValueError) as exc:
-        raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
-    if finished and not job.overwrite:
-        return False
-    busy = holder_problem(store)
-    if busy is not None:
-        raise Refused(busy)
-    engine = make_engine(job.engine, job.engine_options())
-    check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
-    check_inputs(job.manifest_uri, job.edits, engine, store)
-    check_stage_names(job.stage_envs(), model_stage_names(engine))
-    _refuse_when_every_row_would_be(job, engine)
-    return True
-
-
-def _refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
-    """A job whose rows would all be refused at plan time for one reason would only write
-    failure records: refuse it whole, saying what would fix it."""
-    from stepedit_core.planning import refusal_of_every_row
-
-    try:
-        roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
-    except ValueError as exc:
-        raise Refused(f"--allow-root: {exc}") from None
-    problem = refusal_of_every_row(job.manifest_uri, job.edits, engine, roots)
-    if problem is not None:
-        raise Refused(problem)
-
-
-def exit_status(record: dict) -> int:
-    """0 when every row of the finished run is ok, 1 when some failed."""
-    return ROWS_FAILED if record["counts"]["failed"] else OK
-
-
-@contextlib.contextmanager
-def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
-    """What every flow started from the command line runs inside: the reaper, the run's log
-    file (yielded), clean stops on signals, progress on the terminal and Prefect's temporary
-    server."""
-    from stepedit_core.progress import reporting
-    from stepedit_core.reaper import start_reaper
-    from stepedit_core.stops import stop_on_signals
-    from stepedit_core.store import RunStore
-    from stepedit_flows.prefect_server import start_temporary_server
-    from stepedit_flows.progress import make_renderer
-
-    start_reaper()  # stops Prefect's server and a local Ray even if this process is killed
-    renderer = make_renderer(quiet, sys.stderr)
-    store = RunStore(job.out, job.run_id)
-    try:
-        with run_log(store) as log, stop_on_signals(store), reporting(renderer):
-            start_temporary_server()  # out of the terminal's reach: Ctrl-C must not stop it first
-            yield log
-    finally:
-        renderer.close()
-
-
-def _run_flow(job: JobSpec, quiet: bool) -> int:
-    from stepedit_flows.edit_catalog import edit_catalog
-    from stepedit_tasks.summary import summary_text
-
-    with flow_session(job, quiet) as log:
-        record = edit_catalog(job)
-    print(summary_text(record), end="")
-    print(f"log: {log}")
-    return exit_status(record)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
     local_server.use_for_this_run()
-    job = _job(args, args.manifest)
+    job = job_from_args(args, args.manifest)
     console_logging(args.verbose)
     with storage_options_installed(job.storage_options, job.storage_uris()):
-        if not _check_before_run(job):
-            return _print_finished(job)
-        return _run_flow(job, args.quiet)
-
-
-def _print_finished(job: JobSpec) -> int:
-    from stepedit_core.store import RunStore
-    from stepedit_tasks.summary import summary_text
-
-    store = RunStore(job.out, job.run_id)
-    record = store.read_json(store.run_json)
-    print(summary_text({**record, "nothing_to_do": True}), end="")
-    return exit_status(record)
+        if not check_before_run(job):
+            return print_finished(job)
+        return run_flow(job, args.quiet)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -601,12 +190,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo catalog: {manifest}")
     # the demo's clips ship inside the package, next to no manifest: allow their folder
     args.allow_root = args.allow_root or sorted({str(Path(c["path"]).parent) for c in demo_clips()})
-    job = _job(args, str(manifest))
+    job = job_from_args(args, str(manifest))
     local_server.use_for_this_run()
     console_logging(args.verbose)
-    if not _check_before_run(job):
-        return _print_finished(job)
-    return _run_flow(job, args.quiet)
+    if not check_before_run(job):
+        return print_finished(job)
+    return run_flow(job, args.quiet)
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -670,7 +259,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
     # the job `run` would build from the same options (no output is written)
-    job = _job(args, args.manifest)
+    job = job_from_args(args, args.manifest)
     with storage_options_installed(job.storage_options, job.storage_uris()):
         return _validate(job)
 
@@ -707,7 +296,7 @@ def _validate(job: JobSpec) -> int:
     if unusable:
         raise Refused("; ".join(unusable))
     if not good and len(refused) == 1:  # what `run` refuses whole
-        _refuse_when_every_row_would_be(job, engine)
+        refuse_when_every_row_would_be(job, engine)
     return 0
 
 

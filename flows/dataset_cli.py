@@ -13,6 +13,9 @@ from pydantic import ValidationError
 
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES
 from stepedit_core.executors import EXECUTORS
+from stepedit_flows.exit_statuses import Refused
+from stepedit_flows.run_command import check_before_run, flow_session
+from stepedit_flows.run_options import add_access_options, edit_arg
 
 if TYPE_CHECKING:
     from stepedit_core.dataset import MarginSpec
@@ -22,7 +25,6 @@ if TYPE_CHECKING:
 def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     from stepedit_core.dataset.margin_set import DEFAULT_MIN_MARGIN
     from stepedit_core.dataset.scorers import SCORERS
-    from stepedit_flows.cli import _add_access_options, _edit_arg  # loaded by now: it calls us
 
     dataset = sub.add_parser("dataset", help="training data made from a catalog")
     commands = dataset.add_subparsers(dest="dataset_command", required=True)
@@ -41,7 +43,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
         "--attribute",
         action="append",
         required=True,
-        type=_edit_arg,
+        type=edit_arg,
         metavar="TYPE[=OPTION]",
         help="an edit of the vocabulary whose pairs to make; repeatable",
     )
@@ -105,7 +107,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     margin.add_argument("--overwrite", action="store_true", help="start the run id afresh")
     margin.add_argument("--report", choices=("index", "all", "none"), default="index")
     margin.add_argument("--quiet", action="store_true")
-    _add_access_options(margin)
+    add_access_options(margin)
     add_preference_commands(commands)
 
 
@@ -136,7 +138,6 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
     from stepedit_core.dataset import MarginSpec, build_margin_set
     from stepedit_core.dataset.margin_set import check_attributes, write_pair_rows
-    from stepedit_flows.cli import Refused, _check_before_run
     from stepedit_flows.run_logs import console_logging
 
     if args.dataset_command == "preferences":
@@ -176,7 +177,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     with storage_options_installed(job.storage_options, job.storage_uris()):
         check_attributes(spec)
         write_pair_rows(spec)
-        if not _check_before_run(job):  # the run finished: score and write the set only
+        if not check_before_run(job):  # the run finished: score and write the set only
             print(summary_text(build_margin_set(spec)), end="")
             return 0
     return _run_margin_flow(spec, args.quiet)
@@ -187,7 +188,6 @@ def _margin_judge(args: argparse.Namespace) -> tuple[JudgeSpec | None, str | Non
     from stepedit_core.dataset.judge_scorer import MarginPromptError, load_margin_prompt
     from stepedit_core.judges.judge import OBJECTIVE_MODEL
     from stepedit_core.judges.spec import JudgeSpec
-    from stepedit_flows.cli import Refused
 
     options = ("endpoint", "model", "key_env", "margin_prompt", "concurrency")
     given = [o for o in options if getattr(args, o) is not None]
@@ -220,7 +220,6 @@ def _problems(exc: Exception) -> str:
 
 
 def _run_margin_flow(spec: MarginSpec, quiet: bool) -> int:
-    from stepedit_flows.cli import flow_session
     from stepedit_flows.margin_set import margin_set, summary_text
 
     with flow_session(spec.job, quiet) as log:
@@ -257,7 +256,6 @@ def cmd_import_ratings(args: argparse.Namespace) -> int:
 
     from stepedit_core.audit import split_run_uri
     from stepedit_core.dataset.ratings import import_ratings
-    from stepedit_flows.cli import Refused
 
     out, run_id = split_run_uri(args.run)
     try:

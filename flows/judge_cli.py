@@ -19,6 +19,7 @@ from stepedit_core.judges.http import MissingKey
 from stepedit_core.judges.judge import JUDGES
 from stepedit_core.judges.prompts import PromptError
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_flows.run_command import check_before_run, print_finished, run_flow
 
 
 def add_judge_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -161,7 +162,6 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     from stepedit_core.access import default_root
     from stepedit_core.job import JobSpec
     from stepedit_core.judges.protocol import MODES, protocol_jobs
-    from stepedit_flows.cli import _check_before_run, _print_finished, _run_flow
 
     spec = judge_spec(args)
     if spec is None:
@@ -192,10 +192,10 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
                 "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
             ) from None
         print(f"{job.run_id}: {job.rows} rows, {job.iterations} editing round(s) after round 0")
-        if _check_before_run(spec_job):
-            _run_flow(spec_job, args.quiet)
+        if check_before_run(spec_job):
+            run_flow(spec_job, args.quiet)
         else:
-            _print_finished(spec_job)
+            print_finished(spec_job)
     for job in jobs:
         args.run = posixpath.join(args.out, job.run_id)
         cmd_judge(args)

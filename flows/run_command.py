@@ -1,0 +1,102 @@
+"""Running a flow from the command line: the checks that refuse a job before Prefect starts,
+the session every flow runs in (reaper, log file, stops, progress, Prefect server) and the
+summary printed at the end. Used by `run`, `demo`, `eval run` and `dataset margin`."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from stepedit_core.access import AllowedRoots
+from stepedit_core.engines import make_engine
+from stepedit_core.job import JobSpec
+from stepedit_flows.exit_statuses import Refused, exit_status
+from stepedit_flows.run_logs import run_log
+
+
+def check_before_run(job: JobSpec) -> bool:
+    """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
+    hashes the manifest once for the run record. False when the run already finished."""
+    from stepedit_core.checks import check_inputs
+    from stepedit_core.lease import holder_problem
+    from stepedit_core.ownership import check_run_folder
+    from stepedit_core.rounds import model_stage_names
+    from stepedit_core.run import run_finished
+    from stepedit_core.stage_envs import check_stage_names
+    from stepedit_core.store import RunStore
+
+    try:
+        store = RunStore(job.out, job.run_id)
+        finished = run_finished(store, job.report)
+    except (OSError, ValueError) as exc:
+        raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
+    if finished and not job.overwrite:
+        return False
+    busy = holder_problem(store)
+    if busy is not None:
+        raise Refused(busy)
+    engine = make_engine(job.engine, job.engine_options())
+    check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
+    check_inputs(job.manifest_uri, job.edits, engine, store)
+    check_stage_names(job.stage_envs(), model_stage_names(engine))
+    refuse_when_every_row_would_be(job, engine)
+    return True
+
+
+def refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
+    """A job whose rows would all be refused at plan time for one reason would only write
+    failure records: refuse it whole, saying what would fix it."""
+    from stepedit_core.planning import refusal_of_every_row
+
+    try:
+        roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
+    except ValueError as exc:
+        raise Refused(f"--allow-root: {exc}") from None
+    problem = refusal_of_every_row(job.manifest_uri, job.edits, engine, roots)
+    if problem is not None:
+        raise Refused(problem)
+
+
+@contextlib.contextmanager
+def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
+    """What every flow started from the command line runs inside: the reaper, the run's log
+    file (yielded), clean stops on signals, progress on the terminal and Prefect's temporary
+    server."""
+    from stepedit_core.progress import reporting
+    from stepedit_core.reaper import start_reaper
+    from stepedit_core.stops import stop_on_signals
+    from stepedit_core.store import RunStore
+    from stepedit_flows.prefect_server import start_temporary_server
+    from stepedit_flows.progress import make_renderer
+
+    start_reaper()  # stops Prefect's server and a local Ray even if this process is killed
+    renderer = make_renderer(quiet, sys.stderr)
+    store = RunStore(job.out, job.run_id)
+    try:
+        with run_log(store) as log, stop_on_signals(store), reporting(renderer):
+            start_temporary_server()  # out of the terminal's reach: Ctrl-C must not stop it first
+            yield log
+    finally:
+        renderer.close()
+
+
+def run_flow(job: JobSpec, quiet: bool) -> int:
+    from stepedit_flows.edit_catalog import edit_catalog
+    from stepedit_tasks.summary import summary_text
+
+    with flow_session(job, quiet) as log:
+        record = edit_catalog(job)
+    print(summary_text(record), end="")
+    print(f"log: {log}")
+    return exit_status(record)
+
+
+def print_finished(job: JobSpec) -> int:
+    from stepedit_core.store import RunStore
+    from stepedit_tasks.summary import summary_text
+
+    store = RunStore(job.out, job.run_id)
+    record = store.read_json(store.run_json)
+    print(summary_text({**record, "nothing_to_do": True}), end="")
+    return exit_status(record)
