@@ -16,6 +16,7 @@ verify and audit: 0 intact, 1 a mismatch (each one named) or no such clip."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -48,6 +49,7 @@ from stepedit_flows.run_command import (
     print_finished,
     refuse_when_every_row_would_be,
     run_flow,
+    use_local_server,
 )
 from stepedit_flows.run_logs import console_logging
 from stepedit_flows.run_options import add_run_options, job_from_args
@@ -171,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
-    local_server.use_for_this_run()
     job = job_from_args(args, args.manifest)
+    use_local_server()  # a server that is not up yet starts while the job is checked
     console_logging(args.verbose)
     with storage_options_installed(job.storage_options, job.storage_uris()):
         if not check_before_run(job):
@@ -191,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # the demo's clips ship inside the package, next to no manifest: allow their folder
     args.allow_root = args.allow_root or sorted({str(Path(c["path"]).parent) for c in demo_clips()})
     job = job_from_args(args, str(manifest))
-    local_server.use_for_this_run()
+    use_local_server()
     console_logging(args.verbose)
     if not check_before_run(job):
         return print_finished(job)
@@ -397,5 +399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return CRASHED
 
 
+def entry_point() -> None:
+    """The `stepedit` program: `main`, then exit without the interpreter's last collection of
+    garbage, which walks every object torch, Prefect and Ray made (1-2 s after a run); the
+    process ends right after, so nothing it would have freed is kept."""
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

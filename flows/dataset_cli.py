@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from stepedit_core.engines import DEFAULT_ENGINE, ENGINES
 from stepedit_core.executors import EXECUTORS
 from stepedit_flows.exit_statuses import Refused
-from stepedit_flows.run_command import check_before_run, flow_session
+from stepedit_flows.run_command import check_before_run, flow_session, use_local_server
 from stepedit_flows.run_options import add_access_options, edit_arg
 
 if TYPE_CHECKING:
@@ -145,6 +145,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     if args.dataset_command == "import-ratings":
         return cmd_import_ratings(args)
     console_logging(False)  # before Prefect is imported (stepedit_flows.margin_set)
+    use_local_server()
     from stepedit_flows.margin_set import summary_text
 
     judge, margin_prompt = _margin_judge(args)

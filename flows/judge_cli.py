@@ -19,7 +19,12 @@ from stepedit_core.judges.http import MissingKey
 from stepedit_core.judges.judge import JUDGES
 from stepedit_core.judges.prompts import PromptError
 from stepedit_core.judges.spec import JudgeSpec
-from stepedit_flows.run_command import check_before_run, print_finished, run_flow
+from stepedit_flows.run_command import (
+    check_before_run,
+    print_finished,
+    run_flow,
+    use_local_server,
+)
 
 
 def add_judge_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -166,6 +171,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     spec = judge_spec(args)
     if spec is None:
         raise RunRefused("--judge is required")
+    use_local_server()
     stem = posixpath.basename(args.manifest.rstrip("/")).rsplit(".", 1)[0]
     run_id = args.run_id or f"eval-{stem}"
     jobs = protocol_jobs(args.manifest, args.out, run_id, args.iterations, args.post_process)

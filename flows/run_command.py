@@ -5,14 +5,26 @@ summary printed at the end. Used by `run`, `demo`, `eval run` and `dataset margi
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
+import threading
 from collections.abc import Iterator
 
 from stepedit_core.access import AllowedRoots
 from stepedit_core.engines import make_engine
 from stepedit_core.job import JobSpec
+from stepedit_flows import local_server
 from stepedit_flows.exit_statuses import Refused, exit_status
 from stepedit_flows.run_logs import run_log
+
+
+def use_local_server() -> None:
+    """Point this process at the local Prefect server, starting one when none runs (see
+    local_server.py); before Prefect is imported. It comes up while the run checks its job."""
+    try:
+        local_server.use_for_this_run()
+    except (RuntimeError, ValueError) as exc:
+        raise Refused(str(exc)) from None
 
 
 def check_before_run(job: JobSpec) -> bool:
@@ -58,11 +70,42 @@ def refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
         raise Refused(problem)
 
 
+class _NoThreadNotice(logging.Filter):
+    """Ray notes that it sets no SIGTERM handler when started off the main thread: the run
+    keeps its own handlers in any case (see stepedit_core.stops.keep_signal_handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def start_ray_early(job: JobSpec) -> threading.Thread | None:
+    """Start Ray for a job on the Ray executor in a background thread, so its several seconds
+    of start-up overlap Prefect's import, the flow's start and validation and planning; the
+    executor's own `ensure_ray` then waits for this start instead of beginning another. A start
+    that fails here is tried again by the executor, which reports the error."""
+    if job.executor != "ray":
+        return None
+    from stepedit_core.executors.ray_data import ensure_ray
+
+    logging.getLogger("ray._private.worker").addFilter(_NoThreadNotice())
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            ensure_ray(job.ray_address)
+        # Ray's processes die with the thread that started them (the parent-death signal is
+        # per thread on Linux): this one lives as long as the run's process
+        threading.Event().wait()
+
+    thread = threading.Thread(target=start, name="stepedit-ray-start", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
     """What every flow started from the command line runs inside: the reaper, the run's log
-    file (yielded), clean stops on signals, progress on the terminal and Prefect's temporary
-    server."""
+    file (yielded), clean stops on signals, progress on the terminal, and the Prefect server
+    (the local one `use_local_server` chose, once it answers, or a temporary one)."""
     from stepedit_core.progress import reporting
     from stepedit_core.reaper import start_reaper
     from stepedit_core.stops import stop_on_signals
@@ -70,12 +113,19 @@ def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
     from stepedit_flows.prefect_server import start_temporary_server
     from stepedit_flows.progress import make_renderer
 
-    start_reaper()  # stops Prefect's server and a local Ray even if this process is killed
+    start_reaper()  # stops a temporary server and a local Ray even if this process is killed
     renderer = make_renderer(quiet, sys.stderr)
     store = RunStore(job.out, job.run_id)
     try:
         with run_log(store) as log, stop_on_signals(store), reporting(renderer):
-            start_temporary_server()  # out of the terminal's reach: Ctrl-C must not stop it first
+            start_ray_early(job)
+            try:
+                local_server.wait_until_ready()
+            except RuntimeError as exc:
+                raise Refused(str(exc)) from None
+            # none chosen (STEPEDIT_PREFECT_SERVER=temporary): Prefect's temporary server, out
+            # of the terminal's reach (Ctrl-C must not stop it first)
+            start_temporary_server()
             yield log
     finally:
         renderer.close()

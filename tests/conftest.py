@@ -22,6 +22,9 @@ from stepedit_core.run import run_job
 os.environ.setdefault("RAY_ACCEPT_ONNX_IN_WORKERS", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Runs in the tests use the test session's Prefect server (or a temporary one of their own), not
+# a local server that would outlive the test; tests of the local server ask for it.
+os.environ.setdefault("STEPEDIT_PREFECT_SERVER", "temporary")
 
 
 def tone(
