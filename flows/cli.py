@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = sub.add_parser(
         "server",
-        help="a local Prefect server that later runs reuse instead of starting their own",
+        help="the local Prefect server runs start and share (start: one that runs until "
+        "stopped; stop; status: exit 1 when none runs)",
     )
     server.add_argument("action", choices=("start", "stop", "status"))
 
@@ -350,7 +351,9 @@ def cmd_server(args: argparse.Namespace) -> int:
     if state is None:
         print(f"no server running for Prefect home {home}")
         return 1
-    print(f"Prefect server at {state['api_url']} (pid {state['pid']}, home {home})")
+    idle = float(state.get("idle_stop_s") or 0)
+    lifetime = f"stops after {idle:g} s without a run" if idle else "runs until `server stop`"
+    print(f"Prefect server at {state['api_url']} (pid {state['pid']}, home {home}; {lifetime})")
     return 0
 
 
