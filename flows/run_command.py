@@ -85,6 +85,9 @@ def start_ray_early(job: JobSpec) -> threading.Thread | None:
     that fails here is tried again by the executor, which reports the error."""
     if job.executor != "ray":
         return None
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a second flow in this process
+        return None
     from stepedit_core.executors.ray_data import ensure_ray
 
     logging.getLogger("ray._private.worker").addFilter(_NoThreadNotice())

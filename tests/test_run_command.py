@@ -40,6 +40,10 @@ def test_a_local_run_starts_no_ray():
     assert start_ray_early(SimpleNamespace(executor="local", ray_address=None)) is None
 
 
+def test_a_ray_already_running_in_the_process_is_not_started_again(ray_cluster):
+    assert start_ray_early(SimpleNamespace(executor="ray", ray_address=None)) is None
+
+
 @pytest.mark.slow
 def test_ray_started_early_is_the_one_the_executor_uses():
     done = subprocess.run(
