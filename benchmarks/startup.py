@@ -1,4 +1,5 @@
-"""What a one-clip `stepedit run` spends before and around its clip.
+"""What a one-clip `stepedit run` spends before and around its clip, this checkout against an
+earlier one ("before"), side by side in one benchmark run on one machine.
 
 Each piece is measured in a fresh interpreter, `--repeat` times (medians are reported):
 
@@ -7,16 +8,24 @@ Each piece is measured in a fresh interpreter, `--repeat` times (medians are rep
 - `import stepedit cli`: what `stepedit` imports before it parses its arguments;
 - `prefect temporary server`: `start_temporary_server()` (after its imports), with a Prefect
   home whose database exists (`warm`) and with a fresh one (`fresh`, built on first start);
+- `local server start`: `stepedit server start` until it answers, then `stepedit server stop`,
+  on a warm home (what the first run after an idle stop waits for, at most);
 - `ray init`: `ensure_ray()` starting a local Ray (after its imports);
 - `run local` / `run ray`: `stepedit run` on one 1 s clip (`speed=faster`), command to exit,
-  each in a new run folder;
-- `run local, server reused` / `run ray, server reused`: the same while `stepedit server start`
-  keeps a local Prefect server up (started once by this script), so no temporary server starts.
+  each in a new run folder. Before: every run starts Prefect's temporary server. After: runs
+  reuse the local server the first run started (`run local, first` is that first run, on a
+  fresh Prefect home), and `run local, temporary server` is the same run with
+  STEPEDIT_PREFECT_SERVER=temporary (what the other changes save without the local server).
 
-    python benchmarks/startup.py [--repeat 3]
+`phases` breaks one reused-server local and Ray run of this checkout into its steps (seconds
+since the command started; the run's functions are wrapped to note the time).
 
-Writes benchmarks/results/startup.json. The machine is shared: its load average before and after
-is recorded, and the numbers are only comparable with each other.
+    python benchmarks/startup.py [--repeat 3] [--before GIT_REV]
+
+`--before` (default: the merge base with main) is exported with `git archive` into a temporary
+folder and imported from there. Writes benchmarks/results/startup.json. The machine is shared:
+its load average before and after is recorded, and the numbers are only comparable with each
+other.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ from machine import machine_info
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 RATE = 24000
+# package name -> its folder in a checkout (pyproject.toml's package-dir)
+PACKAGES = {"stepedit_core": "stepedit_core", "stepedit_flows": "flows", "stepedit_tasks": "tasks"}
 
 # a piece timed inside the child, after its imports; prints the seconds as JSON
 SERVER = """
@@ -62,33 +73,82 @@ seconds = time.perf_counter() - started
 ray.shutdown()
 print(json.dumps(seconds))
 """
+# a run of this checkout with its steps' times noted (seconds since `T0`, the command's start)
+PHASES = """
+import json, os, sys, time
+T0 = float(os.environ["T0"])
+marks = {}
+def note(name):
+    marks.setdefault(name, round(time.time() - T0, 2))
+def wrap(module, name, before, after):
+    real = getattr(module, name)
+    def wrapped(*args, **kwargs):
+        note(before)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            note(after)
+    setattr(module, name, wrapped)
+note("interpreter started")
+import stepedit_flows.cli as cli
+note("command line imported")
+import stepedit_core.run as run
+import stepedit_flows.run_command as command
+import stepedit_core.executors.ray_data as ray_data
+import stepedit_core.shard as shard
+import stepedit_core.engines.signal.engine as engine
+wrap(cli, "check_before_run", "checks start", "checks done")
+wrap(command.local_server, "wait_until_ready", "server wait start", "server ready")
+wrap(run.RunSteps, "validate", "flow started (validate)", "validated")
+wrap(run.RunSteps, "run_shards", "shards start", "shards done")
+wrap(engine.SignalEditStage, "setup", "engine setup start", "engine setup done")
+wrap(ray_data, "ensure_ray", "ray start", "ray ready")
+wrap(run.RunSteps, "report", "last step", "flow body done")
+status = cli.main(sys.argv[1:])
+note("command done")
+import atexit, gc
+atexit.register(lambda: print(json.dumps(marks), file=sys.__stderr__, flush=True))
+gc.freeze()
+sys.exit(status)
+"""
 
 
-def base_env(prefect_home: Path) -> dict[str, str]:
-    """A user's environment: no Prefect settings but a home of the benchmark's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))}
+def base_env(prefect_home: Path, packages: Path | None = None) -> dict[str, str]:
+    """A user's environment: no Prefect settings but a home of the benchmark's own; with
+    `packages`, stepedit is imported from that folder (an earlier checkout)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "RAY_ADDRESS", "STEPEDIT_", "PYTHONPATH"))
+    }
     env.update(
         PREFECT_HOME=str(prefect_home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
         RAY_ACCEPT_ONNX_IN_WORKERS="1",
     )
+    if packages is not None:
+        env["PYTHONPATH"] = str(packages)
     return env
 
 
-def wall(command: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """Seconds from start to exit of `command` (which must succeed), and its stdout."""
+def wall(command: list[str], env: dict[str, str]) -> tuple[float, str, str]:
+    """Seconds from start to exit of `command` (which must succeed), its stdout and stderr. It
+    runs in a neutral folder: from the checkout, `python -c` would import its stepedit_core
+    before the one on PYTHONPATH."""
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        command, env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=600
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{command[:4]} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return seconds, done.stdout
+    return seconds, done.stdout, done.stderr
 
 
 def inner(code: str, env: dict[str, str]) -> float:
     """The seconds a child measured itself (last line of its stdout)."""
-    _, out = wall([sys.executable, "-c", code], env)
+    _, out, _ = wall([sys.executable, "-c", code], env)
     return float(out.strip().splitlines()[-1])
 
 
@@ -101,32 +161,71 @@ def one_clip_catalog(folder: Path) -> str:
     return str(manifest)
 
 
-def run_command(manifest: str, out: Path, run_id: str, executor: str) -> list[str]:
+def run_args(manifest: str, out: Path, run_id: str, executor: str) -> list[str]:
     return [
-        sys.executable, "-m", "stepedit_flows.cli", "run", manifest, "--out", str(out),
-        "--run-id", run_id, "--edit", "speed=faster", "--executor", executor, "--quiet",
-        "--report", "none",
+        "run", manifest, "--out", str(out), "--run-id", run_id, "--edit", "speed=faster",
+        "--executor", executor, "--quiet", "--report", "none",
     ]  # fmt: skip
+
+
+def stepedit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stepedit_flows.cli", *args]
+
+
+def export_checkout(rev: str, folder: Path) -> Path:
+    """`rev` of this repository under `folder`; returns a folder to put on PYTHONPATH."""
+    source = folder / "checkout"
+    source.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", rev], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    packages = folder / "packages"
+    packages.mkdir()
+    for name, path in PACKAGES.items():
+        (packages / name).symlink_to(source / path)
+    return packages
 
 
 @contextlib.contextmanager
 def local_server(env: dict[str, str]) -> Iterator[None]:
-    """`stepedit server start` for the Prefect home in `env` until the block ends."""
-    wall([sys.executable, "-m", "stepedit_flows.cli", "server", "start"], env)
     try:
         yield
     finally:
-        wall([sys.executable, "-m", "stepedit_flows.cli", "server", "stop"], env)
+        with contextlib.suppress(RuntimeError):
+            wall(stepedit("server", "stop"), env)
 
 
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
 
+def phases(manifest: str, out: Path, run_id: str, executor: str, env: dict[str, str]) -> dict:
+    started = time.time()
+    _, _, err = wall(
+        [sys.executable, "-c", PHASES, *run_args(manifest, out, run_id, executor)],
+        {**env, "T0": repr(started)},
+    )
+    marks = json.loads(err.strip().splitlines()[-1])
+    marks["process exited"] = round(time.time() - started, 2)
+    return marks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", default=None, help="git revision (default: merge base)")
     args = parser.parse_args()
+    before_rev = (
+        args.before
+        or subprocess.run(
+            ["git", "merge-base", "HEAD", "main"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     load_before = os.getloadavg()
     samples: dict[str, list[float]] = {}
 
@@ -136,59 +235,88 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="stepedit-startup-") as tmp:
         tmp_path = Path(tmp)
-        home = tmp_path / "prefect-home"
-        env = base_env(home)
+        old_packages = export_checkout(before_rev, tmp_path / "before")
         manifest = one_clip_catalog(tmp_path / "catalog")
-        # warm the page cache and Prefect's database once, unmeasured
-        wall([sys.executable, "-c", "import prefect, ray, torch"], env)
-        inner(SERVER, env)
-        for i in range(args.repeat):
-            record("python", wall([sys.executable, "-c", "pass"], env)[0])
-            record(
-                "import prefect, ray, torch",
-                wall([sys.executable, "-c", "import prefect, ray, torch"], env)[0],
-            )
-            record(
-                "import stepedit cli",
-                wall([sys.executable, "-c", "import stepedit_flows.cli"], env)[0],
-            )
-            record("prefect temporary server (warm)", inner(SERVER, env))
-            record(
-                "prefect temporary server (fresh home)",
-                inner(SERVER, base_env(tmp_path / f"fresh-home-{i}")),
-            )
-            record("ray init", inner(RAY, env))
-            for executor in ("local", "ray"):
-                command = run_command(manifest, tmp_path / "runs", f"{executor}-{i}", executor)
-                record(f"run {executor}", wall(command, env)[0])
-        with local_server(env):
+        runs = tmp_path / "runs"
+        old = base_env(tmp_path / "home-before", old_packages)
+        new = base_env(tmp_path / "home-after")
+        temporary = base_env(tmp_path / "home-temporary")
+        temporary["STEPEDIT_PREFECT_SERVER"] = "temporary"
+        # warm the page cache and each Prefect home's database once, unmeasured; the first run
+        # of `new` starts the local server the later runs reuse
+        wall([sys.executable, "-c", "import prefect, ray, torch"], new)
+        inner(SERVER, old)
+        inner(SERVER, temporary)
+        with local_server(new):
+            wall(stepedit(*run_args(manifest, runs, "warm-up", "local")), new)
             for i in range(args.repeat):
+                record("python", wall([sys.executable, "-c", "pass"], new)[0])
+                record(
+                    "import prefect, ray, torch",
+                    wall([sys.executable, "-c", "import prefect, ray, torch"], new)[0],
+                )
+                for label, env in (("before", old), ("after", new)):
+                    record(
+                        f"import stepedit cli ({label})",
+                        wall([sys.executable, "-c", "import stepedit_flows.cli"], env)[0],
+                    )
+                record("prefect temporary server (warm)", inner(SERVER, old))
+                record(
+                    "prefect temporary server (fresh home)",
+                    inner(SERVER, base_env(tmp_path / f"fresh-home-{i}")),
+                )
+                record("ray init", inner(RAY, new))
                 for executor in ("local", "ray"):
-                    run_id = f"reused-{executor}-{i}"
-                    command = run_command(manifest, tmp_path / "runs", run_id, executor)
-                    record(f"run {executor}, server reused", wall(command, env)[0])
+                    command = stepedit(*run_args(manifest, runs, f"old-{executor}-{i}", executor))
+                    record(f"run {executor} (before)", wall(command, old)[0])
+                # the first run on a fresh home starts the local server (and stops it after)
+                fresh = base_env(tmp_path / f"first-home-{i}")
+                with local_server(fresh):
+                    command = stepedit(*run_args(manifest, runs, f"first-{i}", "local"))
+                    record("run local, first (after)", wall(command, fresh)[0])
+                for executor in ("local", "ray"):
+                    command = stepedit(*run_args(manifest, runs, f"new-{executor}-{i}", executor))
+                    record(f"run {executor} (after)", wall(command, new)[0])
+                command = stepedit(*run_args(manifest, runs, f"temporary-{i}", "local"))
+                record("run local, temporary server (after)", wall(command, temporary)[0])
+            state = json.loads((tmp_path / "home-after" / "stepedit-server.json").read_text())
+            assert state["idle_stop_s"] > 0  # the runs started it themselves
+            broken_down = {
+                executor: phases(manifest, runs, f"phases-{executor}", executor, new)
+                for executor in ("local", "ray")
+            }
+        warm_home = base_env(tmp_path / "home-after")
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            with local_server(warm_home):
+                wall(stepedit("server", "start"), warm_home)
+                record("local server start (warm home)", time.perf_counter() - started)
 
     seconds = {name: median(values) for name, values in samples.items()}
     floor = seconds["import prefect, ray, torch"]
+    runs_compared = [
+        "run local (before)",
+        "run ray (before)",
+        "run local, first (after)",
+        "run local (after)",
+        "run ray (after)",
+        "run local, temporary server (after)",
+    ]
     result = {
-        "what": "one-clip `stepedit run` (speed=faster, 1 s clip) and its pieces, medians",
+        "what": "one-clip `stepedit run` (speed=faster, 1 s clip) and its pieces, medians; "
+        f"before = {before_rev[:12]}, after = this checkout",
         "repeat": args.repeat,
         "seconds": seconds,
-        "samples": {name: [round(v, 2) for v in values] for name, values in samples.items()},
-        "ratios_to_imports": {
-            name: round(seconds[name] / floor, 2)
-            for name in (
-                "run local",
-                "run ray",
-                "run local, server reused",
-                "run ray, server reused",
-            )
+        "ratios_to_imports": {name: round(seconds[name] / floor, 2) for name in runs_compared},
+        "ray_minus_local_s": {
+            "before": round(seconds["run ray (before)"] - seconds["run local (before)"], 2),
+            "after": round(seconds["run ray (after)"] - seconds["run local (after)"], 2),
         },
-        "ray_minus_local_s": round(seconds["run ray"] - seconds["run local"], 2),
-        "ray_minus_local_server_reused_s": round(
-            seconds["run ray, server reused"] - seconds["run local, server reused"], 2
-        ),
-        "note": "shared machine, other jobs running: load average before/after recorded",
+        "phases_after_s": broken_down,
+        "samples": {name: [round(v, 2) for v in values] for name, values in samples.items()},
+        "note": "shared 2-core machine with other jobs running: load average before/after "
+        "recorded; compare numbers only within this file",
+        "niceness": os.nice(0),  # a benchmark run under `nice -n -10` competes less with the load
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "machine": machine_info(),

@@ -16,21 +16,19 @@ verify and audit: 0 intact, 1 a mismatch (each one named) or no such clip."""
 from __future__ import annotations
 
 import argparse
-import contextlib
+import gc
 import json
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from stepedit_core.access import AllowedRoots
-from stepedit_core.edits import EditError, EditSpec, parse_edit, vocabulary_help
+from stepedit_core.edits import EditError, parse_edit, vocabulary_help
 from stepedit_core.engines import ENGINES, UnknownEngine, make_engine
 from stepedit_core.failures import ItemFailure, RunRefused
-from stepedit_core.job import InputsConfig, JobSpec
+from stepedit_core.job import JobSpec
 from stepedit_core.lease import LeaseLost
 from stepedit_core.segments import DEFAULT_SEGMENT_S, NoPause, plan_file
 from stepedit_core.stage_envs import StageEnvError
@@ -39,84 +37,31 @@ from stepedit_flows import local_server
 from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
+from stepedit_flows.exit_statuses import CLOSED_PIPE, CRASHED, REFUSED, Refused, exit_status
 from stepedit_flows.judge_cli import (
     add_judge_options,
     add_judge_parser,
     add_until_judged,
     cmd_judge,
-    judge_spec,
 )
-from stepedit_flows.run_logs import console_logging, run_log
-from stepedit_flows.setting_options import (
-    add_setting_options,
-    choices_of,
-    flag_of,
-    setting_named,
-    settings_from_args,
+from stepedit_flows.run_command import (
+    check_before_run,
+    print_finished,
+    refuse_when_every_row_would_be,
+    run_flow,
+    use_local_server,
 )
+from stepedit_flows.run_logs import console_logging
+from stepedit_flows.run_options import add_run_options, job_from_args
+from stepedit_flows.setting_options import choices_of, setting_named
 
-OK = 0
-ROWS_FAILED = 1
-REFUSED = 2
-CRASHED = 3
-CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 EXIT_STATUSES = __doc__.split("\n\n", 1)[1].split("verify and audit")[0].rstrip()
 
 # Batch machines are often offline: Prefect's temporary server must not try to send telemetry
 # (its heartbeat also contends for the local SQLite database). Users can still turn it on.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-
-class Refused(RunRefused):
-    """The command can not start; the message says why."""
-
-
-def _edit_arg(text: str) -> EditSpec:
-    try:
-        return parse_edit(text)
-    except EditError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _storage_options_arg(text: str) -> dict:
-    """JSON text, or @FILE holding it (keeps secrets off the command line, which other users
-    of the machine can see)."""
-    from stepedit_core.access import parse_storage_options
-
-    try:
-        if text.startswith("@"):
-            text = Path(text[1:]).read_text()
-        return parse_storage_options(text)
-    except (OSError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-# settings whose values need more than a type to parse: setting name -> parser of one value
-SETTING_PARSERS = {"edits": _edit_arg, "storage_options": _storage_options_arg}
-
-
-def _add_access_options(p: argparse.ArgumentParser) -> None:
-    """Which sources may be read and how (for commands that run jobs of their own)."""
-    add_setting_options(p, InputsConfig, SETTING_PARSERS)
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """Every setting of a job that has a flag (declared in job.py and the engines' config
-    modules), then how much the run prints."""
-    add_setting_options(p, JobSpec, SETTING_PARSERS)
-    talk = p.add_argument_group("progress").add_mutually_exclusive_group()
-    talk.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress; the summary (and warnings and errors) is still printed",
-    )
-    talk.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="also show Prefect's and Ray's log lines (by default they go to the Prefect "
-        "backend and to RUN/_work/logs/ only)",
-    )
+__all__ = ["EXIT_STATUSES", "Refused", "build_parser", "exit_status", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://...)")
     run.add_argument("--out", required=True, help="output root: local path or fsspec URI")
     run.add_argument("--run-id", required=True)
-    _add_run_options(run)
+    add_run_options(run)
     judging = run.add_argument_group("Judging")
     add_judge_options(judging)
     add_until_judged(judging)
@@ -150,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="runs", help="output root (default: runs)")
     demo.add_argument("--run-id", default="demo")
-    _add_run_options(demo)
+    add_run_options(demo)
     demo.set_defaults(iterations=2, overwrite=True)
 
     engines = sub.add_parser("engines", help="list engines, their stages and supported edits")
@@ -184,17 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing (exit 2 where run would be refused)",
     )
     validate.add_argument("manifest")
-    _add_run_options(validate)
+    add_run_options(validate)
     validate.set_defaults(out=".", run_id="validate")  # the job needs them; nothing is written
 
     deploy = sub.add_parser("deploy", help="schedule a job as a Prefect deployment (cron)")
     add_deploy_options(deploy)
-    _add_run_options(deploy)
+    add_run_options(deploy)
     deploy.set_defaults(incremental=True)  # a schedule re-runs a catalog: redo only what changed
 
     server = sub.add_parser(
         "server",
-        help="a local Prefect server that later runs reuse instead of starting their own",
+        help="the local Prefect server runs start and share (start: one that runs until "
+        "stopped; stop; status: exit 1 when none runs)",
     )
     server.add_argument("action", choices=("start", "stop", "status"))
 
@@ -228,132 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _job(args: argparse.Namespace, manifest: str) -> JobSpec:
-    """The job of `run`, `demo`, `validate` and `deploy`: every declared setting the command
-    line holds, and the judge's options (judge_cli.py)."""
-    try:
-        return JobSpec(
-            **settings_from_args(args, JobSpec),
-            manifest_uri=manifest,
-            out=args.out,
-            run_id=args.run_id,
-            judge=judge_spec(args),
-            until_judged=getattr(args, "until_judged", False),
-        )
-    except ValidationError as exc:
-        problems = "; ".join(_problem(e) for e in exc.errors())
-        raise Refused(problems) from None
-
-
-def _problem(error: dict) -> str:
-    """One validation error as "--flag: message" (a check across settings names none)."""
-    where = flag_of(JobSpec, tuple(error["loc"])) or ".".join(str(p) for p in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
-def _check_before_run(job: JobSpec) -> bool:
-    """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
-    hashes the manifest once for the run record. False when the run already finished."""
-    from stepedit_core.checks import check_inputs
-    from stepedit_core.lease import holder_problem
-    from stepedit_core.ownership import check_run_folder
-    from stepedit_core.rounds import model_stage_names
-    from stepedit_core.run import run_finished
-    from stepedit_core.stage_envs import check_stage_names
-    from stepedit_core.store import RunStore
-
-    try:
-        store = RunStore(job.out, job.run_id)
-        finished = run_finished(store, job.report)
-    except (OSError, ValueError) as exc:
-        raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
-    if finished and not job.overwrite:
-        return False
-    busy = holder_problem(store)
-    if busy is not None:
-        raise Refused(busy)
-    engine = job.make_engine()
-    check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
-    check_inputs(job.manifest_uri, job.edits, engine, store)
-    check_stage_names(job.stage_envs(), model_stage_names(engine))
-    _refuse_when_every_row_would_be(job, engine)
-    return True
-
-
-def _refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
-    """A job whose rows would all be refused at plan time for one reason would only write
-    failure records: refuse it whole, saying what would fix it."""
-    from stepedit_core.planning import refusal_of_every_row
-
-    try:
-        roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
-    except ValueError as exc:
-        raise Refused(f"--allow-root: {exc}") from None
-    problem = refusal_of_every_row(job.manifest_uri, job.edits, engine, roots)
-    if problem is not None:
-        raise Refused(problem)
-
-
-def exit_status(record: dict) -> int:
-    """0 when every row of the finished run is ok, 1 when some failed."""
-    return ROWS_FAILED if record["counts"]["failed"] else OK
-
-
-@contextlib.contextmanager
-def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
-    """What every flow started from the command line runs inside: the reaper, the run's log
-    file (yielded), clean stops on signals, progress on the terminal and Prefect's temporary
-    server."""
-    from stepedit_core.progress import reporting
-    from stepedit_core.reaper import start_reaper
-    from stepedit_core.stops import stop_on_signals
-    from stepedit_core.store import RunStore
-    from stepedit_flows.prefect_server import start_temporary_server
-    from stepedit_flows.progress import make_renderer
-
-    start_reaper()  # stops Prefect's server and a local Ray even if this process is killed
-    renderer = make_renderer(quiet, sys.stderr)
-    store = RunStore(job.out, job.run_id)
-    try:
-        with run_log(store) as log, stop_on_signals(store), reporting(renderer):
-            start_temporary_server()  # out of the terminal's reach: Ctrl-C must not stop it first
-            yield log
-    finally:
-        renderer.close()
-
-
-def _run_flow(job: JobSpec, quiet: bool) -> int:
-    from stepedit_flows.edit_catalog import edit_catalog
-    from stepedit_tasks.summary import summary_text
-
-    with flow_session(job, quiet) as log:
-        record = edit_catalog(job)
-    print(summary_text(record), end="")
-    print(f"log: {log}")
-    return exit_status(record)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
-    local_server.use_for_this_run()
-    job = _job(args, args.manifest)
+    job = job_from_args(args, args.manifest)
+    use_local_server()  # a server that is not up yet starts while the job is checked
     console_logging(args.verbose)
     with storage_options_installed(job.storage_options, job.storage_uris()):
-        if not _check_before_run(job):
-            return _print_finished(job)
-        return _run_flow(job, args.quiet)
-
-
-def _print_finished(job: JobSpec) -> int:
-    from stepedit_core.store import RunStore
-    from stepedit_tasks.summary import summary_text
-
-    store = RunStore(job.out, job.run_id)
-    record = store.read_json(store.run_json)
-    print(summary_text({**record, "nothing_to_do": True}), end="")
-    return exit_status(record)
+        if not check_before_run(job):
+            return print_finished(job)
+        return run_flow(job, args.quiet)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -367,12 +197,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # the demo's clips ship inside the package, next to no manifest: allow their folder
     folders = sorted({str(Path(c["path"]).parent) for c in demo_clips()})
     args.allow_roots = args.allow_roots or folders
-    job = _job(args, str(manifest))
-    local_server.use_for_this_run()
+    job = job_from_args(args, str(manifest))
+    use_local_server()
     console_logging(args.verbose)
-    if not _check_before_run(job):
-        return _print_finished(job)
-    return _run_flow(job, args.quiet)
+    if not check_before_run(job):
+        return print_finished(job)
+    return run_flow(job, args.quiet)
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -442,7 +272,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
 
     # the job `run` would build from the same options (no output is written)
-    job = _job(args, args.manifest)
+    job = job_from_args(args, args.manifest)
     with storage_options_installed(job.storage_options, job.storage_uris()):
         return _validate(job)
 
@@ -479,7 +309,7 @@ def _validate(job: JobSpec) -> int:
     if unusable:
         raise Refused("; ".join(unusable))
     if not good and len(refused) == 1:  # what `run` refuses whole
-        _refuse_when_every_row_would_be(job, engine)
+        refuse_when_every_row_would_be(job, engine)
     return 0
 
 
@@ -531,7 +361,9 @@ def cmd_server(args: argparse.Namespace) -> int:
     if state is None:
         print(f"no server running for Prefect home {home}")
         return 1
-    print(f"Prefect server at {state['api_url']} (pid {state['pid']}, home {home})")
+    idle = float(state.get("idle_stop_s") or 0)
+    lifetime = f"stops after {idle:g} s without a run" if idle else "runs until `server stop`"
+    print(f"Prefect server at {state['api_url']} (pid {state['pid']}, home {home}; {lifetime})")
     return 0
 
 
@@ -580,5 +412,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return CRASHED
 
 
+def entry_point() -> None:
+    """The `stepedit` program: `main`, then exit without the interpreter's last collection of
+    garbage, which walks every object torch, Prefect and Ray made (1-2 s after a run); the
+    process ends right after, so nothing it would have freed is kept."""
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from stepedit_flows.exit_statuses import Refused
+from stepedit_flows.run_command import check_before_run, flow_session, use_local_server
+
 if TYPE_CHECKING:
     from stepedit_core.dataset import MarginSpec
     from stepedit_core.judges.spec import JudgeSpec
@@ -38,7 +41,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     from stepedit_core.dataset.margin_set import DEFAULT_MIN_MARGIN
     from stepedit_core.dataset.scorers import SCORERS
     from stepedit_core.job import JobSpec
-    from stepedit_flows.cli import SETTING_PARSERS, _edit_arg  # loaded by now: it calls us
+    from stepedit_flows.run_options import SETTING_PARSERS, edit_arg
     from stepedit_flows.setting_options import add_setting_options
 
     dataset = sub.add_parser("dataset", help="training data made from a catalog")
@@ -58,7 +61,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
         "--attribute",
         action="append",
         required=True,
-        type=_edit_arg,
+        type=edit_arg,
         metavar="TYPE[=OPTION]",
         help="an edit of the vocabulary whose pairs to make; repeatable",
     )
@@ -145,7 +148,6 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     from stepedit_core.access import storage_options_installed
     from stepedit_core.dataset import MarginSpec, build_margin_set
     from stepedit_core.dataset.margin_set import check_attributes, write_pair_rows
-    from stepedit_flows.cli import Refused, _check_before_run
     from stepedit_flows.run_logs import console_logging
 
     if args.dataset_command == "preferences":
@@ -153,6 +155,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     if args.dataset_command == "import-ratings":
         return cmd_import_ratings(args)
     console_logging(False)  # before Prefect is imported (stepedit_flows.margin_set)
+    use_local_server()
     from stepedit_flows.margin_set import summary_text
 
     judge, margin_prompt = _margin_judge(args)
@@ -185,7 +188,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     with storage_options_installed(job.storage_options, job.storage_uris()):
         check_attributes(spec)
         write_pair_rows(spec)
-        if not _check_before_run(job):  # the run finished: score and write the set only
+        if not check_before_run(job):  # the run finished: score and write the set only
             print(summary_text(build_margin_set(spec)), end="")
             return 0
     return _run_margin_flow(spec, args.quiet)
@@ -196,7 +199,6 @@ def _margin_judge(args: argparse.Namespace) -> tuple[JudgeSpec | None, str | Non
     from stepedit_core.dataset.judge_scorer import MarginPromptError, load_margin_prompt
     from stepedit_core.judges.judge import OBJECTIVE_MODEL
     from stepedit_core.judges.spec import JudgeSpec
-    from stepedit_flows.cli import Refused
 
     options = ("endpoint", "model", "key_env", "margin_prompt", "concurrency")
     given = [o for o in options if getattr(args, o) is not None]
@@ -229,7 +231,6 @@ def _problems(exc: Exception) -> str:
 
 
 def _run_margin_flow(spec: MarginSpec, quiet: bool) -> int:
-    from stepedit_flows.cli import flow_session
     from stepedit_flows.margin_set import margin_set, summary_text
 
     with flow_session(spec.job, quiet) as log:
@@ -266,7 +267,6 @@ def cmd_import_ratings(args: argparse.Namespace) -> int:
 
     from stepedit_core.audit import split_run_uri
     from stepedit_core.dataset.ratings import import_ratings
-    from stepedit_flows.cli import Refused
 
     out, run_id = split_run_uri(args.run)
     try:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from stepedit_flows.exit_statuses import Refused
 from stepedit_flows.run_names import (
     ARTIFACT_PREFIX,
     FLOW_NAME,
@@ -23,6 +24,7 @@ from stepedit_flows.run_names import (
     check_name,
     stamped_run_id,
 )
+from stepedit_flows.run_options import job_from_args
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -35,9 +37,7 @@ _RAN = ("RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def _refused(message: str) -> Exception:
-    """The CLI's refusal (exit status 2), imported late: the CLI imports this module."""
-    from stepedit_flows.cli import Refused
-
+    """The command line's refusal (exit status 2)."""
     return Refused(message)
 
 
@@ -91,7 +91,6 @@ def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The deployment's `job` parameter, after the checks that would refuse a run."""
     from stepedit_core.checks import check_inputs
     from stepedit_core.store import RunStore
-    from stepedit_flows import cli
 
     if getattr(args, "overwrite", False):
         raise _refused("--overwrite does not apply: every scheduled run gets a new run id")
@@ -99,7 +98,7 @@ def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
         args.run_id = stamped_run_id(args.name, datetime.now(timezone.utc))
     except ValueError as exc:
         raise _refused(str(exc)) from None
-    job = cli._job(args, args.manifest)
+    job = job_from_args(args, args.manifest)
     # No run folder exists yet: the write probe goes to the output root the runs will write under.
     out_root = RunStore(job.out, "")
     check_inputs(job.manifest_uri, job.edits, job.make_engine(), out_root)

@@ -19,6 +19,12 @@ from stepedit_core.judges.http import MissingKey
 from stepedit_core.judges.judge import JUDGES
 from stepedit_core.judges.prompts import PromptError
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_flows.run_command import (
+    check_before_run,
+    print_finished,
+    run_flow,
+    use_local_server,
+)
 from stepedit_flows.setting_options import add_setting_options, setting_named
 
 EVAL_RUN_SETTINGS = (
@@ -167,11 +173,11 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
 
     from stepedit_core.access import default_root
     from stepedit_core.judges.protocol import MODES, protocol_jobs
-    from stepedit_flows.cli import _check_before_run, _print_finished, _run_flow
 
     spec = judge_spec(args)
     if spec is None:
         raise RunRefused("--judge is required")
+    use_local_server()
     stem = posixpath.basename(args.manifest.rstrip("/")).rsplit(".", 1)[0]
     run_id = args.run_id or f"eval-{stem}"
     jobs = protocol_jobs(args.manifest, args.out, run_id, args.iterations, args.post_process)
@@ -198,10 +204,10 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
                 "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
             ) from None
         print(f"{job.run_id}: {job.rows} rows, {job.iterations} editing round(s) after round 0")
-        if _check_before_run(spec_job):
-            _run_flow(spec_job, args.quiet)
+        if check_before_run(spec_job):
+            run_flow(spec_job, args.quiet)
         else:
-            _print_finished(spec_job)
+            print_finished(spec_job)
     for job in jobs:
         args.run = posixpath.join(args.out, job.run_id)
         cmd_judge(args)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +20,38 @@ import soundfile as sf
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.job import JobSpec
 from stepedit_core.run import run_job
+from stepedit_flows import local_server
 
 os.environ.setdefault("RAY_ACCEPT_ONNX_IN_WORKERS", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Runs in the tests use the test session's Prefect server (or a temporary one of their own), not
+# a local server that would outlive the test; tests of the local server ask for it.
+os.environ.setdefault("STEPEDIT_PREFECT_SERVER", "temporary")
+
+# `stepedit` runs the durability tests start as subprocesses (tests/durability.py) share one
+# local Prefect server in a Prefect home of the session's own: the first run starts it, the
+# others reuse it instead of each starting a temporary server; it is stopped when the session
+# ends (and stops itself after its idle time if the session is killed).
+SESSION_PREFECT_HOME = Path(tempfile.gettempdir()) / f"stepedit-tests-prefect-{os.getpid()}"
+
+
+def shared_server_env() -> dict[str, str]:
+    return {
+        "PREFECT_HOME": str(SESSION_PREFECT_HOME),
+        local_server.MODE_ENV: "auto",
+        local_server.IDLE_ENV: "300",
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_shared_prefect_server() -> Iterator[None]:
+    yield
+    if SESSION_PREFECT_HOME.exists():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("PREFECT_HOME", str(SESSION_PREFECT_HOME))
+            local_server.stop()
+        shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
 
 
 def tone(

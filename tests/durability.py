@@ -22,7 +22,7 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 
-from conftest import put_clip, write_clip, write_manifest
+from conftest import put_clip, shared_server_env, write_clip, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 # the quiet, offline settings every subprocess run needs (see conftest.py)
@@ -40,6 +40,7 @@ CLI = "import sys; from stepedit_flows.cli import main; sys.exit(main())"
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "STEPEDIT_FAILPOINT"}
     env.update(BASE_ENV)
+    env.update(shared_server_env())
     env.update(extra or {})
     return env
 

@@ -1,7 +1,9 @@
 """Fenced leases: an attempt paused (SIGSTOP) past its lease's TTL loses the run id to a second
 attempt; when it continues (SIGCONT) it commits nothing more and exits 4 saying so, and its
 renewal never writes over the other holder's lease. Lease timings come from the environment so
-the test waits seconds, not the default 30 s."""
+the test waits seconds, not the default 30 s. The attempt pauses itself right after its first
+commit (a stop point, see stepedit_core.failpoints), so it has shards left to try whatever the
+machine's load, and a small catalog is enough."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import signal
 import time
 
 import fsspec
+import psutil
 import pytest
 from durability import (
     check_finished_run,
@@ -25,10 +28,12 @@ from durability import (
 )
 
 from stepedit_core.audit import verify_run
+from stepedit_core.failpoints import STOP_ENV
 from stepedit_core.lease import RENEW_ENV, TTL_ENV, Lease, LeaseLost
 from stepedit_core.store import RunStore
 
-CLIPS = 120
+CLIPS = 12
+SHARD_SIZE = 4  # three shards: the paused attempt stops after the first
 TTL = 3.0
 
 
@@ -72,12 +77,13 @@ def place(request, tmp_path):
 def test_a_paused_holder_that_lost_its_lease_stops_and_commits_nothing_more(place):
     manifest, out = place
     env = cli_env({TTL_ENV: str(TTL), RENEW_ENV: "0.3"})
-    args = run_args(manifest, out, "paused", "--shard-size", "30")
+    args = run_args(manifest, out, "paused", "--shard-size", str(SHARD_SIZE))
     store = RunStore(out, "paused")
-    first = start(args, env)
+    first = start(args, {**env, STOP_ENV: "shard.part_committed"})
     try:
-        wait_until(lambda: has_part(out, "paused"), first, "a first committed part")
-        os.kill(first.pid, signal.SIGSTOP)
+        paused = psutil.Process(first.pid)
+        wait_until(lambda: paused.status() == psutil.STATUS_STOPPED, first, "the pause")
+        assert has_part(out, "paused")
         paused_lease = store.read_json(store.lease)
 
         def stale() -> bool:  # the paused holder can no longer renew: wait out its TTL

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import pickle
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -196,7 +197,17 @@ def _apply(batch: dict[str, np.ndarray], stages: list[Stage]) -> dict[str, np.nd
 RAY_TO_CONSOLE_ENV = "STEPEDIT_RAY_LOG_TO_DRIVER"
 
 
+_ray_init_lock = threading.Lock()  # a run may start Ray in the background (stepedit_flows)
+
+
 def ensure_ray(address: str | None = None) -> None:
+    """Connect to (or start) Ray once per process; a call while another thread starts it waits
+    for that start."""
+    with _ray_init_lock:
+        _init_ray(address)
+
+
+def _init_ray(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():

@@ -1,0 +1,154 @@
+"""Running a flow from the command line: the checks that refuse a job before Prefect starts,
+the session every flow runs in (reaper, log file, stops, progress, Prefect server) and the
+summary printed at the end. Used by `run`, `demo`, `eval run` and `dataset margin`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+
+from stepedit_core.access import AllowedRoots
+from stepedit_core.job import JobSpec
+from stepedit_flows import local_server
+from stepedit_flows.exit_statuses import Refused, exit_status
+from stepedit_flows.run_logs import run_log
+
+
+def use_local_server() -> None:
+    """Point this process at the local Prefect server, starting one when none runs (see
+    local_server.py); before Prefect is imported. It comes up while the run checks its job."""
+    try:
+        local_server.use_for_this_run()
+    except (RuntimeError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+
+
+def check_before_run(job: JobSpec) -> bool:
+    """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
+    hashes the manifest once for the run record. False when the run already finished."""
+    from stepedit_core.checks import check_inputs
+    from stepedit_core.lease import holder_problem
+    from stepedit_core.ownership import check_run_folder
+    from stepedit_core.rounds import model_stage_names
+    from stepedit_core.run import run_finished
+    from stepedit_core.stage_envs import check_stage_names
+    from stepedit_core.store import RunStore
+
+    try:
+        store = RunStore(job.out, job.run_id)
+        finished = run_finished(store, job.report)
+    except (OSError, ValueError) as exc:
+        raise Refused(f"output {job.out} can not be used: {type(exc).__name__}: {exc}") from None
+    if finished and not job.overwrite:
+        return False
+    busy = holder_problem(store)
+    if busy is not None:
+        raise Refused(busy)
+    engine = job.make_engine()
+    check_run_folder(store, job.manifest_uri, job.allow_roots)  # before the write probe
+    check_inputs(job.manifest_uri, job.edits, engine, store)
+    check_stage_names(job.stage_envs(), model_stage_names(engine))
+    refuse_when_every_row_would_be(job, engine)
+    return True
+
+
+def refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
+    """A job whose rows would all be refused at plan time for one reason would only write
+    failure records: refuse it whole, saying what would fix it."""
+    from stepedit_core.planning import refusal_of_every_row
+
+    try:
+        roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
+    except ValueError as exc:
+        raise Refused(f"--allow-root: {exc}") from None
+    problem = refusal_of_every_row(job.manifest_uri, job.edits, engine, roots)
+    if problem is not None:
+        raise Refused(problem)
+
+
+class _NoThreadNotice(logging.Filter):
+    """Ray notes that it sets no SIGTERM handler when started off the main thread: the run
+    keeps its own handlers in any case (see stepedit_core.stops.keep_signal_handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def start_ray_early(job: JobSpec) -> threading.Thread | None:
+    """Start Ray for a job on the Ray executor in a background thread, so its several seconds
+    of start-up overlap Prefect's import, the flow's start and validation and planning; the
+    executor's own `ensure_ray` then waits for this start instead of beginning another. A start
+    that fails here is tried again by the executor, which reports the error."""
+    if job.executor != "ray":
+        return None
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a second flow in this process
+        return None
+    from stepedit_core.executors.ray_data import ensure_ray
+
+    logging.getLogger("ray._private.worker").addFilter(_NoThreadNotice())
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            ensure_ray(job.ray_address)
+        # Ray's processes die with the thread that started them (the parent-death signal is
+        # per thread on Linux): this one lives as long as the run's process
+        threading.Event().wait()
+
+    thread = threading.Thread(target=start, name="stepedit-ray-start", daemon=True)
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
+    """What every flow started from the command line runs inside: the reaper, the run's log
+    file (yielded), clean stops on signals, progress on the terminal, and the Prefect server
+    (the local one `use_local_server` chose, once it answers, or a temporary one)."""
+    from stepedit_core.progress import reporting
+    from stepedit_core.reaper import start_reaper
+    from stepedit_core.stops import stop_on_signals
+    from stepedit_core.store import RunStore
+    from stepedit_flows.prefect_server import start_temporary_server
+    from stepedit_flows.progress import make_renderer
+
+    start_reaper()  # stops a temporary server and a local Ray even if this process is killed
+    renderer = make_renderer(quiet, sys.stderr)
+    store = RunStore(job.out, job.run_id)
+    try:
+        with run_log(store) as log, stop_on_signals(store), reporting(renderer):
+            start_ray_early(job)
+            try:
+                local_server.wait_until_ready()
+            except RuntimeError as exc:
+                raise Refused(str(exc)) from None
+            # none chosen (STEPEDIT_PREFECT_SERVER=temporary): Prefect's temporary server, out
+            # of the terminal's reach (Ctrl-C must not stop it first)
+            start_temporary_server()
+            yield log
+    finally:
+        renderer.close()
+
+
+def run_flow(job: JobSpec, quiet: bool) -> int:
+    from stepedit_flows.edit_catalog import edit_catalog
+    from stepedit_tasks.summary import summary_text
+
+    with flow_session(job, quiet) as log:
+        record = edit_catalog(job)
+    print(summary_text(record), end="")
+    print(f"log: {log}")
+    return exit_status(record)
+
+
+def print_finished(job: JobSpec) -> int:
+    from stepedit_core.store import RunStore
+    from stepedit_tasks.summary import summary_text
+
+    store = RunStore(job.out, job.run_id)
+    record = store.read_json(store.run_json)
+    print(summary_text({**record, "nothing_to_do": True}), end="")
+    return exit_status(record)
