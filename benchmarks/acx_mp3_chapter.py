@@ -35,14 +35,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().par
 
 from mastering import RATE, chapter  # noqa: E402
 
-from stepedit_core import qc  # noqa: E402
-from stepedit_core.audio import load  # noqa: E402
 from stepedit_core.audit import verify_run  # noqa: E402
-from stepedit_core.delivery import check  # noqa: E402
-from stepedit_core.encoding import mp3_bitrates  # noqa: E402
 from stepedit_core.executors.local import LocalExecutor  # noqa: E402
-from stepedit_core.job import JobSpec  # noqa: E402
-from stepedit_core.run import run_job  # noqa: E402
+from stepedit_core.foundation.audio import load  # noqa: E402
+from stepedit_core.lifecycle.job import JobSpec  # noqa: E402
+from stepedit_core.lifecycle.run import run_job  # noqa: E402
+from stepedit_core.quality import qc  # noqa: E402
+from stepedit_core.quality.delivery import check  # noqa: E402
+from stepedit_core.quality.encoding import mp3_bitrates  # noqa: E402
 
 from machine import machine_info, one_core  # noqa: E402
 

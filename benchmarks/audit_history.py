@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from stepedit_core.audit import clip_history, run_audit, verify_run, write_sealed_run_json
 from stepedit_core.engines import round_record_schema
-from stepedit_core.shard import RECORDS_PER_PART
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.shard import RECORDS_PER_PART
 
 from machine import machine_info
 

@@ -73,10 +73,10 @@ def write_chapter(path: Path, minutes: float) -> None:
 
 def one_chapter(minutes: float) -> dict:
     """Runs in its own process: the component path, file -> file."""
-    from stepedit_core import qc
-    from stepedit_core.delivery import PROFILES, check
-    from stepedit_core.encoding import DeliverFormat, encode_file
     from stepedit_core.engines.signal.master_blocks import master_file
+    from stepedit_core.quality import qc
+    from stepedit_core.quality.delivery import PROFILES, check
+    from stepedit_core.quality.encoding import DeliverFormat, encode_file
     from stepedit_core.signal.vad import shared_vad
 
     one_core()
@@ -140,8 +140,8 @@ def e2e_chapter(minutes: float, executor: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from stepedit_core.job import JobSpec
-    from stepedit_core.run import run_job
+    from stepedit_core.lifecycle.job import JobSpec
+    from stepedit_core.lifecycle.run import run_job
 
     one_core()
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
-from stepedit_core import qc  # noqa: E402
-from stepedit_core.segments import DEFAULT_SEGMENT_S, plan  # noqa: E402
-from stepedit_core.stitch import stitch  # noqa: E402
+from stepedit_core.catalog.segments import DEFAULT_SEGMENT_S, plan  # noqa: E402
+from stepedit_core.catalog.stitch import stitch  # noqa: E402
+from stepedit_core.quality import qc  # noqa: E402
 
 from machine import machine_info, one_core  # noqa: E402
 from signal_fixtures import narration  # noqa: E402

@@ -25,8 +25,8 @@ import soundfile as sf
 
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.executors.ray_data import RayDataExecutor
-from stepedit_core.job import JobSpec
-from stepedit_core.run import RunSteps
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import RunSteps
 
 from machine import machine_info
 

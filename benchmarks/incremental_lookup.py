@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from stepedit_core.edits import parse_chain
-from stepedit_core.incremental import (
+from stepedit_core.catalog.manifest import clip_seed
+from stepedit_core.catalog.records import PlanRow
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.lifecycle.incremental import (
     FINISHED_SCHEMA,
     SOURCES_SCHEMA,
     OutIndex,
@@ -36,9 +38,7 @@ from stepedit_core.incremental import (
     finished_key,
     key_settings,
 )
-from stepedit_core.job import JobSpec
-from stepedit_core.manifest import clip_seed
-from stepedit_core.records import PlanRow
+from stepedit_core.lifecycle.job import JobSpec
 
 from machine import machine_info
 

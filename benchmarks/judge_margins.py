@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from judge_server import KEY, JudgeServer  # noqa: E402 - the tests' server, found via sys.path
 
-from stepedit_core.audio import Audio  # noqa: E402
 from stepedit_core.dataset.judge_scorer import JudgeScorer  # noqa: E402
 from stepedit_core.dataset.scorers import Pair  # noqa: E402
-from stepedit_core.edits import parse_edit  # noqa: E402
+from stepedit_core.foundation.audio import Audio  # noqa: E402
+from stepedit_core.foundation.edits import parse_edit  # noqa: E402
 from stepedit_core.judges.spec import JudgeSpec  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

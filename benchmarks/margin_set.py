@@ -33,14 +33,14 @@ import pyarrow.parquet as pq  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from stepedit_core import audio as audio_io  # noqa: E402
 from stepedit_core.dataset import MarginSpec, build_margin_set  # noqa: E402
 from stepedit_core.dataset.margin_set import write_margin_set  # noqa: E402
 from stepedit_core.dataset.objective import ObjectiveScorer  # noqa: E402
 from stepedit_core.dataset.scorers import Pair  # noqa: E402
 from stepedit_core.demo import DEMO_DIR, demo_clips  # noqa: E402
-from stepedit_core.edits import parse_edit  # noqa: E402
 from stepedit_core.executors.local import LocalExecutor  # noqa: E402
+from stepedit_core.foundation import audio as audio_io  # noqa: E402
+from stepedit_core.foundation.edits import parse_edit  # noqa: E402
 
 from machine import machine_info, one_core  # noqa: E402
 

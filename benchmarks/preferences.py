@@ -30,10 +30,10 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from stepedit_core.dataset.preferences import build_preferences  # noqa: E402
 from stepedit_core.dataset.ratings import import_ratings  # noqa: E402
-from stepedit_core.edits import parse_edit  # noqa: E402
 from stepedit_core.executors.local import LocalExecutor  # noqa: E402
-from stepedit_core.job import JobSpec  # noqa: E402
-from stepedit_core.run import run_job  # noqa: E402
+from stepedit_core.foundation.edits import parse_edit  # noqa: E402
+from stepedit_core.lifecycle.job import JobSpec  # noqa: E402
+from stepedit_core.lifecycle.run import run_job  # noqa: E402
 
 from machine import machine_info, one_core  # noqa: E402
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.job import JobSpec
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import run_job
 from stepedit_core.report import build_report
-from stepedit_core.run import run_job
 
 from executors import make_catalog
 from machine import machine_info

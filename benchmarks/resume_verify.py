@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from stepedit_core.edits import parse_chain
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.integrity import check_deliveries, check_part
-from stepedit_core.job import JobSpec
-from stepedit_core.run import run_job
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.integrity import check_deliveries, check_part
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import run_job
 
 from machine import machine_info
 

@@ -42,8 +42,8 @@ def child(args: argparse.Namespace) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from stepedit_core.job import JobSpec
-    from stepedit_core.run import run_job
+    from stepedit_core.lifecycle.job import JobSpec
+    from stepedit_core.lifecycle.run import run_job
 
     out = Path(args.workdir) / f"runs-{args.executor}"
     # next to the chapter: a run reads audio under its manifest's folder
@@ -80,13 +80,13 @@ def child(args: argparse.Namespace) -> None:
 
 
 def item_sizes(args: argparse.Namespace, out: Path) -> list[int]:
-    from stepedit_core.edits import parse_chain
     from stepedit_core.engines import make_engine
-    from stepedit_core.rounds import RoundEnd, build_stages
-    from stepedit_core.stages import WorkItem
+    from stepedit_core.foundation.edits import parse_chain
+    from stepedit_core.foundation.stages import WorkItem
+    from stepedit_core.lifecycle.rounds import RoundEnd, build_stages
 
     try:  # a tree with typed stage data builds items from a clip spec
-        from stepedit_core.clip_spec import ClipSpec
+        from stepedit_core.foundation.clip_spec import ClipSpec
 
         item = WorkItem(ClipSpec(0, "chapter", args.chapter, parse_chain(EDIT)))
     except ImportError:

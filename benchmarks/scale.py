@@ -41,7 +41,7 @@ from machine import machine_info
 RESULTS = Path(__file__).parent / "results"
 EDIT = "loudness=-23"
 DISTINCT_CLIPS = 16
-RECORDS_PER_PART = 256  # stepedit_core.shard.RECORDS_PER_PART
+RECORDS_PER_PART = 256  # stepedit_core.lifecycle.shard.RECORDS_PER_PART
 CLI = "import sys; from stepedit_flows.cli import main; sys.exit(main())"
 ENV = {
     "RAY_ACCEPT_ONNX_IN_WORKERS": "1",

@@ -36,8 +36,8 @@ import soxr  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
-from stepedit_core.edits import parse_edit  # noqa: E402
 from stepedit_core.engines.signal import SignalEngine  # noqa: E402
+from stepedit_core.foundation.edits import parse_edit  # noqa: E402
 
 from machine import machine_info, one_core, timed_runs  # noqa: E402
 from signal_fixtures import utterance, white_noise  # noqa: E402

@@ -92,10 +92,10 @@ def wrap(module, name, before, after):
 note("interpreter started")
 import stepedit_flows.cli as cli
 note("command line imported")
-import stepedit_core.run as run
+import stepedit_core.lifecycle.run as run
 import stepedit_flows.run_command as command
 import stepedit_core.executors.ray_data as ray_data
-import stepedit_core.shard as shard
+import stepedit_core.lifecycle.shard as shard
 import stepedit_core.engines.signal.engine as engine
 wrap(cli, "check_before_run", "checks start", "checks done")
 wrap(command.local_server, "wait_until_ready", "server wait start", "server ready")

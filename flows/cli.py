@@ -24,15 +24,15 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepedit_core.access import AllowedRoots
-from stepedit_core.edits import EditError, parse_edit, vocabulary_help
+from stepedit_core.catalog.access import AllowedRoots
+from stepedit_core.catalog.segments import DEFAULT_SEGMENT_S, NoPause, plan_file
 from stepedit_core.engines import ENGINES, UnknownEngine, make_engine
-from stepedit_core.failures import ItemFailure, RunRefused
-from stepedit_core.job import JobSpec
-from stepedit_core.lease import LeaseLost
-from stepedit_core.segments import DEFAULT_SEGMENT_S, NoPause, plan_file
-from stepedit_core.stage_envs import StageEnvError
-from stepedit_core.stops import RunStopped
+from stepedit_core.foundation.edits import EditError, parse_edit, vocabulary_help
+from stepedit_core.foundation.failures import ItemFailure, RunRefused
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.lease import LeaseLost
+from stepedit_core.lifecycle.stage_envs import StageEnvError
+from stepedit_core.lifecycle.stops import RunStopped
 from stepedit_flows import local_server
 from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from stepedit_core.access import storage_options_installed
+    from stepedit_core.catalog.access import storage_options_installed
 
     job = job_from_args(args, args.manifest)
     use_local_server()  # a server that is not up yet starts while the job is checked
@@ -269,7 +269,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from stepedit_core.access import storage_options_installed
+    from stepedit_core.catalog.access import storage_options_installed
 
     # the job `run` would build from the same options (no output is written)
     job = job_from_args(args, args.manifest)
@@ -278,11 +278,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate(job: JobSpec) -> int:
-    from stepedit_core.checks import check_inputs
-    from stepedit_core.planning import check_rows
-    from stepedit_core.records import RowResult
-    from stepedit_core.rounds import model_stage_names
-    from stepedit_core.stage_envs import check_stage_names, report, report_lines
+    from stepedit_core.catalog.records import RowResult
+    from stepedit_core.lifecycle.checks import check_inputs
+    from stepedit_core.lifecycle.planning import check_rows
+    from stepedit_core.lifecycle.rounds import model_stage_names
+    from stepedit_core.lifecycle.stage_envs import check_stage_names, report, report_lines
 
     engine = job.make_engine()
     envs = job.stage_envs()

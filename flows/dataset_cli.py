@@ -40,7 +40,7 @@ MARGIN_SETTINGS = (
 def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     from stepedit_core.dataset.margin_set import DEFAULT_MIN_MARGIN
     from stepedit_core.dataset.scorers import SCORERS
-    from stepedit_core.job import JobSpec
+    from stepedit_core.lifecycle.job import JobSpec
     from stepedit_flows.run_options import SETTING_PARSERS, edit_arg
     from stepedit_flows.setting_options import add_setting_options
 
@@ -145,7 +145,7 @@ def add_preference_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from stepedit_core.access import storage_options_installed
+    from stepedit_core.catalog.access import storage_options_installed
     from stepedit_core.dataset import MarginSpec, build_margin_set
     from stepedit_core.dataset.margin_set import check_attributes, write_pair_rows
     from stepedit_flows.run_logs import console_logging

@@ -89,8 +89,8 @@ def _server_errors(url: str) -> Iterator[None]:
 
 def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The deployment's `job` parameter, after the checks that would refuse a run."""
-    from stepedit_core.checks import check_inputs
-    from stepedit_core.store import RunStore
+    from stepedit_core.foundation.store import RunStore
+    from stepedit_core.lifecycle.checks import check_inputs
 
     if getattr(args, "overwrite", False):
         raise _refused("--overwrite does not apply: every scheduled run gets a new run id")

@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import flow
 
-from stepedit_core.job import JobSpec
-from stepedit_core.run import run_job
-from stepedit_core.stops import ACTIVITY
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import run_job
+from stepedit_core.lifecycle.stops import ACTIVITY
 from stepedit_tasks.steps import STEP_TASKS
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stepedit_core.access import default_root, resolve
+from stepedit_core.catalog.access import default_root, resolve
 from stepedit_core.evaluation.benchmark import TASKS, BenchmarkError, import_benchmark
 from stepedit_flows.judge_cli import add_eval_run_parser, cmd_eval_run
 

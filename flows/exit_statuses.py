@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from stepedit_core.failures import RunRefused
+from stepedit_core.foundation.failures import RunRefused
 
 OK = 0
 ROWS_FAILED = 1

@@ -13,12 +13,12 @@ from collections import Counter
 
 from pydantic import ValidationError
 
-from stepedit_core.failures import RunRefused
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.failures import RunRefused
 from stepedit_core.judges.http import MissingKey
 from stepedit_core.judges.judge import JUDGES
 from stepedit_core.judges.prompts import PromptError
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.run_command import (
     check_before_run,
     print_finished,
@@ -105,9 +105,9 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_judge(args: argparse.Namespace) -> int:
     from stepedit_core.audit import split_run_uri
     from stepedit_core.executors import make_executor
+    from stepedit_core.foundation.store import RunStore
     from stepedit_core.judges.judging import judge_run, read_verdicts
     from stepedit_core.report import build_report
-    from stepedit_core.store import RunStore
 
     spec = judge_spec(args)
     if spec is None:  # argparse requires --judge here
@@ -171,7 +171,7 @@ def add_eval_run_parser(commands: argparse._SubParsersAction) -> None:
 def cmd_eval_run(args: argparse.Namespace) -> int:
     import posixpath
 
-    from stepedit_core.access import default_root
+    from stepedit_core.catalog.access import default_root
     from stepedit_core.judges.protocol import MODES, protocol_jobs
 
     spec = judge_spec(args)

@@ -39,7 +39,7 @@ from typing import IO
 
 import psutil
 
-from stepedit_core.lease import pid_alive
+from stepedit_core.lifecycle.lease import pid_alive
 
 STATE_NAME = "stepedit-server.json"
 START_TIMEOUT_S = 180.0  # a fresh Prefect home builds its database first

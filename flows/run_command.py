@@ -10,8 +10,8 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from stepedit_core.access import AllowedRoots
-from stepedit_core.job import JobSpec
+from stepedit_core.catalog.access import AllowedRoots
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows import local_server
 from stepedit_flows.exit_statuses import Refused, exit_status
 from stepedit_flows.run_logs import run_log
@@ -29,13 +29,13 @@ def use_local_server() -> None:
 def check_before_run(job: JobSpec) -> bool:
     """Refuse before Prefect starts; the flow checks again (it may run without this CLI) and
     hashes the manifest once for the run record. False when the run already finished."""
-    from stepedit_core.checks import check_inputs
-    from stepedit_core.lease import holder_problem
-    from stepedit_core.ownership import check_run_folder
-    from stepedit_core.rounds import model_stage_names
-    from stepedit_core.run import run_finished
-    from stepedit_core.stage_envs import check_stage_names
-    from stepedit_core.store import RunStore
+    from stepedit_core.foundation.store import RunStore
+    from stepedit_core.lifecycle.checks import check_inputs
+    from stepedit_core.lifecycle.lease import holder_problem
+    from stepedit_core.lifecycle.ownership import check_run_folder
+    from stepedit_core.lifecycle.rounds import model_stage_names
+    from stepedit_core.lifecycle.run import run_finished
+    from stepedit_core.lifecycle.stage_envs import check_stage_names
 
     try:
         store = RunStore(job.out, job.run_id)
@@ -58,7 +58,7 @@ def check_before_run(job: JobSpec) -> bool:
 def refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
     """A job whose rows would all be refused at plan time for one reason would only write
     failure records: refuse it whole, saying what would fix it."""
-    from stepedit_core.planning import refusal_of_every_row
+    from stepedit_core.lifecycle.planning import refusal_of_every_row
 
     try:
         roots = AllowedRoots.for_manifest(job.manifest_uri, job.allow_roots)
@@ -71,7 +71,7 @@ def refuse_when_every_row_would_be(job: JobSpec, engine: object) -> None:
 
 class _NoThreadNotice(logging.Filter):
     """Ray notes that it sets no SIGTERM handler when started off the main thread: the run
-    keeps its own handlers in any case (see stepedit_core.stops.keep_signal_handlers)."""
+    keeps its own handlers in any case (see stepedit_core.lifecycle.stops.keep_signal_handlers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "SIGTERM handler is not set" not in record.getMessage()
@@ -108,10 +108,10 @@ def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
     """What every flow started from the command line runs inside: the reaper, the run's log
     file (yielded), clean stops on signals, progress on the terminal, and the Prefect server
     (the local one `use_local_server` chose, once it answers, or a temporary one)."""
-    from stepedit_core.progress import reporting
-    from stepedit_core.reaper import start_reaper
-    from stepedit_core.stops import stop_on_signals
-    from stepedit_core.store import RunStore
+    from stepedit_core.foundation.store import RunStore
+    from stepedit_core.lifecycle.progress import reporting
+    from stepedit_core.lifecycle.reaper import start_reaper
+    from stepedit_core.lifecycle.stops import stop_on_signals
     from stepedit_flows.prefect_server import start_temporary_server
     from stepedit_flows.progress import make_renderer
 
@@ -145,7 +145,7 @@ def run_flow(job: JobSpec, quiet: bool) -> int:
 
 
 def print_finished(job: JobSpec) -> int:
-    from stepedit_core.store import RunStore
+    from stepedit_core.foundation.store import RunStore
     from stepedit_tasks.summary import summary_text
 
     store = RunStore(job.out, job.run_id)

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterator
 
 from stepedit_core.executors.ray_data import RAY_TO_CONSOLE_ENV
-from stepedit_core.ownership import mark_run_folder
-from stepedit_core.store import LOCAL, RunStore
+from stepedit_core.foundation.store import LOCAL, RunStore
+from stepedit_core.lifecycle.ownership import mark_run_folder
 
 RAY_LOGGERS = ("ray", "ray.data")
 CONSOLE_LEVEL_ENV = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from stepedit_core.job import RUN_ID
+from stepedit_core.lifecycle.job import RUN_ID
 
 FLOW_NAME = "scheduled_edit_catalog"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from stepedit_core.edits import EditError, EditSpec, parse_edit
-from stepedit_core.job import InputsConfig, JobSpec
+from stepedit_core.foundation.edits import EditError, EditSpec, parse_edit
+from stepedit_core.lifecycle.job import InputsConfig, JobSpec
 from stepedit_flows.exit_statuses import Refused
 from stepedit_flows.judge_cli import judge_spec
 from stepedit_flows.setting_options import add_setting_options, flag_of, settings_from_args
@@ -27,7 +27,7 @@ def edit_arg(text: str) -> EditSpec:
 def _storage_options_arg(text: str) -> dict:
     """JSON text, or @FILE holding it (keeps secrets off the command line, which other users
     of the machine can see)."""
-    from stepedit_core.access import parse_storage_options
+    from stepedit_core.catalog.access import parse_storage_options
 
     try:
         if text.startswith("@"):

@@ -23,9 +23,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed, State
 
-from stepedit_core.job import JobSpec
-from stepedit_core.ownership import mark_run_folder
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.ownership import mark_run_folder
 from stepedit_flows.run_names import FLOW_NAME, artifact_key, stamped_run_id
 
 

@@ -1,4 +1,4 @@
-"""Command-line options generated from the declared settings (stepedit_core/settings.py):
+"""Command-line options generated from the declared settings (stepedit_core/foundation/settings.py):
 flag, help, default, choices (from `Literal` types) and metavar come from each setting's
 declaration, grouped in `--help` by the group that declares them."""
 
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from stepedit_core.settings import Declared, SettingsGroup, declared, group_title
+from stepedit_core.foundation.settings import Declared, SettingsGroup, declared, group_title
 
 Parse = Callable[[str], Any]
 

@@ -16,11 +16,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from stepedit_core.checks import Validation
-from stepedit_core.manifest import MergeCounts
-from stepedit_core.planning import Sharding
-from stepedit_core.run import RunSteps
-from stepedit_core.shard import ShardsOutcome
+from stepedit_core.catalog.manifest import MergeCounts
+from stepedit_core.lifecycle.checks import Validation
+from stepedit_core.lifecycle.planning import Sharding
+from stepedit_core.lifecycle.run import RunSteps
+from stepedit_core.lifecycle.shard import ShardsOutcome
 from stepedit_tasks.summary import artifact_key, summary_markdown
 
 PROGRESS_EVERY_S = 30.0

@@ -18,8 +18,8 @@ import pytest
 import soundfile as sf
 
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.job import JobSpec
-from stepedit_core.run import run_job
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import run_job
 from stepedit_flows import local_server
 
 os.environ.setdefault("RAY_ACCEPT_ONNX_IN_WORKERS", "1")

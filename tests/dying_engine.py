@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from stepedit_core.engines.signal.engine import SignalEditStage, SignalEngine
-from stepedit_core.stages import Stage, WorkItem
+from stepedit_core.foundation.stages import Stage, WorkItem
 
 KILLER = "boom"
 

@@ -7,8 +7,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from stepedit_core import audio as audio_io
-from stepedit_core.access import (
+from stepedit_core.catalog.access import (
     REDACTED,
     AllowedRoots,
     default_root,
@@ -16,8 +15,9 @@ from stepedit_core.access import (
     resolve,
     storage_options_installed,
 )
-from stepedit_core.failures import ItemFailure
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess, write_clip, write_manifest

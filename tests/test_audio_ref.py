@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from work_items import row_item
 
-from stepedit_core.audio import Audio, encode_flac
-from stepedit_core.audio_ref import AudioRef, AudioSink, load_audio, publish, sha256_file
+from stepedit_core.foundation.audio import Audio, encode_flac
+from stepedit_core.foundation.audio_ref import AudioRef, AudioSink, load_audio, publish, sha256_file
 
 from conftest import tone
 
@@ -132,7 +132,7 @@ def test_work_item_holds_audio_or_a_reference(tmp_path):
 
 
 def test_a_long_source_is_passed_on_by_reference_and_checked_as_a_load_is(tmp_path):
-    from stepedit_core.rounds import REFERENCE_SOURCE_S, LoadAudio
+    from stepedit_core.lifecycle.rounds import REFERENCE_SOURCE_S, LoadAudio
 
     long_clip = tmp_path / "long.wav"
     sf.write(long_clip, tone(REFERENCE_SOURCE_S + 5, 8000), 8000)

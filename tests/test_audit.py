@@ -25,8 +25,8 @@ from stepedit_core.audit import (
     write_sealed_run_json,
 )
 from stepedit_core.engines import round_record_schema
-from stepedit_core.job import JobSpec
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess, write_clip, write_manifest

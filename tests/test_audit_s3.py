@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepedit_core.audit import verify_run
-from stepedit_core.job import JobSpec
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.cli import main
 
 from conftest import put_clip, run_inprocess

@@ -11,17 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from stepedit_core.access import AllowedRoots
-from stepedit_core.edits import parse_chain
+from stepedit_core.catalog.access import AllowedRoots
+from stepedit_core.catalog.manifest import check_schema
+from stepedit_core.catalog.records import RowResult
 from stepedit_core.engines import make_engine
 from stepedit_core.evaluation.benchmark import (
     BenchmarkError,
     import_benchmark,
     read_benchmark,
 )
-from stepedit_core.manifest import check_schema
-from stepedit_core.planning import check_rows
-from stepedit_core.records import RowResult
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.lifecycle.planning import check_rows
 from stepedit_flows.cli import main
 
 SPEAKERS = {"167": "prompt_audios/167.wav", "X01_S0": "prompt_audios/X01_S0.wav"}

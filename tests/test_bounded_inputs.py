@@ -18,11 +18,11 @@ import pytest
 import soundfile as sf
 from fsspec.implementations.memory import MemoryFileSystem
 
-from stepedit_core import audio as audio_io
-from stepedit_core.edits import parse_chain
-from stepedit_core.failures import ItemFailure
-from stepedit_core.job import JobSpec
-from stepedit_core.sources import InputLimits
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.sources import InputLimits
+from stepedit_core.lifecycle.job import JobSpec
 
 from conftest import put_clip, run_inprocess, write_clip, write_manifest
 

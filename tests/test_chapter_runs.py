@@ -15,23 +15,23 @@ import soundfile as sf
 import torch
 from work_items import row_item
 
-from stepedit_core import qc
-from stepedit_core.audio import Audio
-from stepedit_core.edits import parse_chain
-from stepedit_core.engines import EngineOptions
-from stepedit_core.engines.stepaudio.segmented import samples_sha256, split
-from stepedit_core.failures import ItemFailure
-from stepedit_core.job import JobSpec
-from stepedit_core.run import run_job
-from stepedit_core.segment_texts import (
+from stepedit_core.catalog.segment_texts import (
     SegmentsError,
     SegmentText,
     parse_segments,
     pieces_of,
     texts_from_words,
 )
-from stepedit_core.segments import Piece, plan
-from stepedit_core.stages import WorkItem
+from stepedit_core.catalog.segments import Piece, plan
+from stepedit_core.engines import EngineOptions
+from stepedit_core.engines.stepaudio.segmented import samples_sha256, split
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.stages import WorkItem
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import run_job
+from stepedit_core.quality import qc
 from stepedit_core.words.timing import Word
 
 from conftest import write_manifest
@@ -252,9 +252,9 @@ def test_without_a_segments_column_the_asr_words_give_each_segment_its_text(tmp_
 
 
 def test_incremental_keys_change_with_the_segment_texts_and_length(tmp_path) -> None:
+    from stepedit_core.catalog.records import PlanRow
     from stepedit_core.engines import make_engine
-    from stepedit_core.incremental import finished_key, key_settings
-    from stepedit_core.records import PlanRow
+    from stepedit_core.lifecycle.incremental import finished_key, key_settings
 
     def key(segments: str | None, seconds: float = 25.0) -> str:
         base = {"manifest_uri": "m.parquet", "out": str(tmp_path), "run_id": "r"}

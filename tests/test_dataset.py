@@ -12,15 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stepedit_core.audio import Audio, sha256_bytes
-from stepedit_core.audio import load as load_audio
 from stepedit_core.dataset import MarginSpec, build_margin_set
 from stepedit_core.dataset.objective import ANCHORS, ObjectiveScorer, markdown_table, to_margin
 from stepedit_core.dataset.scorers import Pair
 from stepedit_core.demo import demo_clips
-from stepedit_core.edits import parse_edit
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.failures import RunRefused
+from stepedit_core.foundation.audio import Audio, sha256_bytes
+from stepedit_core.foundation.audio import load as load_audio
+from stepedit_core.foundation.edits import parse_edit
+from stepedit_core.foundation.failures import RunRefused
 from stepedit_flows.cli import main
 
 from conftest import write_clip, write_manifest
@@ -305,8 +305,8 @@ def test_loudness_moved_either_way_scores_the_same():
 
 
 def test_denoise_with_dnsmos_takes_the_larger_margin(monkeypatch):
-    from stepedit_core import qc
     from stepedit_core.dataset.scorers import ScorerUnavailable
+    from stepedit_core.quality import qc
 
     clean = load_audio(DEMO["clean_01"]["path"])[0]  # speech: DNSMOS rates speech
     noise = np.random.default_rng(0).normal(0, 0.03, clean.samples.shape).astype(np.float32)

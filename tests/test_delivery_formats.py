@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from stepedit_core import delivery
-from stepedit_core.audio import Audio, decode, encode_flac
 from stepedit_core.audit import clip_history, verify_run
-from stepedit_core.delivered_files import package
-from stepedit_core.delivery import QcPlan
 from stepedit_core.demo import demo_clips
-from stepedit_core.encoding import DeliverFormat, encode, encode_under_peak, mp3_bitrates
 from stepedit_core.engines.signal import mastering
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.audio import Audio, decode, encode_flac
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.quality import delivery
+from stepedit_core.quality.delivered_files import package
+from stepedit_core.quality.delivery import QcPlan
+from stepedit_core.quality.encoding import DeliverFormat, encode, encode_under_peak, mp3_bitrates
 
 from conftest import run_inprocess, write_manifest
 from signal_fixtures import narration
@@ -195,7 +195,7 @@ def test_incremental_keys_tell_delivery_formats_apart_and_keep_flac_keys() -> No
     import hashlib as _hashlib
 
     from stepedit_core.engines import make_engine
-    from stepedit_core.incremental import key_settings
+    from stepedit_core.lifecycle.incremental import key_settings
 
     def job(**extra) -> JobSpec:
         return JobSpec(manifest_uri="m.parquet", out="o", run_id="r", **extra)
@@ -214,8 +214,8 @@ def test_incremental_keys_tell_delivery_formats_apart_and_keep_flac_keys() -> No
 
 
 def test_a_resumed_run_republishes_a_lost_mp3_byte_for_byte(mp3_run) -> None:
-    from stepedit_core.shard import ShardWriter, plan_rows
-    from stepedit_core.store import RunStore
+    from stepedit_core.foundation.store import RunStore
+    from stepedit_core.lifecycle.shard import ShardWriter, plan_rows
 
     runs, rows = mp3_run
     path = Path(rows[0]["output_uri"])

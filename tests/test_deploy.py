@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stepedit_core.job import JobSpec
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.cli import build_parser, main
 from stepedit_flows.deploy import ENTRYPOINT, job_parameters
 from stepedit_flows.run_names import MAX_NAME_LENGTH, artifact_key, check_name, stamped_run_id

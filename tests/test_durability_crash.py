@@ -25,7 +25,7 @@ from durability import (
     stepedit,
 )
 
-from stepedit_core.failpoints import HOLD_ENV
+from stepedit_core.foundation.failpoints import HOLD_ENV
 
 CLIPS = 200
 ROUNDS = 2

@@ -2,7 +2,8 @@
 attempt; when it continues (SIGCONT) it commits nothing more and exits 4 saying so, and its
 renewal never writes over the other holder's lease. Lease timings come from the environment so
 the test waits seconds, not the default 30 s. The attempt pauses itself right after its first
-commit (a stop point, see stepedit_core.failpoints), so it has shards left to try whatever the
+commit (a stop point, see stepedit_core.foundation.failpoints), so it has shards left to try
+whatever the
 machine's load, and a small catalog is enough."""
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from durability import (
 )
 
 from stepedit_core.audit import verify_run
-from stepedit_core.failpoints import STOP_ENV
-from stepedit_core.lease import RENEW_ENV, TTL_ENV, Lease, LeaseLost
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.failpoints import STOP_ENV
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.lease import RENEW_ENV, TTL_ENV, Lease, LeaseLost
 
 CLIPS = 12
 SHARD_SIZE = 4  # three shards: the paused attempt stops after the first

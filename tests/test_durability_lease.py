@@ -22,11 +22,11 @@ from durability import (
     stepedit,
 )
 
-from stepedit_core.edits import parse_chain
-from stepedit_core.failpoints import HOLD_ENV
-from stepedit_core.job import JobSpec
-from stepedit_core.lease import TTL_S
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.failpoints import HOLD_ENV
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.lease import TTL_S
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess

@@ -4,10 +4,10 @@ run holds for its whole length (the in-process executor does)."""
 
 from __future__ import annotations
 
-from stepedit_core.edits import parse_chain
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.job import JobSpec
-from stepedit_core.run import run_job
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import run_job
 
 from conftest import write_clip, write_manifest
 

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from durability import cli_env, run_args, stepedit
 
-import stepedit_core.run as run_module
-from stepedit_core.edits import parse_chain
+import stepedit_core.lifecycle.run as run_module
 from stepedit_core.executors.ray_data import RayDataExecutor, size_pools
-from stepedit_core.job import JobSpec
-from stepedit_core.rounds import build_stages
-from stepedit_core.run import run_job
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.rounds import build_stages
+from stepedit_core.lifecycle.run import run_job
 
 from conftest import write_clip, write_manifest
 

@@ -1,6 +1,6 @@
 import pytest
 
-from stepedit_core.edits import (
+from stepedit_core.foundation.edits import (
     EMOTIONS,
     STYLES,
     EditError,

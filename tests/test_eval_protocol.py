@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from judge_server import KEY, JudgeServer
 
-from stepedit_core.failures import RunRefused
+from stepedit_core.foundation.failures import RunRefused
 from stepedit_core.judges.protocol import protocol_jobs, untagged
 from stepedit_flows.cli import main
 
@@ -105,9 +105,9 @@ def test_prompt_fixed_rounds_after_a_clone_take_the_round_zero_audio_as_voice_pr
     import numpy as np
     from work_items import row_item
 
-    from stepedit_core.audio import Audio
-    from stepedit_core.edits import parse_chain
-    from stepedit_core.rounds import RoundEnd, StartRound
+    from stepedit_core.foundation.audio import Audio
+    from stepedit_core.foundation.edits import parse_chain
+    from stepedit_core.lifecycle.rounds import RoundEnd, StartRound
 
     speaker = Audio(np.full(2400, 0.1, np.float32), 24000)
     cloned = Audio(np.full(4800, 0.2, np.float32), 24000)

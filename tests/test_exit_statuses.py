@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from stepedit_core.access import AllowedRoots, covering_roots
+from stepedit_core.catalog.access import AllowedRoots, covering_roots
 from stepedit_core.engines import make_engine
-from stepedit_core.planning import refusal_of_every_row
+from stepedit_core.lifecycle.planning import refusal_of_every_row
 from stepedit_flows import cli
 from stepedit_flows.cli import build_parser, exit_status, main
 

@@ -18,8 +18,8 @@ import pytest
 from durability import CLI, REPO, check_finished_run, cli_env
 
 from stepedit_core.audit import verify_run
-from stepedit_core.edits import parse_chain
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess, write_clip, write_manifest

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 from work_items import row_item
 
-from stepedit_core import edits, failures
 from stepedit_core.engines.signal import SignalEngine
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.failures import CODES, ItemFailure, UnknownFailureCode
-from stepedit_core.job import JobSpec
-from stepedit_core.run import run_job
+from stepedit_core.foundation import edits, failures
+from stepedit_core.foundation.failures import CODES, ItemFailure, UnknownFailureCode
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import run_job
 from stepedit_tasks.summary import summary_markdown, summary_text
 
 from conftest import write_clip, write_manifest
@@ -104,7 +104,7 @@ def test_run_counts_add_up_for_every_kind_of_failure(tmp_path, monkeypatch):
     job = JobSpec(
         manifest_uri=manifest, out=str(tmp_path / "out"), run_id="r", edits=["loudness=-23"]
     )
-    monkeypatch.setattr("stepedit_core.run.make_engine", lambda *a: _SilentEngine())
+    monkeypatch.setattr("stepedit_core.lifecycle.run.make_engine", lambda *a: _SilentEngine())
     record = run_job(job, executor=_DropOne())
 
     expected = {

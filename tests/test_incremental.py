@@ -13,9 +13,9 @@ import pytest
 from stepedit_core.audit import verify_run
 from stepedit_core.engines.signal.engine import SignalEngine
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.incremental import OutIndex
-from stepedit_core.job import JobSpec
-from stepedit_core.run import RunSteps
+from stepedit_core.lifecycle.incremental import OutIndex
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.run import RunSteps
 from stepedit_flows.cli import build_parser
 from stepedit_flows.deploy import job_parameters
 from stepedit_flows.scheduled import job_spec

@@ -6,7 +6,7 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core.job import JobSpec
+from stepedit_core.lifecycle.job import JobSpec
 
 from conftest import put_clip, run_inprocess
 

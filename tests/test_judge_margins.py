@@ -13,12 +13,12 @@ import pytest
 import soundfile as sf
 from judge_server import KEY, JudgeServer
 
-from stepedit_core.audio import Audio
 from stepedit_core.dataset import MarginSpec, build_margin_set
 from stepedit_core.dataset.judge_scorer import JudgeScorer, read_margin
 from stepedit_core.dataset.scorers import Pair, ScorerUnavailable
-from stepedit_core.edits import parse_edit
 from stepedit_core.executors.local import LocalExecutor
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import parse_edit
 from stepedit_core.judges.http import HttpPolicy
 from stepedit_core.judges.spec import JudgeSpec
 from stepedit_flows.cli import main

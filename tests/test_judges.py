@@ -12,15 +12,15 @@ import pytest
 from judge_server import KEY, JudgeServer
 
 from stepedit_core.audit import clip_history, format_history, verify_run
-from stepedit_core.edits import parse_edit
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.edits import parse_edit
 from stepedit_core.judges.answers import Unparsable, grade
 from stepedit_core.judges.http import HttpPolicy, JudgeClient, JudgeRequestFailed
 from stepedit_core.judges.judge import Judge, JudgeTask, wav16
 from stepedit_core.judges.judging import judge_run
 from stepedit_core.judges.prompts import Prompts, checklist
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess, write_clip, write_manifest
@@ -399,7 +399,7 @@ def test_paralinguistic_rounds_stop_at_the_top_score(server, key_env, tmp_path):
 
 
 def test_a_crash_between_verdicts_and_their_rounds_leaves_each_verdict_once(tmp_path, monkeypatch):
-    from stepedit_core.store import RunStore
+    from stepedit_core.foundation.store import RunStore
 
     clips = [write_clip(tmp_path / f"{n}.wav", seconds=1.5, seed=n) for n in range(2)]
     rows = [{"clip_id": f"c{n}", "audio_uri": c} for n, c in enumerate(clips)]
@@ -429,7 +429,7 @@ def test_a_crash_between_verdicts_and_their_rounds_leaves_each_verdict_once(tmp_
 
 
 def test_a_model_judge_with_no_targets_refuses_the_run(tmp_path, server, key_env):
-    from stepedit_core.failures import RunRefused
+    from stepedit_core.foundation.failures import RunRefused
 
     clip = write_clip(tmp_path / "a.wav")
     manifest = write_manifest(tmp_path / "m.parquet", [{"clip_id": "a", "audio_uri": clip}])

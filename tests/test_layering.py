@@ -21,7 +21,7 @@ CORE = ROOT / "stepedit_core"
 
 CHECK = """
 import sys
-import stepedit_core.run, stepedit_core.shard, stepedit_core.executors.local
+import stepedit_core.lifecycle.run, stepedit_core.lifecycle.shard, stepedit_core.executors.local
 import stepedit_core.engines.signal, stepedit_core.engines.stepaudio.engine
 import stepedit_core.dataset, stepedit_core.report
 upper = ("prefect", "ray", "stepedit_flows", "stepedit_tasks")
@@ -213,41 +213,41 @@ def test_cycle_finder_names_a_cycle_through_a_lazy_import(tmp_path, monkeypatch)
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # engines know nothing of how rounds are laid out or of anything above them
     "stepedit_core.engines": (
-        "stepedit_core.rounds",
-        "stepedit_core.shard",
-        "stepedit_core.run",
-        "stepedit_core.planning",
-        "stepedit_core.manifest",
+        "stepedit_core.lifecycle.rounds",
+        "stepedit_core.lifecycle.shard",
+        "stepedit_core.lifecycle.run",
+        "stepedit_core.lifecycle.planning",
+        "stepedit_core.catalog.manifest",
         "stepedit_core.executors",
         "stepedit_flows",
         "stepedit_tasks",
     ),
     # the foundation: what the manifest and records are made of knows nothing of engines
-    "stepedit_core.manifest": ("stepedit_core.engines",),
-    "stepedit_core.records": ("stepedit_core.engines",),
-    "stepedit_core.stages": ("stepedit_core.engines",),
-    "stepedit_core.edits": ("stepedit_core.engines",),
-    "stepedit_core.failures": ("stepedit_core.engines",),
-    "stepedit_core.audio": ("stepedit_core.engines",),
+    "stepedit_core.catalog.manifest": ("stepedit_core.engines",),
+    "stepedit_core.catalog.records": ("stepedit_core.engines",),
+    "stepedit_core.foundation.stages": ("stepedit_core.engines",),
+    "stepedit_core.foundation.edits": ("stepedit_core.engines",),
+    "stepedit_core.foundation.failures": ("stepedit_core.engines",),
+    "stepedit_core.foundation.audio": ("stepedit_core.engines",),
     # signal primitives sit below QC, delivery and the engines: no circle runs through them
     "stepedit_core.signal": (
         "stepedit_core.engines",
-        "stepedit_core.qc",
-        "stepedit_core.delivery",
-        "stepedit_core.delivered_files",
-        "stepedit_core.encoding",
-        "stepedit_core.rounds",
-        "stepedit_core.shard",
-        "stepedit_core.run",
-        "stepedit_core.stages",
-        "stepedit_core.records",
-        "stepedit_core.planning",
+        "stepedit_core.quality.qc",
+        "stepedit_core.quality.delivery",
+        "stepedit_core.quality.delivered_files",
+        "stepedit_core.quality.encoding",
+        "stepedit_core.lifecycle.rounds",
+        "stepedit_core.lifecycle.shard",
+        "stepedit_core.lifecycle.run",
+        "stepedit_core.foundation.stages",
+        "stepedit_core.catalog.records",
+        "stepedit_core.lifecycle.planning",
         "stepedit_core.executors",
         "stepedit_flows",
         "stepedit_tasks",
     ),
-    "stepedit_core.qc": ("stepedit_core.engines",),
-    "stepedit_core.encoding": ("stepedit_core.engines",),
+    "stepedit_core.quality.qc": ("stepedit_core.engines",),
+    "stepedit_core.quality.encoding": ("stepedit_core.engines",),
 }
 
 # Imports that break a rule today and that another change removes: (importer, imported);
@@ -296,11 +296,14 @@ def test_no_import_crosses_a_layer_but_the_known_ones():
 @pytest.mark.parametrize(
     ("source", "imports"),
     [
-        ("import stepedit_core.rounds\n", "stepedit_core.rounds"),
-        ("def f():\n    from stepedit_core import shard\n", "stepedit_core.shard"),
+        ("import stepedit_core.lifecycle.rounds\n", "stepedit_core.lifecycle.rounds"),
         (
-            "class A:\n    def f(self):\n        import stepedit_core.run as r\n",
-            "stepedit_core.run",
+            "def f():\n    from stepedit_core.lifecycle import shard\n",
+            "stepedit_core.lifecycle.shard",
+        ),
+        (
+            "class A:\n    def f(self):\n        import stepedit_core.lifecycle.run as r\n",
+            "stepedit_core.lifecycle.run",
         ),
     ],
 )
@@ -312,7 +315,12 @@ def test_imports_at_any_depth_count(tmp_path, source, imports):
 
 
 @pytest.mark.parametrize(
-    "module", ["stepedit_core.records", "stepedit_core.traces", "stepedit_core.clip_spec"]
+    "module",
+    [
+        "stepedit_core.catalog.records",
+        "stepedit_core.foundation.traces",
+        "stepedit_core.foundation.clip_spec",
+    ],
 )
 def test_the_shared_record_schema_knows_no_engine(module):
     """The round record's shared columns and the declarations engines fill in import nothing
@@ -321,8 +329,8 @@ def test_the_shared_record_schema_knows_no_engine(module):
         m for m in imported_modules(core_modules()[module]) if m.startswith("stepedit_core.engines")
     )
     assert not bad, f"{module} imports {bad}"
+    from stepedit_core.catalog.records import RoundRecord
     from stepedit_core.engines import ENGINES, engine_class
-    from stepedit_core.records import RoundRecord
 
     declared = {c.name for name in ENGINES for c in engine_class(name).trace_type.COLUMNS}
     assert declared and not declared & set(RoundRecord.SHARED_SCHEMA.names)

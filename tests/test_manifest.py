@@ -4,11 +4,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stepedit_core.edits import parse_chain
+from stepedit_core.catalog.manifest import (
+    ManifestError,
+    check_schema,
+    clip_seed,
+    write_output_manifest,
+)
+from stepedit_core.catalog.records import PlanRow, RowResult
 from stepedit_core.engines import make_engine
-from stepedit_core.manifest import ManifestError, check_schema, clip_seed, write_output_manifest
-from stepedit_core.planning import check_rows
-from stepedit_core.records import PlanRow, RowResult
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.lifecycle.planning import check_rows
 
 from conftest import write_manifest
 

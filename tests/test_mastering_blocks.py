@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 from work_items import row_item
 
-from stepedit_core.audio import Audio
 from stepedit_core.engines.signal import level_blocks, loudness, mastering
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.signal.blocks import array_blocks, read_blocks
 
 from signal_fixtures import narration
@@ -67,8 +67,8 @@ def test_level_match_in_blocks_refuses_silence_as_in_memory() -> None:
     ids=["room-tone", "near-silent-pauses-get-a-bed", "long-head-is-cut"],
 )
 def test_acx_master_in_blocks_equals_in_memory(tmp_path, floor_db: float, lead_s: float) -> None:
-    from stepedit_core.delivery import PROFILES
     from stepedit_core.engines.signal.master_blocks import master_file
+    from stepedit_core.quality.delivery import PROFILES
 
     x = narration(9.0, RATE, floor_db=floor_db, seed=5)
     if lead_s:
@@ -88,10 +88,10 @@ def test_acx_master_in_blocks_equals_in_memory(tmp_path, floor_db: float, lead_s
 
 @pytest.mark.parametrize("edit", ["loudness=acx", "loudness=-16"])
 def test_signal_engine_streams_a_referenced_chapter_into_the_store(tmp_path, edit: str) -> None:
-    from stepedit_core.audio_ref import AudioRef, publish
-    from stepedit_core.edits import parse_chain
     from stepedit_core.engines.signal import SignalEditStage
-    from stepedit_core.stages import WorkItem
+    from stepedit_core.foundation.audio_ref import AudioRef, publish
+    from stepedit_core.foundation.edits import parse_chain
+    from stepedit_core.foundation.stages import WorkItem
 
     x = narration(9.0, RATE, seed=8)
     store = str(tmp_path / "audio")
@@ -120,10 +120,10 @@ def test_signal_engine_streams_a_referenced_chapter_into_the_store(tmp_path, edi
 
 
 def test_delivered_mp3_from_a_file_matches_the_in_memory_package(tmp_path) -> None:
-    from stepedit_core.audio import decode, encode_flac
-    from stepedit_core.delivered_files import deliver_file, package
-    from stepedit_core.delivery import QcPlan
     from stepedit_core.engines.signal.vad import shared_vad
+    from stepedit_core.foundation.audio import decode, encode_flac
+    from stepedit_core.quality.delivered_files import deliver_file, package
+    from stepedit_core.quality.delivery import QcPlan
 
     mastered = mastering.normalize(narration(9.0, RATE, seed=6), RATE, "acx")
     source = tmp_path / "round.flac"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from stepedit_core.edits import parse_chain
-from stepedit_core.job import JobSpec
-from stepedit_core.ownership import MARKER
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.ownership import MARKER
 from stepedit_flows.cli import main
 
 from conftest import put_clip, run_inprocess, write_clip, write_manifest

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from stepedit_core.job import JobSpec
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
 
 from conftest import run_inprocess, tone, write_clip, write_manifest
 

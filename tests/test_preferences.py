@@ -11,17 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 from judge_server import KEY, JudgeServer
 
-from stepedit_core.audio import sha256_bytes
 from stepedit_core.audit import clip_history, format_history, verify_run
 from stepedit_core.dataset.preferences import build_preferences, judge_pairs, rating_pairs
 from stepedit_core.dataset.ratings import import_ratings
-from stepedit_core.edits import parse_chain, parse_edit
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.failures import RunRefused
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.audio import sha256_bytes
+from stepedit_core.foundation.edits import parse_chain, parse_edit
+from stepedit_core.foundation.failures import RunRefused
 from stepedit_core.judges.http import HttpPolicy
 from stepedit_core.judges.judging import judge_run
 from stepedit_core.judges.spec import JudgeSpec
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.cli import main
 
 from conftest import run_inprocess, write_clip, write_manifest

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.job import JobSpec
-from stepedit_core.progress import reporting, run_progress
-from stepedit_core.run import run_job
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.progress import reporting, run_progress
+from stepedit_core.lifecycle.run import run_job
 from stepedit_flows.progress import (
     PeriodicLines,
     Silent,

@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 import soxr
 
-from stepedit_core import qc
-from stepedit_core.audio import Audio
-from stepedit_core.delivery import check
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.quality import qc
+from stepedit_core.quality.delivery import check
 
 from signal_fixtures import PAUSE_LAYOUT, speechlike, utterance, white_noise
 

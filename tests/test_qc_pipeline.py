@@ -10,7 +10,7 @@ import pytest
 
 from stepedit_core.audit import verify_run
 from stepedit_core.demo import demo_clips
-from stepedit_core.job import JobSpec
+from stepedit_core.lifecycle.job import JobSpec
 
 from conftest import run_inprocess, write_manifest
 

@@ -4,7 +4,6 @@ in-process executor."""
 import pytest
 from work_items import row_item
 
-from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors.local import LocalExecutor
@@ -15,8 +14,9 @@ from stepedit_core.executors.ray_data import (
     schedule_waves,
     size_pools,
 )
-from stepedit_core.rounds import build_stages
-from stepedit_core.stages import Resources, Stage
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.stages import Resources, Stage
+from stepedit_core.lifecycle.rounds import build_stages
 
 from conftest import write_clip
 

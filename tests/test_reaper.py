@@ -12,14 +12,14 @@ import time
 import psutil
 import pytest
 
-from stepedit_core.reaper import descendants, reap
+from stepedit_core.lifecycle.reaper import descendants, reap
 
 # A stand-in for `stepedit run`: starts the watchdog, a helper that starts its own child (like
 # Ray's raylet and its workers), and a helper that ignores SIGTERM; prints their pids, then waits.
 PARENT = textwrap.dedent(
     """
     import signal, subprocess, sys, time
-    from stepedit_core.reaper import start_reaper
+    from stepedit_core.lifecycle.reaper import start_reaper
 
     watchdog = start_reaper(interval=0.2, grace=1.0)
     nested = subprocess.Popen([sys.executable, "-c",
@@ -98,7 +98,7 @@ def test_reap_leaves_a_reused_pid_alone(bystander):
 
 def test_watchdog_exits_after_a_normal_exit_and_is_started_once():
     code = (
-        "from stepedit_core.reaper import start_reaper; "
+        "from stepedit_core.lifecycle.reaper import start_reaper; "
         "first = start_reaper(interval=0.2); assert start_reaper() is first; "
         "print(first.pid, flush=True)"
     )

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from stepedit_core.audio import Audio, sha256_bytes
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.audio import Audio, sha256_bytes
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.report import build_report
 from stepedit_core.report.png import png_bytes
 from stepedit_core.report.spectrogram import mel, spectrogram_db

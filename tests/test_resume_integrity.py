@@ -15,10 +15,10 @@ import soundfile as sf
 from durability import check_finished_run
 
 from stepedit_core.audit import verify_run
-from stepedit_core.edits import parse_chain
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.report import build_report
-from stepedit_core.store import RunStore
 
 from conftest import run_inprocess, tone, write_clip, write_manifest
 

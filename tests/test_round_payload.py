@@ -7,11 +7,11 @@ import pickle
 
 from work_items import row_item
 
-from stepedit_core.audio_ref import AudioRef
-from stepedit_core.edits import parse_chain
 from stepedit_core.engines import make_engine
-from stepedit_core.rounds import RoundEnd, build_stages
-from stepedit_core.stages import WorkItem
+from stepedit_core.foundation.audio_ref import AudioRef
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.stages import WorkItem
+from stepedit_core.lifecycle.rounds import RoundEnd, build_stages
 
 from conftest import write_clip
 

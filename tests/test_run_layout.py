@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stepedit_core.qc_result import QcResult
-from stepedit_core.store import OutLayout, RunStore
+from stepedit_core.foundation.store import OutLayout, RunStore
+from stepedit_core.quality.qc_result import QcResult
 
 ROOT = Path(__file__).resolve().parent.parent
 # names of the run folder's (and the output root's) entries: only store.py may join them

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
 from stepedit_flows.run_logs import run_log
 
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from stepedit_core.job import JobSpec
+from stepedit_core.lifecycle.job import JobSpec
 
 from conftest import put_clip, run_inprocess
 

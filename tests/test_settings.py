@@ -12,8 +12,8 @@ import pytest
 
 from stepedit_core.engines import EngineOptions
 from stepedit_core.engines.options import ENGINE_CONFIGS
-from stepedit_core.job import InputsConfig, JobSpec
-from stepedit_core.settings import Setting, SettingsGroup, declared, output_settings
+from stepedit_core.foundation.settings import Setting, SettingsGroup, declared, output_settings
+from stepedit_core.lifecycle.job import InputsConfig, JobSpec
 from stepedit_flows.cli import build_parser
 from stepedit_flows.run_options import job_from_args as _job
 from stepedit_flows.setting_options import value_type

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stepedit_core.engines import make_engine
-from stepedit_core.incremental import key_settings
-from stepedit_core.job import JobSpec
+from stepedit_core.lifecycle.incremental import key_settings
+from stepedit_core.lifecycle.job import JobSpec
 
 GOLDENS = Path(__file__).parent / "settings_goldens"
 CASES = json.loads((GOLDENS / "fingerprints.json").read_text())

@@ -9,8 +9,8 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from stepedit_core import qc
-from stepedit_core.audio import Audio
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.quality import qc
 from stepedit_core.signal import blocks, meters, resample
 from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S, shared_vad
 
@@ -124,8 +124,8 @@ def test_block_writer_hashes_the_file_it_wrote(clip: np.ndarray, tmp_path) -> No
 
 
 def test_delivered_file_encoded_in_blocks_matches_in_memory(clip: np.ndarray, tmp_path) -> None:
-    from stepedit_core.audio import decode, sha256_bytes
-    from stepedit_core.encoding import DeliverFormat, encode, encode_file, encode_under_peak
+    from stepedit_core.foundation.audio import decode, sha256_bytes
+    from stepedit_core.quality.encoding import DeliverFormat, encode, encode_file, encode_under_peak
 
     loud = np.clip(clip * 1.2, -1.0, 1.0)  # a peak over ACX's -3 dBFS: the MP3 is trimmed
     source = tmp_path / "round.flac"
@@ -149,7 +149,7 @@ def test_delivered_file_encoded_in_blocks_matches_in_memory(clip: np.ndarray, tm
 
 
 def test_qc_of_referenced_audio_and_a_streamed_reference(clip: np.ndarray, tmp_path) -> None:
-    from stepedit_core.audio_ref import publish
+    from stepedit_core.foundation.audio_ref import publish
 
     source_audio = Audio(narration(12.5, RATE, seed=12), RATE)
     ref = publish(Audio(clip, RATE), str(tmp_path / "audio"))

@@ -17,8 +17,12 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from work_items import row_item
 
-from stepedit_core.audio import Audio
-from stepedit_core.edits import (
+from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
+from stepedit_core.engines.signal import SignalEditStage, SignalEngine, denoise
+from stepedit_core.engines.signal.vad import SileroVad
+from stepedit_core.executors.local import LocalExecutor
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import (
     EMOTIONS,
     LOUDNESS_PROFILES,
     SPEED_FACTORS,
@@ -26,13 +30,9 @@ from stepedit_core.edits import (
     parse_chain,
     parse_edit,
 )
-from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
-from stepedit_core.engines.signal import SignalEditStage, SignalEngine, denoise
-from stepedit_core.engines.signal.vad import SileroVad
-from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.qc import basic_metrics
-from stepedit_core.rounds import build_stages
-from stepedit_core.stages import Resources, WorkItem
+from stepedit_core.foundation.stages import Resources, WorkItem
+from stepedit_core.lifecycle.rounds import build_stages
+from stepedit_core.quality.qc import basic_metrics
 
 from signal_fixtures import (
     PAUSE_LAYOUT,

@@ -12,7 +12,8 @@ import pytest
 from work_items import row_item
 
 from stepedit_core.executors.ray_data import RayDataExecutor
-from stepedit_core.stage_envs import (
+from stepedit_core.foundation.stages import Resources, Stage, WorkItem
+from stepedit_core.lifecycle.stage_envs import (
     StageEnv,
     StageEnvError,
     check_stage_names,
@@ -21,7 +22,6 @@ from stepedit_core.stage_envs import (
     report,
     stage_envs,
 )
-from stepedit_core.stages import Resources, Stage, WorkItem
 
 
 class WhereStage(Stage):
@@ -116,7 +116,7 @@ def test_the_ray_executor_runs_a_stage_with_its_own_interpreter(other_python, ra
 def test_a_job_with_stage_environments_needs_the_ray_executor():
     from pydantic import ValidationError
 
-    from stepedit_core.job import JobSpec
+    from stepedit_core.lifecycle.job import JobSpec
 
     job = JobSpec(manifest_uri="m", out="o", run_id="r", stage_python={"edit": "/x/python"})
     assert job.stage_envs() == {"edit": StageEnv(python="/x/python")}

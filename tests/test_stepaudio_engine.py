@@ -14,13 +14,13 @@ import torch
 from pydantic import ValidationError
 from work_items import row_item
 
-from stepedit_core.edits import EditSpec, parse_chain
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
 from stepedit_core.engines.stepaudio import layout, tokens, upstream
 from stepedit_core.engines.stepaudio.engine import StepAudioEngine, expected_new_codes
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.failures import ItemFailure
-from stepedit_core.rounds import build_stages
+from stepedit_core.foundation.edits import EditSpec, parse_chain
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.lifecycle.rounds import build_stages
 
 from stepaudio_standins import shared_standins, tone
 
@@ -253,7 +253,7 @@ def test_fixed_mode_takes_decoder_prompt_features_from_the_original(engine, tmp_
     stage = engine.stages()[0]
     stage.setup()
     original = tone(1.0, 24000, 300.0)
-    from stepedit_core.audio import Audio
+    from stepedit_core.foundation.audio import Audio
 
     denoise = (EditSpec("denoise"),)
     item = row_item(0, "a", "", denoise, round=2, round_edits=denoise)
@@ -368,7 +368,7 @@ def test_one_bad_item_does_not_sink_the_batch(engine, tmp_path):
     tokenize = engine.stages()[0]
     tokenize.setup()
     for item in items:
-        from stepedit_core import audio as audio_io
+        from stepedit_core.foundation import audio as audio_io
 
         item.audio, _ = audio_io.load(item.audio_uri)
         item.prompt = item.audio

@@ -9,7 +9,6 @@ import random
 import pytest
 import torch
 
-from stepedit_core.edits import EditSpec
 from stepedit_core.engines.stepaudio import layout, prompts, tokens
 from stepedit_core.engines.stepaudio.llm import (
     RepetitionAwareLogitsProcessor,
@@ -21,6 +20,7 @@ from stepedit_core.engines.stepaudio.llm import (
     generate,
     grouped_attention,
 )
+from stepedit_core.foundation.edits import EditSpec
 
 from stepaudio_standins import shared_standins
 

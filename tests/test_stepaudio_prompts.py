@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from stepedit_core.edits import SPEEDS, EditSpec
 from stepedit_core.engines.stepaudio import instruction_text, prompt_preview, prompts, tokens
+from stepedit_core.foundation.edits import SPEEDS, EditSpec
 
 # sha256 of the two system prompts as published in stepfun-ai/Step-Audio-EditX config/prompts.py
 EDIT_SYSTEM_SHA256 = "a0d0158175cfdb236a9815fa9a62fc715126fc74e34ca3dc534d20fe2896ef75"
@@ -232,7 +232,7 @@ def test_importing_the_package_and_engine_loads_no_torch():
         "import sys\n"
         "import stepedit_core.engines.stepaudio as p\n"
         "from stepedit_core.engines import make_engine\n"
-        "from stepedit_core.edits import EditSpec\n"
+        "from stepedit_core.foundation.edits import EditSpec\n"
         "e = make_engine('step-audio-editx')\n"
         "e.supports(EditSpec('emotion', 'happy'))\n"
         "p.missing_files('/nonexistent')\n"

@@ -12,13 +12,13 @@ import soundfile as sf
 import torch
 from work_items import row_item
 
-from stepedit_core.audio import Audio
-from stepedit_core.edits import parse_chain
 from stepedit_core.engines import EngineOptions, make_engine
 from stepedit_core.engines.stepaudio import layout, roundtrip, upstream
 from stepedit_core.executors.local import LocalExecutor
-from stepedit_core.rounds import build_stages
-from stepedit_core.stages import WorkItem
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.stages import WorkItem
+from stepedit_core.lifecycle.rounds import build_stages
 
 from stepaudio_standins import shared_standins, tone
 

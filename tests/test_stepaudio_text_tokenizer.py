@@ -12,7 +12,6 @@ import pytest
 import tokenizer_folders
 from tokenizers import models as tokenizer_models
 
-from stepedit_core.edits import STEPAUDIO, parse_edit, types_for
 from stepedit_core.engines.stepaudio import prompts, tokens
 from stepedit_core.engines.stepaudio.text_tokenizer import (
     TextTokenizerError,
@@ -20,6 +19,7 @@ from stepedit_core.engines.stepaudio.text_tokenizer import (
     load_text_tokenizer,
     read_settings,
 )
+from stepedit_core.foundation.edits import STEPAUDIO, parse_edit, types_for
 from stepedit_flows.cli import main
 
 GOLDENS = json.loads(

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from stepedit_core.stops import (
+from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle.stops import (
     RunActivity,
     RunStopped,
     keep_signal_handlers,
     stop_on_signals,
     stop_signal,
 )
-from stepedit_core.store import RunStore
 
 
 class OrchestratorTermination(BaseException):

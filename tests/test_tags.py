@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import tokenizer_folders
 
-from stepedit_core.edits import PARALINGUISTIC_TAGS, EditSpec
+from stepedit_core.catalog.tags import remove_paralinguistic_tags
 from stepedit_core.engines.stepaudio import prompts
 from stepedit_core.engines.stepaudio.text_tokenizer import load_text_tokenizer
-from stepedit_core.tags import remove_paralinguistic_tags
+from stepedit_core.foundation.edits import PARALINGUISTIC_TAGS, EditSpec
 
 CLONE = EditSpec("clone")
 

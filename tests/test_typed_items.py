@@ -12,22 +12,22 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from stepedit_core.audio import Audio
 from stepedit_core.audit import verify_run
 from stepedit_core.audit.records import record_digest
-from stepedit_core.clip_spec import ClipSpec
-from stepedit_core.edits import parse_chain
+from stepedit_core.catalog.records import RoundRecord, round_schema, round_table, table_of
 from stepedit_core.engines import ENGINES, engine_class, round_record_schema
 from stepedit_core.engines.signal.trace import SignalTrace
 from stepedit_core.engines.stepaudio.roundtrip import PassEntry
 from stepedit_core.engines.stepaudio.tokenizer import Encoded
 from stepedit_core.engines.stepaudio.trace import EditedSegment, SegmentPlace, StepAudioTrace
-from stepedit_core.job import JobSpec
-from stepedit_core.records import RoundRecord, round_schema, round_table, table_of
-from stepedit_core.round_qc import MeasureRound
-from stepedit_core.rounds import RoundEnd
-from stepedit_core.stages import WorkItem
-from stepedit_core.traces import RecordColumn
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.clip_spec import ClipSpec
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.stages import WorkItem
+from stepedit_core.foundation.traces import RecordColumn
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.rounds import RoundEnd
+from stepedit_core.quality.round_qc import MeasureRound
 from stepedit_core.words.fillers import Cut
 from stepedit_core.words.timing import OutputWords, Word
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stepedit_core.delivery import check, select_best
-from stepedit_core.edits import EditError, fillers_of, parse_edit
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.edits import EditError, fillers_of, parse_edit
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.quality.delivery import check, select_best
 from stepedit_core.report.cuts import cuts_strip
 from stepedit_core.words.align import tokens
 from stepedit_core.words.backends import word_timings

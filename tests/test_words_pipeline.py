@@ -13,12 +13,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from stepedit_core.checks import check_inputs
-from stepedit_core.edits import parse_edit
 from stepedit_core.engines import EngineOptions, make_engine
-from stepedit_core.failures import ItemFailure, RunRefused
-from stepedit_core.job import JobSpec
-from stepedit_core.rounds import build_stages
+from stepedit_core.foundation.edits import parse_edit
+from stepedit_core.foundation.failures import ItemFailure, RunRefused
+from stepedit_core.lifecycle.checks import check_inputs
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.rounds import build_stages
 from stepedit_core.words.asr import check_asr_folder
 
 from conftest import run_inprocess, write_manifest
@@ -245,7 +245,7 @@ def test_asr_word_times_find_fillers_by_voice_no_word_explains(whisper_folder):
 
 
 def test_the_asr_settings_name_incremental_results_only_when_given(tmp_path, whisper_folder):
-    from stepedit_core.incremental import key_settings
+    from stepedit_core.lifecycle.incremental import key_settings
 
     engine = make_engine("signal", EngineOptions())
     base = {"manifest_uri": "m.parquet", "out": str(tmp_path), "run_id": "r"}

@@ -15,16 +15,16 @@ import pytest
 from test_words_pipeline import whisper_folder  # noqa: F401 - the session fixture
 from work_items import row_item
 
-from stepedit_core.audio import Audio
 from stepedit_core.audit import clip_history, format_history
-from stepedit_core.edits import parse_edit
 from stepedit_core.engines import EngineOptions, make_engine
 from stepedit_core.engines.signal import util, vad
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import parse_edit
+from stepedit_core.foundation.stages import WorkItem
+from stepedit_core.lifecycle.job import JobSpec
+from stepedit_core.lifecycle.rounds import RoundEnd, build_stages, model_stage_names
+from stepedit_core.quality.round_qc import MeasureRound
 from stepedit_core.report.cuts import words_note
-from stepedit_core.round_qc import MeasureRound
-from stepedit_core.rounds import RoundEnd, build_stages, model_stage_names
-from stepedit_core.stages import WorkItem
 from stepedit_core.words import fillers
 from stepedit_core.words.align import shared_aligner, tokens
 from stepedit_core.words.edit import remove_fillers
@@ -285,7 +285,7 @@ def test_the_wer_gate_reuses_the_transcript_the_stage_made():
 
 
 def test_asked_for_word_timings_name_incremental_results(tmp_path, whisper_folder):  # noqa: F811
-    from stepedit_core.incremental import key_settings
+    from stepedit_core.lifecycle.incremental import key_settings
 
     engine = make_engine("signal", EngineOptions())
     base = {"manifest_uri": "m.parquet", "out": str(tmp_path), "run_id": "r", "edits": ("denoise",)}

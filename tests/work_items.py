@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepedit_core.clip_spec import ClipSpec
-from stepedit_core.edits import EditSpec
-from stepedit_core.stages import WorkItem
+from stepedit_core.foundation.clip_spec import ClipSpec
+from stepedit_core.foundation.edits import EditSpec
+from stepedit_core.foundation.stages import WorkItem
 
 SPEC_FIELDS = ("text", "target_text", "segments", "language", "speaker", "seed")
 

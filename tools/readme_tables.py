@@ -1,7 +1,8 @@
 """Rewrite the README's generated tables (failure codes, edits, margin anchors) from their
 registries.
 
-Run after changing stepedit_core/failures.py or the edit table: `python tools/readme_tables.py`.
+Run after changing stepedit_core/foundation/failures.py or the edit table: `python
+tools/readme_tables.py`.
 tests/test_failures.py fails while the README and the registries disagree.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepedit_core import edits, failures
 from stepedit_core.dataset import objective
+from stepedit_core.foundation import edits, failures
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TABLES = {

@@ -13,9 +13,9 @@ from stepedit_core.audit.records import (
     object_sha256,
     record_digest,
 )
+from stepedit_core.foundation.store import RunStore
 from stepedit_core.judges.verify import clip_verdicts, format_verdicts
-from stepedit_core.qc_result import QcResult
-from stepedit_core.store import RunStore
+from stepedit_core.quality.qc_result import QcResult
 from stepedit_core.words.summary import cuts_line, words_line
 
 # too bulky to print in a clip's history; their presence is still covered by record_sha256

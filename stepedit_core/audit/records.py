@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
 
 AUDIT_KEY_ENV = "STEPEDIT_AUDIT_KEY"  # set: run.json's seal is an HMAC with this key
 RECORD_HASH_VERSION = b"stepedit-record-v1\n"

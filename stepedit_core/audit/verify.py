@@ -12,7 +12,6 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core.audio_ref import resolve_ref, sha256_file
 from stepedit_core.audit.history import delivered_round
 from stepedit_core.audit.records import (
     AUDIT_KEY_ENV,
@@ -24,10 +23,11 @@ from stepedit_core.audit.records import (
     run_relative,
     seal_line,
 )
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.audio_ref import resolve_ref, sha256_file
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.sources import InputLimits, read_source
+from stepedit_core.foundation.store import RunStore, is_temporary
 from stepedit_core.judges.verify import check_verdicts
-from stepedit_core.sources import InputLimits, read_source
-from stepedit_core.store import RunStore, is_temporary
 
 # what verify_run keeps of each record once it is re-hashed: enough to check the chains
 _LINK_FIELDS = (

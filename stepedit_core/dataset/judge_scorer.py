@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, Margin, Pair, ScorerUnavailable
-from stepedit_core.edits import EditSpec
+from stepedit_core.foundation.edits import EditSpec
 from stepedit_core.judges.cache import VerdictCache, cache_key
 from stepedit_core.judges.http import JudgeClient, JudgeRequestFailed, MissingKey
 from stepedit_core.judges.judge import audio_wav16

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, model_validator
 
-from stepedit_core.access import AllowedRoots, default_root, storage_options_installed
+from stepedit_core.catalog.access import AllowedRoots, default_root, storage_options_installed
 from stepedit_core.dataset import card
 from stepedit_core.dataset.choose_scorer import scorer_for
 from stepedit_core.dataset.layout import SET_METADATA
@@ -35,11 +35,11 @@ from stepedit_core.dataset.pair_rows import (
 )
 from stepedit_core.dataset.scorers import SCORERS, ScorerUnavailable
 from stepedit_core.dataset.sft import SetWriting, passed_columns, write_sft
-from stepedit_core.edits import EditSpec, parse_edit, refusal
-from stepedit_core.failures import RunRefused
-from stepedit_core.job import JobSpec
+from stepedit_core.foundation.edits import EditSpec, parse_edit, refusal
+from stepedit_core.foundation.failures import RunRefused
+from stepedit_core.foundation.store import RunStore
 from stepedit_core.judges.spec import JudgeSpec
-from stepedit_core.store import RunStore
+from stepedit_core.lifecycle.job import JobSpec
 
 Attribute = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
 DEFAULT_MIN_MARGIN = 6.0
@@ -168,7 +168,7 @@ def build_margin_set(
         check_attributes(spec)
         write_pair_rows(spec)
         if run is None:
-            from stepedit_core.run import run_job
+            from stepedit_core.lifecycle.run import run_job
 
             record = run_job(spec.job, executor=executor)
         else:

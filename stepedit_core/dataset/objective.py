@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from stepedit_core import qc
-from stepedit_core.audio import Audio
 from stepedit_core.dataset.scorers import MARGIN_MAX, MARGIN_MIN, Margin, Pair, ScorerUnavailable
-from stepedit_core.edits import EditSpec
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import EditSpec
+from stepedit_core.quality import qc
 
 FLOOR_LIMIT_DB = -100.0  # below any audible floor; digital silence (-200) must not count as gain
 

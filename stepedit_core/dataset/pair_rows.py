@@ -12,8 +12,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core.edits import EditSpec, format_chain, parse_edit, refusal
-from stepedit_core.manifest import ManifestError, check_schema
+from stepedit_core.catalog.manifest import ManifestError, check_schema
+from stepedit_core.foundation.edits import EditSpec, format_chain, parse_edit, refusal
 
 PAIR_SEPARATOR = "~"  # pair clip id: SOURCE_CLIP_ID~ATTRIBUTE
 SOURCE_CLIP_ID = "source_clip_id"

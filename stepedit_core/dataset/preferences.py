@@ -26,13 +26,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stepedit_core.catalog.records import AUDIO_COLUMNS, round_flac
 from stepedit_core.dataset.ratings import read_ratings
 from stepedit_core.dataset.run_rounds import RoundRef, read_rounds
 from stepedit_core.dataset.sft import Location, record_locations, staged_file
-from stepedit_core.edits import parse_chain
-from stepedit_core.failures import RunRefused
-from stepedit_core.records import AUDIO_COLUMNS, round_flac
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.failures import RunRefused
+from stepedit_core.foundation.store import RunStore
 
 PARALINGUISTIC_MARGIN = 2  # 1-3 scores: the top score against the bottom one
 RATING_MARGIN = 3  # 1-5 ratings: a pair needs a difference over this (5 against 1)

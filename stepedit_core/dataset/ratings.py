@@ -34,8 +34,8 @@ from stepedit_core.audit.records import (
 )
 from stepedit_core.audit.records import seal as audit_seal
 from stepedit_core.dataset.run_rounds import RoundRef, read_rounds
-from stepedit_core.failures import RunRefused
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.failures import RunRefused
+from stepedit_core.foundation.store import RunStore
 
 RATINGS_DIR = "ratings"
 LEDGER = "imports.json"  # RUN/ratings/imports.json: every imported file's digest, sealed

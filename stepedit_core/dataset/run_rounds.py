@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
 
 COLUMNS = ["clip_id", "row_index", "iteration", "edit", "status", "input_sha256",
            "output_sha256", "record_sha256", "instruction"]  # fmt: skip

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stepedit_core.audio import Audio
-from stepedit_core.edits import EditSpec
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import EditSpec
 
 MARGIN_MIN, MARGIN_MAX = 1, 10
 

@@ -24,15 +24,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core import audio as audio_io
-from stepedit_core.access import AllowedRoots
+from stepedit_core.catalog.access import AllowedRoots
+from stepedit_core.catalog.records import AUDIO_COLUMNS, round_flac
 from stepedit_core.dataset.pair_rows import ATTRIBUTE, SOURCE_CLIP_ID
 from stepedit_core.dataset.scorers import Margin, MarginScorer, Pair
-from stepedit_core.edits import EditSpec, parse_edit
-from stepedit_core.failures import ItemFailure
-from stepedit_core.records import AUDIO_COLUMNS, round_flac
-from stepedit_core.retry import retrying
-from stepedit_core.store import LOCAL, RunStore
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.edits import EditSpec, parse_edit
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.retry import retrying
+from stepedit_core.foundation.store import LOCAL, RunStore
 
 BATCH_ROWS = 512
 READ_THREADS = 8

@@ -8,9 +8,9 @@ from functools import cache
 
 import pyarrow as pa
 
-from stepedit_core.edits import SIGNAL, STEPAUDIO
 from stepedit_core.engines.base import Engine, EngineNotReady
 from stepedit_core.engines.options import EngineOptions
+from stepedit_core.foundation.edits import SIGNAL, STEPAUDIO
 
 ENGINES = {
     SIGNAL: "stepedit_core.engines.signal:SignalEngine",
@@ -43,7 +43,7 @@ def round_record_schema() -> pa.Schema:
     """The schema of every run's round records: the shared columns and every registered engine's
     own, whichever engine a run uses (its files read alike, and a column's type never changes
     from run to run)."""
-    from stepedit_core.records import round_schema
+    from stepedit_core.catalog.records import round_schema
 
     return round_schema(
         column for name in ENGINES for column in engine_class(name).trace_type.COLUMNS

@@ -6,11 +6,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from stepedit_core.audio import Audio
-from stepedit_core.edits import EDIT_TABLE, EditSpec, engines_running, types_for
-from stepedit_core.failures import ItemFailure, RunRefused
-from stepedit_core.stages import Stage
-from stepedit_core.traces import EngineTrace
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import EDIT_TABLE, EditSpec, engines_running, types_for
+from stepedit_core.foundation.failures import ItemFailure, RunRefused
+from stepedit_core.foundation.stages import Stage
+from stepedit_core.foundation.traces import EngineTrace
 
 if TYPE_CHECKING:  # options.py imports the engines' config modules, which import this one
     from stepedit_core.engines.options import EngineOptions

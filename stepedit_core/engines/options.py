@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from stepedit_core.edits import SIGNAL, STEPAUDIO
 from stepedit_core.engines.signal.config import SignalConfig
 from stepedit_core.engines.stepaudio.config import StepAudioConfig
-from stepedit_core.settings import declared
+from stepedit_core.foundation.edits import SIGNAL, STEPAUDIO
+from stepedit_core.foundation.settings import declared
 
 
 class EngineOptions(SignalConfig, StepAudioConfig):

@@ -25,8 +25,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core.edits import EMOTIONS, PARALINGUISTIC_TAGS, STYLES
-from stepedit_core.failures import RunRefused
+from stepedit_core.foundation.edits import EMOTIONS, PARALINGUISTIC_TAGS, STYLES
+from stepedit_core.foundation.failures import RunRefused
 
 TASKS = ("emotion", "style", "paralinguistic")
 # task -> the file names it may have under data/ (the release spells one of them its own way)

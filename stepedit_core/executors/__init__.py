@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from stepedit_core.stages import Stage, WorkItem
+from stepedit_core.foundation.stages import Stage, WorkItem
 
 EXECUTORS = ("ray", "local")
 

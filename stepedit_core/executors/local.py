@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from stepedit_core.stages import Stage, WorkItem
+from stepedit_core.foundation.stages import Stage, WorkItem
 
 
 def _batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:

@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.stage_envs import StageEnv
-from stepedit_core.stages import Stage, WorkItem
-from stepedit_core.stops import keep_signal_handlers
+from stepedit_core.foundation.stages import Stage, WorkItem
+from stepedit_core.lifecycle.stage_envs import StageEnv
+from stepedit_core.lifecycle.stops import keep_signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class RayDataExecutor:
         self.address = address
         self.progress_bars = progress_bars
         self._counter: Any = None
-        # stage name -> the environment its workers run in (see stepedit_core.stage_envs)
+        # stage name -> the environment its workers run in (see stepedit_core.lifecycle.stage_envs)
         self.stage_envs = dict(stage_envs or {})
 
     @property

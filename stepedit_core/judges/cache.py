@@ -11,7 +11,7 @@ import hashlib
 import json
 import posixpath
 
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
 
 CACHE_DIR = "_judge_cache"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import soundfile as sf
 
-from stepedit_core import audio as audio_io
-from stepedit_core.edits import EditSpec
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.edits import EditSpec
 from stepedit_core.judges.answers import Unparsable, grade
 from stepedit_core.judges.cache import VerdictCache, cache_key
 from stepedit_core.judges.http import (

@@ -21,19 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepedit_core import audio as audio_io
 from stepedit_core.audit.records import audit_key, seal_line, verdicts_digest
-from stepedit_core.edits import parse_chain
+from stepedit_core.catalog.records import round_flac
 from stepedit_core.executors import Executor
-from stepedit_core.failures import RunRefused
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.failures import RunRefused
+from stepedit_core.foundation.store import RunStore
 from stepedit_core.judges.accuracy import accuracy_rows, accuracy_table, markdown
 from stepedit_core.judges.judge import Judge, JudgeTask
 from stepedit_core.judges.objective import OBJECTIVE_EDITS
 from stepedit_core.judges.stage import JudgeTasks
 from stepedit_core.judges.targets import EvalTarget, targets_in
 from stepedit_core.judges.verdict import Verdict, verdict_table
-from stepedit_core.records import round_flac
-from stepedit_core.store import RunStore
 
 PARTS_PER_CALL = 8  # iteration parts judged per executor call (about 2,000 rounds)
 

@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from stepedit_core.audio import Audio, to_mono
-from stepedit_core.edits import LOUDNESS_PROFILES, EditSpec
-from stepedit_core.qc import loudness_lufs, noise_floor_db, speech_spans
+from stepedit_core.foundation.audio import Audio, to_mono
+from stepedit_core.foundation.edits import LOUDNESS_PROFILES, EditSpec
+from stepedit_core.quality.qc import loudness_lufs, noise_floor_db, speech_spans
 
 OBJECTIVE_EDITS = ("speed", "vad", "denoise", "loudness")
 SPEED_TOLERANCE = 0.10

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import html
 
+from stepedit_core.foundation.store import RunStore
 from stepedit_core.judges.accuracy import by_task
-from stepedit_core.store import RunStore
 
 # Step-Audio-EditX technical report (arXiv 2511.03601, v1), Gemini 2.5 Pro as judge, by iteration
 PAPER = {

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stepedit_core.edits import PARALINGUISTIC_TAGS
+from stepedit_core.foundation.edits import PARALINGUISTIC_TAGS
 
 TASKS = ("emotion", "style", "paralinguistic")
 # the label a task's judge may answer; `natural`/`normal`/`none` are valid answers that never

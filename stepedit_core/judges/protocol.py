@@ -24,10 +24,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core.failures import RunRefused
+from stepedit_core.catalog.manifest import clean
+from stepedit_core.foundation.failures import RunRefused
 from stepedit_core.judges.prompts import TAG_PATTERN
 from stepedit_core.judges.targets import target_of
-from stepedit_core.manifest import clean
 
 MODES = {"chain": "chain", "prompt-fixed": "fixed"}  # --mode -> the engine's prompt mode
 PARALINGUISTIC_SUFFIX = "-paralinguistic"

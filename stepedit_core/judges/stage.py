@@ -15,12 +15,12 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepedit_core import audio as audio_io
-from stepedit_core.audio_ref import AudioRef, read_object
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.audio_ref import AudioRef, read_object
+from stepedit_core.foundation.stages import Resources, Stage, WorkItem
 from stepedit_core.judges.judge import Judge, JudgeTask
 from stepedit_core.judges.objective import OBJECTIVE_EDITS
 from stepedit_core.judges.targets import EvalTarget
-from stepedit_core.stages import Resources, Stage, WorkItem
 
 JUDGE_CPUS = 0.2  # waiting on HTTP, not computing (objective judges measure a little)
 

@@ -14,8 +14,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stepedit_core.catalog.manifest import clean
 from stepedit_core.judges.prompts import EMOTION_LABELS, STYLE_LABELS, TASKS
-from stepedit_core.manifest import clean
 
 EVAL_COLUMNS = ("eval_task", "eval_label")
 TASK_SPELLINGS = {"paralingustic": "paralinguistic"}  # the benchmark's own spelling

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from stepedit_core.audit.records import seal as audit_seal
-from stepedit_core.failures import check_code
+from stepedit_core.foundation.failures import check_code
 
 RAW_ANSWER_CHARS = 2000  # enough to read why an answer did not parse; answers are short
 

@@ -18,7 +18,7 @@ from stepedit_core.audit.records import (
     verdict_group,
     verdicts_digest,
 )
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
 
 
 def check_verdicts(

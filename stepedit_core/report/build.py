@@ -32,12 +32,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepedit_core import audio as audio_io
-from stepedit_core.failures import ItemFailure
+from stepedit_core.catalog.records import round_flac
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.store import RunStore
 from stepedit_core.judges.page import accuracy_section
-from stepedit_core.qc import basic_metrics
-from stepedit_core.qc_result import QcResult
-from stepedit_core.records import round_flac
+from stepedit_core.quality.qc import basic_metrics
+from stepedit_core.quality.qc_result import QcResult
 from stepedit_core.report.charts import round_stats, trend_svg
 from stepedit_core.report.cuts import cuts_strip, words_note
 from stepedit_core.report.escape import html_text as _e
@@ -46,7 +47,6 @@ from stepedit_core.report.ratings import rating_widget, ratings_bar
 from stepedit_core.report.segment_joins import segment_joins
 from stepedit_core.report.spectrogram import spectrogram_png
 from stepedit_core.report.waveform import waveform_svg
-from stepedit_core.store import RunStore
 
 QC_PASS = "qc_pass"
 QC_REASONS = "qc_reasons"

@@ -9,7 +9,7 @@ import json
 from collections import Counter
 
 from stepedit_core.dataset.layout import SET_METADATA
-from stepedit_core.store import RunStore
+from stepedit_core.foundation.store import RunStore
 
 WIDTH, HEIGHT = 300, 150
 LEFT, RIGHT, TOP, BOTTOM = 36, 10, 22, 26

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 
-from stepedit_core.audio import Audio
+from stepedit_core.foundation.audio import Audio
 from stepedit_core.report.waveform import waveform_svg
 
 

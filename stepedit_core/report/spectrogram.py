@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stepedit_core.audio import Audio, to_mono
+from stepedit_core.foundation.audio import Audio, to_mono
 from stepedit_core.report.png import png_bytes
 
 FLOOR_DB = -80.0  # below the loudest bin: drawn as the darkest colour

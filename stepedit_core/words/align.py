@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.words.numbers import spell_numbers
 from stepedit_core.words.timing import Word
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from stepedit_core.failures import ItemFailure, RunRefused
+from stepedit_core.foundation.failures import ItemFailure, RunRefused
 from stepedit_core.words.language import base_language
 from stepedit_core.words.timing import Word
 

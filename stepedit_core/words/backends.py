@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.words.fillers import unexplained_voice
 from stepedit_core.words.language import is_english
 from stepedit_core.words.timing import Word

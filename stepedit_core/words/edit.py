@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.edits import EditSpec, fillers_of
+from stepedit_core.foundation.edits import EditSpec, fillers_of
 from stepedit_core.words.backends import WordTimings, word_timings
 from stepedit_core.words.fillers import Cut, apply_cuts, pauses, plan_cuts
 

@@ -3,8 +3,8 @@ edits that quote the transcript (the model engine's) can run on a catalog of bar
 
 from __future__ import annotations
 
-from stepedit_core.failures import ItemFailure
-from stepedit_core.stages import Resources, Stage, WorkItem
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.stages import Resources, Stage, WorkItem
 
 
 class TranscribeMissingText(Stage):

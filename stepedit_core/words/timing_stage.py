@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stepedit_core.edits import EditSpec
-from stepedit_core.stages import Resources, Stage, WorkItem
+from stepedit_core.foundation.edits import EditSpec
+from stepedit_core.foundation.stages import Resources, Stage, WorkItem
 from stepedit_core.words.timing import OutputWords
 
 WORD_TIMING_MODES = ("auto", "asr")

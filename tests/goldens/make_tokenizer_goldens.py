@@ -49,8 +49,8 @@ def _project_texts() -> tuple[types.ModuleType, types.ModuleType, types.ModuleTy
             package = types.ModuleType(name)
             package.__path__ = [str(REPO / name.replace(".", "/"))]
             sys.modules[name] = package
-    from stepedit_core import edits
     from stepedit_core.engines.stepaudio import prompts, tokens
+    from stepedit_core.foundation import edits
 
     return prompts, tokens, edits
 
@@ -239,7 +239,7 @@ def compare(root: Path) -> None:
     from stepedit_core.engines.stepaudio.text_tokenizer import load_text_tokenizer
 
     transformers.logging.set_verbosity_error()
-    from stepedit_core import edits
+    from stepedit_core.foundation import edits
 
     goldens = json.loads(GOLDENS.read_text(encoding="utf-8"))
     folders = tokenizer_folders.build_all(root)

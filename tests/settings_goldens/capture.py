@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from stepedit_core.engines import make_engine
-from stepedit_core.incremental import key_settings
-from stepedit_core.job import JobSpec
+from stepedit_core.lifecycle.incremental import key_settings
+from stepedit_core.lifecycle.job import JobSpec
 
 BASE = dict(manifest_uri="/data/cat/manifest.parquet", out="/data/runs", run_id="r1")
 JOBS = {

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from stepedit_core.settings import Setting, SettingsGroup
+from stepedit_core.foundation.settings import Setting, SettingsGroup
 
 
 class SignalConfig(SettingsGroup):

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.audio import Audio
-from stepedit_core.audio_ref import AudioRef
-from stepedit_core.edits import LOUDNESS_PROFILES, SIGNAL, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady
 from stepedit_core.engines.signal.trace import SignalTrace
-from stepedit_core.failures import ItemFailure
-from stepedit_core.stages import EngineStage, Resources, Stage, WorkItem
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.audio_ref import AudioRef
+from stepedit_core.foundation.edits import LOUDNESS_PROFILES, SIGNAL, EditSpec
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.stages import EngineStage, Resources, Stage, WorkItem
 from stepedit_core.words.timing import OutputWords
 
 REQUIRED_MODULES = (

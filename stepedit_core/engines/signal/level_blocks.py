@@ -24,7 +24,7 @@ from stepedit_core.engines.signal.loudness import (
     target_for,
     trim_for,
 )
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.signal.blocks import BlockWriter, block_frames
 from stepedit_core.signal.gain import db_to_gain, gain_to_db
 from stepedit_core.signal.meters import (

@@ -24,8 +24,8 @@ from typing import TypeVar
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-from stepedit_core.edits import LOUDNESS_PROFILES
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.edits import LOUDNESS_PROFILES
+from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.signal.gain import db_to_gain, gain_to_db
 from stepedit_core.signal.meters import frame_true_peaks, true_peak
 from stepedit_core.signal.meters import true_peak_dbtp as true_peak_dbtp  # re-exported

@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stepedit_core.delivery import Profile
 from stepedit_core.engines.signal.level_blocks import match_level_blocks, write_level_matched
 from stepedit_core.engines.signal.leveler import LevelPlan, LevelStats, plan_leveling
 from stepedit_core.engines.signal.loudness import target_for
@@ -41,7 +40,8 @@ from stepedit_core.engines.signal.mastering import (
     room_tone_power,
     synth_room_tone,
 )
-from stepedit_core.failures import ItemFailure
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.quality.delivery import Profile
 from stepedit_core.signal.blocks import FileReader, block_frames, ranges
 from stepedit_core.signal.meters import NoiseFloorMeter
 from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S, shared_vad

@@ -37,13 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.delivery import Profile, profile_for_loudness
 from stepedit_core.engines.signal.leveler import level_speech
 from stepedit_core.engines.signal.loudness import match_level, target_for
+from stepedit_core.foundation.stages import ItemFailure
+from stepedit_core.quality.delivery import Profile, profile_for_loudness
 from stepedit_core.signal.meters import FrameEnergy, noise_floor_db, quiet_level_of
 from stepedit_core.signal.meters import quiet_level_db as quiet_level_db  # re-exported
 from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S
-from stepedit_core.stages import ItemFailure
 
 MARGIN_S = 0.05  # room tone kept at full level next to every word
 FADE_S = 0.05  # gate ramps

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from stepedit_core.traces import EngineTrace, RecordColumn
+from stepedit_core.foundation.traces import EngineTrace, RecordColumn
 from stepedit_core.words.fillers import Cut, cuts_json
 
 

@@ -20,7 +20,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from stepedit_core.delivery import PROFILES
+from stepedit_core.quality.delivery import PROFILES
 from stepedit_core.signal.gain import crossfade
 from stepedit_core.signal.vad import SileroVad, shared_vad
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from stepedit_core.segments import DEFAULT_SEGMENT_S
-from stepedit_core.settings import Setting, SettingsGroup
+from stepedit_core.catalog.segments import DEFAULT_SEGMENT_S
+from stepedit_core.foundation.settings import Setting, SettingsGroup
 
 
 class StepAudioConfig(SettingsGroup):

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.audio import Audio
 from stepedit_core.engines.stepaudio import tokens
+from stepedit_core.foundation.audio import Audio
 
 OUTPUT_RATE = 24000
 

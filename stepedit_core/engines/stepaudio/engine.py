@@ -58,7 +58,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from stepedit_core.edits import PARALINGUISTIC_TAGS, SPEED_FACTORS, STEPAUDIO, EditSpec
 from stepedit_core.engines.base import Engine, EngineNotReady
 from stepedit_core.engines.options import EngineOptions
 from stepedit_core.engines.stepaudio import (
@@ -83,8 +82,9 @@ from stepedit_core.engines.stepaudio.models import (
 from stepedit_core.engines.stepaudio.text_tokenizer import TextTokenizerError
 from stepedit_core.engines.stepaudio.tokenizer import Encoded
 from stepedit_core.engines.stepaudio.trace import StepAudioTrace
-from stepedit_core.failures import ItemFailure
-from stepedit_core.stages import EngineStage, Resources, Stage, WorkItem, guard
+from stepedit_core.foundation.edits import PARALINGUISTIC_TAGS, SPEED_FACTORS, STEPAUDIO, EditSpec
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.stages import EngineStage, Resources, Stage, WorkItem, guard
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from stepedit_core.edits import PARALINGUISTIC_TAGS, STEPAUDIO, EditSpec, refusal
+from stepedit_core.catalog.tags import remove_paralinguistic_tags
 from stepedit_core.engines.stepaudio import tokens
-from stepedit_core.tags import remove_paralinguistic_tags
+from stepedit_core.foundation.edits import PARALINGUISTIC_TAGS, STEPAUDIO, EditSpec, refusal
 
 BOS_ID = 1
 EOT_ID = 3  # ends a turn; also the id the model emits when the audio is complete

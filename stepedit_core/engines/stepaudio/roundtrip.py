@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.audio import Audio
-from stepedit_core.edits import EditSpec
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import EditSpec
 
 _SCALE_32 = float(1 << 31)  # libsndfile's float -> int scale on its clipping path
 _READ_SCALE = np.float32(32768.0)  # torchaudio.load: short -> float

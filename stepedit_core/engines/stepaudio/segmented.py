@@ -30,7 +30,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from stepedit_core.audio import Audio
+from stepedit_core.catalog.segment_texts import (
+    SegmentsError,
+    SegmentText,
+    parse_segments,
+    pieces_of,
+    texts_from_words,
+)
+from stepedit_core.catalog.segments import NoPause, Piece, plan
 from stepedit_core.engines.options import EngineOptions
 from stepedit_core.engines.stepaudio.trace import (
     EditedSegment,
@@ -38,16 +45,9 @@ from stepedit_core.engines.stepaudio.trace import (
     StepAudioTrace,
     segment_items,
 )
-from stepedit_core.failures import ItemFailure
-from stepedit_core.segment_texts import (
-    SegmentsError,
-    SegmentText,
-    parse_segments,
-    pieces_of,
-    texts_from_words,
-)
-from stepedit_core.segments import NoPause, Piece, plan
-from stepedit_core.stages import Stage, WorkItem, guard
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.stages import Stage, WorkItem, guard
 
 MODEL_WINDOW_S = 30.0  # the longest segment the model is given (its authors' advice per call)
 
@@ -144,7 +144,7 @@ def _from_words(item: WorkItem, audio: Audio, options: EngineOptions) -> Planned
             "expected a `segments` column (JSON list of {start, end, text}) or --asr-models "
             "DIR for word timings",
         )
-    from stepedit_core import qc
+    from stepedit_core.quality import qc
     from stepedit_core.words.asr import shared_asr
 
     rate = audio.sample_rate
@@ -231,8 +231,8 @@ def _fold(chapter: WorkItem) -> None:
 
 def join(chapter: WorkItem) -> None:
     """The chapter's output: its edited segments stitched; its record's segment list."""
-    from stepedit_core import qc
-    from stepedit_core.stitch import stitch
+    from stepedit_core.catalog.stitch import stitch
+    from stepedit_core.quality import qc
 
     subs = _subs(chapter)
     outputs = [s.output for s in subs]

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core import audio as audio_io
-from stepedit_core.audio import Audio
 from stepedit_core.engines.stepaudio import tokens
+from stepedit_core.foundation import audio as audio_io
+from stepedit_core.foundation.audio import Audio
 
 PEAK_CAP = 0.6
 TOKENIZER_RATE = 16000

@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from stepedit_core.engines.stepaudio.roundtrip import PassEntry
 from stepedit_core.engines.stepaudio.tokenizer import Encoded
-from stepedit_core.traces import EngineTrace, RecordColumn
+from stepedit_core.foundation.traces import EngineTrace, RecordColumn
 
 if TYPE_CHECKING:
-    from stepedit_core.stages import WorkItem
+    from stepedit_core.foundation.stages import WorkItem
 
 
 @dataclass(frozen=True)
