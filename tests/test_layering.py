@@ -300,12 +300,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 # Imports that break a rule today and that another change removes: (importer, imported);
 # entries may only be deleted, never added.
 KNOWN_CROSSINGS: set[tuple[str, str]] = {
-    # QC, delivery and stitching use the signal engine's meters: they move to signal primitives
-    ("stepedit_core.quality.qc", "stepedit_core.engines.signal.loudness"),
-    ("stepedit_core.quality.qc", "stepedit_core.engines.signal.vad"),
+    # delivery masters with the signal engine's loudness and mastering (its peak trim and room
+    # tone): they belong in signal primitives
     ("stepedit_core.quality.delivered_files", "stepedit_core.engines.signal.loudness"),
     ("stepedit_core.quality.delivered_files", "stepedit_core.engines.signal.mastering"),
-    ("stepedit_core.catalog.stitch", "stepedit_core.engines.signal.mastering"),
 }
 
 
