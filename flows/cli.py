@@ -38,12 +38,7 @@ from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
 from stepedit_flows.exit_statuses import CLOSED_PIPE, CRASHED, REFUSED, Refused, exit_status
-from stepedit_flows.judge_cli import (
-    add_judge_options,
-    add_judge_parser,
-    add_until_judged,
-    cmd_judge,
-)
+from stepedit_flows.judge_cli import add_judge_parser, cmd_judge
 from stepedit_flows.run_command import (
     check_before_run,
     print_finished,
@@ -83,9 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output root: local path or fsspec URI")
     run.add_argument("--run-id", required=True)
     add_run_options(run)
-    judging = run.add_argument_group("Judging")
-    add_judge_options(judging)
-    add_until_judged(judging)
 
     demo = sub.add_parser(
         "demo",

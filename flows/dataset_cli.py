@@ -35,12 +35,15 @@ MARGIN_SETTINGS = (
     "read_timeout_s",
     "storage_options",
 )
+# the judge's options `dataset margin` takes (its prompt is --margin-prompt)
+MARGIN_JUDGE_SETTINGS = ("kind", "endpoint", "model", "key_env", "concurrency")
 
 
 def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     from stepedit_core.dataset.margin_set import DEFAULT_MIN_MARGIN
     from stepedit_core.dataset.scorers import SCORERS
     from stepedit_core.lifecycle.job import JobSpec
+    from stepedit_flows.judge_cli import add_judge_options
     from stepedit_flows.run_options import SETTING_PARSERS, edit_arg
     from stepedit_flows.setting_options import add_setting_options
 
@@ -83,37 +86,15 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
         help="denoise margins also count the DNSMOS gain (pip install 'stepedit[qc-heavy]'; "
         "about 0.8 s a pair on one core)",
     )
-    margin.add_argument(
-        "--judge",
-        choices=("gemini", "openai"),
-        default=None,
-        help="margins from an audio model judge, asked how clearly the attribute differs "
-        "between the neutral and the edited version (any attribute: emotion, style...)",
-    )
-    margin.add_argument(
-        "--endpoint",
-        default=None,
-        metavar="URL",
-        help="the judge API's base URL (gemini default: Google's; openai: a URL ending in /v1)",
-    )
-    margin.add_argument("--model", default=None, help="the judge model's name")
-    margin.add_argument(
-        "--key-env",
-        default=None,
-        metavar="VAR",
-        help="environment variable holding the judge's API key (sent in a header, never recorded)",
-    )
+    # margins from an audio model judge, asked how clearly the attribute differs between the
+    # neutral and the edited version (any attribute: emotion, style...); the judge's prompt
+    # is the margin prompt below, so --prompts is not offered
+    add_judge_options(margin, only=MARGIN_JUDGE_SETTINGS)
     margin.add_argument(
         "--margin-prompt",
         default=None,
         metavar="FILE",
         help="the judge's prompt template ({attribute}: the edit, {what}: what it changes)",
-    )
-    margin.add_argument(
-        "--concurrency",
-        type=int,
-        default=None,
-        help="judge requests in flight (default 8)",
     )
     # the job settings a margin set's run takes, as `stepedit run` declares them
     add_setting_options(margin, JobSpec, SETTING_PARSERS, only=MARGIN_SETTINGS)
@@ -197,23 +178,24 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 def _margin_judge(args: argparse.Namespace) -> tuple[JudgeSpec | None, str | None]:
     """The margin judge and its prompt template from the command line (None: no --judge)."""
     from stepedit_core.dataset.judge_scorer import MarginPromptError, load_margin_prompt
-    from stepedit_core.judges.judge import OBJECTIVE_MODEL
     from stepedit_core.judges.spec import JudgeSpec
+    from stepedit_flows.setting_options import setting_named
 
-    options = ("endpoint", "model", "key_env", "margin_prompt", "concurrency")
-    given = [o for o in options if getattr(args, o) is not None]
-    if args.judge is None:
+    # an option counts as given when it is off its declared default
+    defaults = {name: setting_named(JudgeSpec, name).default for name in MARGIN_JUDGE_SETTINGS}
+    defaults.update(kind=None, margin_prompt=None)
+    given = [o for o in defaults if o != "kind" and getattr(args, o) != defaults[o]]
+    if args.kind is None:
         if given:
             names = ", ".join("--" + o.replace("_", "-") for o in given)
             raise Refused(f"{names}: only with --judge gemini|openai")
         return None, None
+    if args.kind == "objective":
+        raise Refused("--judge objective does not score margins: use --judge gemini|openai")
     if args.scorer != "objective":  # the default: --judge chooses the judge scorer
         raise Refused("--judge scores the margins: leave --scorer out")
     try:
-        spec = JudgeSpec(
-            kind=args.judge, endpoint=args.endpoint or "", model=args.model or OBJECTIVE_MODEL,
-            key_env=args.key_env, concurrency=args.concurrency or 8,
-        )  # fmt: skip
+        spec = JudgeSpec(**{name: getattr(args, name) for name in MARGIN_JUDGE_SETTINGS})
         return spec, load_margin_prompt(args.margin_prompt)
     except MarginPromptError as exc:
         raise Refused(str(exc)) from None

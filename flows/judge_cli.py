@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Iterable
 
 from pydantic import ValidationError
 
 from stepedit_core.foundation.failures import RunRefused
 from stepedit_core.judges.http import MissingKey
-from stepedit_core.judges.judge import JUDGES
-from stepedit_core.judges.prompts import PromptError
+from stepedit_core.judges.prompts import PromptError, Prompts
 from stepedit_core.judges.spec import JudgeSpec
 from stepedit_core.lifecycle.job import JobSpec
 from stepedit_flows.run_command import (
@@ -25,7 +25,11 @@ from stepedit_flows.run_command import (
     run_flow,
     use_local_server,
 )
-from stepedit_flows.setting_options import add_setting_options, setting_named
+from stepedit_flows.setting_options import (
+    add_setting_options,
+    setting_named,
+    settings_from_args,
+)
 
 EVAL_RUN_SETTINGS = (
     "engine",
@@ -39,53 +43,41 @@ EVAL_RUN_SETTINGS = (
 )
 
 
-def add_judge_options(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument(
-        "--judge",
-        choices=JUDGES,
-        required=required,
-        default=None,
-        help="who judges each round: a Gemini or OpenAI-compatible audio model (rows with "
-        "eval_task and eval_label), or objective measurements of the signal edits",
-    )
-    p.add_argument(
-        "--endpoint",
-        default=None,
-        metavar="URL",
-        help="the judge API's base URL (gemini default: Google's; openai: a URL ending in /v1)",
-    )
-    p.add_argument("--model", default=None, help="the judge model's name")
-    p.add_argument(
-        "--key-env",
-        default=None,
-        metavar="VAR",
-        help="environment variable holding the API key (sent in a header, never recorded)",
-    )
-    p.add_argument("--prompts", default=None, metavar="FILE", help="JSON task -> prompt template")
-    p.add_argument(
-        "--concurrency", type=int, default=8, help="judge requests in flight (default 8)"
-    )
+def _prompts_file(path: str) -> dict[str, str]:
+    """--prompts FILE: the templates themselves go into the job (workers never read the file)."""
+    try:
+        return Prompts.load(path).templates
+    except PromptError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_until_judged(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--until-judged",
-        action="store_true",
-        help="stop a clip after the first round the judge confirms (needs --judge)",
+JUDGE_PARSERS = {"prompts": _prompts_file}
+
+
+def add_judge_options(
+    p: argparse.ArgumentParser, required: bool = False, only: Iterable[str] | None = None
+) -> None:
+    """The judge's options, as its fields declare them (judges/spec.py), under "Judging"."""
+    add_setting_options(
+        p,
+        JudgeSpec,
+        JUDGE_PARSERS,
+        only=only,
+        required=("kind",) if required else (),
+        title="Judging",
     )
 
 
 def judge_spec(args: argparse.Namespace) -> JudgeSpec | None:
     """The job's judge from the command line (None without --judge)."""
-    if getattr(args, "judge", None) is None:
+    values = settings_from_args(args, JudgeSpec)
+    if values.get("kind") is None:
         return None
     try:
-        spec = JudgeSpec.from_options(
-            args.judge, args.endpoint, args.model, args.key_env, args.prompts, args.concurrency
-        )
+        spec = JudgeSpec(**values)
         spec.judge(cache_root=None)  # refuses now when the key's variable is not set
         return spec
-    except (PromptError, MissingKey) as exc:
+    except MissingKey as exc:
         raise RunRefused(str(exc)) from None
     except ValidationError as exc:
         raise RunRefused(

@@ -1,7 +1,7 @@
 """The run's options on the command line (`run`, `demo`, `validate`, `deploy`, `dataset`) and the
 JobSpec built from them. The options are generated from the settings' declarations (job.py and
 the engines' config modules, through setting_options.py). The command modules import this
-module; it imports no command module but judge_cli's `judge_spec`."""
+module; it imports no command module but judge_cli's judge options."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from stepedit_core.foundation.edits import EditError, EditSpec, parse_edit
 from stepedit_core.lifecycle.job import InputsConfig, JobSpec
 from stepedit_flows.exit_statuses import Refused
-from stepedit_flows.judge_cli import judge_spec
+from stepedit_flows.judge_cli import add_judge_options, judge_spec
 from stepedit_flows.setting_options import add_setting_options, flag_of, settings_from_args
 
 
@@ -47,9 +47,10 @@ def add_access_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Every setting of a job that has a flag (declared in job.py and the engines' config
-    modules), then how much the run prints."""
+    """Every setting of a job that has a flag (declared in job.py, the engines' config modules
+    and the judge's spec), then how much the run prints."""
     add_setting_options(p, JobSpec, SETTING_PARSERS)
+    add_judge_options(p)  # beside --until-judged, in the "Judging" group
     talk = p.add_argument_group("progress").add_mutually_exclusive_group()
     talk.add_argument(
         "--quiet",
@@ -75,7 +76,6 @@ def job_from_args(args: argparse.Namespace, manifest: str) -> JobSpec:
             out=args.out,
             run_id=args.run_id,
             judge=judge_spec(args),
-            until_judged=getattr(args, "until_judged", False),
         )
     except ValidationError as exc:
         problems = "; ".join(_problem(e) for e in exc.errors())

@@ -47,7 +47,8 @@ def argument(item: Declared, parsers: dict[str, Parse]) -> dict[str, Any]:
     setting = item.setting
     kind = value_type(item.field.annotation)
     origin = typing.get_origin(kind)
-    default = item.default
+    # a field the model requires (the judge's kind) is off until given on the command line
+    default = None if item.field.is_required() else item.default
     empty = default is None or default is False or default in ((), [], {})
     text = setting.help.replace("%", "%%")  # argparse formats help with %
     if not empty and "default" not in setting.help:  # a command's set_defaults shows too
@@ -82,23 +83,35 @@ def add_setting_options(
     model: type[BaseModel],
     parsers: dict[str, Parse] | None = None,
     only: Iterable[str] | None = None,
+    required: Iterable[str] = (),
+    title: str = "job",
 ) -> None:
     """One option per declared setting that has a flag (or per setting named in `only`), in
-    an argument group per settings group (the model's own settings first); `parsers`: setting
-    name -> parser of one value. A command changes a default with `set_defaults`."""
+    an argument group per settings group (the model's own settings first, under `title`; an
+    existing group of the same title takes them); `parsers`: setting name -> parser of one
+    value; `required`: settings the command cannot do without. A command changes a default
+    with `set_defaults`."""
     parsers = parsers or {}
     wanted = None if only is None else set(only)
-    sections: dict[Any, argparse._ArgumentGroup] = {}
+    needed = set(required)
     for item in declared(model):
         if item.setting is None or item.setting.flag is None:
             continue
         if wanted is not None and item.name not in wanted:
             continue
-        if item.group not in sections:
-            grouped = issubclass(item.group, SettingsGroup)
-            title = group_title(item.group) if grouped else "job"
-            sections[item.group] = parser.add_argument_group(title)
-        sections[item.group].add_argument(item.setting.flag, **argument(item, parsers))
+        keywords = argument(item, parsers)
+        if item.name in needed:
+            keywords["required"] = True
+        heading = group_title(item.group) if issubclass(item.group, SettingsGroup) else title
+        _section(parser, heading).add_argument(item.setting.flag, **keywords)
+
+
+def _section(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """The parser's argument group with this title (settings from two models share one)."""
+    for group in parser._action_groups:
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
 
 
 def settings_from_args(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ OTHER = {
     "prompt_mode": ["--prompt-mode", "fixed"],
     "llm_backend": ["--llm-backend", "vllm"],
     "segment_seconds": ["--segment-seconds", "20"],
+    "until_judged": ["--until-judged", "--judge", "objective"],
 }
 
 
@@ -185,8 +186,8 @@ def test_every_flagged_setting_is_an_option_with_its_declared_default_and_choice
 def test_run_help_shows_the_settings_by_group() -> None:
     text = _command("run").format_help()
     titles = ["job:", "Rounds:", "Quality checks and delivery:", "Words and transcripts:",
-              "Inputs and limits:", "Execution:", "Signal engine:", "Step-Audio-EditX engine:",
-              "progress:", "Judging:"]  # fmt: skip
+              "Judging:", "Inputs and limits:", "Execution:", "Signal engine:",
+              "Step-Audio-EditX engine:", "progress:"]  # fmt: skip
     places = [text.index(f"\n{title}\n") for title in titles]
     assert places == sorted(places)
     section = text[text.index("\nQuality checks and delivery:\n") : text.index("\nWords and")]
@@ -276,3 +277,57 @@ def test_no_command_drifts_from_the_declared_settings() -> None:
             if typing.get_origin(kind) is Literal:
                 assert tuple(action.choices) == typing.get_args(kind), (command, item.name)
     assert {"run", "validate", "demo", "deploy", "judge", "eval run", "dataset margin"} <= checked
+
+
+JUDGE_COMMANDS = {"run": None, "judge": None, "eval run": None, "dataset margin": "margin"}
+
+
+def test_the_judge_options_of_every_command_come_from_the_judge_declarations() -> None:
+    from stepedit_core.judges.spec import JudgeSpec
+
+    judge_items = [item for item in declared(JudgeSpec)]
+    assert all(item.setting and item.setting.flag for item in judge_items)
+    # the judge's options share the command line's namespace with the job's settings
+    assert not {item.name for item in judge_items} & set(JobSpec.setting_names())
+    commands = dict(_commands(build_parser()))
+    for command in ("run", "demo", "validate", "deploy", "judge", "eval run", "dataset margin"):
+        options = {a.dest: a for a in commands[command]._actions}
+        offered = [item for item in judge_items if item.name in options]
+        wanted = {"kind", "endpoint", "model", "key_env", "concurrency"}
+        assert wanted <= {item.name for item in offered}, command
+        for item in offered:
+            action = options[item.name]
+            assert action.option_strings == [item.setting.flag], (command, item.name)
+            default = None if item.name == "kind" else item.default
+            assert action.default == default, (command, item.name)
+        assert tuple(options["kind"].choices) == ("gemini", "openai", "objective")
+        assert options["kind"].required == (command in ("judge", "eval run")), command
+    assert "prompts" not in {a.dest for a in commands["dataset margin"]._actions}
+
+
+def test_run_offers_until_judged_beside_the_judge_and_builds_the_judge(tmp_path) -> None:
+    section = _command("run").format_help().split("\nJudging:\n")[1].split("\n\n")[0]
+    assert "--until-judged" in section and "--judge {gemini,openai,objective}" in section
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"emotion": "Is it {label}?"}))
+    argv = ["run", *BASE, "--judge", "objective", "--until-judged", "--prompts", str(prompts),
+            "--concurrency", "3"]  # fmt: skip
+    job = _job(build_parser().parse_args(argv), "m.parquet")
+    assert job.until_judged and job.judge.kind == "objective" and job.judge.concurrency == 3
+    assert job.judge.prompts["emotion"] == "Is it {label}?"  # the file's text, not its path
+    assert _job(build_parser().parse_args(["run", *BASE]), "m.parquet").judge is None
+
+
+def test_a_bad_judge_option_is_refused_naming_it(capsys, tmp_path) -> None:
+    from stepedit_flows.cli import main
+
+    bad = tmp_path / "prompts.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["run", *BASE, "--judge", "objective", "--prompts", str(bad)])
+    assert exit_.value.code == 2
+    assert "--prompts" in capsys.readouterr().err
+    assert main(["validate", "m.parquet", "--judge", "gemini"]) == 2
+    assert "the gemini judge needs --model" in capsys.readouterr().err
+    assert main(["validate", "m.parquet", "--until-judged"]) == 2
+    assert "--until-judged needs --judge" in capsys.readouterr().err

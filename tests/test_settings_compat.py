@@ -35,3 +35,25 @@ def test_a_run_json_written_before_the_declarations_loads_and_resumes() -> None:
     changed = sorted(k for k in fingerprint if earlier.get(k) != fingerprint[k])
     assert changed == []
     assert set(earlier) - set(fingerprint) == {"manifest_sha256"}  # added by the run itself
+
+
+JUDGED = json.loads((GOLDENS / "judged.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(n for n in JUDGED if "job" in JUDGED[n]))
+def test_a_judged_job_keeps_its_frozen_fingerprint_and_key_settings(name: str) -> None:
+    case = JUDGED[name]
+    job = JobSpec(**case["job"])
+    engine = make_engine(job.engine, job.engine_options())
+    assert job.fingerprint() == case["fingerprint"]
+    assert key_settings(job, engine) == case["key_settings"]
+
+
+def test_a_judged_run_from_the_command_line_keeps_its_frozen_fingerprint(monkeypatch) -> None:
+    from stepedit_flows.cli import build_parser
+    from stepedit_flows.run_options import job_from_args
+
+    case = JUDGED["cli_judged_openai"]
+    monkeypatch.setenv("JUDGE_KEY", "k")  # the judge refuses a key variable that is not set
+    args = build_parser().parse_args(case["argv"])
+    assert job_from_args(args, args.manifest).fingerprint() == case["fingerprint"]

@@ -345,8 +345,8 @@ class InputsConfig(SettingsGroup):
 class JudgingConfig(SettingsGroup):
     """Judging"""
 
-    # judge each round as it is made (stepedit_core/judges); the judge's own options are
-    # offered by flows/judge_cli.py (--judge, --endpoint, --model, ...)
+    # judge each round as it is made (stepedit_core/judges); the judge's own options
+    # (--judge, --endpoint, --model, ...) are declared by its fields (judges/spec.py)
     judge: Annotated[
         JudgeSpec | None,
         Setting("who judges each round", changes_output=True, key="never"),
@@ -357,6 +357,7 @@ class JudgingConfig(SettingsGroup):
         Setting(
             "stop a clip after the first round the judge confirms (needs --judge)",
             changes_output=True,
+            flag="--until-judged",
             joins_with="judge",
             key="never",
         ),
