@@ -331,3 +331,20 @@ def test_a_bad_judge_option_is_refused_naming_it(capsys, tmp_path) -> None:
     assert "the gemini judge needs --model" in capsys.readouterr().err
     assert main(["validate", "m.parquet", "--until-judged"]) == 2
     assert "--until-judged needs --judge" in capsys.readouterr().err
+
+
+def test_the_qc_plan_is_built_from_the_declared_quality_settings() -> None:
+    from stepedit_core.quality.config import QualityConfig
+    from stepedit_core.quality.delivery import QcPlan
+
+    output_changing = {d.name for d in declared(QualityConfig) if d.setting.changes_output}
+    assert output_changing <= set(QcPlan.settings())  # nothing that decides QC is left out
+    assert QcPlan() == JobSpec(manifest_uri="m", out="o", run_id="x").qc_plan()
+    job = JobSpec(manifest_uri="m", out="o", run_id="x", qc="acx", qc_heavy=True,
+                  select="best", asr_models="/a", qc_max_wer=0.2, deliver_format="mp3",
+                  mp3_bitrate=256)  # fmt: skip
+    assert job.qc_plan() == QcPlan(profile="acx", heavy=True, select="best", asr_models="/a",
+                                   max_wer=0.2, deliver_format="mp3", mp3_bitrate=256)  # fmt: skip
+    with pytest.raises(ValueError, match="ACX takes MP3 at 192 kbps or more"):
+        JobSpec(manifest_uri="m", out="o", run_id="x", qc="acx", deliver_format="mp3",
+                mp3_bitrate=160)  # fmt: skip

@@ -44,6 +44,7 @@ from stepedit_core.foundation.sources import (
 )
 from stepedit_core.judges.spec import JudgeSpec
 from stepedit_core.lifecycle.stage_envs import StageEnv, stage_envs
+from stepedit_core.quality.config import QualityConfig
 from stepedit_core.quality.delivery import QcPlan
 from stepedit_core.words.timing_stage import word_timing_mode
 
@@ -115,88 +116,6 @@ class WordsConfig(SettingsGroup):
             const="auto",
         ),
     ] = None
-
-
-class QualityConfig(SettingsGroup):
-    """Quality checks and delivery"""
-
-    qc: Annotated[
-        Literal["acx", "r128", "netflix", "none"],
-        Setting(
-            "delivery profile every round is checked against (pass/fail with reasons); "
-            "cheap QC metrics are measured in any case",
-            changes_output=True,
-            flag="--qc",
-            fingerprint="always",
-        ),
-    ] = "none"
-    qc_heavy: Annotated[
-        bool,
-        Setting(
-            "also DNSMOS and speaker similarity to the source (pip install 'stepedit[qc-heavy]')",
-            changes_output=True,
-            flag="--qc-heavy",
-            fingerprint="always",
-        ),
-    ] = False
-    qc_max_wer: Annotated[
-        float | None,
-        Field(ge=0.0, le=10.0),
-        Setting(
-            "fail a round whose word error rate against its text is over RATE (e.g. 0.2; "
-            "needs --asr-models); --select best never delivers such a round",
-            changes_output=True,
-            flag="--qc-max-wer",
-            metavar="RATE",
-            joins_with="asr_models",
-        ),
-    ] = None
-    select: Annotated[
-        Literal["last", "best"],
-        Setting(
-            "round to deliver: the last, or the best round that passes --qc (highest speaker "
-            "similarity, else smallest timbre drift, else closest to the profile's targets)",
-            changes_output=True,
-            flag="--select",
-            fingerprint="always",
-        ),
-    ] = "last"
-    # MP3 is constant bitrate, `mp3_bitrate` kbps (encoding.py)
-    deliver_format: Annotated[
-        Literal["flac", "wav", "mp3"],
-        Setting(
-            "format of the delivered files: FLAC (24-bit, the round's file), WAV (24-bit) or "
-            "MP3 (constant bitrate, 44.1 kHz; with --qc acx mono, and QC checks the encoded "
-            "file)",
-            changes_output=True,
-            flag="--deliver-format",
-            fingerprint="always",
-            key="when_set",
-            key_name="deliver",
-        ),
-    ] = "flac"
-    mp3_bitrate: Annotated[
-        Literal[128, 160, 192, 224, 256, 320],
-        Setting(
-            "MP3 bitrate, kbps CBR (ACX: 192 or more)",
-            changes_output=True,
-            flag="--mp3-bitrate",
-            fingerprint="always",
-            key="when_set",
-            joins_with="deliver_format",  # only an MP3 delivery uses it
-            key_name="deliver",
-        ),
-    ] = 192
-    # the review page RUN/report/: players for every clip, for index.html's clips, or no page
-    report: Annotated[
-        Literal["all", "index", "none"],
-        Setting(
-            "review page RUN/report/index.html: players and spectrograms for the clips on "
-            "index.html (first page and every failure), for every clip, or no page",
-            changes_output=False,
-            flag="--report",
-        ),
-    ] = "index"
 
 
 class ExecutionConfig(SettingsGroup):
@@ -511,15 +430,7 @@ class JobSpec(BaseModel):
         return InputLimits.of(self.max_input_mb, self.read_timeout_s)
 
     def qc_plan(self) -> QcPlan:
-        return QcPlan(
-            profile=self.qc,
-            heavy=self.qc_heavy,
-            select=self.select,
-            asr_models=self.asr_models,
-            max_wer=self.qc_max_wer,
-            deliver_format=self.deliver_format,
-            mp3_bitrate=self.mp3_bitrate,
-        )
+        return QcPlan.of(self)
 
     def engine_options(self) -> EngineOptions:
         """Every engine's settings of this job, and the settings engines share."""

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from stepedit_core.quality.config import QualityConfig
 
 Metrics = Mapping[str, float | int | None]
 
@@ -108,6 +111,14 @@ LOUDNESS_OPTION_PROFILES = {"acx": "acx", "ebu": "r128", "ebu-r128": "r128", "ne
 SELECT_MODES = ("last", "best")
 
 
+def _setting(name: str) -> Any:
+    """A plan field that holds the job's setting `name`, with the setting's declared default
+    (`asr_models` belongs to the words group and defaults to none)."""
+    declaration = QualityConfig.model_fields.get(name)
+    default = None if declaration is None else declaration.get_default()
+    return field(default=default, metadata={"setting": name})
+
+
 @dataclass(frozen=True)
 class QcPlan:
     """What a run measures and checks in every round, and which round it delivers.
@@ -115,17 +126,28 @@ class QcPlan:
     Cheap metrics are always measured; `profile` (other than `none`) adds a pass/fail verdict
     with reasons; `heavy` adds DNSMOS and speaker similarity (the `qc-heavy` extra); `select`
     `best` delivers the best passing round by `select_best`, `last` the last round.
-    `deliver_format` / `mp3_bitrate`: the delivered files' format (see delivered_files.py)."""
+    `deliver_format` / `mp3_bitrate`: the delivered files' format (see delivered_files.py).
+    Each field names the declared setting it holds (config.py); `QcPlan.of(job)` reads them."""
 
-    profile: str = "none"
-    heavy: bool = False
-    select: str = "last"
+    profile: str = _setting("qc")
+    heavy: bool = _setting("qc_heavy")
+    select: str = _setting("select")
     # the word-error gate (stepedit_core/words/gate.py): an ASR folder measures `wer` in every
     # round; `max_wer` fails a round over it, whatever the profile
-    asr_models: str | None = None
-    max_wer: float | None = None
-    deliver_format: str = "flac"
-    mp3_bitrate: int = 192
+    asr_models: str | None = _setting("asr_models")
+    max_wer: float | None = _setting("qc_max_wer")
+    deliver_format: str = _setting("deliver_format")
+    mp3_bitrate: int = _setting("mp3_bitrate")
+
+    @classmethod
+    def of(cls, settings: Any) -> QcPlan:
+        """The plan of a job: anything that reads its settings by name (`job.qc`)."""
+        return cls(**{f.name: getattr(settings, f.metadata["setting"]) for f in fields(cls)})
+
+    @classmethod
+    def settings(cls) -> tuple[str, ...]:
+        """The names of the settings the plan holds."""
+        return tuple(f.metadata["setting"] for f in fields(cls))
 
     @property
     def gives_verdict(self) -> bool:
