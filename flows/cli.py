@@ -44,6 +44,7 @@ from stepedit_flows.run_command import (
     print_finished,
     refuse_when_every_row_would_be,
     run_flow,
+    stop_local_ray,
     use_local_server,
 )
 from stepedit_flows.run_logs import console_logging
@@ -405,10 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    """The `stepedit` program: `main`, then exit without the interpreter's last collection of
+    """The `stepedit` program: `main`, then a local Ray stopped all at once (Ray's exit hook
+    stops its processes one by one), then exit without the interpreter's last collection of
     garbage, which walks every object torch, Prefect and Ray made (1-2 s after a run); the
     process ends right after, so nothing it would have freed is kept."""
     status = main()
+    stop_local_ray()
     gc.freeze()
     sys.exit(status)
 

@@ -103,6 +103,38 @@ def start_ray_early(job: JobSpec) -> threading.Thread | None:
     return thread
 
 
+RAY_STOP_GRACE_S = 1.0  # how long a local Ray's processes get to exit before they are killed
+
+
+def stop_local_ray(grace: float = RAY_STOP_GRACE_S) -> None:
+    """Shut down this process's Ray before it exits. Ray's own exit hook pauses half a second,
+    then stops a local cluster's processes one after another, up to a second each; here the
+    driver disconnects, then every process of a cluster this process started (and their
+    workers and agents) is terminated at once, waited for together and killed after `grace`.
+    A cluster the run only joined (`--ray-address`) keeps running."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    import psutil
+    import ray._private.worker as ray_worker
+
+    from stepedit_core.lifecycle.reaper import reap
+
+    node = ray_worker._global_node
+    # ray.shutdown() disconnects only; this process stops the node's processes below
+    ray_worker._global_node = None
+    ray.shutdown()
+    if node is None or not node.is_head():
+        return
+    node.destroy_external_storage()  # spilled objects, as Ray's own shutdown removes them
+    started = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    known = {}
+    for pid in started:
+        with contextlib.suppress(psutil.Error):
+            known[pid] = psutil.Process(pid).create_time()
+    reap(known, grace)
+
+
 @contextlib.contextmanager
 def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
     """What every flow started from the command line runs inside: the reaper, the run's log
