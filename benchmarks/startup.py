@@ -20,12 +20,12 @@ Each piece is measured in a fresh interpreter, `--repeat` times (medians are rep
 `phases` breaks one reused-server local and Ray run of this checkout into its steps (seconds
 since the command started; the run's functions are wrapped to note the time).
 
-    python benchmarks/startup.py [--repeat 3] [--before GIT_REV]
+    python benchmarks/startup.py [--repeat 3] [--before GIT_REV] [--output NAME.json]
 
 `--before` (default: the merge base with main) is exported with `git archive` into a temporary
-folder and imported from there. Writes benchmarks/results/startup.json. The machine is shared:
-its load average before and after is recorded, and the numbers are only comparable with each
-other.
+folder and imported from there. Writes benchmarks/results/startup.json (or `--output`). The
+machine is shared: its load average before and after is recorded, and the numbers are only
+comparable with each other.
 """
 
 from __future__ import annotations
@@ -215,6 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", default=None, help="git revision (default: merge base)")
+    parser.add_argument("--output", default="startup.json", help="file under benchmarks/results")
     args = parser.parse_args()
     before_rev = (
         args.before
@@ -247,7 +248,8 @@ def main() -> None:
         wall([sys.executable, "-c", "import prefect, ray, torch"], new)
         inner(SERVER, old)
         inner(SERVER, temporary)
-        with local_server(new):
+        # an earlier checkout that also keeps a local server gets it stopped at the end
+        with local_server(old), local_server(new):
             wall(stepedit(*run_args(manifest, runs, "warm-up", "local")), new)
             for i in range(args.repeat):
                 record("python", wall([sys.executable, "-c", "pass"], new)[0])
@@ -322,7 +324,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "startup.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("seconds", "ratios_to_imports")}, indent=2))
 
 
