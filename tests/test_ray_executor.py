@@ -4,13 +4,14 @@ in-process executor."""
 import pytest
 from work_items import row_item
 
-from stepedit_core.engines import make_engine
+from stepedit_core.engines import EngineOptions, make_engine
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.executors.ray_data import (
     TASK_RESERVE,
     RayDataExecutor,
     group_stages,
+    one_actor_suffices,
     schedule_waves,
     size_pools,
 )
@@ -139,9 +140,27 @@ def _items(tmp_path, n):
     ] + [row_item(n, "gone", str(tmp_path / "gone.wav"), parse_chain("denoise"))]
 
 
-def test_ray_matches_local(tmp_path, ray_cluster):
-    engine = make_engine("signal")
+def test_a_shard_of_one_batch_runs_its_cpu_stages_in_one_actor():
+    stages = build_stages(make_engine("signal"), 2, False)
+    assert one_actor_suffices(stages, 7)
+    assert not one_actor_suffices(stages, 17)  # more than one batch: the pools overlap
+    assert not one_actor_suffices(stages, 7, own_envs=["qc"])
+    assert not one_actor_suffices(build_stages(FakeGpuEngine(), 1, False), 1)
+    (wave,) = schedule_waves(stages, 2, 0, 24 * GIB, one_actor=True)
+    ((group, plan),) = wave
+    assert group == stages and plan.actor and plan.stage == "signal_edit"
+    assert len(schedule_waves(stages, 2, 0, 24 * GIB)[0]) == 4
+
+
+# the default batch fits the shard (one actor for all stages); a batch of 2 does not (a pool
+# per stage)
+@pytest.mark.parametrize("batch", [None, 2])
+def test_ray_matches_local(tmp_path, ray_cluster, batch):
+    options = EngineOptions(batch_sizes={"signal_edit": batch, "qc": batch} if batch else {})
+    engine = make_engine("signal", options)
     stages = build_stages(engine, 2, False)
+    shared = one_actor_suffices(stages, 7)
+    assert shared == (batch is None)
     local = {i.clip_id: i for i in LocalExecutor().run(stages, _items(tmp_path, 6))}
     remote = {i.clip_id: i for i in RayDataExecutor().run(stages, _items(tmp_path, 6))}
     assert set(remote) == set(local)  # every item comes back, failed ones included

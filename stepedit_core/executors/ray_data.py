@@ -21,6 +21,12 @@ An actor whose process dies has its batch retried once on a restarted actor
 shard runner isolates the clip responsible (see shard.py). Each actor reports its `setup()` to
 a small counter actor, so run.json can say how many times each model was loaded.
 
+A shard small enough to fit in one batch of every model stage has no batches whose stages
+could overlap: its one batch passes the stages in turn. When none of those stages uses a GPU or
+an environment of its own, one actor then hosts them all (`one_actor_suffices`), which starts
+one worker process (importing the engine's libraries, loading its models) instead of one per
+stage.
+
 Rounds are laid out one after another, so N rounds of a three-stage engine make 3N pools. When
 they all fit the cluster (GPU fractions and declared memory) they stream together and rounds
 overlap. When they do not (one 16 GB GPU, three rounds of a 3B model), `schedule_waves` runs one
@@ -140,16 +146,34 @@ def fits_at_once(stages: list[Stage], cluster_gpus: float, cluster_memory: float
     return gpus <= cluster_gpus + 1e-9 and memory <= cluster_memory * MEMORY_SHARE
 
 
+def one_actor_suffices(stages: list[Stage], items: int, own_envs: Iterable[str] = ()) -> bool:
+    """Whether one actor may host every model stage of a shard of `items` items: the shard fits
+    in one batch of each (so separate pools would have nothing to overlap) and none of them
+    asks for a GPU or runs in an environment of its own (`own_envs`: stage names)."""
+    actors = [s for s in stages if s.needs_actor]
+    named = set(own_envs)
+    return (
+        len(actors) > 1
+        and items <= min(s.batch_size for s in actors)
+        and all(s.resources.gpus == 0 and s.name not in named for s in actors)
+    )
+
+
 def schedule_waves(
-    stages: list[Stage], cluster_cpus: float, cluster_gpus: float, cluster_memory: float
+    stages: list[Stage],
+    cluster_cpus: float,
+    cluster_gpus: float,
+    cluster_memory: float,
+    one_actor: bool = False,
 ) -> list[list[tuple[list[Stage], PoolSize]]]:
     """Waves of (stage group, pool size): all rounds in one wave when they fit, else a wave per
-    round. Within a wave every pool is planned against the whole cluster."""
+    round. Within a wave every pool is planned against the whole cluster. `one_actor`: each
+    wave's stages run as one group (see `one_actor_suffices`)."""
     together = fits_at_once(stages, cluster_gpus, cluster_memory)
     waves = [stages] if together else split_rounds(stages)
     planned = []
     for wave in waves:
-        groups = group_stages(wave)
+        groups = [wave] if one_actor else group_stages(wave)
         sizes = size_pools([_lead(g) for g in groups], cluster_cpus, cluster_gpus)
         planned.append(list(zip(groups, sizes, strict=True)))
     return planned
@@ -283,6 +307,7 @@ class RayDataExecutor:
             resources.get("CPU", 1.0),
             resources.get("GPU", 0.0),
             resources.get("memory", float("inf")),
+            one_actor=one_actor_suffices(stages, len(blobs), self.stage_envs),
         )
         if len(waves) > 1:
             log.info(
