@@ -20,10 +20,12 @@ checks the delivered files themselves.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 
 from stepedit_core.catalog.segments import plan
@@ -37,6 +39,7 @@ from stepedit_core.engines.signal.mastering import (
 )
 from stepedit_core.foundation.audio import Audio, decode, sha256_bytes
 from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.retry import retrying
 from stepedit_core.quality import qc
 from stepedit_core.quality.delivery import (
     LOUDNESS_OPTION_PROFILES,
@@ -51,7 +54,7 @@ from stepedit_core.quality.encoding import (
     encode_file,
     encode_under_peak,
 )
-from stepedit_core.signal.blocks import file_info
+from stepedit_core.signal.blocks import file_info, file_sha256
 from stepedit_core.signal.vad import speech_spans
 
 WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far inside it
@@ -60,13 +63,15 @@ WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far in
 @dataclass
 class DeliveredFile:
     path: str  # inside the run store
-    data: bytes
+    data: bytes | Path  # the file's bytes, or a local file holding them (delivered in blocks)
     start_s: float
     end_s: float
     trim_db: float
 
     @property
     def sha256(self) -> str:
+        if isinstance(self.data, Path):
+            return file_sha256(self.data)
         return sha256_bytes(self.data)
 
 
@@ -99,10 +104,54 @@ def deliver_format(plan_: QcPlan) -> DeliverFormat:
 
 def needs_packaging(plan_: QcPlan, duration_s: float | None) -> bool:
     """Whether the delivered files differ from the round's FLAC."""
+    return plan_.deliver_format != "flac" or needs_split(plan_, duration_s)
+
+
+def needs_split(plan_: QcPlan, duration_s: float | None) -> bool:
+    """Whether the clip is longer than the profile allows one file to be (parts)."""
     limit = get_profile(plan_.profile).max_duration_s
-    return plan_.deliver_format != "flac" or (
-        limit is not None and duration_s is not None and duration_s > limit
-    )
+    return limit is not None and duration_s is not None and duration_s > limit
+
+
+def package_file(
+    source: str,
+    folder: Path,
+    path_for: Callable[[str, int | None], str],
+    plan_: QcPlan,
+    round_metrics: dict | None = None,
+    measure: bool = True,
+) -> Delivery:
+    """`package` of a round held in a file or object (`source`, a path or URI), in blocks: the
+    file is encoded into `folder` (local scratch) and, for a lossy format, measured as decoded,
+    one block at a time, so memory does not grow with the clip. For a clip no longer than the
+    profile's limit (a longer one is split into parts by `package`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    local, downloaded = local_file(source, folder)
+    fmt = deliver_format(plan_)
+    name = path_for(fmt.ext, None)
+    target = folder / f"{uuid.uuid4().hex}.{fmt.ext}"
+    if measure:
+        encoded, passed, reasons = deliver_file(local, target, plan_, round_metrics)
+    else:
+        peak = get_profile(plan_.profile).sample_peak_max_dbfs
+        encoded, passed, reasons = encode_file(local, target, fmt, peak), None, None
+    if downloaded:
+        local.unlink(missing_ok=True)  # a downloaded copy: only the delivered file is kept
+    end = round(file_info(target).frames / file_info(target).sample_rate, 3)
+    delivered = DeliveredFile(name, target, 0.0, end, encoded.trim_db)
+    return Delivery([delivered], passed, reasons)
+
+
+def local_file(source: str, folder: Path) -> tuple[Path, bool]:
+    """A local path holding `source`: the path itself, or (True) a copy of a remote object
+    made in chunks in `folder` (soundfile reads local files)."""
+    fs, path = fsspec.core.url_to_fs(source)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if {"file", "local"} & set(protocols):
+        return Path(path), False
+    local = folder / f"{uuid.uuid4().hex}.flac"
+    retrying(lambda: fs.get_file(path, str(local)), f"reading {source}")
+    return local, True
 
 
 def package(
