@@ -29,14 +29,6 @@ import fsspec
 import numpy as np
 
 from stepedit_core.catalog.segments import plan
-from stepedit_core.engines.signal.loudness import match_level
-from stepedit_core.engines.signal.mastering import (
-    conform_edges,
-    join_room_tone,
-    pause_level_db,
-    room_tone_power,
-    synth_room_tone,
-)
 from stepedit_core.foundation.audio import Audio, decode, sha256_bytes
 from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.foundation.retry import retrying
@@ -48,6 +40,7 @@ from stepedit_core.quality.delivery import (
     check,
     get_profile,
 )
+from stepedit_core.quality.edges import conform_edges
 from stepedit_core.quality.encoding import (
     DeliverFormat,
     EncodedFile,
@@ -55,6 +48,13 @@ from stepedit_core.quality.encoding import (
     encode_under_peak,
 )
 from stepedit_core.signal.blocks import file_info, file_sha256
+from stepedit_core.signal.loudness import match_level
+from stepedit_core.signal.room_tone import (
+    join_room_tone,
+    pause_level_db,
+    room_tone_power,
+    synth_room_tone,
+)
 from stepedit_core.signal.vad import speech_spans
 
 WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far inside it
