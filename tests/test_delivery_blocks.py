@@ -97,3 +97,34 @@ def test_a_long_chapter_by_reference_is_delivered_as_a_checked_mp3_that_verify_f
     report = verify_run(str(tmp_path / "runs"), "book")
     assert report.intact, report.text()
     assert report.checked["delivered files"] == 1
+
+
+def test_a_clip_over_the_limit_is_split_in_blocks_as_in_memory(tmp_path: Path) -> None:
+    """ACX's 120 minutes lowered to 20 s: the same parts, cut at the same pauses, each with
+    its head and tail of room tone, and the same verdict."""
+    mastered = mastering.normalize(narration(50.0, RATE, crest_db=20.0, seed=4), RATE, "acx")
+    flac = encode_flac(Audio(mastered, RATE))
+    source = tmp_path / "round.flac"
+    source.write_bytes(flac)
+    plan = QcPlan(profile="acx", deliver_format="mp3")
+
+    def path_for(ext: str, part: int | None) -> str:
+        return f"clip.part{part:02d}.{ext}"
+
+    in_memory = package(flac, path_for, plan, max_duration_s=20.0)
+    in_blocks = package_file(str(source), tmp_path / "s", path_for, plan, max_duration_s=20.0)
+    assert len(in_memory.files) >= 3
+    assert [f.path for f in in_blocks.files] == [f.path for f in in_memory.files]
+    assert [(f.start_s, f.end_s) for f in in_blocks.files] == [
+        (f.start_s, f.end_s) for f in in_memory.files
+    ]
+    assert in_memory.qc_pass, in_memory.qc_reasons
+    assert in_blocks.qc_pass, in_blocks.qc_reasons
+    for blocks, memory in zip(in_blocks.files, in_memory.files, strict=True):
+        assert isinstance(blocks.data, Path)
+        ours, theirs = decode(blocks.data.read_bytes()), decode(memory.data)
+        assert ours.duration == pytest.approx(theirs.duration, abs=0.03)
+        assert ours.duration <= 20.0
+        rms = [20 * np.log10(np.sqrt(np.mean(a.samples**2))) for a in (ours, theirs)]
+        assert rms[0] == pytest.approx(rms[1], abs=0.1)
+    assert not list((tmp_path / "s").glob("*.wav"))  # the parts' scratch files are removed

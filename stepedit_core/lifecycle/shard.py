@@ -45,7 +45,7 @@ from stepedit_core.engines import round_record_schema
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.foundation import audio as audio_io
-from stepedit_core.foundation.audio_ref import read_object, resolve_ref
+from stepedit_core.foundation.audio_ref import resolve_ref
 from stepedit_core.foundation.failpoints import failpoint
 from stepedit_core.foundation.sources import InputLimits
 from stepedit_core.foundation.stages import Stage, WorkItem
@@ -65,7 +65,6 @@ from stepedit_core.lifecycle.lease import LeaseLost
 from stepedit_core.lifecycle.rounds import build_stages, has_clone
 from stepedit_core.quality.delivered_files import (
     needs_packaging,
-    needs_split,
     package,
     package_file,
 )
@@ -253,12 +252,10 @@ class ShardWriter:
             )
 
         metrics = QcResult.parse(qc_json).metrics or None
-        if isinstance(flac, str) and not needs_split(self.qc_plan, duration_s):
-            # a round by reference: encoded and measured in blocks, straight from its object
+        if isinstance(flac, str):
+            # a round by reference: split, encoded and measured in blocks from its object
             delivery = package_file(flac, self._scratch(), path_for, self.qc_plan, metrics, check)
         else:
-            if isinstance(flac, str):
-                flac = read_object(flac)
             delivery = package(flac, path_for, self.qc_plan, metrics, check)
         result.output_uri = self.store.uri(delivery.files[0].path)
         result.delivered_files = delivery.files_json(self.store.uri)
