@@ -12,6 +12,12 @@ the chosen round is turned into the files that ship:
   checked against the profile, with the metrics that compare against the source (drift, format,
   similarity) taken from the round. A clip passes only when every part passes.
 
+A round that travels by reference (an object in the run's store) goes through `package_file`:
+speech found, parts cut, edges and level, encoding and the decoded file's QC all run a block at a
+time from the object to local scratch files, which the run then uploads, so a chapter of any
+length is delivered in the memory of a few blocks; `package` does the same for a round held in
+memory, with the same results.
+
 ACX's MP3 files are all mono (one channel layout for every file of a run, as ACX asks).
 Every file's sha256 is recorded in the output manifest (`delivered_files`), so `stepedit verify`
 checks the delivered files themselves.
