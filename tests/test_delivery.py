@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soxr
 
-from stepedit_core.engines.signal.loudness import match_level
 from stepedit_core.engines.signal.mastering import normalize
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.quality import delivery, qc
 from stepedit_core.quality.delivery import PROFILES, Profile, Verdict, check, select_best
+from stepedit_core.signal.loudness import match_level
 
 from signal_fixtures import utterance
 

@@ -299,12 +299,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 
 # Imports that break a rule today and that another change removes: (importer, imported);
 # entries may only be deleted, never added.
-KNOWN_CROSSINGS: set[tuple[str, str]] = {
-    # delivery masters with the signal engine's loudness and mastering (its peak trim and room
-    # tone): they belong in signal primitives
-    ("stepedit_core.quality.delivered_files", "stepedit_core.engines.signal.loudness"),
-    ("stepedit_core.quality.delivered_files", "stepedit_core.engines.signal.mastering"),
-}
+KNOWN_CROSSINGS: set[tuple[str, str]] = set()
 
 
 def _rules_for(module: str) -> tuple[str, ...]:

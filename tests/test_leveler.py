@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stepedit_core.engines.signal import leveler, loudness, mastering
+from stepedit_core.engines.signal import leveler, mastering
 from stepedit_core.engines.signal.vad import shared_vad
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.quality import qc
 from stepedit_core.quality.delivery import check
+from stepedit_core.signal import loudness
 
 from signal_fixtures import narration, rms, utterance
 

@@ -8,9 +8,10 @@ import pytest
 import soundfile as sf
 from work_items import row_item
 
-from stepedit_core.engines.signal import level_blocks, loudness, mastering
+from stepedit_core.engines.signal import mastering
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.signal import level_blocks, loudness
 from stepedit_core.signal.blocks import array_blocks, read_blocks
 
 from signal_fixtures import narration

@@ -315,6 +315,14 @@ class RunStore:
 
         retrying(once, f"copying {source} to {self.uri(path)}")
 
+    def put_file(self, local: str, path: str) -> None:
+        """A local file written to `path` in chunks (never whole in memory), readers never
+        seeing half of it (an object store's upload is whole or nothing)."""
+        if self.protocol in LOCAL:
+            self.copy_object(local, path)
+            return
+        retrying(lambda: self.fs.put_file(local, path), f"uploading {local} to {self.uri(path)}")
+
     def write_table(
         self, path: str, table: pa.Table, metadata: dict[str, str] | None = None
     ) -> None:

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stepedit_core.catalog.records import (
     PlanRow,
@@ -42,7 +45,7 @@ from stepedit_core.engines import round_record_schema
 from stepedit_core.engines.base import Engine
 from stepedit_core.executors import Executor
 from stepedit_core.foundation import audio as audio_io
-from stepedit_core.foundation.audio_ref import read_object, resolve_ref
+from stepedit_core.foundation.audio_ref import resolve_ref
 from stepedit_core.foundation.failpoints import failpoint
 from stepedit_core.foundation.sources import InputLimits
 from stepedit_core.foundation.stages import Stage, WorkItem
@@ -60,12 +63,17 @@ from stepedit_core.lifecycle.integrity import (
 )
 from stepedit_core.lifecycle.lease import LeaseLost
 from stepedit_core.lifecycle.rounds import build_stages, has_clone
-from stepedit_core.quality.delivered_files import needs_packaging, package
+from stepedit_core.quality.delivered_files import (
+    needs_packaging,
+    package,
+    package_file,
+)
 from stepedit_core.quality.delivery import QcPlan, select_best
 from stepedit_core.quality.qc_result import QcResult
 
-# a delivered file's content: its bytes, or the URI of a round's object in the run's store
-Delivered = bytes | str
+# a delivered file's content: its bytes, the URI of a round's object in the run's store, or
+# a local scratch file made in blocks (removed once published)
+Delivered = bytes | str | Path
 
 RECORDS_PER_PART = 256  # clip-rounds per part: few, large objects on S3
 COMMIT_EVERY_S = 30.0  # a slow engine still commits at least this often
@@ -178,6 +186,7 @@ class ShardWriter:
         self._results: list[RowResult] = []
         self._last_commit = time.monotonic()
         self._closed = False
+        self._scratch_dir: Path | None = None
         self._resume()
 
     def _resume(self) -> None:
@@ -236,8 +245,6 @@ class ShardWriter:
         clip, row = str(result.clip_id), result.row_index
         if not needs_packaging(self.qc_plan, duration_s):
             return [(self.store.audio_path(clip, row), flac)]
-        if isinstance(flac, str):
-            flac = read_object(flac)
 
         def path_for(ext: str, part: int | None) -> str:
             return self.store.audio_path(
@@ -245,13 +252,17 @@ class ShardWriter:
             )
 
         metrics = QcResult.parse(qc_json).metrics or None
-        delivery = package(flac, path_for, self.qc_plan, metrics, check)
+        if isinstance(flac, str):
+            # a round by reference: split, encoded and measured in blocks from its object
+            delivery = package_file(flac, self._scratch(), path_for, self.qc_plan, metrics, check)
+        else:
+            delivery = package(flac, path_for, self.qc_plan, metrics, check)
         result.output_uri = self.store.uri(delivery.files[0].path)
         result.delivered_files = delivery.files_json(self.store.uri)
         if delivery.qc_pass is not None:
             result.qc_status = "pass" if delivery.qc_pass else "fail"
             result.qc_reasons = delivery.qc_reasons
-        return [(f.path, f.data) for f in delivery.files]
+        return [(f.path, f.data) for f in delivery.files]  # bytes, or a scratch file
 
     @property
     def done(self) -> bool:
@@ -270,7 +281,7 @@ class ShardWriter:
         if len(self._records) >= RECORDS_PER_PART or stale or not self.pending_rows:
             self.commit()
 
-    def _result(self, item: WorkItem) -> tuple[RowResult, list[tuple[str, bytes]] | None]:
+    def _result(self, item: WorkItem) -> tuple[RowResult, list[tuple[str, Delivered]] | None]:
         """The item's row result and the files to deliver (None when it failed)."""
         rounds_done = sum(1 for r in item.records if r.ok)
         if not item.failed and item.audio is None:
@@ -368,15 +379,28 @@ class ShardWriter:
         self._last_commit = time.monotonic()
 
     def _deliver(self, path: str, content: Delivered) -> None:
-        """Write a delivered file: bytes, or the round's object itself (a URI in the store)."""
-        if isinstance(content, str):
+        """Write a delivered file: bytes, the round's object itself (a URI in the store) or a
+        scratch file made in blocks (then removed)."""
+        if isinstance(content, Path):
+            self.store.put_file(str(content), path)
+            content.unlink(missing_ok=True)
+        elif isinstance(content, str):
             self.store.copy_object(content, path)
         else:
             self.store.write_bytes(path, content)
 
+    def _scratch(self) -> Path:
+        """A local folder for files delivered in blocks until they are published."""
+        if self._scratch_dir is None:
+            self._scratch_dir = Path(tempfile.mkdtemp(prefix="stepedit-deliver-"))
+        return self._scratch_dir
+
     def close(self) -> ShardSummary:
         """Commit what is buffered; once nothing is pending, write the shard's done marker."""
         self.commit()
+        if self._scratch_dir is not None:
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._scratch_dir = None
         if not self.pending_rows and not self._closed:
             self.store.check_fence()
             self._closed = True

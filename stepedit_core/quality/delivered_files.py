@@ -12,6 +12,12 @@ the chosen round is turned into the files that ship:
   checked against the profile, with the metrics that compare against the source (drift, format,
   similarity) taken from the round. A clip passes only when every part passes.
 
+A round that travels by reference (an object in the run's store) goes through `package_file`:
+speech found, parts cut, edges and level, encoding and the decoded file's QC all run a block at a
+time from the object to local scratch files, which the run then uploads, so a chapter of any
+length is delivered in the memory of a few blocks; `package` does the same for a round held in
+memory, with the same results.
+
 ACX's MP3 files are all mono (one channel layout for every file of a run, as ACX asks).
 Every file's sha256 is recorded in the output manifest (`delivered_files`), so `stepedit verify`
 checks the delivered files themselves.
@@ -20,23 +26,18 @@ checks the delivered files themselves.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 
 from stepedit_core.catalog.segments import plan
-from stepedit_core.engines.signal.loudness import match_level
-from stepedit_core.engines.signal.mastering import (
-    conform_edges,
-    join_room_tone,
-    pause_level_db,
-    room_tone_power,
-    synth_room_tone,
-)
 from stepedit_core.foundation.audio import Audio, decode, sha256_bytes
 from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.foundation.retry import retrying
 from stepedit_core.quality import qc
 from stepedit_core.quality.delivery import (
     LOUDNESS_OPTION_PROFILES,
@@ -45,14 +46,26 @@ from stepedit_core.quality.delivery import (
     check,
     get_profile,
 )
+from stepedit_core.quality.edges import conform_edges, edge_plan
 from stepedit_core.quality.encoding import (
     DeliverFormat,
     EncodedFile,
     encode_file,
     encode_under_peak,
 )
-from stepedit_core.signal.blocks import file_info
-from stepedit_core.signal.vad import speech_spans
+from stepedit_core.signal.blocks import BlockWriter, FileReader, file_info, file_sha256, read_blocks
+from stepedit_core.signal.level_blocks import Leveled, match_level_blocks, write_level_matched
+from stepedit_core.signal.loudness import match_level, target_for
+from stepedit_core.signal.meters import LevelMeter
+from stepedit_core.signal.room_tone import (
+    join_room_tone,
+    pause_level_db,
+    pause_level_of,
+    plan_join,
+    room_tone_power,
+    synth_room_tone,
+)
+from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S, Spans, shared_vad, speech_spans
 
 WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far inside it
 
@@ -60,13 +73,15 @@ WINDOW_MARGIN_DB = 0.5  # a part brought into the level window lands this far in
 @dataclass
 class DeliveredFile:
     path: str  # inside the run store
-    data: bytes
+    data: bytes | Path  # the file's bytes, or a local file holding them (delivered in blocks)
     start_s: float
     end_s: float
     trim_db: float
 
     @property
     def sha256(self) -> str:
+        if isinstance(self.data, Path):
+            return file_sha256(self.data)
         return sha256_bytes(self.data)
 
 
@@ -99,10 +114,180 @@ def deliver_format(plan_: QcPlan) -> DeliverFormat:
 
 def needs_packaging(plan_: QcPlan, duration_s: float | None) -> bool:
     """Whether the delivered files differ from the round's FLAC."""
+    return plan_.deliver_format != "flac" or needs_split(plan_, duration_s)
+
+
+def needs_split(plan_: QcPlan, duration_s: float | None) -> bool:
+    """Whether the clip is longer than the profile allows one file to be (parts)."""
     limit = get_profile(plan_.profile).max_duration_s
-    return plan_.deliver_format != "flac" or (
-        limit is not None and duration_s is not None and duration_s > limit
-    )
+    return limit is not None and duration_s is not None and duration_s > limit
+
+
+def package_file(
+    source: str,
+    folder: Path,
+    path_for: Callable[[str, int | None], str],
+    plan_: QcPlan,
+    round_metrics: dict | None = None,
+    measure: bool = True,
+    max_duration_s: float | None = None,
+) -> Delivery:
+    """`package` of a round held in a file or object (`source`, a path or URI), in blocks: each
+    file is encoded into `folder` (local scratch) and, for a lossy format, measured as decoded,
+    one block at a time, so memory does not grow with the clip. A clip longer than the
+    profile's limit (`max_duration_s` when given) is split in pauses into parts as `package`
+    does, each part streamed from the round's file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    local, downloaded = local_file(source, folder)
+    try:
+        return _package_local(
+            local, folder, path_for, plan_, round_metrics, measure, max_duration_s
+        )
+    finally:
+        if downloaded:
+            local.unlink(missing_ok=True)  # a downloaded copy: only the delivered files are kept
+
+
+def _package_local(
+    local: Path,
+    folder: Path,
+    path_for: Callable[[str, int | None], str],
+    plan_: QcPlan,
+    round_metrics: dict | None,
+    measure: bool,
+    max_duration_s: float | None,
+) -> Delivery:
+    profile = get_profile(plan_.profile)
+    fmt = deliver_format(plan_)
+    info = file_info(local)
+    limit = max_duration_s if max_duration_s is not None else profile.max_duration_s
+    pieces = [(0, info.frames)]
+    if limit is not None and info.frames / info.sample_rate > limit:
+        spans = _speech_in_blocks(read_blocks(local), info.sample_rate, info.channels)
+        room = (profile.head_target_s or 0.0) + (profile.tail_target_s or 0.0)  # edges added
+        pieces = [
+            (p.start, p.end) for p in plan(info.frames, info.sample_rate, spans, limit - room)
+        ]
+    split = len(pieces) > 1
+    files, reasons, passed = [], [], True
+    check_files = measure and profile.name != "none" and (fmt.lossy or split)
+    for number, (start, end) in enumerate(pieces, 1):
+        part = local
+        if split:
+            part = folder / f"{uuid.uuid4().hex}.wav"
+            _write_part(local, start, end, profile, part)
+        target = folder / f"{uuid.uuid4().hex}.{fmt.ext}"
+        if check_files:
+            encoded, ok, why = deliver_file(part, target, plan_, round_metrics, force_check=split)
+            passed = passed and bool(ok)
+            label = f"part {number}: " if split else ""
+            reasons += [label + r for r in (why.split("; ") if why else [])]
+        else:
+            encoded = encode_file(part, target, fmt, profile.sample_peak_max_dbfs)
+        if split:
+            part.unlink(missing_ok=True)
+        name = path_for(fmt.ext, number if split else None)
+        rate = info.sample_rate
+        files.append(
+            DeliveredFile(
+                name, target, round(start / rate, 3), round(end / rate, 3), encoded.trim_db
+            )
+        )
+    if not check_files:
+        return Delivery(files)
+    return Delivery(files, passed, "; ".join(reasons) or None)
+
+
+def _speech_in_blocks(blocks: Iterable[np.ndarray], rate: int, channels: int) -> Spans:
+    """silero-vad speech spans of a signal fed a block at a time (as `speech_spans`)."""
+    finder = shared_vad().finder(rate, channels, SPEECH_MIN_SILENCE_S)
+    for block in blocks:
+        finder.feed(block)
+    return finder.finish()
+
+
+class _FileFrames:
+    """Frames `start`..`stop` of an open file, sliced like an array (what room tone's
+    measurements read: one pause at a time)."""
+
+    def __init__(self, reader: FileReader, start: int, stop: int) -> None:
+        self.reader, self.start = reader, start
+        self.shape = (stop - start, reader.channels)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        low, high, _ = index.indices(self.shape[0])
+        return self.reader.read(self.start + low, self.start + high)
+
+
+def _write_part(source: Path, start: int, end: int, profile: Profile, target: Path) -> None:
+    """Frames `start`..`end` of `source` as a float WAV (`target`), given the profile's head
+    and tail of room tone and brought into its level window (the same level match and
+    limiter) as `_room_tone_edges` and `_into_window` do in memory, a block at a time."""
+    info = file_info(source)
+    rate, channels = info.sample_rate, info.channels
+    spans = _speech_in_blocks(read_blocks(source, start=start, stop=end), rate, channels)
+    with FileReader(source) as reader:
+        frames = _FileFrames(reader, start, end)
+        lead, trail, body, join = np.zeros((0, channels), np.float32), None, (start, end), None
+        if (profile.head_s is not None or profile.tail_s is not None) and spans:
+            power = room_tone_power(frames, rate, spans)  # type: ignore[arg-type]
+            level = pause_level_of(lambda a, b: frames[a:b], end - start, rate, spans)
+            level = level if level is not None and level > -150 else -66.0
+            head_cut, tail_cut, head_pad, tail_pad = edge_plan(end - start, rate, spans, profile)
+            body = (start + head_cut, end - tail_cut)
+            shifted = [(a - head_cut, b - head_cut) for a, b in spans]
+            head = synth_room_tone(head_pad, rate, power, level, 2, channels)
+            tail = synth_room_tone(tail_pad, rate, power, level, 3, channels)
+            join = plan_join(head, tail, body[1] - body[0], rate, shifted)
+            lead, trail = (join.lead, join.trail) if join.fade else (head, tail)
+
+        def stream() -> Iterator[np.ndarray]:
+            yield lead
+            at = 0
+            for block in read_blocks(source, start=body[0], stop=body[1]):
+                yield join.apply(block, at) if join is not None and join.fade else block
+                at += block.shape[0]
+            if trail is not None:
+                yield trail
+
+        meter = LevelMeter()
+        for block in stream():
+            meter.feed(block)
+        window = _window_target(meter.rms_db, profile)
+        if window is None:
+            with BlockWriter(target, rate, channels, format="WAV", subtype="FLOAT") as writer:
+                for block in stream():
+                    writer.write(block)
+            return
+        try:
+            leveled = match_level_blocks(stream, rate, channels, profile.name, *window)
+        except ItemFailure:  # out of reach: the part is left as it is, its QC says why
+            leveled = Leveled(0.0, 1.0)
+        ceiling = target_for(profile.name)[2]
+        write_level_matched(stream, target, rate, channels, leveled, ceiling, subtype="FLOAT")
+
+
+def _window_target(rms_db: float, profile: Profile) -> tuple[float, tuple[float, float]] | None:
+    """(target, window) that `_into_window` levels a part to, None when it is inside."""
+    if profile.rms_range_db is None or profile.name not in LOUDNESS_OPTION_PROFILES:
+        return None
+    low = profile.rms_range_db[0] + WINDOW_MARGIN_DB
+    high = profile.rms_range_db[1] - WINDOW_MARGIN_DB
+    if low <= rms_db <= high:
+        return None
+    return (low if rms_db < low else high), (low, high)
+
+
+def local_file(source: str, folder: Path) -> tuple[Path, bool]:
+    """A local path holding `source`: the path itself, or (True) a copy of a remote object
+    made in chunks in `folder` (soundfile reads local files)."""
+    fs, path = fsspec.core.url_to_fs(source)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if {"file", "local"} & set(protocols):
+        return Path(path), False
+    local = folder / f"{uuid.uuid4().hex}.flac"
+    retrying(lambda: fs.get_file(path, str(local)), f"reading {source}")
+    return local, True
 
 
 def package(
@@ -111,20 +296,22 @@ def package(
     plan_: QcPlan,
     round_metrics: dict | None = None,
     measure: bool = True,
+    max_duration_s: float | None = None,
 ) -> Delivery:
     """The files for one clip: `path_for(ext, part)` names each (part None: a single file).
     `measure`: decode and check each file against the profile (the files are the same either
-    way: a resumed run republishing committed files skips it)."""
+    way: a resumed run republishing committed files skips it). `max_duration_s`: the longest
+    file, when not the profile's."""
     audio = decode(flac, "<round>")
     profile = get_profile(plan_.profile)
     fmt = deliver_format(plan_)
     pieces = [(0, audio.frames)]
-    if profile.max_duration_s is not None and audio.duration > profile.max_duration_s:
+    limit = max_duration_s if max_duration_s is not None else profile.max_duration_s
+    if limit is not None and audio.duration > limit:
         spans = speech_spans(audio.samples, audio.sample_rate)
         room = (profile.head_target_s or 0.0) + (profile.tail_target_s or 0.0)  # edges added
         pieces = [
-            (p.start, p.end)
-            for p in plan(audio.frames, audio.sample_rate, spans, profile.max_duration_s - room)
+            (p.start, p.end) for p in plan(audio.frames, audio.sample_rate, spans, limit - room)
         ]
     files, reasons, passed = [], [], True
     check_files = measure and profile.name != "none" and (fmt.lossy or len(pieces) > 1)
@@ -152,6 +339,7 @@ def deliver_file(
     plan_: QcPlan,
     round_metrics: dict | None = None,
     spans: list[tuple[int, int]] | None = None,
+    force_check: bool = False,
 ) -> tuple[EncodedFile, bool | None, str | None]:
     """One delivered file from a round's audio file, in blocks (any length up to the profile's
     limit; a longer clip goes through `package`): encoded, and for a lossy format checked
@@ -161,7 +349,7 @@ def deliver_file(
     profile = get_profile(plan_.profile)
     fmt = deliver_format(plan_)
     encoded = encode_file(source, target, fmt, profile.sample_peak_max_dbfs)
-    if profile.name == "none" or not fmt.lossy:
+    if profile.name == "none" or not (fmt.lossy or force_check):
         return encoded, None, None
     if spans is not None:
         scale = file_info(target).sample_rate / file_info(source).sample_rate
@@ -175,7 +363,8 @@ def deliver_file(
     ):
         merged["format_matches_source"] = 0  # resampled or mixed down for delivery
     verdict = check(merged, profile)
-    reasons = [f"delivered {fmt.ext}: {reason}" for reason in verdict.reasons]
+    label = "" if force_check else f"delivered {fmt.ext}: "  # a part is labelled by number
+    reasons = [label + reason for reason in verdict.reasons]
     return encoded, verdict.passed, "; ".join(reasons) or None
 
 

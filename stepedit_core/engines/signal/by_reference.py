@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.engines.signal.level_blocks import match_level_blocks, write_level_matched
-from stepedit_core.engines.signal.loudness import target_for
 from stepedit_core.engines.signal.master_blocks import master_file
 from stepedit_core.foundation.audio_ref import AudioRef, publish_file
 from stepedit_core.quality.delivery import profile_for_loudness
 from stepedit_core.signal.blocks import block_frames, ranges
+from stepedit_core.signal.level_blocks import match_level_blocks, write_level_matched
+from stepedit_core.signal.loudness import target_for
 
 Spans = list[tuple[int, int]]
 

@@ -24,26 +24,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stepedit_core.engines.signal.level_blocks import match_level_blocks, write_level_matched
 from stepedit_core.engines.signal.leveler import LevelPlan, LevelStats, plan_leveling
-from stepedit_core.engines.signal.loudness import target_for
-from stepedit_core.engines.signal.mastering import (
-    BED_MARGIN_DB,
+from stepedit_core.engines.signal.mastering import BED_MARGIN_DB, Gate, floor_target_db, plan_gate
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.quality.delivery import Profile
+from stepedit_core.quality.edges import edge_plan
+from stepedit_core.signal.blocks import FileReader, block_frames, ranges
+from stepedit_core.signal.level_blocks import match_level_blocks, write_level_matched
+from stepedit_core.signal.loudness import target_for
+from stepedit_core.signal.meters import NoiseFloorMeter
+from stepedit_core.signal.room_tone import (
     BedTone,
-    Gate,
     Read,
-    edge_plan,
-    floor_target_db,
     pause_level_of,
-    plan_gate,
     plan_join,
     room_tone_power,
     synth_room_tone,
 )
-from stepedit_core.foundation.failures import ItemFailure
-from stepedit_core.quality.delivery import Profile
-from stepedit_core.signal.blocks import FileReader, block_frames, ranges
-from stepedit_core.signal.meters import NoiseFloorMeter
 from stepedit_core.signal.vad import SPEECH_MIN_SILENCE_S, shared_vad
 
 

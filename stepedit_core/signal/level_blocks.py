@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from stepedit_core.engines.signal.loudness import (
+from stepedit_core.foundation.failures import ItemFailure
+from stepedit_core.signal.blocks import BlockWriter, block_frames
+from stepedit_core.signal.gain import db_to_gain, gain_to_db
+from stepedit_core.signal.loudness import (
     LIMIT_REACH_S,
     ride_peaks,
     search_gain,
     target_for,
     trim_for,
 )
-from stepedit_core.foundation.failures import ItemFailure
-from stepedit_core.signal.blocks import BlockWriter, block_frames
-from stepedit_core.signal.gain import db_to_gain, gain_to_db
 from stepedit_core.signal.meters import (
     MAX_LOUDNESS_CHANNELS,
     LevelMeter,
