@@ -98,3 +98,30 @@ def test_keep_signal_handlers_undoes_a_library_replacing_them():
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_whose_exception_was_swallowed_is_still_seen(monkeypatch):
+    """A signal that lands inside a C callback (soundfile reading a file object) has its
+    exception printed and dropped; loops find the stop through check_stop all the same."""
+    import contextlib
+    import signal as signals
+
+    from stepedit_core.lifecycle import stops
+
+    monkeypatch.setattr(stops, "_pending", None)
+
+    def orchestrators(signum, frame):
+        raise RuntimeError("an orchestrator's own termination exception")
+
+    previous = signals.signal(signals.SIGTERM, orchestrators)
+    try:
+        with stops.remember_stops():
+            stops.check_stop()  # nothing asked yet
+            with contextlib.suppress(RuntimeError):  # lost on the way, as in a C callback
+                signals.raise_signal(signals.SIGTERM)
+            with pytest.raises(stops.RunStopped) as stopped:
+                stops.check_stop()
+            assert stopped.value.signum == signals.SIGTERM
+        assert signals.getsignal(signals.SIGTERM) is orchestrators  # restored
+    finally:
+        signals.signal(signals.SIGTERM, previous)

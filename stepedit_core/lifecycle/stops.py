@@ -169,8 +169,50 @@ def record_stop(
 
 
 # signal handlers --------------------------------------------------------------------------
+# The last stop signal this process received. A handler's exception is lost when the signal
+# lands inside a C callback (soundfile reading a file object through Python prints "Exception
+# ignored from cffi callback" and goes on), so loops also look here between batches.
+_pending: int | None = None
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    _pending = signum
     raise RunStopped(signum)
+
+
+def check_stop() -> None:
+    """Raise the stop a signal asked for if its exception was swallowed on the way."""
+    if _pending is not None:
+        raise RunStopped(_pending)
+
+
+@contextlib.contextmanager
+def remember_stops() -> Iterator[None]:
+    """For the block, note every SIGINT/SIGTERM before the handler installed now (ours or an
+    orchestrator's) runs, so `check_stop` sees a stop whose exception was lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+    def noted(signum: int, frame: FrameType | None) -> None:
+        global _pending
+        _pending = signum
+        handler = saved[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            raise RunStopped(signum)
+
+    for s in saved:
+        signal.signal(s, noted)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -179,6 +221,8 @@ def stop_on_signals(store: RunStore, activity: RunActivity | None = None) -> Ite
     of the block; on any stop (ours or an orchestrator's), write stopped.json and re-raise as
     `RunStopped` with the record. Outside the main thread, signals can not be handled: the
     block runs unguarded."""
+    global _pending
+    _pending = None
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if in_main else {}
     for s in previous:
