@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 from stepedit_core.engines.signal import leveler  # noqa: E402
-from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
 from stepedit_core.foundation.audio import Audio  # noqa: E402
 from stepedit_core.quality import qc  # noqa: E402
 from stepedit_core.quality.encoding import DeliverFormat, encode_under_peak  # noqa: E402
 from stepedit_core.signal import loudness  # noqa: E402
+from stepedit_core.signal.vad import shared_vad  # noqa: E402
 
 from machine import machine_info, one_core  # noqa: E402
 from signal_fixtures import narration  # noqa: E402

@@ -33,7 +33,6 @@ import soxr  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
 from stepedit_core.foundation.audio import Audio  # noqa: E402
 from stepedit_core.quality import qc  # noqa: E402
 from stepedit_core.signal.loudness import (  # noqa: E402
@@ -41,6 +40,7 @@ from stepedit_core.signal.loudness import (  # noqa: E402
     normalize,
     true_peak_dbtp,
 )
+from stepedit_core.signal.vad import shared_vad  # noqa: E402
 
 from machine import machine_info, one_core, timed_runs  # noqa: E402
 

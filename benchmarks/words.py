@@ -45,11 +45,11 @@ import soundfile as sf  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from stepedit_core.engines.signal.vad import shared_vad  # noqa: E402
 from stepedit_core.foundation.audio import Audio  # noqa: E402
 from stepedit_core.foundation.clip_spec import ClipSpec  # noqa: E402
 from stepedit_core.foundation.edits import parse_edit  # noqa: E402
 from stepedit_core.foundation.stages import WorkItem  # noqa: E402
+from stepedit_core.signal.vad import shared_vad  # noqa: E402
 from stepedit_core.words.align import shared_aligner  # noqa: E402
 from stepedit_core.words.asr import WhisperAsr, check_asr_folder  # noqa: E402
 from stepedit_core.words.edit import remove_fillers  # noqa: E402

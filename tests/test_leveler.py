@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from stepedit_core.engines.signal import leveler, mastering
-from stepedit_core.engines.signal.vad import shared_vad
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.quality import qc
 from stepedit_core.quality.delivery import check
 from stepedit_core.signal import loudness
+from stepedit_core.signal.meters import true_peak_dbtp
+from stepedit_core.signal.vad import shared_vad
 
 from signal_fixtures import narration, rms, utterance
 
@@ -34,7 +35,7 @@ def master_with_limiting(
     real = loudness.limit
 
     def spy(samples: np.ndarray, rate: int, ceiling: float) -> np.ndarray:
-        seen.append(loudness.true_peak_dbtp(samples, rate) - ceiling)
+        seen.append(true_peak_dbtp(samples, rate) - ceiling)
         return real(samples, rate, ceiling)
 
     monkeypatch.setattr(loudness, "limit", spy)

@@ -17,12 +17,12 @@ from work_items import row_item
 
 from stepedit_core.engines.signal import SignalEngine, mastering
 from stepedit_core.engines.signal.mastering import gate_pauses
-from stepedit_core.engines.signal.vad import shared_vad
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.edits import parse_chain
 from stepedit_core.quality import qc
 from stepedit_core.quality.delivery import PROFILES, check
 from stepedit_core.signal import loudness
+from stepedit_core.signal.vad import shared_vad
 
 from signal_fixtures import longest_zero_run, utterance
 

@@ -121,10 +121,10 @@ def test_signal_engine_streams_a_referenced_chapter_into_the_store(tmp_path, edi
 
 
 def test_delivered_mp3_from_a_file_matches_the_in_memory_package(tmp_path) -> None:
-    from stepedit_core.engines.signal.vad import shared_vad
     from stepedit_core.foundation.audio import decode, encode_flac
     from stepedit_core.quality.delivered_files import deliver_file, package
     from stepedit_core.quality.delivery import QcPlan
+    from stepedit_core.signal.vad import shared_vad
 
     mastered = mastering.normalize(narration(9.0, RATE, seed=6), RATE, "acx")
     source = tmp_path / "round.flac"

@@ -11,8 +11,8 @@ import soundfile as sf
 
 from stepedit_core.catalog.segments import NoPause, plan
 from stepedit_core.catalog.stitch import CROSSFADE_S, stitch
-from stepedit_core.engines.signal.mastering import quiet_level_db
-from stepedit_core.engines.signal.vad import shared_vad
+from stepedit_core.signal.meters import quiet_level_db
+from stepedit_core.signal.vad import shared_vad
 from stepedit_flows.cli import main
 
 from signal_fixtures import narration

@@ -19,7 +19,6 @@ from work_items import row_item
 
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
 from stepedit_core.engines.signal import SignalEditStage, SignalEngine, denoise
-from stepedit_core.engines.signal.vad import SileroVad
 from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.edits import (
@@ -33,6 +32,7 @@ from stepedit_core.foundation.edits import (
 from stepedit_core.foundation.stages import Resources, WorkItem
 from stepedit_core.lifecycle.rounds import build_stages
 from stepedit_core.quality.qc import basic_metrics
+from stepedit_core.signal.vad import SileroVad
 
 from signal_fixtures import (
     PAUSE_LAYOUT,

@@ -222,7 +222,7 @@ def test_asr_word_times_find_fillers_by_voice_no_word_explains(whisper_folder):
     import soundfile as sf
 
     from stepedit_core.demo import DEMO_DIR
-    from stepedit_core.engines.signal.vad import shared_vad
+    from stepedit_core.signal.vad import shared_vad
     from stepedit_core.words.asr import shared_asr
     from stepedit_core.words.edit import remove_fillers
 

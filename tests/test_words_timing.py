@@ -17,7 +17,7 @@ from work_items import row_item
 
 from stepedit_core.audit import clip_history, format_history
 from stepedit_core.engines import EngineOptions, make_engine
-from stepedit_core.engines.signal import util, vad
+from stepedit_core.engines.signal import vad
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.edits import parse_edit
 from stepedit_core.foundation.stages import WorkItem
@@ -25,6 +25,7 @@ from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.lifecycle.rounds import RoundEnd, build_stages, model_stage_names
 from stepedit_core.quality.round_qc import MeasureRound
 from stepedit_core.report.cuts import words_note
+from stepedit_core.signal import gain
 from stepedit_core.words import fillers
 from stepedit_core.words.align import shared_aligner, tokens
 from stepedit_core.words.edit import remove_fillers
@@ -57,10 +58,10 @@ def output_item(clip_id: str, text: str | None, edit: str = "denoise") -> WorkIt
 
 
 def test_crossfade_is_one_shared_equal_power_primitive():
-    assert vad.crossfade is util.crossfade and fillers.crossfade is util.crossfade
+    assert vad.crossfade is gain.crossfade and fillers.crossfade is gain.crossfade
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((20000, 2)), rng.standard_normal((20000, 2))
-    out = util.crossfade(a, b)
+    out = gain.crossfade(a, b)
     assert out.dtype == np.float32 and out.shape == a.shape
     assert np.allclose(out[0], a[0], atol=1e-3) and np.allclose(out[-1], b[-1], atol=1e-3)
     middle = out[9000:11000]  # a linear fade would dip to half the power here

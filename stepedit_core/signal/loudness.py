@@ -28,7 +28,6 @@ from stepedit_core.foundation.edits import LOUDNESS_PROFILES
 from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.signal.gain import db_to_gain, gain_to_db
 from stepedit_core.signal.meters import frame_true_peaks, true_peak
-from stepedit_core.signal.meters import true_peak_dbtp as true_peak_dbtp  # re-exported
 
 CHUNK_FRAMES = 1 << 18  # frames per RMS step: no squared copy of a long clip
 DEFAULT_CEILING_DBTP = -1.0  # numeric LUFS targets

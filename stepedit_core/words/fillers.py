@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stepedit_core.engines.signal.util import crossfade
+from stepedit_core.signal.gain import crossfade
 from stepedit_core.words.timing import Word
 
 MIN_PAUSE_S = 0.15  # the shortest pause a cut leaves

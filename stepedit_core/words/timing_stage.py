@@ -92,6 +92,6 @@ class TimeWords(Stage):
 
 def _vad() -> Any:
     """The process's silero-vad (ASR words are put onto its voiced stretches)."""
-    from stepedit_core.engines.signal.vad import shared_vad
+    from stepedit_core.signal.vad import shared_vad
 
     return shared_vad()

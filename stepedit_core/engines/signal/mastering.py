@@ -41,8 +41,7 @@ from stepedit_core.foundation.stages import ItemFailure
 from stepedit_core.quality.delivery import Profile, profile_for_loudness
 from stepedit_core.quality.edges import conform_edges
 from stepedit_core.signal.loudness import match_level, target_for
-from stepedit_core.signal.meters import noise_floor_db
-from stepedit_core.signal.meters import quiet_level_db as quiet_level_db  # re-exported
+from stepedit_core.signal.meters import noise_floor_db, quiet_level_db
 from stepedit_core.signal.room_tone import (
     FADE_S,
     MARGIN_S,

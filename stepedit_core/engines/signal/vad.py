@@ -22,9 +22,8 @@ import numpy as np
 
 from stepedit_core.quality.delivery import PROFILES
 from stepedit_core.signal.gain import crossfade
-from stepedit_core.signal.vad import SileroVad, shared_vad
 
-__all__ = ["SileroVad", "shared_vad", "shorten_pauses"]
+__all__ = ["shorten_pauses"]
 
 CROSSFADE_S = 0.01
 # the most leading / trailing silence kept: the ACX mastering targets, inside its window
