@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from stepedit_core.foundation.stages import Stage, WorkItem
-from stepedit_core.lifecycle.stops import check_stop, remember_stops
+from stepedit_core.lifecycle.stops import check_stop
 
 
 def _batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
@@ -41,12 +41,11 @@ class LocalExecutor:
             stage.setup()
             self._ready.add(id(stage))
             self.setups[stage.name] = self.setups.get(stage.name, 0) + 1
-        with remember_stops():  # a stop whose exception a C callback swallowed still stops
-            for chunk in _batches(items, self.chunk_size):
-                for stage in stages:
-                    done: list[WorkItem] = []
-                    for batch in _batches(chunk, max(1, stage.batch_size)):
-                        done.extend(stage.process_batch(batch))
-                        check_stop()
-                    chunk = done
-                yield from chunk
+        for chunk in _batches(items, self.chunk_size):
+            for stage in stages:
+                done: list[WorkItem] = []
+                for batch in _batches(chunk, max(1, stage.batch_size)):
+                    done.extend(stage.process_batch(batch))
+                    check_stop()  # between batches: a swallowed stop is not left for a chunk
+                chunk = done
+            yield from chunk

@@ -63,6 +63,7 @@ from stepedit_core.lifecycle.integrity import (
 )
 from stepedit_core.lifecycle.lease import LeaseLost
 from stepedit_core.lifecycle.rounds import build_stages, has_clone
+from stepedit_core.lifecycle.stops import check_stop, remember_stops
 from stepedit_core.quality.delivered_files import (
     needs_packaging,
     package,
@@ -519,9 +520,13 @@ def run_isolating(
     left and run the halves again, so only the item that kills its worker fails."""
     seen: set[int] = set()
     try:
-        for item in executor.run(stages, items):
-            seen.add(item.row_index)
-            finished(item)
+        # a stop whose exception a C callback swallowed (a signal inside soundfile's reads)
+        # still stops the shard, whichever executor runs it
+        with remember_stops():
+            for item in executor.run(stages, items):
+                seen.add(item.row_index)
+                finished(item)
+                check_stop()
     except Exception as exc:
         if not worker_died(exc):
             raise
