@@ -37,6 +37,7 @@ MARGIN_SETTINGS = (
 )
 # the judge's options `dataset margin` takes (its prompt is --margin-prompt)
 MARGIN_JUDGE_SETTINGS = ("kind", "endpoint", "model", "key_env", "concurrency")
+MARGIN_JUDGES = ("gemini", "openai")  # objective measurements score no margins
 
 
 def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +90,17 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     # margins from an audio model judge, asked how clearly the attribute differs between the
     # neutral and the edited version (any attribute: emotion, style...); the judge's prompt
     # is the margin prompt below, so --prompts is not offered
-    add_judge_options(margin, only=MARGIN_JUDGE_SETTINGS)
+    add_judge_options(
+        margin,
+        only=MARGIN_JUDGE_SETTINGS,
+        overrides={
+            "kind": {
+                "choices": MARGIN_JUDGES,
+                "help": "an audio model judge scores "
+                "each pair's margin: Gemini or OpenAI-compatible",
+            }
+        },
+    )
     margin.add_argument(
         "--margin-prompt",
         default=None,
@@ -190,8 +201,6 @@ def _margin_judge(args: argparse.Namespace) -> tuple[JudgeSpec | None, str | Non
             names = ", ".join("--" + o.replace("_", "-") for o in given)
             raise Refused(f"{names}: only with --judge gemini|openai")
         return None, None
-    if args.kind == "objective":
-        raise Refused("--judge objective does not score margins: use --judge gemini|openai")
     if args.scorer != "objective":  # the default: --judge chooses the judge scorer
         raise Refused("--judge scores the margins: leave --scorer out")
     try:

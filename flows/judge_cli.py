@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -55,7 +56,10 @@ JUDGE_PARSERS = {"prompts": _prompts_file}
 
 
 def add_judge_options(
-    p: argparse.ArgumentParser, required: bool = False, only: Iterable[str] | None = None
+    p: argparse.ArgumentParser,
+    required: bool = False,
+    only: Iterable[str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """The judge's options, as its fields declare them (judges/spec.py), under "Judging"."""
     add_setting_options(
@@ -65,6 +69,7 @@ def add_judge_options(
         only=only,
         required=("kind",) if required else (),
         title="Judging",
+        overrides=overrides,
     )
 
 

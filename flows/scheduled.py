@@ -9,8 +9,11 @@ state that alerts can hang on:
   (manifest.parquet, run.json) and the counts in the state message and in a table artifact;
 - refused before starting (bad manifest, engine not ready) or crashed: Failed with the error.
 
-`job` is passed to JobSpec as is, so a JobSpec field added later (an incremental switch, say)
-reaches scheduled runs without touching this module.
+`job` is typed: `ScheduledJob` is generated from JobSpec's declared settings (every one but
+run_id, each with its type, default and help), so Prefect checks a deployment's parameters when
+it is registered and its UI shows them as a form, and a setting added to JobSpec later reaches
+scheduled runs without touching this module. Scheduled runs are incremental unless the
+deployment says otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed, State
+from pydantic import BaseModel
 
+from stepedit_core.foundation.settings import flat_model
 from stepedit_core.foundation.store import RunStore
 from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.lifecycle.ownership import mark_run_folder
@@ -33,17 +38,36 @@ class RunIdTaken(Exception):
     """Both candidate run ids already belong to other flow runs."""
 
 
-def job_spec(job: dict[str, Any], run_id: str) -> JobSpec:
-    """The JobSpec of one scheduled run; refuses fields JobSpec does not know (a typo in a
-    deployment's parameters would otherwise be dropped without a word)."""
-    unknown = sorted(set(job) - set(JobSpec.setting_names()))
+ScheduledJob = flat_model(
+    JobSpec,
+    "ScheduledJob",
+    exclude=("run_id",),
+    # deployments registered before the switch existed hold no `incremental` field
+    defaults={"incremental": True},
+    doc="The settings of a scheduled edit job: every run setting but run_id, which each "
+    "scheduled run stamps for itself.",
+)
+
+
+def scheduled_job(job: dict[str, Any] | BaseModel) -> BaseModel:
+    """A deployment's `job` parameter as a ScheduledJob; refuses names JobSpec does not know (a
+    typo in a deployment's parameters would otherwise be dropped without a word)."""
+    if isinstance(job, ScheduledJob):
+        return job
+    values = job.model_dump() if isinstance(job, BaseModel) else dict(job)
+    if "run_id" in values:
+        raise ValueError("job must not set run_id: each scheduled run stamps its own")
+    unknown = sorted(set(values) - set(ScheduledJob.model_fields))
     if unknown:
         raise ValueError(f"unknown job parameter(s): {', '.join(unknown)}")
-    if "run_id" in job:
-        raise ValueError("job must not set run_id: each scheduled run stamps its own")
-    # scheduled runs are incremental unless the deployment says otherwise (deployments
-    # registered before the switch existed hold no `incremental` field)
-    return JobSpec(**{"incremental": True, **job}, run_id=run_id)
+    return ScheduledJob(**values)
+
+
+def job_spec(job: dict[str, Any] | BaseModel, run_id: str) -> JobSpec:
+    """The JobSpec of one scheduled run from its deployment's `job` parameter."""
+    checked = scheduled_job(job)
+    values = {name: getattr(checked, name) for name in type(checked).model_fields}
+    return JobSpec(**values, run_id=run_id)
 
 
 def claim_run_id(
@@ -120,7 +144,7 @@ def _rename_flow_run(flow_run_id: str, run_id: str) -> None:
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def scheduled_edit_catalog(job: dict[str, Any], name: str | None = None) -> State:
+def scheduled_edit_catalog(job: ScheduledJob, name: str | None = None) -> State:
     """Run `edit_catalog` on a run id of its own: NAME-<scheduled time, UTC>[-<flow run>].
 
     `job`: JobSpec fields except run_id. `name`: run-id prefix, default the deployment's name."""
@@ -137,11 +161,9 @@ def scheduled_edit_catalog(job: dict[str, Any], name: str | None = None) -> Stat
     flow_run = context.flow_run
     scheduled = flow_run.expected_start_time or datetime.now(timezone.utc)
     job_spec(job, stamped_run_id(name, scheduled))  # refuse bad parameters before claiming
-    run_id = claim_run_id(
-        job["out"], name, scheduled, str(flow_run.id), bool(flow_run.auto_scheduled)
-    )
+    run_id = claim_run_id(job.out, name, scheduled, str(flow_run.id), bool(flow_run.auto_scheduled))
     _rename_flow_run(str(flow_run.id), run_id)
-    get_run_logger().info("scheduled run of %s writes %s", name, RunStore(job["out"], run_id).root)
+    get_run_logger().info("scheduled run of %s writes %s", name, RunStore(job.out, run_id).root)
     record = edit_catalog(job_spec(job, run_id))
     create_table_artifact(
         table=[counts_row(record)],

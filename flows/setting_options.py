@@ -85,13 +85,16 @@ def add_setting_options(
     only: Iterable[str] | None = None,
     required: Iterable[str] = (),
     title: str = "job",
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """One option per declared setting that has a flag (or per setting named in `only`), in
     an argument group per settings group (the model's own settings first, under `title`; an
     existing group of the same title takes them); `parsers`: setting name -> parser of one
-    value; `required`: settings the command cannot do without. A command changes a default
-    with `set_defaults`."""
+    value; `required`: settings the command cannot do without; `overrides`: setting name ->
+    argparse keywords a command narrows (fewer choices, its own help). A command changes a
+    default with `set_defaults`."""
     parsers = parsers or {}
+    overrides = overrides or {}
     wanted = None if only is None else set(only)
     needed = set(required)
     for item in declared(model):
@@ -102,6 +105,10 @@ def add_setting_options(
         keywords = argument(item, parsers)
         if item.name in needed:
             keywords["required"] = True
+        narrowed = overrides.get(item.name, {})
+        if "choices" in narrowed and not set(narrowed["choices"]) <= set(keywords["choices"]):
+            raise ValueError(f"{item.name}: choices {narrowed['choices']} are not all declared")
+        keywords.update(narrowed)
         heading = group_title(item.group) if issubclass(item.group, SettingsGroup) else title
         _section(parser, heading).add_argument(item.setting.flag, **keywords)
 

@@ -135,6 +135,43 @@ def test_job_parameters_are_every_jobspec_field_but_the_run_id(manifest, tmp_pat
     assert job_spec(job, "nightly-x").model_dump(mode="json", exclude={"run_id"}) == job
 
 
+def test_the_job_parameter_is_typed_for_prefect(manifest, tmp_path):
+    """Prefect checks a deployment's parameters against the flow's schema when it registers
+    them (enforce_parameter_schema) and draws its form from it: every setting is there with its
+    type, default and help, and what `stepedit deploy` stores passes that check."""
+    import jsonschema
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(scheduled_edit_catalog).model_dump()
+    job_schema = schema["definitions"]["ScheduledJob"]
+    fields = job_schema["properties"]
+    assert set(fields) == set(JobSpec.setting_names()) - {"run_id"}
+    assert set(job_schema["required"]) == {"manifest_uri", "out"}
+    assert fields["iterations"]["type"] == "integer" and fields["iterations"]["maximum"] == 5
+    assert fields["edits"]["items"] == {"type": "string"}  # edits travel as "type=option"
+    assert fields["qc"]["enum"] == ["acx", "r128", "netflix", "none"]
+    assert fields["incremental"]["default"] is True  # scheduled runs are incremental
+    assert fields["out"]["description"] == "output root: local path or fsspec URI"
+    assert job_schema["additionalProperties"] is False
+
+    args = build_parser().parse_args(_deploy(manifest, tmp_path, "--iterations", "2"))
+    params = {"name": "nightly", "job": job_parameters(args)}
+    validator = jsonschema.Draft202012Validator({**schema, "$defs": schema["definitions"]})
+    assert not list(validator.iter_errors(params))
+    for bad in ({"iterations": 9}, {"qc": "loud"}, {"iteration": 2}):
+        assert list(validator.iter_errors({**params, "job": {**params["job"], **bad}}))
+
+
+def test_the_flow_refuses_bad_job_parameters_by_name():
+    job = {"manifest_uri": "m.parquet", "out": "runs"}
+    assert job_spec(job, "r-1").incremental  # the deployment did not say: incremental
+    assert not job_spec({**job, "incremental": False}, "r-1").incremental
+    with pytest.raises(ValueError, match="iterations"):
+        job_spec({**job, "iterations": 9}, "r-1")
+    with pytest.raises(ValueError, match="edits"):
+        job_spec({**job, "edits": ["no-such-edit"]}, "r-1")
+
+
 @pytest.fixture()
 def unreachable_server():
     """A PREFECT_API_URL nobody listens on: a refusal must come before any request."""

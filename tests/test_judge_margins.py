@@ -165,6 +165,11 @@ def test_cli_margin_judge_options_are_checked(tmp_path, capsys, monkeypatch):
     assert "NO_SUCH_KEY is not set" in capsys.readouterr().err
     assert main([*base, "--model", "m"]) == 2
     assert "--model: only with --judge" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # objective measurements score no margins
+        main([*base, "--judge", "objective"])
+    assert refused.value.code == 2
+    offered = capsys.readouterr().err.split("invalid choice: 'objective' (choose from")[1]
+    assert "gemini" in offered and "openai" in offered and "objective" not in offered
     bad = tmp_path / "p.txt"
     bad.write_text("How {different}?")
     assert main([*base, "--judge", "openai", "--endpoint", "http://x/v1", "--model", "m",

@@ -300,7 +300,10 @@ def test_the_judge_options_of_every_command_come_from_the_judge_declarations() -
             assert action.option_strings == [item.setting.flag], (command, item.name)
             default = None if item.name == "kind" else item.default
             assert action.default == default, (command, item.name)
-        assert tuple(options["kind"].choices) == ("gemini", "openai", "objective")
+        # objective measurements judge rounds, not the margins of a pair
+        all_judges = ("gemini", "openai", "objective")
+        judges = ("gemini", "openai") if command == "dataset margin" else all_judges
+        assert tuple(options["kind"].choices) == judges, command
         assert options["kind"].required == (command in ("judge", "eval run")), command
     assert "prompts" not in {a.dest for a in commands["dataset margin"]._actions}
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 # When a setting joins the fingerprint or the key: "always" (settings that joined before the
@@ -119,6 +119,37 @@ def flat_values(config: BaseModel) -> dict[str, Any]:
         else:
             found[name] = value
     return found
+
+
+def flat_model(
+    model: type[BaseModel],
+    name: str,
+    *,
+    exclude: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
+    doc: str | None = None,
+) -> type[BaseModel]:
+    """A flat model of a config tree's leaves, for interfaces that hold settings by name (a
+    deployment's parameters): each leaf keeps its type, constraints, default and help, and a
+    name that is no leaf is refused. Group-level checks are the tree's: build the tree from
+    the flat model's values (`model(**values)`) before using them."""
+    defaults = defaults or {}
+    fields: dict[str, Any] = {}
+    for item in declared(model):
+        if item.name in exclude:
+            continue
+        kind: Any = item.field.annotation
+        if item.field.metadata:  # constraints (ge, le...) and serialisers travel with the type
+            kind = Annotated[(kind, *item.field.metadata)]
+        help_text = item.setting.help if item.setting is not None else None
+        if item.name in defaults:
+            default = defaults[item.name]
+        elif item.field.is_required():
+            default = ...
+        else:
+            default = item.default
+        fields[item.name] = (kind, Field(default, description=help_text))
+    return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
 
 
 def nest(model: type[BaseModel], flat: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,11 @@ MAX_ITERATIONS = 5
 
 # An edit inside the job is an EditSpec; it is a string only when the job is serialised
 # (run.json, Prefect parameters) and is parsed (and checked) when a job is built from one.
-Edit = Annotated[EditSpec, BeforeValidator(parse_edit), PlainSerializer(str, return_type=str)]
+Edit = Annotated[
+    EditSpec,
+    BeforeValidator(parse_edit, json_schema_input_type=str),
+    PlainSerializer(str, return_type=str),
+]
 # fsspec storage options hold credentials: a serialised job (run.json, Prefect parameters)
 # keeps their names and never their values.
 StorageOptions = Annotated[dict[str, Any] | None, PlainSerializer(redact)]
