@@ -103,3 +103,34 @@ def test_qc_result_never_raises_on_missing_or_damaged_text(blob, error):
         assert qc.error is None
     else:
         assert error in qc.error
+
+
+def test_qc_json_is_written_where_it_is_read():
+    from stepedit_core.quality.qc import QcReport
+
+    report = QcReport({"snr_db": 20.5, "lufs": None}, {"lufs": "too short"})
+    blob = report.to_json()
+    assert json.loads(blob) == {
+        "metrics": {"lufs": None, "snr_db": 20.5},
+        "notes": {"lufs": "too short"},
+    }
+    assert QcResult.parse(blob) == QcResult(
+        metrics={"lufs": None, "snr_db": 20.5}, notes={"lufs": "too short"}
+    )
+    failed = QcResult.failed(ValueError("empty")).to_json()
+    assert failed == '{"error": "ValueError: empty"}'  # as records written before hold it
+    assert QcResult.parse(failed).error == "ValueError: empty"
+    # nothing else writes the format: no other json.dumps of a dict keyed like it
+    assert [p.relative_to(ROOT).as_posix() for p in _sources() if _writes_qc_json(p)] == [
+        "stepedit_core/quality/qc_result.py"
+    ]
+
+
+def _writes_qc_json(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "dumps":
+            for arg in node.args:
+                keys = {k.value for k in getattr(arg, "keys", []) if isinstance(k, ast.Constant)}
+                if keys & {"metrics", "error"}:
+                    return True
+    return False

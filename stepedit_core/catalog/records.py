@@ -208,7 +208,7 @@ class RoundRecord:
     qc_profile: str | None = None  # the delivery profile checked (`none`: metrics only)
     qc_pass: bool | None = None
     qc_reasons: str | None = None  # each failed limit, "; "-joined
-    qc_json: str | None = None  # {"metrics": {...}, "notes": {...}} from stepedit_core.quality.qc
+    qc_json: str | None = None  # written and read by stepedit_core.quality.qc_result
     # word timings of the round's output (stepedit_core/words), in its timeline:
     # [{"word", "start", "end", "confidence", "filler"}]; and where `text` came from
     # ("manifest" or "asr")

@@ -27,7 +27,6 @@ in place of a missing model.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ import numpy as np
 
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.audio_ref import AudioRef
+from stepedit_core.quality.qc_result import QcResult
 from stepedit_core.signal.blocks import BlockInfo, array_blocks, file_info, read_blocks
 from stepedit_core.signal.gain import gain_to_db
 from stepedit_core.signal.meters import (
@@ -101,7 +101,7 @@ class QcReport:
     notes: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"metrics": self.metrics, "notes": self.notes}, sort_keys=True)
+        return QcResult(metrics=dict(self.metrics), notes=self.notes).to_json()
 
 
 @dataclass(frozen=True)

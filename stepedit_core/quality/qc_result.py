@@ -1,8 +1,9 @@
-"""A round record's `qc_json`, read in one place: `{"metrics": {...}, "notes": {...}}` as QC
-wrote it (qc.py `QcReport`), or `{"error": "..."}` when QC could not measure the round.
+"""A round record's `qc_json`, written and read in one place: `{"metrics": {...}, "notes":
+{...}}` when QC measured the round, or `{"error": "..."}` when it could not.
 
-Readers (delivery, best-round selection, the review page, `stepedit audit`) ask `QcResult` for
-what they need instead of parsing the text themselves, so the format has one reader."""
+QC (round_qc.py, through qc.py's `QcReport`) writes it with `to_json`; readers (delivery,
+best-round selection, the review page, `stepedit audit`) ask `QcResult.parse` for what they need
+instead of parsing the text themselves, so the format has one writer and one reader."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ class QcResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # None where not measured
     notes: dict[str, str] = field(default_factory=dict)  # why a metric is None
     error: str | None = None  # QC could not measure the round at all
+
+    @classmethod
+    def failed(cls, exc: BaseException) -> QcResult:
+        """QC could not measure the round: why, for the record."""
+        return cls(error=f"{type(exc).__name__}: {exc}")
+
+    def to_json(self) -> str:
+        """The record's `qc_json`."""
+        if self.error is not None:
+            return json.dumps({"error": self.error})
+        return json.dumps({"metrics": self.metrics, "notes": self.notes}, sort_keys=True)
 
     @classmethod
     def parse(cls, blob: str | None) -> QcResult:

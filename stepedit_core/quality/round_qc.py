@@ -15,7 +15,6 @@ A metric that fails to compute is a note in the record, never a failed clip.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.audio_ref import AudioRef, publish
 from stepedit_core.foundation.stages import Resources, RoundQc, Stage, WorkItem, guard, timed
 from stepedit_core.quality.delivery import QcPlan, check
+from stepedit_core.quality.qc_result import QcResult
 
 # what a record keeps of every round's QC in columns of its own (qc.basic_metrics)
 BASIC_KEYS = ("duration_s", "peak_dbfs", "rms_dbfs", "clipped_samples")
@@ -97,7 +97,7 @@ class MeasureRound(Stage):
                     item.qc_reference = qc.reference(original, plan.heavy)
                 report = qc.measure(output, item.qc_reference, heavy=plan.heavy)
         except Exception as exc:  # noqa: BLE001 - QC describes a round, it must not fail it
-            result.qc_json = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+            result.qc_json = QcResult.failed(exc).to_json()
             if plan.gives_verdict:
                 result.qc_pass, result.qc_reasons = False, f"QC could not measure: {exc}"
             return
@@ -133,7 +133,7 @@ class MeasureRound(Stage):
                 report = qc.measure_ref(output, item.qc_reference, vad, item.output_speech)
         except Exception as exc:  # noqa: BLE001 - QC describes a round, it must not fail it
             result.basic = {"duration_s": round(output.duration, 4)}
-            result.qc_json = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+            result.qc_json = QcResult.failed(exc).to_json()
             if plan.gives_verdict:
                 result.qc_pass, result.qc_reasons = False, f"QC could not measure: {exc}"
             return
