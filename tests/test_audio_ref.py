@@ -132,11 +132,12 @@ def test_work_item_holds_audio_or_a_reference(tmp_path):
 
 
 def test_a_long_source_is_passed_on_by_reference_and_checked_as_a_load_is(tmp_path):
-    from stepedit_core.lifecycle.rounds import REFERENCE_SOURCE_S, LoadAudio
+    from stepedit_core.foundation.audio_ref import BY_REFERENCE_OVER_S
+    from stepedit_core.lifecycle.rounds import LoadAudio
 
     long_clip = tmp_path / "long.wav"
-    sf.write(long_clip, tone(REFERENCE_SOURCE_S + 5, 8000), 8000)
-    bad = tone(REFERENCE_SOURCE_S + 5, 8000)
+    sf.write(long_clip, tone(BY_REFERENCE_OVER_S + 5, 8000), 8000)
+    bad = tone(BY_REFERENCE_OVER_S + 5, 8000)
     bad[len(bad) // 2] = np.nan
     sf.write(tmp_path / "nan.wav", bad, 8000, subtype="FLOAT")
     uris = [str(long_clip), str(tmp_path / "nan.wav"), str(tmp_path / "gone.wav")]
@@ -148,7 +149,7 @@ def test_a_long_source_is_passed_on_by_reference_and_checked_as_a_load_is(tmp_pa
     LoadAudio().process_batch([*items, short])
     ref = items[0].audio
     assert isinstance(ref, AudioRef) and items[0].original is ref
-    assert ref.uri == str(long_clip) and ref.frames == int((REFERENCE_SOURCE_S + 5) * 8000)
+    assert ref.uri == str(long_clip) and ref.frames == int((BY_REFERENCE_OVER_S + 5) * 8000)
     assert (
         ref.sha256 == items[0].source_sha256 == hashlib.sha256(long_clip.read_bytes()).hexdigest()
     )
@@ -161,3 +162,43 @@ def write_short(folder) -> str:
     path = folder / "short.wav"
     sf.write(path, tone(1.0, 8000), 8000)
     return str(path)
+
+
+def test_a_long_engine_output_travels_to_qc_by_reference(tmp_path):
+    """An engine publishes a long output where it made it; QC measures the object in blocks
+    and the record points at it. A short output rides along as samples."""
+    from stepedit_core.catalog.records import RoundRecord
+    from stepedit_core.engines.signal.engine import SignalEngine
+    from stepedit_core.foundation.audio_ref import BY_REFERENCE_OVER_S
+    from stepedit_core.foundation.edits import parse_chain
+    from stepedit_core.quality.delivery import QcPlan
+    from stepedit_core.quality.qc_result import QcResult
+    from stepedit_core.quality.round_qc import MeasureRound
+
+    (stage,) = SignalEngine().build_stages()
+    stage.setup()
+    items = []
+    for i, seconds in enumerate((BY_REFERENCE_OVER_S + 3, 2.0)):
+        item = row_item(i, f"c{i}", "mem://", parse_chain("loudness=-23"), audio_dir=str(tmp_path))
+        item.round, item.round_edits = 1, item.edits
+        item.audio = item.original = Audio(tone(seconds, 16000) * 0.3, 16000)
+        items.append(item)
+    stage.process_batch(items)
+    long_item, short_item = items
+    assert isinstance(long_item.output, AudioRef) and isinstance(short_item.output, Audio)
+    in_memory = load_audio(long_item.output)
+    assert in_memory is not None and in_memory.frames == int((BY_REFERENCE_OVER_S + 3) * 16000)
+
+    qc = MeasureRound(QcPlan())
+    qc.setup()
+    qc.process_batch(items)
+    for item in items:
+        assert not item.failed and item.round_qc is not None
+        assert isinstance(item.output, AudioRef)  # both are objects once QC has published
+        assert QcResult.parse(item.round_qc.qc_json).metrics["loudness_lufs"] == pytest.approx(
+            -23, abs=0.5
+        )
+        record = RoundRecord.of(item, "signal", "test")
+        assert record.audio_ref is not None and record.output_sha256 == item.output.sha256
+    assert long_item.round_qc.basic["duration_s"] == pytest.approx(BY_REFERENCE_OVER_S + 3)
+    assert short_item.round_qc.basic["duration_s"] == pytest.approx(2.0)

@@ -7,7 +7,7 @@ the object store; with no model stage at all they run as plain Ray tasks. Items 
 stages as pickled bytes in a single binary column: Arrow never has to understand an audio array
 or a token list. Those bytes stay small: round audio travels by reference (audio_ref.py), and
 an item carries samples only from the engine stage that made them to the round's QC stage,
-which publishes them, and for a short source clip (under `rounds.REFERENCE_SOURCE_S`), which is
+which publishes them, and for a short source clip (under `audio_ref.BY_REFERENCE_OVER_S`), which is
 read whole.
 
 CPU sizing matters on small machines: Ray Data needs free CPU slots for its own task operators,

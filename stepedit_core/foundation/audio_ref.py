@@ -37,6 +37,10 @@ from stepedit_core.foundation.retry import retrying
 from stepedit_core.foundation.sources import DECODED_FACTOR, MB, InputLimits, within
 
 BLOCK_FRAMES = 1 << 16  # about 1.5 s at 44.1 kHz: small enough for any worker
+# audio longer than this travels between stages by reference when the item has a store (a
+# long source, a long round output): about 2.6 MB of 44.1 kHz float32, more than a short line
+# ever needs to carry; shorter audio rides along, which costs less than a store round trip
+BY_REFERENCE_OVER_S = 15.0
 HASH_CHUNK = 1 << 20
 LOCAL = ("file", "local")
 

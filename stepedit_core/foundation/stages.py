@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stepedit_core.foundation.audio import Audio
-from stepedit_core.foundation.audio_ref import AudioRef, load_audio
+from stepedit_core.foundation.audio_ref import BY_REFERENCE_OVER_S, AudioRef, load_audio, publish
 from stepedit_core.foundation.clip_spec import ClipSpec
 from stepedit_core.foundation.edits import EditSpec
 from stepedit_core.foundation.failures import ItemFailure, check_code
@@ -148,6 +148,15 @@ class WorkItem:
 
     def fail(self, code: str, message: str) -> None:
         self.error_code, self.error = check_code(code), message
+
+    def set_output(self, audio: Audio) -> None:
+        """The round's output from an engine. A long one (over `BY_REFERENCE_OVER_S`) of an item
+        with a store is published here, where it was made, so it reaches QC and the next round
+        by reference rather than as samples through every hop."""
+        if self.audio_dir is not None and audio.duration > BY_REFERENCE_OVER_S:
+            self.output = publish(audio, self.audio_dir)
+        else:
+            self.output = audio
 
     def samples(self, name: str = "audio") -> Audio | None:
         """The samples of audio field `name` ("audio", "original", "prompt", "output"),

@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING
 from stepedit_core.catalog.records import RoundRecord
 from stepedit_core.foundation import audio as audio_io
 from stepedit_core.foundation.audio import Audio
-from stepedit_core.foundation.audio_ref import AudioRef, header_seconds, reference_source
+from stepedit_core.foundation.audio_ref import (
+    BY_REFERENCE_OVER_S,
+    AudioRef,
+    header_seconds,
+    reference_source,
+)
 from stepedit_core.foundation.edits import EditSpec
 from stepedit_core.foundation.sources import InputLimits
 from stepedit_core.foundation.stages import Resources, Stage, WorkItem, guard, timed
@@ -51,15 +56,10 @@ def has_clone(edits: tuple[EditSpec, ...]) -> bool:
     return any(e.type == "clone" for e in edits)
 
 
-# sources longer than this travel by reference (audio_ref.reference_source) when the item has
-# a store: about 2.6 MB of 44.1 kHz float32, more than a short line ever needs to carry
-REFERENCE_SOURCE_S = 15.0
-
-
 class LoadAudio(Stage):
     """Reads each clip from its URI, within the input limits (sources.py); a missing, empty,
     oversized or non-audio file fails that row only. A long source (over
-    `REFERENCE_SOURCE_S`) of an item that has a store is not read whole: it is hashed in
+    `BY_REFERENCE_OVER_S`) of an item that has a store is not read whole: it is hashed in
     chunks and passed on by reference, and the stages that need its samples read them."""
 
     name = "load"
@@ -72,7 +72,7 @@ class LoadAudio(Stage):
 
     def process_item(self, item: WorkItem) -> None:
         seconds = header_seconds(item.audio_uri) if item.audio_dir is not None else None
-        if seconds is not None and seconds > REFERENCE_SOURCE_S:
+        if seconds is not None and seconds > BY_REFERENCE_OVER_S:
             source: Audio | AudioRef = reference_source(item.audio_uri, self.limits)
             item.source_sha256 = source.sha256
         else:

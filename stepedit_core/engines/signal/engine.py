@@ -101,7 +101,7 @@ class SignalEditStage(EngineStage):
                 samples = self.apply(spec, samples, rate)
         if not np.isfinite(samples).all():
             raise ItemFailure("non_finite_output", "the signal edit produced NaN/inf samples")
-        item.output = Audio(samples.reshape(-1, channels), rate)
+        item.set_output(Audio(samples.reshape(-1, channels), rate))
 
     def remove_fillers(
         self, item: WorkItem, spec: EditSpec, samples: np.ndarray, sample_rate: int

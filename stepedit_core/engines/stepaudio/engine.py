@@ -479,11 +479,12 @@ class DecodeStage(_StepAudioStage[DecodeModels]):
         if codes is None or voice is None or voice.feat is None or voice.embedding is None:
             raise ItemFailure("no_tokens", "earlier stages left no tokens or prompt features")
         try:
-            item.output = self.parts.decoder.decode(codes, voice.codes, voice.feat, voice.embedding)
+            decoded = self.parts.decoder.decode(codes, voice.codes, voice.feat, voice.embedding)
         except tokens.TokenError as exc:
             raise ItemFailure("bad_generation", str(exc)) from exc
         except DecodeError as exc:
             raise ItemFailure("bad_decode", str(exc)) from exc
+        item.set_output(decoded)
         for spec in item.round_edits:
             if spec.kind.changes_text:
                 item.text = prompts.spoken_text(spec, item.target_text)

@@ -243,7 +243,7 @@ def join(chapter: WorkItem) -> None:
         raise ItemFailure("bad_decode", f"segments decoded at different rates {sorted(rates)}")
     rate = rates.pop()
     samples, _ = stitch([o.samples for o in outputs], rate, qc.speech_spans)  # type: ignore[union-attr]
-    chapter.output = Audio(samples, rate)
+    chapter.set_output(Audio(samples, rate))
     _fold_traces(chapter, subs, rate)
     if any(spec.kind.changes_text for spec in chapter.round_edits):
         chapter.text = " ".join(s.text for s in subs if s.text) or chapter.text
