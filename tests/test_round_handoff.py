@@ -1,0 +1,128 @@
+"""The round channel: records put as each round ends, taken once per finished clip, checked
+against what the clip sealed, replaced (never added to) by a retry, gone once taken."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import numpy as np
+import pytest
+from work_items import row_item
+
+from stepedit_core.foundation.audio import Audio
+from stepedit_core.foundation.edits import parse_chain
+from stepedit_core.foundation.stages import WorkItem
+from stepedit_core.lifecycle.round_handoff import (
+    MissingRoundRecords,
+    RoundRecordStore,
+    drop_rounds,
+    take_records,
+)
+from stepedit_core.lifecycle.rounds import RoundEnd, StartRound
+
+
+def _item(row: int, attempt: int = 1) -> WorkItem:
+    audio = Audio(np.full(2400, 0.1, np.float32), 24000)
+    item = row_item(row, f"c{row}", "a.wav", parse_chain("loudness=-20"), audio=audio)
+    item.source_sha256 = f"source-{row}"
+    item.attempt = attempt
+    return item
+
+
+def _rounds(channel: RoundRecordStore, items: list[WorkItem], rounds: int) -> None:
+    """Run `rounds` rounds whose engine doubles the audio, ending each into `channel`."""
+    for k in range(1, rounds + 1):
+        StartRound(k, "chain").process_batch(items)
+        for item in items:
+            item.output = Audio(item.samples().samples * 2, 24000)
+        RoundEnd(k, "signal", "1", channel).process_batch(items)
+
+
+def test_put_and_take_hand_a_clips_records_over_once_and_in_round_order():
+    channel = RoundRecordStore()
+    first, second = _item(0), _item(1)
+    _rounds(channel, [first, second], 3)
+    assert channel.held() == 6
+    assert first.sealed.count == 3 and first.sealed.last.round == 3
+
+    records = take_records(channel, first)
+    assert [r.round for r in records] == [1, 2, 3]
+    assert {r.row_index for r in records} == {0}
+    assert records[0].prev_record_sha256 == "source-0"  # the chain starts at the source
+    assert records[-1].record_sha256 == first.sealed.last.record_sha256
+    assert channel.held() == 3  # taken records are gone: the channel holds clips in flight
+    assert [r.round for r in take_records(channel, second)] == [1, 2, 3]
+    assert channel.held() == 0
+
+
+def test_a_round_put_again_replaces_its_record():
+    channel = RoundRecordStore()
+    item = _item(0)
+    _rounds(channel, [item], 1)
+    (record,) = channel.take_row(0, 1)
+    channel.put([(1, record)])
+    channel.put([(1, record)])  # its batch ran again after a worker died
+    assert channel.held() == 1
+    assert take_records(channel, item) == [record]
+
+
+def test_a_new_attempts_records_replace_the_failed_attempts():
+    channel = RoundRecordStore()
+    lost = _item(0, attempt=1)
+    _rounds(channel, [lost], 3)  # this run's worker died; its records are in the channel
+    again = _item(0, attempt=2)
+    _rounds(channel, [again], 1)
+    assert channel.held() == 4
+    records = take_records(channel, again)
+    assert [r.round for r in records] == [1]
+    assert records[0].record_sha256 == again.sealed.last.record_sha256
+    assert channel.held() == 0  # the lost attempt's rounds went with the take, never added
+
+
+def test_a_clip_whose_run_was_lost_takes_no_records_and_leaves_none():
+    channel = RoundRecordStore()
+    item = _item(0)
+    _rounds(channel, [item], 2)
+    drop_rounds(item)  # its worker died: it is recorded as failed with no rounds
+    assert take_records(channel, item) == []
+    assert channel.held() == 0
+
+
+def test_taking_records_the_channel_does_not_hold_names_the_row_and_what_is_missing():
+    channel = RoundRecordStore()
+    item = _item(7)
+    _rounds(channel, [item], 2)
+    channel.take_row(7, 1)  # the records are gone (a channel that lost them)
+    with pytest.raises(MissingRoundRecords, match=r"row 7 \(clip 'c7'\), attempt 1: .*sealed 2"):
+        take_records(channel, item)
+
+
+def test_records_that_are_not_the_ones_the_clip_sealed_are_refused():
+    channel = RoundRecordStore()
+    item, other = _item(0), _item(1)
+    _rounds(channel, [item, other], 2)
+    mine = channel.take_row(0, 1)
+    theirs = channel.take_row(1, 1)
+    stray = dataclasses.replace(theirs[1], row_index=0)  # round 2 of another clip's chain
+    channel.put([(1, mine[0]), (1, stray)])
+    with pytest.raises(MissingRoundRecords, match="round 2's record does not link"):
+        take_records(channel, item)
+
+
+def test_failed_rounds_are_handed_over_like_ok_ones():
+    channel = RoundRecordStore()
+    item = _item(0)
+    _rounds(channel, [item], 1)
+    StartRound(2, "chain").process_batch([item])
+    item.fail("stage_error", "the engine broke")
+    RoundEnd(2, "signal", "1", channel).process_batch([item])
+    StartRound(3, "chain").process_batch([item])
+    RoundEnd(3, "signal", "1", channel).process_batch([item])  # nothing ran since the failure
+    records = take_records(channel, item)
+    assert [(r.round, r.status) for r in records] == [(1, "ok"), (2, "failed")]
+
+
+def test_the_in_process_channel_refuses_to_travel_to_another_process():
+    with pytest.raises(TypeError, match="cannot travel to another process"):
+        pickle.dumps(RoundRecordStore())
