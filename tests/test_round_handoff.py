@@ -126,3 +126,25 @@ def test_failed_rounds_are_handed_over_like_ok_ones():
 def test_the_in_process_channel_refuses_to_travel_to_another_process():
     with pytest.raises(TypeError, match="cannot travel to another process"):
         pickle.dumps(RoundRecordStore())
+
+
+def test_the_ray_channel_hands_records_over_and_a_lost_channel_is_a_clear_error(ray_cluster):
+    import ray
+
+    from stepedit_core.executors.ray_data import RayDataExecutor
+
+    local = RoundRecordStore()
+    item = _item(3)
+    _rounds(local, [item], 2)
+    handed = [(1, r) for r in local.take_row(3, 1)]
+    with RayDataExecutor().round_channel() as channel:
+        # a round end in a worker process puts through the sink, which travels by pickle
+        put = ray.remote(num_cpus=0)(lambda sink, records: sink.put(records))
+        ray.get(put.remote(channel.sink, handed))
+        assert channel.held() == 2
+        assert [r.round for r in take_records(channel, item)] == [1, 2]
+        ray.kill(ray.get_actor(channel.name, namespace=channel.namespace))
+        with pytest.raises(MissingRoundRecords, match="round channel .* died"):
+            channel.held()
+    with pytest.raises(ValueError):  # nothing of the channel outlives its run
+        ray.get_actor(channel.name, namespace=channel.namespace)
