@@ -3,11 +3,12 @@ the shard writer takes them (the channel's contract: lifecycle/round_handoff.py)
 
 A run of the shards opens one (`RayDataExecutor.round_channel`) and kills it when the run ends,
 also when it fails or is stopped; it is not detached either, so it goes with the driver if
-the driver dies. It asks for no CPU: it only files and hands out records. `RoundEnd`, in
-whichever worker runs it, finds the actor by name (the handle is looked up once per process)
-and waits until the actor holds the batch's records before the items move on: the item that
-comes back through Ray Data can not overtake its own records, so the writer never takes a clip
-before its rounds have arrived.
+the driver dies. It asks for no CPU: it only files and hands out records, and it holds them as
+pickled bytes, so its process imports nothing of stepedit but the store (round_handoff.py) and
+starts about as fast as a bare Ray worker. `RoundEnd`, in whichever worker runs it, finds the
+actor by name (the handle is looked up once per process) and waits until the actor holds the
+batch's records before the items move on: the item that comes back through Ray Data can not
+overtake its own records, so the writer never takes a clip before its rounds have arrived.
 
 The actor is not restarted: a restarted one would have lost what it held. Its death surfaces
 as `MissingRoundRecords` when the writer next takes or checks, which ends the run; a resume
@@ -17,11 +18,17 @@ runs the clips whose rounds were not committed again.
 from __future__ import annotations
 
 import logging
+import pickle
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stepedit_core.lifecycle.round_handoff import Handed, MissingRoundRecords, RoundRecordStore
+from stepedit_core.lifecycle.round_handoff import (
+    Handed,
+    Keyed,
+    MissingRoundRecords,
+    RoundRecordStore,
+)
 
 if TYPE_CHECKING:
     from stepedit_core.catalog.records import RoundRecord
@@ -29,22 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME_PREFIX = "stepedit-round-records-"
-
-
-class _ChannelActor:
-    """The actor's body: an in-process round channel, one call at a time."""
-
-    def __init__(self) -> None:
-        self.store = RoundRecordStore()
-
-    def put(self, records: list[Handed]) -> None:
-        self.store.put(records)
-
-    def take_row(self, row_index: int, attempt: int) -> list[RoundRecord]:
-        return self.store.take_row(row_index, attempt)
-
-    def held(self) -> int:
-        return self.store.held()
 
 
 # (namespace, actor name) -> handle, looked up once per worker process
@@ -61,7 +52,7 @@ class RayRoundSink:
     def put(self, records: list[Handed]) -> None:
         import ray
 
-        ray.get(self._actor().put.remote(records))  # held before the items move on
+        ray.get(self._actor().put_keyed.remote(_keyed(records)))  # held before items move on
 
     def _actor(self) -> Any:
         import ray
@@ -86,7 +77,7 @@ class RayRoundChannel:
 
         self.name = NAME_PREFIX + uuid.uuid4().hex[:16]
         self.namespace = ray.get_runtime_context().namespace
-        actor_class = ray.remote(num_cpus=0, max_restarts=0)(_ChannelActor)
+        actor_class = ray.remote(num_cpus=0, max_restarts=0)(RoundRecordStore)
         self._actor = actor_class.options(name=self.name, namespace=self.namespace).remote()
 
     @property
@@ -94,10 +85,13 @@ class RayRoundChannel:
         return RayRoundSink(self.name, self.namespace)
 
     def put(self, records: list[Handed]) -> None:
-        self._call(self._actor.put.remote(records))
+        self._call(self._actor.put_keyed.remote(_keyed(records)))
 
     def take_row(self, row_index: int, attempt: int) -> list[RoundRecord]:
-        return self._call(self._actor.take_row.remote(row_index, attempt))
+        return [
+            pickle.loads(blob)
+            for blob in self._call(self._actor.take_row.remote(row_index, attempt))
+        ]
 
     def held(self) -> int:
         return self._call(self._actor.held.remote())
@@ -125,3 +119,8 @@ class RayRoundChannel:
             ray.kill(self._actor, no_restart=True)
         except Exception as exc:  # noqa: BLE001 - never hide the error that ended the run
             log.warning("could not kill the round channel actor %s: %s", self.name, exc)
+
+
+def _keyed(records: list[Handed]) -> list[Keyed]:
+    """Records as the actor holds them: keyed, each as its pickled bytes."""
+    return [(r.row_index, attempt, r.round, pickle.dumps(r, protocol=5)) for attempt, r in records]

@@ -26,13 +26,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stepedit_core.foundation.stages import SealedRounds, WorkItem
-
+# nothing of stepedit is imported when this module loads: the Ray channel's actor is a
+# `RoundRecordStore` too, and its process should start as fast as a bare Ray worker
 if TYPE_CHECKING:
     from stepedit_core.catalog.records import RoundRecord
+    from stepedit_core.foundation.stages import WorkItem
 
 # (the item's attempt, its sealed record); the record names its row and round
 Handed = tuple[int, "RoundRecord"]
+# (row, attempt, round, what is held: a record, or its pickled bytes in the Ray channel's actor)
+Keyed = tuple[int, int, int, Any]
 
 
 class RoundRecordSink(Protocol):
@@ -63,23 +66,25 @@ class MissingRoundRecords(RuntimeError):
 
 
 class RoundRecordStore:
-    """An in-process round channel: row -> attempt -> round -> record."""
+    """An in-process round channel: row -> attempt -> round -> record. (The Ray channel's
+    actor is one as well, holding each record's pickled bytes: `put_keyed`.)"""
 
     def __init__(self) -> None:
-        self._rows: dict[int, dict[int, dict[int, RoundRecord]]] = {}
+        self._rows: dict[int, dict[int, dict[int, Any]]] = {}
 
     @property
     def sink(self) -> RoundRecordStore:
         return self
 
     def put(self, records: list[Handed]) -> None:
-        for attempt, record in records:
-            # a round put again (its batch was retried) replaces the earlier record
-            self._rows.setdefault(record.row_index, {}).setdefault(attempt, {})[record.round] = (
-                record
-            )
+        self.put_keyed([(r.row_index, attempt, r.round, r) for attempt, r in records])
 
-    def take_row(self, row_index: int, attempt: int) -> list[RoundRecord]:
+    def put_keyed(self, entries: list[Keyed]) -> None:
+        for row_index, attempt, round_number, held in entries:
+            # a round put again (its batch was retried) replaces the earlier record
+            self._rows.setdefault(row_index, {}).setdefault(attempt, {})[round_number] = held
+
+    def take_row(self, row_index: int, attempt: int) -> list[Any]:
         by_round = self._rows.pop(row_index, {}).get(attempt, {})
         return [by_round[k] for k in sorted(by_round)]
 
@@ -124,6 +129,8 @@ def drop_rounds(item: WorkItem) -> None:
     """Forget the rounds of an item whose run did not come back (its worker died, the executor
     lost it): it is recorded as failed with no rounds, and taking it drops whatever its lost
     run put into the channel."""
+    from stepedit_core.foundation.stages import SealedRounds
+
     item.attempt += 1
     item.sealed = SealedRounds()
 
