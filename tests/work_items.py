@@ -54,3 +54,22 @@ def run_stages(stages: list[Stage], items: list[WorkItem]) -> list[Finished]:
     """Run items through the stages in this process; each comes back with its records."""
     done = list(LocalExecutor().run(stages, items))
     return [Finished(item, records_of(stages, item)) for item in done]
+
+
+def round_channels_gone(timeout_s: float = 30.0) -> bool:
+    """Whether no Ray round channel actor is left (waiting up to `timeout_s` for the cluster to
+    release the name of one just killed)."""
+    import time
+
+    import ray
+
+    from stepedit_core.executors.ray_round_records import NAME_PREFIX
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        if not any(a["name"].startswith(NAME_PREFIX) for a in named):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
