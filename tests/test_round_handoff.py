@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from work_items import round_channels_gone, row_item
 
+from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.edits import parse_chain
 from stepedit_core.foundation.stages import WorkItem
+from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.lifecycle.round_handoff import (
     MissingRoundRecords,
     RoundRecordStore,
@@ -20,6 +24,9 @@ from stepedit_core.lifecycle.round_handoff import (
     take_records,
 )
 from stepedit_core.lifecycle.rounds import RoundEnd, StartRound
+from stepedit_core.lifecycle.run import run_job
+
+from conftest import write_clip, write_manifest
 
 
 def _item(row: int, attempt: int = 1) -> WorkItem:
@@ -147,3 +154,48 @@ def test_the_ray_channel_hands_records_over_and_a_lost_channel_is_a_clear_error(
         with pytest.raises(MissingRoundRecords, match="round channel .* died"):
             channel.held()
     assert round_channels_gone()  # nothing of the channel outlives its run
+
+
+class CountingStore(RoundRecordStore):
+    """An in-process channel that remembers the most records it ever held at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.most = 0
+
+    def put_keyed(self, entries: list) -> None:
+        super().put_keyed(entries)
+        self.most = max(self.most, self.held())
+
+
+class ChunkedExecutor(LocalExecutor):
+    """The in-process executor, two clips at a time, with a channel the test can look into."""
+
+    def __init__(self) -> None:
+        super().__init__(chunk_size=2)
+        self.channel = CountingStore()
+
+    @contextmanager
+    def round_channel(self) -> Iterator[CountingStore]:
+        yield self.channel
+
+
+def test_a_run_leaves_nothing_in_the_channel_and_holds_only_the_clips_in_flight(tmp_path):
+    rows = [
+        {"clip_id": f"m{i}", "audio_uri": write_clip(tmp_path / f"m{i}.wav", 0.5, f0=150.0 + i)}
+        for i in range(6)
+    ]
+    job = JobSpec(
+        manifest_uri=write_manifest(tmp_path / "m.parquet", rows),
+        out=str(tmp_path / "runs"),
+        run_id="handoff",
+        edits=list(parse_chain("loudness=-23")),
+        iterations=2,
+        executor="local",
+    )
+    executor = ChunkedExecutor()
+    record = run_job(job, executor=executor)
+    assert record["counts"]["ok"] == 6 and record["clip_rounds"]["done_now"] == 12
+    assert executor.channel.held() == 0
+    # two clips in flight, two rounds each: never the whole shard's twelve records
+    assert 0 < executor.channel.most <= 4
