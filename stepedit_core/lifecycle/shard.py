@@ -5,7 +5,9 @@ few hundred finished clip-rounds and, in its footer, the row results of the item
 A record references its round's audio, an object already published under `round-audio/` by the
 round's QC stage (content-addressed, so an object a crashed attempt left is simply reused). A
 part is written whole or not at all, so committed work is exactly the set of part objects: a
-crashed attempt leaves no half-committed item. Only after a part is committed are its items'
+crashed attempt leaves no half-committed item. A finished item's records are taken from the
+run's round channel, where each round's end put them (round_handoff.py), checked against what
+the item sealed, and buffered with its row result. Only after a part is committed are its items'
 final audio files published (the chosen round's object itself, linked or copied inside the
 store, or files made from it in the delivery format by delivered_files.py, so a resume
 republishes any that a crash left unwritten).
