@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -199,3 +201,17 @@ def test_a_run_leaves_nothing_in_the_channel_and_holds_only_the_clips_in_flight(
     assert executor.channel.held() == 0
     # two clips in flight, two rounds each: never the whole shard's twelve records
     assert 0 < executor.channel.most <= 4
+
+
+def test_the_channel_store_loads_nothing_else_of_stepedit():
+    """The Ray channel's actor is a `RoundRecordStore`: its process imports this module only,
+    so it starts as fast as a bare Ray worker (no numpy, no pyarrow)."""
+    check = (
+        "import sys, stepedit_core.lifecycle.round_handoff; "
+        "print(sorted(m for m in sys.modules if m.startswith(('stepedit', 'numpy', 'pyarrow'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(
+        ["stepedit_core", "stepedit_core.lifecycle", "stepedit_core.lifecycle.round_handoff"]
+    )
