@@ -45,4 +45,4 @@ def test_committed_items_keep_no_audio(tmp_path):
     assert len(executor.handed_back) == 5
     for item in executor.handed_back:
         assert item.audio is None and item.original is None and item.output is None
-        assert item.records == []
+        assert item.sealed.count == 0 and item.sealed.last is None

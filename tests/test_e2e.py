@@ -8,6 +8,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from work_items import round_channels_gone
 
 from stepedit_flows.cli import main
 
@@ -34,6 +35,7 @@ def test_demo_runs_through_prefect_and_ray(tmp_path, prefect_server, ray_cluster
     iterations = ds.dataset(run / "iterations", format="parquet").to_table()
     assert iterations.num_rows == 16
     assert "8 ok, 0 failed" in out
+    assert round_channels_gone()  # the run's round channel ended with it
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey

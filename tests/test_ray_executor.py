@@ -2,11 +2,10 @@
 in-process executor."""
 
 import pytest
-from work_items import row_item
+from work_items import Finished, round_channels_gone, row_item, run_stages
 
 from stepedit_core.engines import EngineOptions, make_engine
 from stepedit_core.engines.base import Engine
-from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.executors.ray_data import (
     TASK_RESERVE,
     RayDataExecutor,
@@ -17,6 +16,7 @@ from stepedit_core.executors.ray_data import (
 )
 from stepedit_core.foundation.edits import parse_chain
 from stepedit_core.foundation.stages import Resources, Stage
+from stepedit_core.lifecycle.round_handoff import take_records
 from stepedit_core.lifecycle.rounds import build_stages
 
 from conftest import write_clip
@@ -161,8 +161,14 @@ def test_ray_matches_local(tmp_path, ray_cluster, batch):
     stages = build_stages(engine, 2, False)
     shared = one_actor_suffices(stages, 7)
     assert shared == (batch is None)
-    local = {i.clip_id: i for i in LocalExecutor().run(stages, _items(tmp_path, 6))}
-    remote = {i.clip_id: i for i in RayDataExecutor().run(stages, _items(tmp_path, 6))}
+    local = {i.clip_id: i for i in run_stages(stages, _items(tmp_path, 6))}
+    executor = RayDataExecutor()
+    with executor.round_channel() as channel:  # the round ends put into a named actor
+        on_ray = build_stages(engine, 2, False, records=channel.sink)
+        ran = list(executor.run(on_ray, _items(tmp_path, 6)))
+        remote = {i.clip_id: Finished(i, take_records(channel, i)) for i in ran}
+        assert channel.held() == 0  # every taken row is gone from the channel
+    assert round_channels_gone()  # and the channel's actor with the run
     assert set(remote) == set(local)  # every item comes back, failed ones included
     assert remote["gone"].error_code == "missing_file"
     assert sum(not i.failed for i in local.values()) == 6  # all real clips edited, both rounds

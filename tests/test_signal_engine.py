@@ -15,11 +15,10 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
-from work_items import row_item
+from work_items import row_item, run_stages
 
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
 from stepedit_core.engines.signal import SignalEditStage, SignalEngine, denoise
-from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.edits import (
     EMOTIONS,
@@ -476,7 +475,7 @@ def test_runs_through_the_local_executor(tmp_path: Path) -> None:
     item = row_item(
         row_index=0, clip_id="t", audio_uri=str(path), edits=parse_chain("speed=faster")
     )
-    (done,) = LocalExecutor().run(build_stages(engine, 2, with_clone_round=False), [item])
+    (done,) = run_stages(build_stages(engine, 2, with_clone_round=False), [item])
     assert [r.status for r in done.records] == ["ok", "ok"]
     assert done.records[-1].duration_s == pytest.approx(1.0 / 1.25**2, abs=0.002)
     assert done.records[0].engine == "signal"

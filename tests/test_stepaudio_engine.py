@@ -12,12 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 from pydantic import ValidationError
-from work_items import row_item
+from work_items import row_item, run_stages
 
 from stepedit_core.engines import EngineNotReady, EngineOptions, make_engine
 from stepedit_core.engines.stepaudio import layout, tokens, upstream
 from stepedit_core.engines.stepaudio.engine import StepAudioEngine, expected_new_codes
-from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.foundation.edits import EditSpec, parse_chain
 from stepedit_core.foundation.failures import ItemFailure
 from stepedit_core.lifecycle.rounds import build_stages
@@ -54,7 +53,7 @@ def _run(engine, items, iterations=3, with_round0=False, prompt_mode="chain"):
     stages = build_stages(
         engine, rounds=iterations, with_clone_round=with_round0, prompt_mode=prompt_mode
     )
-    return list(LocalExecutor().run(stages, items))
+    return run_stages(stages, items)
 
 
 def test_identity_capabilities_and_supports():

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from work_items import row_item
+from work_items import row_item, run_stages
 
 from stepedit_core.engines import EngineOptions, make_engine
 from stepedit_core.engines.stepaudio import layout, roundtrip, upstream
-from stepedit_core.executors.local import LocalExecutor
 from stepedit_core.foundation.audio import Audio
 from stepedit_core.foundation.edits import parse_chain
 from stepedit_core.foundation.stages import WorkItem
@@ -65,7 +64,7 @@ def _engine(prompt_mode: str = "chain"):
 
 def _run(engine, item, prompt_mode="chain"):
     stages = build_stages(engine, rounds=1, with_clone_round=False, prompt_mode=prompt_mode)
-    return list(LocalExecutor().run(stages, [item]))[0]
+    return run_stages(stages, [item])[0]
 
 
 def _item(path, chain: str) -> WorkItem:
@@ -250,7 +249,7 @@ def test_rounds_hand_each_other_16_bit_audio(clip, tmp_path):
     engine = _engine()
     assert engine.round_handoff is roundtrip.pcm16
     stages = build_stages(engine, rounds=2, with_clone_round=False)
-    out = list(LocalExecutor().run(stages, [_item(clip, "emotion=happy")]))[0]
+    out = run_stages(stages, [_item(clip, "emotion=happy")])[0]
     assert out.error is None, out.error
     first, second = out.records
     assert first.status == second.status == "ok"

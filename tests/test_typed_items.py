@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from work_items import records_of
 
 from stepedit_core.audit import verify_run
 from stepedit_core.audit.records import record_digest
@@ -177,13 +178,16 @@ def test_the_round_end_records_the_trace_and_keeps_what_the_engine_hands_on():
     chapter = _ended_item(StepAudioTrace(input_tokens=[1], edited_segments=edited))
     plain = _ended_item(SignalTrace(cuts=[]), OutputWords([], note="no words"))
     MeasureRound().process_batch([chapter, plain])  # QC notes what the word timing could not
-    RoundEnd(1, "step-audio-editx", "2").process_batch([chapter, plain])
-    (record,) = chapter.records
+    # (both items are the same row: each round end gets a channel of its own)
+    end, plain_end = RoundEnd(1, "step-audio-editx", "2"), RoundEnd(1, "step-audio-editx", "2")
+    end.process_batch([chapter])
+    plain_end.process_batch([plain])
+    (record,) = records_of(end, chapter)
     assert json.loads(record.engine_columns["segments_json"])[0]["text"] == "hello"
     assert chapter.trace == StepAudioTrace(previous_segments=edited)
     assert chapter.input_sha256 == record.output_sha256 and chapter.words is None
     assert plain.trace is None and plain.words is None
-    assert json.loads(plain.records[0].qc_json)["notes"]["words"] == "no words"
+    assert json.loads(records_of(plain_end, plain)[0].qc_json)["notes"]["words"] == "no words"
 
 
 def test_a_signal_run_writes_every_engine_column_and_verifies(tmp_path: Path):

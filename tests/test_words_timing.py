@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from test_words_pipeline import whisper_folder  # noqa: F401 - the session fixture
-from work_items import row_item
+from work_items import records_of, row_item
 
 from stepedit_core.audit import clip_history, format_history
 from stepedit_core.engines import EngineOptions, make_engine
@@ -142,8 +142,9 @@ def test_the_stage_leaves_timed_outputs_alone_and_never_fails_a_round():
     assert idle.words is None
     # the round's record says why it has no words, in its QC notes
     MeasureRound().process_batch([bare])
-    RoundEnd(1, "signal", "1").process_batch([bare])
-    (record,) = bare.records
+    end = RoundEnd(1, "signal", "1")
+    end.process_batch([bare])
+    (record,) = records_of(end, bare)
     assert record.words_json is None
     assert "no_word_timings" in json.loads(record.qc_json)["notes"]["words"]
 

@@ -11,6 +11,10 @@ EXECUTORS = ("ray", "local")
 
 
 class Executor(Protocol):
+    """Runs stages over items and hands every item back. An executor whose stages run in other
+    processes also has `round_channel()`: a context manager giving the channel the round ends
+    put their records into (lifecycle/round_handoff.py); without it the channel is in-process."""
+
     name: str
 
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]: ...

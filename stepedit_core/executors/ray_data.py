@@ -19,7 +19,9 @@ whole CPU, so on N cores N actors work while Ray Data's tasks still find a slot.
 An actor whose process dies has its batch retried once on a restarted actor
 (`MAX_TASK_RETRIES`); a batch that kills its worker again fails the run's executor call, and the
 shard runner isolates the clip responsible (see shard.py). Each actor reports its `setup()` to
-a small counter actor, so run.json can say how many times each model was loaded.
+a small counter actor, so run.json can say how many times each model was loaded. Round records
+leave the workers as each round ends, through another small actor (ray_round_records.py),
+instead of riding on the items to the driver.
 
 A shard small enough to fit in one batch of every model stage has no batches whose stages
 could overlap: its one batch passes the stages in turn. When none of those stages uses a GPU or
@@ -44,11 +46,13 @@ import pickle
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from stepedit_core.executors.ray_round_records import RayRoundChannel
 from stepedit_core.foundation.stages import Stage, WorkItem
 from stepedit_core.lifecycle.stage_envs import StageEnv
 from stepedit_core.lifecycle.stops import keep_signal_handlers
@@ -277,6 +281,17 @@ class RayDataExecutor:
         self._counter: Any = None
         # stage name -> the environment its workers run in (see stepedit_core.lifecycle.stage_envs)
         self.stage_envs = dict(stage_envs or {})
+
+    @contextmanager
+    def round_channel(self) -> Iterator[RayRoundChannel]:
+        """The round channel of a run of shards: a named actor that the rounds' ends in the
+        workers put their records into (ray_round_records.py), killed when the run ends."""
+        ensure_ray(self.address)
+        channel = RayRoundChannel()
+        try:
+            yield channel
+        finally:
+            channel.close()
 
     @property
     def setups(self) -> dict[str, int]:

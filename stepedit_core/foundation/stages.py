@@ -28,7 +28,6 @@ from stepedit_core.foundation.failures import ItemFailure, check_code
 from stepedit_core.foundation.traces import EngineTrace
 
 if TYPE_CHECKING:
-    from stepedit_core.catalog.records import RoundRecord
     from stepedit_core.judges.verdict import Verdict
     from stepedit_core.quality.qc import Reference
     from stepedit_core.words.timing import OutputWords
@@ -54,6 +53,35 @@ class RoundQc:
     qc_reasons: str | None = None
 
 
+@dataclass(frozen=True)
+class SealedRound:
+    """What an item keeps of a round it sealed: enough to link the next round's record to it
+    and to judge its output. The record itself went to the run's round channel as the round
+    ended (lifecycle/round_handoff.py)."""
+
+    round: int
+    ok: bool
+    record_sha256: str
+    output_sha256: str | None
+    audio_ref: str | None  # the output's object, run-relative
+    audio_flac: bytes | None = None  # only for rounds sealed outside a run (no store)
+
+
+@dataclass
+class SealedRounds:
+    """The rounds an item sealed in this attempt: how many, and the last two. Its size does not
+    grow with the rounds: the shard writer finds the records by the item's row and attempt and
+    checks them against `count` and the last record's hash."""
+
+    count: int = 0
+    last: SealedRound | None = None
+    before: SealedRound | None = None  # the round sealed before `last`
+
+    def add(self, sealed: SealedRound) -> None:
+        self.count += 1
+        self.before, self.last = self.last, sealed
+
+
 @dataclass
 class WorkItem:
     """One clip travelling through the rounds of one run: its row (`spec`, never changed) and
@@ -72,7 +100,9 @@ class WorkItem:
     audio_ref.py): round audio travels by reference, so the item stays small however long the
     clip and however many rounds. A stage that needs samples calls `samples(field)`.
     `audio_dir` is the folder of the run's store that this item's round audio is published to
-    (set when the item is loaded; None keeps audio in memory, as unit tests do).
+    (set when the item is loaded; None keeps audio in memory, as unit tests do). Round records
+    do not ride on the item either: each is handed to the run's round channel as its round
+    ends (lifecycle/round_handoff.py), and the item keeps only `sealed`.
     """
 
     spec: ClipSpec
@@ -87,6 +117,10 @@ class WorkItem:
     output: Audio | AudioRef | None = None
     next_audio: Audio | AudioRef | None = None  # the next round's input, when not `output`
     audio_dir: str | None = None
+    # which submission of this item to an executor this is: a clip run again after its
+    # worker died seals its rounds under a new attempt, so the failed one's records never mix in
+    attempt: int = 0
+    sealed: SealedRounds = field(default_factory=SealedRounds)
     # speech spans (start, end frames) of `output`, when the stage that made it found them:
     # QC of the round reuses them instead of running the VAD again
     output_speech: list[tuple[int, int]] | None = None
@@ -95,7 +129,6 @@ class WorkItem:
     trace: EngineTrace | None = None
     words: OutputWords | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    records: list[RoundRecord] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)  # judges' verdicts on its rounds
     stopped_by: str | None = None  # why the clip gets no further rounds (a judge agreed)
     error_code: str | None = None

@@ -15,9 +15,10 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepedit_core.catalog.records import round_flac
 from stepedit_core.foundation import audio as audio_io
 from stepedit_core.foundation.audio_ref import AudioRef, read_object
-from stepedit_core.foundation.stages import Resources, Stage, WorkItem
+from stepedit_core.foundation.stages import Resources, SealedRound, Stage, WorkItem
 from stepedit_core.judges.judge import Judge, JudgeTask
 from stepedit_core.judges.objective import OBJECTIVE_EDITS
 from stepedit_core.judges.targets import EvalTarget
@@ -81,11 +82,11 @@ class JudgeRound(Stage):
 
     def _tasks(self, item: WorkItem) -> list[JudgeTask]:
         """The judge tasks for the round this item just finished (none if it did not run)."""
-        if not item.records or item.records[-1].round != self.round or item.stopped_by:
+        record = item.sealed.last  # the record itself went to the run's round channel
+        if record is None or record.round != self.round or item.stopped_by:
             return []
-        record = item.records[-1]
         run_uri = posixpath.dirname(item.audio_dir or "")  # where run-relative refs resolve
-        audio = record.flac(run_uri) if record.ok else None
+        audio = _flac(record, run_uri) if record.ok else None
         if not audio:
             return []
         base = {
@@ -98,7 +99,8 @@ class JudgeRound(Stage):
             "language": item.language,
         }
         if self.judging.judge.kind == "objective":
-            before = item.records[-2].flac(run_uri) if len(item.records) > 1 else None
+            earlier = item.sealed.before
+            before = _flac(earlier, run_uri) if earlier is not None else None
             if before is None and isinstance(item.original, AudioRef):
                 before = read_object(item.original.uri)  # a file's bytes: any format decodes
             elif before is None and item.original is not None:
@@ -134,3 +136,8 @@ class JudgeRound(Stage):
             for verdict in mine:
                 verdict.stop_reason = reason
                 verdict.seal(str(verdict.prev_record_sha256))
+
+
+def _flac(sealed: SealedRound, run_uri: str) -> bytes | None:
+    """A sealed round's FLAC bytes, read from the object its record references."""
+    return round_flac({"audio_flac": sealed.audio_flac, "audio_ref": sealed.audio_ref}, run_uri)

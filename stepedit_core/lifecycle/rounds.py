@@ -8,15 +8,15 @@ a `RoundRecord` that references that object and hands the output on as the next 
 Rows whose edit chain starts with `clone` get a round 0 (zero-shot TTS from the prompt clip), and
 their other edits run in rounds 1..N.
 
-What a clip carries between rounds is small and bounded: its audio is a reference to an object in
-the run's store (audio_ref.py), and each round's record, once sealed, holds only metadata
-(hashes, the audio's reference, tokens, QC JSON; a few kilobytes). The sealed records stay on the
-item (`WorkItem.records`) until the shard writer commits them, because that is the one way the
-pipeline hands results back: an executor returns finished items, and the writer commits a clip's
-rounds together with its row result in one part, so a crash never leaves some rounds of a clip
-committed without the rest. Sending records elsewhere as each round ends would need a second
-channel from every Ray worker to the writer and a way to join it with the item that finishes
-later; for a payload of a few kilobytes per round that buys nothing. No audio rides on them.
+What a clip carries between rounds is small and does not grow with them: its audio is a
+reference to an object in the run's store (audio_ref.py), and its round records do not ride on
+it. `RoundEnd` hands each sealed record (metadata only: hashes, the audio's reference, tokens,
+QC JSON) to the run's round channel as the round ends (round_handoff.py: in this process for
+the local executor, a small named actor for Ray), and the item keeps only `WorkItem.sealed`:
+how many rounds it sealed and the last two's hashes and audio references, which the next
+round's record links to and a judge reads. The shard writer takes a finished clip's records
+from the channel, checked against what the item sealed, and commits them with the row result in
+one part, so a crash never leaves some rounds of a clip committed without the rest.
 """
 
 from __future__ import annotations
@@ -34,8 +34,16 @@ from stepedit_core.foundation.audio_ref import (
 )
 from stepedit_core.foundation.edits import EditSpec
 from stepedit_core.foundation.sources import InputLimits
-from stepedit_core.foundation.stages import Resources, Stage, WorkItem, guard, timed
+from stepedit_core.foundation.stages import (
+    Resources,
+    SealedRound,
+    Stage,
+    WorkItem,
+    guard,
+    timed,
+)
 from stepedit_core.judges.stage import JudgeRound, RoundJudging
+from stepedit_core.lifecycle.round_handoff import Handed, RoundRecordSink, RoundRecordStore
 from stepedit_core.quality.delivery import QcPlan
 from stepedit_core.quality.round_qc import MeasureRound
 
@@ -112,26 +120,35 @@ class RoundEnd(Stage):
     made by the QC stage) becomes the next round's input. No samples are touched here: by now
     the output is a reference to its object in the run's store (round_qc.py).
 
-    Records ride on the item to the shard writer, the one process that commits them: the Ray
-    pipeline returns finished items and nothing else. That costs a few kilobytes of metadata
-    per round (hashes, tokens, QC JSON); no audio travels with them."""
+    The batch's records go to `records`, the run's round channel, before the items move on
+    (round_handoff.py); the item keeps only what it sealed (`WorkItem.sealed`). Without a
+    channel the stage keeps its own in-process one (a stage run outside a shard)."""
 
     resources = Resources(cpus=0.25)
     needs_actor = False
     ends_round = True
     batch_size = 32
 
-    def __init__(self, round_number: int, engine_name: str, engine_version: str) -> None:
+    def __init__(
+        self,
+        round_number: int,
+        engine_name: str,
+        engine_version: str,
+        records: RoundRecordSink | None = None,
+    ) -> None:
         self.round = round_number
         self.engine_name = engine_name
         self.engine_version = engine_version
+        self.records = records if records is not None else RoundRecordStore()
         self.name = f"round_end_{round_number}"
 
     def process_batch(self, items: list[WorkItem]) -> list[WorkItem]:
+        handed: list[Handed] = []
         for item in items:
             if not item.round_edits or item.audio is None:
                 continue  # nothing ran for this item in this round (or it never loaded)
-            if item.records and not item.records[-1].ok:
+            last = item.sealed.last
+            if last is not None and not last.ok:
                 continue  # a failure was recorded in an earlier round: nothing ran since
             with timed(item, "record"):
                 record = guard(item, RoundRecord.of, self.engine_name, self.engine_version)
@@ -142,10 +159,18 @@ class RoundEnd(Stage):
                 record.qc_profile, record.qc_json = measured.profile, measured.qc_json
                 record.qc_pass, record.qc_reasons = measured.qc_pass, measured.qc_reasons
             # the hash chain: a clip's first record links to its source file's sha256
-            record.seal(
-                (item.records[-1].record_sha256 if item.records else item.source_sha256) or ""
+            record.seal((last.record_sha256 if last is not None else item.source_sha256) or "")
+            handed.append((item.attempt, record))
+            item.sealed.add(
+                SealedRound(
+                    record.round,
+                    record.ok,
+                    str(record.record_sha256),
+                    record.output_sha256,
+                    record.audio_ref,
+                    record.audio_flac,
+                )
             )
-            item.records.append(record)
             # the round's facts end with it; an engine may hand some on (a chapter's segments)
             item.input_sha256 = record.output_sha256
             item.words = None
@@ -159,6 +184,8 @@ class RoundEnd(Stage):
                     # (prompt mode `fixed`) is the round-0 audio, as in the paper's ablation
                     item.original = handed_on
                 item.audio = handed_on
+        if handed:  # held by the channel before the items move on: the writer may take them
+            self.records.put(handed)
         return items
 
 
@@ -170,9 +197,12 @@ def build_stages(
     qc_plan: QcPlan | None = None,
     judging: RoundJudging | None = None,
     limits: InputLimits | None = None,
+    records: RoundRecordSink | None = None,
 ) -> list[Stage]:
     """The flat stage list an executor runs: load, then (start, engine stages, end) per round,
-    and with `judging` a judge after each round's end."""
+    and with `judging` a judge after each round's end. Every round's end hands its records to
+    `records` (the run's round channel; without one, a new in-process one)."""
+    records = records if records is not None else RoundRecordStore()
     stages: list[Stage] = [LoadAudio(limits)]
     if engine.options.asr_models is not None:  # rows without `text` get the ASR's transcript
         from stepedit_core.words.stage import TranscribeMissingText
@@ -187,7 +217,7 @@ def build_stages(
 
             stages.append(TimeWords(engine.options.word_timings, engine.options.asr_models))
         stages.append(MeasureRound(qc_plan, engine.round_handoff))
-        stages.append(RoundEnd(k, engine.name, engine.version))
+        stages.append(RoundEnd(k, engine.name, engine.version, records))
         if judging is not None:
             stages.append(JudgeRound(k, judging))
     return stages

@@ -5,7 +5,9 @@ few hundred finished clip-rounds and, in its footer, the row results of the item
 A record references its round's audio, an object already published under `round-audio/` by the
 round's QC stage (content-addressed, so an object a crashed attempt left is simply reused). A
 part is written whole or not at all, so committed work is exactly the set of part objects: a
-crashed attempt leaves no half-committed item. Only after a part is committed are its items'
+crashed attempt leaves no half-committed item. A finished item's records are taken from the
+run's round channel, where each round's end put them (round_handoff.py), checked against what
+the item sealed, and buffered with its row result. Only after a part is committed are its items'
 final audio files published (the chosen round's object itself, linked or copied inside the
 store, or files made from it in the delivery format by delivered_files.py, so a resume
 republishes any that a crash left unwritten).
@@ -48,7 +50,7 @@ from stepedit_core.foundation import audio as audio_io
 from stepedit_core.foundation.audio_ref import resolve_ref
 from stepedit_core.foundation.failpoints import failpoint
 from stepedit_core.foundation.sources import InputLimits
-from stepedit_core.foundation.stages import Stage, WorkItem
+from stepedit_core.foundation.stages import SealedRounds, Stage, WorkItem
 from stepedit_core.foundation.store import RunStore, table_bytes
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.verdict import Verdict, verdict_table
@@ -62,6 +64,12 @@ from stepedit_core.lifecycle.integrity import (
     shard_results_records,
 )
 from stepedit_core.lifecycle.lease import LeaseLost
+from stepedit_core.lifecycle.round_handoff import (
+    RoundRecordChannel,
+    drop_rounds,
+    open_round_channel,
+    take_records,
+)
 from stepedit_core.lifecycle.rounds import build_stages, has_clone
 from stepedit_core.lifecycle.stops import check_stop, remember_stops
 from stepedit_core.quality.delivered_files import (
@@ -269,25 +277,29 @@ class ShardWriter:
     def done(self) -> bool:
         return not self.pending_rows and not self._items
 
-    def add(self, item: WorkItem) -> None:
+    def add(self, item: WorkItem, records: list[RoundRecord]) -> None:
+        """Buffer a finished item with the records of its rounds (taken from the run's round
+        channel, round_handoff.py); they commit together in one part."""
         self.store.check_fence(read=False)
         self.pending_rows.discard(item.row_index)
         self._items.append(item)
-        self._records.extend(item.records)
+        self._records.extend(records)
         self._verdicts.extend(item.verdicts)
-        result, flac = self._result(item)
+        result, flac = self._result(item, records)
         self._results.append(result)
         self._delivered.append(flac)
         stale = time.monotonic() - self._last_commit >= COMMIT_EVERY_S
         if len(self._records) >= RECORDS_PER_PART or stale or not self.pending_rows:
             self.commit()
 
-    def _result(self, item: WorkItem) -> tuple[RowResult, list[tuple[str, Delivered]] | None]:
+    def _result(
+        self, item: WorkItem, records: list[RoundRecord]
+    ) -> tuple[RowResult, list[tuple[str, Delivered]] | None]:
         """The item's row result and the files to deliver (None when it failed)."""
-        rounds_done = sum(1 for r in item.records if r.ok)
+        rounds_done = sum(1 for r in records if r.ok)
         if not item.failed and item.audio is None:
             item.fail("no_output", "no round produced audio")
-        ok = [r for r in item.records if r.ok and (r.audio_ref or r.audio_flac)]
+        ok = [r for r in records if r.ok and (r.audio_ref or r.audio_flac)]
         chosen, reason = self._choose(ok, item.verdicts) if ok and not item.failed else (None, None)
         if ok and not item.failed and chosen is None:  # every round over --qc-max-wer
             item.fail("over_max_wer", str(reason))
@@ -415,12 +427,13 @@ class ShardWriter:
 
 
 def _release(item: WorkItem) -> None:
-    """Drop a committed item's audio and records. An executor may hand back the very objects
-    `run_shards` holds for the whole run (the local executor does): kept, every clip's audio
-    would stay in memory until the run ends, so a catalog's peak memory grew with its size."""
+    """Drop a committed item's audio and what it kept of its rounds. An executor may hand back
+    the very objects `run_shards` holds for the whole run (the local executor does): kept,
+    every clip's audio would stay in memory until the run ends, so a catalog's peak memory
+    grew with its size."""
     item.audio = item.original = item.prompt = item.output = item.next_audio = None
     item.round_qc = item.qc_reference = None
-    item.records = []
+    item.sealed = SealedRounds()
     item.verdicts = []
     item.trace = item.words = None
 
@@ -481,28 +494,38 @@ def run_shards(
     total = len(items)
     if items:
         with_clone = any(has_clone(item.edits) for item in items)
-        stages = build_stages(
-            engine, rounds, with_clone, prompt_mode, qc_plan, judging=judging, limits=limits
-        )
         counts = {"done": 0, "failed": 0}
+        # the executor's round channel lives as long as this run of the shards, no longer
+        with open_round_channel(executor) as channel:
+            stages = build_stages(
+                engine,
+                rounds,
+                with_clone,
+                prompt_mode,
+                qc_plan,
+                judging=judging,
+                limits=limits,
+                records=channel.sink,
+            )
 
-        def finished(item: WorkItem) -> None:
-            writer = writers[shard_of[item.row_index]]
-            if writer.summary.first_done_s is None:
-                writer.summary.first_done_s = time.perf_counter() - started
-            writer.add(item)
-            counts["done"] += 1
-            counts["failed"] += int(item.failed)
-            if writer.done:
-                writer.close()
-            if progress is not None:
-                progress(counts["done"], total, counts["failed"])
+            def finished(item: WorkItem) -> None:
+                writer = writers[shard_of[item.row_index]]
+                if writer.summary.first_done_s is None:
+                    writer.summary.first_done_s = time.perf_counter() - started
+                writer.add(item, take_records(channel, item))
+                counts["done"] += 1
+                counts["failed"] += int(item.failed)
+                if writer.done:
+                    writer.close()
+                if progress is not None:
+                    progress(counts["done"], total, counts["failed"])
 
-        run_isolating(executor, stages, items, finished)
-        for item in items:  # an executor must hand back every item it was given
-            if item.row_index in writers[shard_of[item.row_index]].pending_rows:
-                item.fail("lost_item", f"row {item.row_index}: item did not come back")
-                finished(item)
+            run_isolating(executor, stages, items, finished, channel)
+            for item in items:  # an executor must hand back every item it was given
+                if item.row_index in writers[shard_of[item.row_index]].pending_rows:
+                    drop_rounds(item)
+                    item.fail("lost_item", f"row {item.row_index}: item did not come back")
+                    finished(item)
     for writer in writers.values():
         writer.close()  # idempotent for closed shards; catches shards with no pending items
         writer.summary.seconds = round(time.perf_counter() - started, 3)
@@ -515,10 +538,14 @@ def run_isolating(
     stages: list[Stage],
     items: list[WorkItem],
     finished: Callable[[WorkItem], None],
+    channel: RoundRecordChannel | None = None,
 ) -> None:
     """Run items; when the executor fails because worker processes keep dying, split what is
-    left and run the halves again, so only the item that kills its worker fails."""
+    left and run the halves again, so only the item that kills its worker fails. Each run of
+    an item is a new attempt: the round channel drops an earlier attempt's records."""
     seen: set[int] = set()
+    for item in items:
+        item.attempt += 1
     try:
         # a stop whose exception a C callback swallowed (a signal inside soundfile's reads)
         # still stops the shard, whichever executor runs it
@@ -530,15 +557,18 @@ def run_isolating(
     except Exception as exc:
         if not worker_died(exc):
             raise
+        if channel is not None:
+            channel.held()  # a dead channel is no worker's death: its own error ends the run
         rest = [item for item in items if item.row_index not in seen]
         if len(rest) == 1:
             item = rest[0]
+            drop_rounds(item)
             item.fail("worker_died", f"row {item.row_index}: {_death_message(exc)}")
             finished(item)
             return
         half = len(rest) // 2
-        run_isolating(executor, stages, rest[:half], finished)
-        run_isolating(executor, stages, rest[half:], finished)
+        run_isolating(executor, stages, rest[:half], finished, channel)
+        run_isolating(executor, stages, rest[half:], finished, channel)
 
 
 _DEATHS = ("RayActorError", "ActorDiedError", "WorkerCrashedError", "ActorUnavailableError",

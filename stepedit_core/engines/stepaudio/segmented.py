@@ -116,7 +116,7 @@ def _from_previous_round(item: WorkItem, rate: int) -> Planned | None:
 
 
 def _from_column(item: WorkItem, audio: Audio) -> Planned | None:
-    if item.segments is None or item.records:
+    if item.segments is None or item.sealed.count:
         return None  # the column's times are the source's: they hold in the first round only
     try:
         texts = parse_segments(item.segments)
