@@ -18,7 +18,12 @@ Each piece is measured in a fresh interpreter, `--repeat` times (medians are rep
   STEPEDIT_PREFECT_SERVER=temporary (what the other changes save without the local server).
 
 `phases` breaks one reused-server local and Ray run of this checkout into its steps (seconds
-since the command started; the run's functions are wrapped to note the time).
+since the command started; the run's functions are wrapped to note the time). A local run sets
+its engine up in a background thread: `setup wait` is how long the run then waited for it.
+
+`imports beyond the floor` are the libraries a local run imports that `import prefect, ray,
+torch` does not: each is timed in a fresh interpreter that has imported prefect and torch
+(and, for the flow, the command line) already.
 
     python benchmarks/startup.py [--repeat 3] [--before GIT_REV] [--output NAME.json]
 
@@ -73,6 +78,24 @@ seconds = time.perf_counter() - started
 ray.shutdown()
 print(json.dumps(seconds))
 """
+# one import timed after others (argv: the module, then those imported before it)
+EXTRA_IMPORT = """
+import importlib, json, sys, time
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+started = time.perf_counter()
+importlib.import_module(sys.argv[1])
+print(json.dumps(time.perf_counter() - started))
+"""
+# what a local run imports beyond the floor: module -> what is imported before it
+BEYOND_FLOOR = {
+    "stepedit_flows.cli": ("prefect", "torch"),
+    "stepedit_flows.edit_catalog": ("prefect", "torch", "stepedit_flows.cli"),
+    "scipy.signal": ("prefect", "torch"),
+    "pandas": ("prefect", "torch"),
+    "fastapi": ("prefect", "torch"),
+    "pyrnnoise": ("prefect", "torch"),
+}
 # a run of this checkout with its steps' times noted (seconds since `T0`, the command's start)
 PHASES = """
 import json, os, sys, time
@@ -97,7 +120,10 @@ import stepedit_flows.run_command as command
 import stepedit_core.executors.ray_data as ray_data
 import stepedit_core.lifecycle.shard as shard
 import stepedit_core.engines.signal.engine as engine
+import stepedit_core.executors.local as local
 wrap(cli, "check_before_run", "checks start", "checks done")
+if hasattr(local.LocalExecutor, "wait_prepared"):  # the engine set up in the background
+    wrap(local.LocalExecutor, "wait_prepared", "setup wait start", "setup waited")
 wrap(command.local_server, "wait_until_ready", "server wait start", "server ready")
 wrap(run.RunSteps, "validate", "flow started (validate)", "validated")
 wrap(run.RunSteps, "run_shards", "shards start", "shards done")
@@ -152,6 +178,12 @@ def wall(command: list[str], env: dict[str, str]) -> tuple[float, str, str]:
 def inner(code: str, env: dict[str, str]) -> float:
     """The seconds a child measured itself (last line of its stdout)."""
     _, out, _ = wall([sys.executable, "-c", code], env)
+    return float(out.strip().splitlines()[-1])
+
+
+def inner_args(code: str, args: list[str], env: dict[str, str]) -> float:
+    """`inner` with command-line arguments for the child."""
+    _, out, _ = wall([sys.executable, "-c", code, *args], env)
     return float(out.strip().splitlines()[-1])
 
 
@@ -271,6 +303,9 @@ def main() -> None:
                     inner(SERVER, base_env(tmp_path / f"fresh-home-{i}")),
                 )
                 record("ray init", inner(RAY, new))
+                for module, before in BEYOND_FLOOR.items():
+                    seconds = inner_args(EXTRA_IMPORT, [module, *before], new)
+                    record(f"imports beyond the floor: {module}", seconds)
                 for executor in ("local", "ray"):
                     command = stepedit(*run_args(manifest, runs, f"old-{executor}-{i}", executor))
                     record(f"run {executor} (before)", wall(command, old)[0])
