@@ -168,8 +168,12 @@ def flow_session(job: JobSpec, quiet: bool, set_up_early: bool = False) -> Itera
             # of the terminal's reach (Ctrl-C must not stop it first)
             start_temporary_server()
             yield log
+    except BaseException:
+        early_setup.discard(wait=False)  # a stop or a crash does not wait for models to load
+        raise
+    else:
+        early_setup.discard()  # the setup's thread has ended, whether the flow took it or not
     finally:
-        early_setup.discard()  # a setup the flow did not take (it stopped before its clips)
         renderer.close()
 
 

@@ -145,3 +145,22 @@ def test_a_setup_is_only_for_its_own_job_and_ends_with_discard(tmp_path, setup_t
     early_setup.discard()  # the run never ran its stages: the thread still ends here
     assert not setup_threads_alive()
     assert early_setup.take(job) is None
+
+
+def test_a_stopped_run_does_not_wait_for_its_models_to_load(tmp_path, monkeypatch):
+    loading, release = threading.Event(), threading.Event()
+
+    def slow(stage: SignalEditStage) -> None:
+        loading.set()
+        release.wait(timeout=60)
+
+    monkeypatch.setattr(SignalEditStage, "setup", slow)
+    job = one_clip_job(tmp_path, "stopped")
+    early_setup.start(job)
+    assert loading.wait(timeout=60)
+    early_setup.discard(wait=False)  # returns while the model still loads
+    (thread,) = setup_threads_alive()
+    assert early_setup.take(job) is None
+    release.set()
+    thread.join(timeout=60)  # and the thread ends by itself once it has loaded
+    assert not thread.is_alive()

@@ -9,7 +9,8 @@ for the setup before its first clip, raising any setup error there, where it was
 
 One setup at a time, for one job, taken over once: another job (or a run given an executor of
 its own) builds its own. The caller ends it with `discard`, which waits for its thread, so no
-thread of it outlives the caller, whether or not a run took it over.
+thread of it outlives the caller, whether or not a run took it over (unless the caller is
+being stopped: a stop does not wait for a model to finish loading).
 """
 
 from __future__ import annotations
@@ -67,13 +68,15 @@ def take(job: JobSpec) -> EarlySetup | None:
     return early
 
 
-def discard() -> None:
+def discard(wait: bool = True) -> None:
     """Forget the setup `start` began, once its thread has ended (the caller's session ends
     here: whether or not a run took it, no thread of it outlives the session). An error of a
-    setup whose stages never ran concerns no run and is dropped."""
+    setup whose stages never ran concerns no run and is dropped. `wait=False` (a run that was
+    stopped or crashed) leaves the thread to end by itself: it is a daemon, and a stop is not
+    held up by a model still loading."""
     global _started
     with _lock:
         early, _started = _started, None
-    if early is not None:
+    if early is not None and wait:
         with contextlib.suppress(Exception):
             early.executor.wait_prepared()
