@@ -18,9 +18,17 @@ Each piece is measured in a fresh interpreter, `--repeat` times (medians are rep
   STEPEDIT_PREFECT_SERVER=temporary (what the other changes save without the local server).
 
 `phases` breaks one reused-server local and Ray run of this checkout into its steps (seconds
-since the command started; the run's functions are wrapped to note the time).
+since the command started; the run's functions are wrapped to note the time). A local run sets
+its engine up in a background thread: `setup wait` is how long the run then waited for it.
 
-    python benchmarks/startup.py [--repeat 3] [--before GIT_REV] [--output NAME.json]
+`imports beyond the floor` are the libraries a local run imports that `import prefect, ray,
+torch` does not: each is timed in a fresh interpreter that has imported prefect and torch
+(and, for the flow, the command line) already.
+
+    python benchmarks/startup.py [--repeat 3] [--before GIT_REV] [--output NAME.json] [--local-only]
+
+`--local-only` times only the floor and the reused-server local run, before and after (and the
+local run's phases): fewer pieces, so more repeats fit, for a machine whose load swings.
 
 `--before` (default: the merge base with main) is exported with `git archive` into a temporary
 folder and imported from there. Writes benchmarks/results/startup.json (or `--output`). The
@@ -73,6 +81,24 @@ seconds = time.perf_counter() - started
 ray.shutdown()
 print(json.dumps(seconds))
 """
+# one import timed after others (argv: the module, then those imported before it)
+EXTRA_IMPORT = """
+import importlib, json, sys, time
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+started = time.perf_counter()
+importlib.import_module(sys.argv[1])
+print(json.dumps(time.perf_counter() - started))
+"""
+# what a local run imports beyond the floor: module -> what is imported before it
+BEYOND_FLOOR = {
+    "stepedit_flows.cli": ("prefect", "torch"),
+    "stepedit_flows.edit_catalog": ("prefect", "torch", "stepedit_flows.cli"),
+    "scipy.signal": ("prefect", "torch"),
+    "pandas": ("prefect", "torch"),
+    "fastapi": ("prefect", "torch"),
+    "pyrnnoise": ("prefect", "torch"),
+}
 # a run of this checkout with its steps' times noted (seconds since `T0`, the command's start)
 PHASES = """
 import json, os, sys, time
@@ -97,7 +123,10 @@ import stepedit_flows.run_command as command
 import stepedit_core.executors.ray_data as ray_data
 import stepedit_core.lifecycle.shard as shard
 import stepedit_core.engines.signal.engine as engine
+import stepedit_core.executors.local as local
 wrap(cli, "check_before_run", "checks start", "checks done")
+if hasattr(local.LocalExecutor, "wait_prepared"):  # the engine set up in the background
+    wrap(local.LocalExecutor, "wait_prepared", "setup wait start", "setup waited")
 wrap(command.local_server, "wait_until_ready", "server wait start", "server ready")
 wrap(run.RunSteps, "validate", "flow started (validate)", "validated")
 wrap(run.RunSteps, "run_shards", "shards start", "shards done")
@@ -152,6 +181,12 @@ def wall(command: list[str], env: dict[str, str]) -> tuple[float, str, str]:
 def inner(code: str, env: dict[str, str]) -> float:
     """The seconds a child measured itself (last line of its stdout)."""
     _, out, _ = wall([sys.executable, "-c", code], env)
+    return float(out.strip().splitlines()[-1])
+
+
+def inner_args(code: str, args: list[str], env: dict[str, str]) -> float:
+    """`inner` with command-line arguments for the child."""
+    _, out, _ = wall([sys.executable, "-c", code, *args], env)
     return float(out.strip().splitlines()[-1])
 
 
@@ -219,6 +254,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", default=None, help="git revision (default: merge base)")
     parser.add_argument("--output", default="startup.json", help="file under benchmarks/results")
+    parser.add_argument(
+        "--local-only", action="store_true", help="only the floor and the local run, before/after"
+    )
     args = parser.parse_args()
     before_rev = (
         args.before
@@ -249,8 +287,11 @@ def main() -> None:
         # warm the page cache and each Prefect home's database once, unmeasured; the first run
         # of `new` starts the local server the later runs reuse
         wall([sys.executable, "-c", "import prefect, ray, torch"], new)
-        inner(SERVER, old)
-        inner(SERVER, temporary)
+        full = not args.local_only
+        executors = ("local", "ray") if full else ("local",)
+        if full:
+            inner(SERVER, old)
+            inner(SERVER, temporary)
         # an earlier checkout that also keeps a local server gets it stopped at the end
         with local_server(old), local_server(new):
             wall(stepedit(*run_args(manifest, runs, "warm-up", "local")), new)
@@ -265,33 +306,39 @@ def main() -> None:
                         f"import stepedit cli ({label})",
                         wall([sys.executable, "-c", "import stepedit_flows.cli"], env)[0],
                     )
-                record("prefect temporary server (warm)", inner(SERVER, old))
-                record(
-                    "prefect temporary server (fresh home)",
-                    inner(SERVER, base_env(tmp_path / f"fresh-home-{i}")),
-                )
-                record("ray init", inner(RAY, new))
-                for executor in ("local", "ray"):
+                if full:
+                    record("prefect temporary server (warm)", inner(SERVER, old))
+                    record(
+                        "prefect temporary server (fresh home)",
+                        inner(SERVER, base_env(tmp_path / f"fresh-home-{i}")),
+                    )
+                    record("ray init", inner(RAY, new))
+                    for module, before in BEYOND_FLOOR.items():
+                        seconds = inner_args(EXTRA_IMPORT, [module, *before], new)
+                        record(f"imports beyond the floor: {module}", seconds)
+                for executor in executors:
                     command = stepedit(*run_args(manifest, runs, f"old-{executor}-{i}", executor))
                     record(f"run {executor} (before)", wall(command, old)[0])
-                # the first run on a fresh home starts the local server (and stops it after)
-                fresh = base_env(tmp_path / f"first-home-{i}")
-                with local_server(fresh):
-                    command = stepedit(*run_args(manifest, runs, f"first-{i}", "local"))
-                    record("run local, first (after)", wall(command, fresh)[0])
-                for executor in ("local", "ray"):
+                if full:
+                    # the first run on a fresh home starts the local server (and stops it after)
+                    fresh = base_env(tmp_path / f"first-home-{i}")
+                    with local_server(fresh):
+                        command = stepedit(*run_args(manifest, runs, f"first-{i}", "local"))
+                        record("run local, first (after)", wall(command, fresh)[0])
+                for executor in executors:
                     command = stepedit(*run_args(manifest, runs, f"new-{executor}-{i}", executor))
                     record(f"run {executor} (after)", wall(command, new)[0])
-                command = stepedit(*run_args(manifest, runs, f"temporary-{i}", "local"))
-                record("run local, temporary server (after)", wall(command, temporary)[0])
+                if full:
+                    command = stepedit(*run_args(manifest, runs, f"temporary-{i}", "local"))
+                    record("run local, temporary server (after)", wall(command, temporary)[0])
             state = json.loads((tmp_path / "home-after" / "stepedit-server.json").read_text())
             assert state["idle_stop_s"] > 0  # the runs started it themselves
             broken_down = {
                 executor: phases(manifest, runs, f"phases-{executor}", executor, new)
-                for executor in ("local", "ray")
+                for executor in executors
             }
         warm_home = base_env(tmp_path / "home-after")
-        for _ in range(args.repeat):
+        for _ in range(args.repeat if full else 0):
             started = time.perf_counter()
             with local_server(warm_home):
                 wall(stepedit("server", "start"), warm_home)
@@ -300,12 +347,16 @@ def main() -> None:
     seconds = {name: median(values) for name, values in samples.items()}
     floor = seconds["import prefect, ray, torch"]
     runs_compared = [
-        "run local (before)",
-        "run ray (before)",
-        "run local, first (after)",
-        "run local (after)",
-        "run ray (after)",
-        "run local, temporary server (after)",
+        name
+        for name in (
+            "run local (before)",
+            "run ray (before)",
+            "run local, first (after)",
+            "run local (after)",
+            "run ray (after)",
+            "run local, temporary server (after)",
+        )
+        if name in seconds
     ]
     result = {
         "what": "one-clip `stepedit run` (speed=faster, 1 s clip) and its pieces, medians; "
@@ -314,8 +365,9 @@ def main() -> None:
         "seconds": seconds,
         "ratios_to_imports": {name: round(seconds[name] / floor, 2) for name in runs_compared},
         "ray_minus_local_s": {
-            "before": round(seconds["run ray (before)"] - seconds["run local (before)"], 2),
-            "after": round(seconds["run ray (after)"] - seconds["run local (after)"], 2),
+            label: round(seconds[f"run ray ({label})"] - seconds[f"run local ({label})"], 2)
+            for label in ("before", "after")
+            if f"run ray ({label})" in seconds
         },
         "phases_after_s": broken_down,
         "samples": {name: [round(v, 2) for v in values] for name, values in samples.items()},

@@ -136,22 +136,29 @@ def stop_local_ray(grace: float = RAY_STOP_GRACE_S) -> None:
 
 
 @contextlib.contextmanager
-def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
+def flow_session(job: JobSpec, quiet: bool, set_up_early: bool = False) -> Iterator[str]:
     """What every flow started from the command line runs inside: the reaper, the run's log
     file (yielded), clean stops on signals, progress on the terminal, and the Prefect server
-    (the local one `use_local_server` chose, once it answers, or a temporary one)."""
+    (the local one `use_local_server` chose, once it answers, or a temporary one). With
+    `set_up_early`, the flow runs `job` itself: an in-process run's models start loading now,
+    in the background (stepedit_core.lifecycle.early_setup)."""
     from stepedit_core.foundation.store import RunStore
+    from stepedit_core.lifecycle import early_setup
     from stepedit_core.lifecycle.progress import reporting
     from stepedit_core.lifecycle.reaper import start_reaper
     from stepedit_core.lifecycle.stops import stop_on_signals
+    from stepedit_flows.heartbeats import end_flows_without_waiting
     from stepedit_flows.prefect_server import start_temporary_server
     from stepedit_flows.progress import make_renderer
 
     start_reaper()  # stops a temporary server and a local Ray even if this process is killed
     renderer = make_renderer(quiet, sys.stderr)
     store = RunStore(job.out, job.run_id)
+    end_flows_without_waiting()
     try:
         with run_log(store) as log, stop_on_signals(store), reporting(renderer):
+            if set_up_early:
+                early_setup.start(job)
             start_ray_early(job)
             try:
                 local_server.wait_until_ready()
@@ -161,6 +168,11 @@ def flow_session(job: JobSpec, quiet: bool) -> Iterator[str]:
             # of the terminal's reach (Ctrl-C must not stop it first)
             start_temporary_server()
             yield log
+    except BaseException:
+        early_setup.discard(wait=False)  # a stop or a crash does not wait for models to load
+        raise
+    else:
+        early_setup.discard()  # the setup's thread has ended, whether the flow took it or not
     finally:
         renderer.close()
 
@@ -169,7 +181,7 @@ def run_flow(job: JobSpec, quiet: bool) -> int:
     from stepedit_flows.edit_catalog import edit_catalog
     from stepedit_tasks.summary import summary_text
 
-    with flow_session(job, quiet) as log:
+    with flow_session(job, quiet, set_up_early=True) as log:
         record = edit_catalog(job)
     print(summary_text(record), end="")
     print(f"log: {log}")

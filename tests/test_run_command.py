@@ -1,8 +1,12 @@
 """Running a flow from the command line: Ray starts in the background for a Ray run and the
-executor uses that start (one Ray, alive after the thread's work is done)."""
+executor uses that start (one Ray, alive after the thread's work is done); flows end without
+waiting for Prefect's heartbeat thread to wake up."""
 
+import logging
 import subprocess
 import sys
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -51,3 +55,41 @@ def test_ray_started_early_is_the_one_the_executor_uses():
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
     assert "SIGTERM handler is not set" not in done.stderr
+
+
+class BeatingEngine:
+    """What Prefect's heartbeat thread asks of a flow run's engine; notes each heartbeat."""
+
+    heartbeat_seconds = 30
+    flow_run = None
+    logger = logging.getLogger("test-heartbeats")
+
+    def __init__(self) -> None:
+        self.beats: list[float] = []
+        self.first = threading.Event()
+
+    def _build_heartbeat_event_template(self) -> tuple[dict, list]:
+        return {}, []
+
+    def _emit_flow_run_heartbeat(self, resource: dict, related: list) -> None:
+        self.beats.append(time.monotonic())
+        self.first.set()
+
+
+def test_a_flow_ends_without_joining_its_heartbeat_thread_which_ends_by_itself(monkeypatch):
+    from prefect import flow_engine
+
+    from stepedit_flows.heartbeats import end_flows_without_waiting
+
+    monkeypatch.setattr(flow_engine, "_send_heartbeats", flow_engine._send_heartbeats)
+    assert end_flows_without_waiting()
+    assert not end_flows_without_waiting()  # once per process
+    assert flow_engine._send_heartbeats.keywords == {"join_on_exit": False}
+    engine = BeatingEngine()
+    before = set(threading.enumerate())
+    with flow_engine._send_heartbeats(engine):
+        assert engine.first.wait(timeout=30)  # the flow run's first heartbeat, as before
+        (beating,) = set(threading.enumerate()) - before
+    beating.join(timeout=30)  # it wakes up within a second and sees the flow ended
+    assert not beating.is_alive()
+    assert len(engine.beats) == 1  # nothing sent after the flow ended

@@ -31,6 +31,7 @@ from stepedit_core.foundation.failures import RunRefused
 from stepedit_core.foundation.store import RunStore
 from stepedit_core.judges.stage import RoundJudging
 from stepedit_core.judges.targets import manifest_targets
+from stepedit_core.lifecycle import early_setup
 from stepedit_core.lifecycle.checks import Validation, validate
 from stepedit_core.lifecycle.incremental import Reuse, write_finished
 from stepedit_core.lifecycle.integrity import check_deliveries
@@ -55,9 +56,12 @@ class RunSteps:
         self, job: JobSpec, executor: Executor | None = None, progress: Progress | None = None
     ) -> None:
         self.job = job
-        self.engine = make_engine(job.engine, job.engine_options())
+        # an in-process run whose models are being set up already (early_setup.py) takes over
+        # that engine and executor
+        early = early_setup.take(job) if executor is None else None
+        self.engine = early.engine if early else make_engine(job.engine, job.engine_options())
         self.store = RunStore(job.out, job.run_id)
-        self._executor = executor
+        self._executor: Executor | None = early.executor if early else executor
         self.progress = progress or run_progress().update
         self.started = time.time()
         self.attempt = 1
