@@ -43,7 +43,7 @@ import os
 import pickle
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,14 +224,22 @@ RAY_TO_CONSOLE_ENV = "STEPEDIT_RAY_LOG_TO_DRIVER"
 _ray_init_lock = threading.Lock()  # a run may start Ray in the background (stepedit_flows)
 
 
-def ensure_ray(address: str | None = None) -> None:
+def ensure_ray(
+    address: str | None = None,
+    worker_env: Mapping[str, str] | None = None,
+    wait: Callable[[], object] | None = None,
+) -> None:
     """Connect to (or start) Ray once per process; a call while another thread starts it waits
-    for that start."""
+    for that start. `worker_env`: environment variables of this job's workers (on a cluster
+    started by another process they would otherwise inherit that process's). `wait`: called
+    first, under the same lock (a cluster that is still starting)."""
     with _ray_init_lock:
-        _init_ray(address)
+        if wait is not None:
+            wait()
+        _init_ray(address, worker_env)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, worker_env: Mapping[str, str] | None = None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -252,6 +260,7 @@ def _init_ray(address: str | None) -> None:
             include_dashboard=False,
             logging_level=logging.INFO if verbose else logging.WARNING,
             log_to_driver=verbose,
+            runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
         )
 
 
