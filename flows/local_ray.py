@@ -31,10 +31,12 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -292,13 +294,20 @@ def _cluster_processes() -> dict[int, float]:
     return found
 
 
+def ray_temp_dir() -> Path:
+    """The keeper's Ray folder (sessions, sockets, spilled objects). Not Ray's default
+    /tmp/ray: `ray start` names its cluster in the temp folder's `ray_current_cluster`, and
+    every `ray.init()` without an address on the machine joins the cluster named there."""
+    return Path(tempfile.gettempdir()) / f"stepedit-ray-{os.getpid()}"
+
+
 def _ray_start(port: int) -> int:
     """`ray start --head` on `port` (returns when the cluster is up, leaving its processes in
     this process group); its exit status."""
     command = [
         sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--head",
         f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-        "--disable-usage-stats",
+        "--disable-usage-stats", f"--temp-dir={ray_temp_dir()}",
     ]  # fmt: skip
     return subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
 
@@ -353,6 +362,7 @@ def serve(port: int, idle_s: float) -> int:
     if _mine():
         state_file().unlink(missing_ok=True)
     reap(_cluster_processes(), STOP_GRACE_S)
+    shutil.rmtree(ray_temp_dir(), ignore_errors=True)
     return 0
 
 

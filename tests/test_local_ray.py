@@ -17,17 +17,31 @@ import psutil
 import pytest
 
 from stepedit_flows import local_ray
+from stepedit_flows.cli import main
 from stepedit_flows.run_command import worker_env
 
 from conftest import shared_server_env, write_clip, write_manifest
 
-# a process that takes the cluster as a run does, prints its state once it is up, and holds it
+# a process that takes the cluster as a run does, joins it with an environment variable of its
+# own for its workers, prints the cluster's state and what a worker saw, and holds the cluster
 # (as a user) until stdin closes
 USER = """
-import json, sys
+import json, os, sys
+import ray
+from stepedit_core.executors.ray_data import ensure_ray
 from stepedit_flows import local_ray
-state = local_ray.wait_until_ready(local_ray.use_for_this_run())
-print(json.dumps(state))
+state = local_ray.use_for_this_run()
+local_ray.join_environment(state)
+ensure_ray(worker_env={"STEPEDIT_PROBE": "from the run"},
+           wait=lambda: local_ray.wait_until_ready(state))
+
+@ray.remote(num_cpus=0)
+def probe():
+    return os.environ.get("STEPEDIT_PROBE")
+
+seen = ray.get(probe.remote())
+ray.shutdown()
+print(json.dumps({**local_ray.running(), "seen": seen}))
 sys.stdout.flush()
 sys.stdin.read()
 """
@@ -70,6 +84,14 @@ def test_workers_get_the_runs_environment_but_not_rays_own(monkeypatch):
     assert not [key for key in env if key.startswith("RAY_")]
 
 
+def test_the_start_under_way_is_waited_for_before_ray_is_joined(ray_cluster):
+    from stepedit_core.executors.ray_data import ensure_ray
+
+    waited = []
+    ensure_ray(wait=lambda: waited.append("cluster up"))
+    assert waited == ["cluster up"]
+
+
 def test_a_stale_state_file_is_neither_used_nor_acted_on(tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -81,7 +103,8 @@ def test_a_stale_state_file_is_neither_used_nor_acted_on(tmp_path, monkeypatch):
     stale["pid"] = os.getpid()
     local_ray.state_file().write_text(json.dumps(stale))
     assert local_ray.running() is None
-    assert local_ray.stop() is None
+    assert main(["ray", "status"]) == 1
+    assert main(["ray", "stop"]) == 0
     assert not local_ray.state_file().exists()
     assert psutil.pid_exists(os.getpid())
 
@@ -157,7 +180,7 @@ def _driver_pids(address: str, env: dict[str, str]) -> list[int]:
 
 @pytest.mark.slow
 def test_runs_share_one_cluster_that_survives_their_stops_and_stops_when_idle(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     env = {
         **os.environ,
@@ -187,6 +210,7 @@ def test_runs_share_one_cluster_that_survives_their_stops_and_stops_when_idle(
         began = time.monotonic()
         state = json.loads(holder.stdout.readline())
         print(f"cluster up after {time.monotonic() - began:.1f} s")
+        assert state["seen"] == "from the run"  # the run's environment reached its worker
         keeper = int(state["pid"])
         runs = [_stepedit_run(env, one, out, f"one-{i}", "--edit", "speed=faster") for i in (1, 2)]
         for run in runs:
@@ -195,6 +219,8 @@ def test_runs_share_one_cluster_that_survives_their_stops_and_stops_when_idle(
         drivers = _driver_pids(state["address"], env)
         assert {run.pid for run in runs} <= set(drivers)  # both joined this cluster
         assert local_ray.running()["pid"] == keeper  # and neither started another
+        assert main(["ray", "status"]) == 0
+        assert state["address"] in capsys.readouterr().out
 
         raylet = _raylet(keeper)
         for stop in (signal.SIGTERM, signal.SIGKILL):
