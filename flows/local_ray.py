@@ -294,11 +294,12 @@ def _cluster_processes() -> dict[int, float]:
     return found
 
 
-def ray_temp_dir() -> Path:
-    """The keeper's Ray folder (sessions, sockets, spilled objects). Not Ray's default
-    /tmp/ray: `ray start` names its cluster in the temp folder's `ray_current_cluster`, and
-    every `ray.init()` without an address on the machine joins the cluster named there."""
-    return Path(tempfile.gettempdir()) / f"stepedit-ray-{os.getpid()}"
+def ray_temp_dir(keeper: int | None = None) -> Path:
+    """The Ray folder (sessions, sockets, spilled objects) of the cluster `keeper` (default:
+    this process) keeps. Not Ray's default /tmp/ray: `ray start` names its cluster in the temp
+    folder's `ray_current_cluster`, and every `ray.init()` without an address on the machine
+    joins the cluster named there."""
+    return Path(tempfile.gettempdir()) / f"stepedit-ray-{keeper or os.getpid()}"
 
 
 def _ray_start(port: int) -> int:

@@ -32,7 +32,7 @@ from stepedit_core.executors.ray_data import ensure_ray
 from stepedit_flows import local_ray
 state = local_ray.use_for_this_run()
 local_ray.join_environment(state)
-ensure_ray(worker_env={"STEPEDIT_PROBE": "from the run"},
+ensure_ray(worker_env={"STEPEDIT_PROBE": "probe-9c4e1f-from-the-run"},
            wait=lambda: local_ray.wait_until_ready(state))
 
 @ray.remote(num_cpus=0)
@@ -209,9 +209,13 @@ def test_runs_share_one_cluster_that_survives_their_stops_and_stops_when_idle(
         assert holder.stdout is not None
         began = time.monotonic()
         state = json.loads(holder.stdout.readline())
-        print(f"cluster up after {time.monotonic() - began:.1f} s")
-        assert state["seen"] == "from the run"  # the run's environment reached its worker
         keeper = int(state["pid"])
+        print(f"cluster up after {time.monotonic() - began:.1f} s")
+        # the run's environment reached its worker, and no log of the cluster has it
+        assert state["seen"] == "probe-9c4e1f-from-the-run"
+        logs = [p for p in local_ray.ray_temp_dir(keeper).rglob("*") if p.is_file()]
+        logs.append(local_ray.log_file())
+        assert len(logs) > 1 and not [p for p in logs if b"probe-9c4e1f" in p.read_bytes()]
         runs = [_stepedit_run(env, one, out, f"one-{i}", "--edit", "speed=faster") for i in (1, 2)]
         for run in runs:
             _finish(run)

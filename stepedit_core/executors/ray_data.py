@@ -260,8 +260,22 @@ def _init_ray(address: str | None, worker_env: Mapping[str, str] | None = None) 
             include_dashboard=False,
             logging_level=logging.INFO if verbose else logging.WARNING,
             log_to_driver=verbose,
-            runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
+            runtime_env=_worker_env_runtime_env(worker_env),
         )
+
+
+def _worker_env_runtime_env(worker_env: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """A job-level runtime environment that sets `worker_env` in each of the job's workers as
+    it starts: a setup hook rather than the runtime environment's `env_vars`, which Ray's agent
+    writes to its log in full (credentials included); the hook travels pickled, out of logs."""
+    if not worker_env:
+        return None
+    env = dict(worker_env)
+
+    def set_worker_env() -> None:
+        os.environ.update(env)
+
+    return {"worker_process_setup_hook": set_worker_env}
 
 
 def _quiet_ray_data_console() -> None:
