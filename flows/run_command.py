@@ -98,16 +98,17 @@ def use_shared_ray(job: JobSpec) -> dict | None:
     return state
 
 
-# the run's environment reaches its workers on the shared cluster, as it reaches those of a Ray
-# the run starts itself; Ray's own variables describe each process and stay Ray's
-_NOT_FOR_WORKERS = ("RAY_", "PWD", "OLDPWD", "SHLVL", "_")
+_SHELL_ONLY = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
 
 
 def worker_env() -> dict[str, str]:
+    """The run's environment for its workers on the shared cluster, as the workers of a Ray the
+    run starts itself inherit it; Ray's own variables (`RAY_*`) describe each process and stay
+    Ray's, and the shell's bookkeeping stays out."""
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(_NOT_FOR_WORKERS[0]) and key not in _NOT_FOR_WORKERS[1:]
+        if not key.startswith("RAY_") and key not in _SHELL_ONLY
     }
 
 
