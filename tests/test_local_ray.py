@@ -1,7 +1,8 @@
 """The shared local Ray cluster: runs on the Ray executor with no cluster named join the one
-their home's state file names (starting it when none runs), a run that is stopped or killed
-takes its own workers with it and leaves the cluster up and usable, and the cluster stops
-itself once no run used it for its idle time. A stale state file is never used or acted on."""
+their home's state file names (starting it when none runs; two starting at once start one), a
+run that is stopped or killed takes its own workers with it and leaves the cluster up and
+usable, and the cluster stops itself once no run used it for its idle time. A stale state file
+is never used or acted on."""
 
 from __future__ import annotations
 
@@ -201,15 +202,20 @@ def test_runs_share_one_cluster_that_survives_their_stops_and_stops_when_idle(
     ]
     many = write_manifest(folder / "many.parquet", rows)
     out = tmp_path / "out"
-    # the holder keeps the cluster in use between the runs, whatever their start-up takes
-    holder = subprocess.Popen(
-        [sys.executable, "-c", USER], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    # two holders start at once: they start one cluster between them; the holders keep it in
+    # use between the runs below, whatever their start-up takes
+    holders = [
+        subprocess.Popen(
+            [sys.executable, "-c", USER], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
     try:
-        assert holder.stdout is not None
         began = time.monotonic()
-        state = json.loads(holder.stdout.readline())
+        states = [json.loads(h.stdout.readline()) for h in holders]  # type: ignore[union-attr]
+        state = states[0]
         keeper = int(state["pid"])
+        assert states[1]["pid"] == keeper and states[1]["address"] == state["address"]
         print(f"cluster up after {time.monotonic() - began:.1f} s")
         # the run's environment reached its worker, and no log of the cluster has it
         assert state["seen"] == "probe-9c4e1f-from-the-run"
@@ -255,13 +261,15 @@ def test_runs_share_one_cluster_that_survives_their_stops_and_stops_when_idle(
         print(f"third run done after {time.monotonic() - began:.1f} s")
         cluster = _cluster(keeper)
         assert raylet.pid in cluster
-        holder.stdin.close()
-        holder.wait(timeout=30)
+        for each in holders:
+            each.stdin.close()  # type: ignore[union-attr]
+            each.wait(timeout=30)
         assert _wait_for(lambda: not _alive(keeper), IDLE_S + 60)
         assert not local_ray.state_file().exists()
         assert _wait_for(lambda: not [p for p in cluster if _alive(p)], 30)
     finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+        for each in holders:
+            if each.poll() is None:
+                each.kill()
+                each.wait()
         local_ray.stop()
