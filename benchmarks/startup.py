@@ -16,6 +16,8 @@ Each piece is measured in a fresh interpreter, `--repeat` times (medians are rep
   reuse the local server the first run started (`run local, first` is that first run, on a
   fresh Prefect home), and `run local, temporary server` is the same run with
   STEPEDIT_PREFECT_SERVER=temporary (what the other changes save without the local server).
+  After, runs on the Ray executor join the shared local Ray cluster the warm-up run started
+  (`run ray, temporary ray (after)`: with STEPEDIT_RAY=temporary, a Ray of the run's own).
 
 `phases` breaks one reused-server local and Ray run of this checkout into its steps (seconds
 since the command started; the run's functions are wrapped to note the time). A local run sets
@@ -234,6 +236,19 @@ def local_server(env: dict[str, str]) -> Iterator[None]:
             wall(stepedit("server", "stop"), env)
 
 
+STOP_SHARED_RAY = "from stepedit_flows import local_ray; local_ray.stop()"
+
+
+@contextlib.contextmanager
+def shared_ray(env: dict[str, str]) -> Iterator[None]:
+    """Stops the shared local Ray cluster runs in `env` started (a checkout without one: no-op)."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(RuntimeError):
+            wall([sys.executable, "-c", STOP_SHARED_RAY], env)
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
@@ -293,8 +308,13 @@ def main() -> None:
             inner(SERVER, old)
             inner(SERVER, temporary)
         # an earlier checkout that also keeps a local server gets it stopped at the end
-        with local_server(old), local_server(new):
+        temporary_ray = {**new, "STEPEDIT_RAY": "temporary"}
+        with local_server(old), local_server(new), shared_ray(new):
             wall(stepedit(*run_args(manifest, runs, "warm-up", "local")), new)
+            # starts the shared Ray cluster the later Ray runs of `new` join
+            wall(stepedit(*run_args(manifest, runs, "warm-up-ray", "ray")), new)
+            ray_state = tmp_path / "home-after" / "stepedit-ray.json"
+            shared_keeper = json.loads(ray_state.read_text())["pid"]
             for i in range(args.repeat):
                 record("python", wall([sys.executable, "-c", "pass"], new)[0])
                 record(
@@ -331,8 +351,12 @@ def main() -> None:
                 if full:
                     command = stepedit(*run_args(manifest, runs, f"temporary-{i}", "local"))
                     record("run local, temporary server (after)", wall(command, temporary)[0])
+                    command = stepedit(*run_args(manifest, runs, f"temporary-ray-{i}", "ray"))
+                    record("run ray, temporary ray (after)", wall(command, temporary_ray)[0])
             state = json.loads((tmp_path / "home-after" / "stepedit-server.json").read_text())
             assert state["idle_stop_s"] > 0  # the runs started it themselves
+            # every Ray run of `new` joined the cluster the warm-up started
+            assert json.loads(ray_state.read_text())["pid"] == shared_keeper
             broken_down = {
                 executor: phases(manifest, runs, f"phases-{executor}", executor, new)
                 for executor in executors
@@ -355,6 +379,7 @@ def main() -> None:
             "run local (after)",
             "run ray (after)",
             "run local, temporary server (after)",
+            "run ray, temporary ray (after)",
         )
         if name in seconds
     ]

@@ -39,6 +39,7 @@ from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_depl
 from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
 from stepedit_flows.exit_statuses import CLOSED_PIPE, CRASHED, REFUSED, Refused, exit_status
 from stepedit_flows.judge_cli import add_judge_parser, cmd_judge
+from stepedit_flows.ray_cli import add_ray_parser, cmd_ray
 from stepedit_flows.run_command import (
     check_before_run,
     print_finished,
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stopped; stop; status: exit 1 when none runs)",
     )
     server.add_argument("action", choices=("start", "stop", "status"))
+    add_ray_parser(sub)
 
     deployments = sub.add_parser("deployments", help="list scheduled jobs and their last runs")
     add_list_options(deployments)
@@ -362,6 +364,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "server": cmd_server,
+    "ray": cmd_ray,
     "audit": cmd_audit,
     "verify": cmd_verify,
     "report": cmd_report,

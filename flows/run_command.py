@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
 
 from stepedit_core.catalog.access import AllowedRoots
 from stepedit_core.lifecycle.job import JobSpec
-from stepedit_flows import local_server
+from stepedit_flows import local_ray, local_server
 from stepedit_flows.exit_statuses import Refused, exit_status
 from stepedit_flows.run_logs import run_log
 
@@ -77,11 +78,46 @@ class _NoThreadNotice(logging.Filter):
         return "SIGTERM handler is not set" not in record.getMessage()
 
 
-def start_ray_early(job: JobSpec) -> threading.Thread | None:
-    """Start Ray for a job on the Ray executor in a background thread, so its several seconds
-    of start-up overlap Prefect's import, the flow's start and validation and planning; the
-    executor's own `ensure_ray` then waits for this start instead of beginning another. A start
-    that fails here is tried again by the executor, which reports the error."""
+def use_shared_ray(job: JobSpec) -> dict | None:
+    """For a job on the Ray executor that names no cluster: find the shared local Ray cluster
+    or start one (see local_ray.py), before the run's reaper starts (the cluster is not the
+    run's to stop). Returns its state, or None when the run starts a Ray of its own or joins
+    a named cluster."""
+    if job.executor != "ray":
+        return None
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a second flow in this process
+        return None
+    try:
+        if not local_ray.wanted(job.ray_address):
+            return None
+        state = local_ray.use_for_this_run()
+    except (RuntimeError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    local_ray.join_environment(state)  # the executor joins it too, should it connect first
+    return state
+
+
+_SHELL_ONLY = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
+
+
+def worker_env() -> dict[str, str]:
+    """The run's environment for its workers on the shared cluster, as the workers of a Ray the
+    run starts itself inherit it; Ray's own variables (`RAY_*`) describe each process and stay
+    Ray's, and the shell's bookkeeping stays out."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("RAY_") and key not in _SHELL_ONLY
+    }
+
+
+def start_ray_early(job: JobSpec, shared: dict | None = None) -> threading.Thread | None:
+    """Start or join Ray for a job on the Ray executor in a background thread, so its seconds of
+    start-up overlap Prefect's import, the flow's start and validation and planning; the
+    executor's own `ensure_ray` then waits for this start instead of beginning another. With
+    `shared` (the state `use_shared_ray` returned) the thread waits until that cluster is up and
+    joins it. A start that fails here is tried again by the executor, which reports the error."""
     if job.executor != "ray":
         return None
     ray = sys.modules.get("ray")
@@ -93,7 +129,11 @@ def start_ray_early(job: JobSpec) -> threading.Thread | None:
 
     def start() -> None:
         with contextlib.suppress(Exception):
-            ensure_ray(job.ray_address)
+            if shared is None:
+                ensure_ray(job.ray_address)
+            else:
+                ensure_ray(worker_env=worker_env(), wait=lambda: local_ray.wait_until_ready(shared))
+            import ray.data  # noqa: F401 - a second of imports the executor needs, ahead of it
         # Ray's processes die with the thread that started them (the parent-death signal is
         # per thread on Linux): this one lives as long as the run's process
         threading.Event().wait()
@@ -151,6 +191,7 @@ def flow_session(job: JobSpec, quiet: bool, set_up_early: bool = False) -> Itera
     from stepedit_flows.prefect_server import start_temporary_server
     from stepedit_flows.progress import make_renderer
 
+    shared_ray = use_shared_ray(job)  # not the reaper's to stop: it starts before the reaper
     start_reaper()  # stops a temporary server and a local Ray even if this process is killed
     renderer = make_renderer(quiet, sys.stderr)
     store = RunStore(job.out, job.run_id)
@@ -159,7 +200,7 @@ def flow_session(job: JobSpec, quiet: bool, set_up_early: bool = False) -> Itera
         with run_log(store) as log, stop_on_signals(store), reporting(renderer):
             if set_up_early:
                 early_setup.start(job)
-            start_ray_early(job)
+            start_ray_early(job, shared_ray)
             try:
                 local_server.wait_until_ready()
             except RuntimeError as exc:

@@ -28,6 +28,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Runs in the tests use the test session's Prefect server (or a temporary one of their own), not
 # a local server that would outlive the test; tests of the local server ask for it.
 os.environ.setdefault("STEPEDIT_PREFECT_SERVER", "temporary")
+# Likewise runs on the Ray executor start a Ray of their own, not a shared local cluster that
+# would outlive the session; tests of the shared cluster ask for it (test_local_ray.py).
+os.environ.setdefault("STEPEDIT_RAY", "temporary")
 
 # `stepedit` runs the durability tests start as subprocesses (tests/durability.py) share one
 # local Prefect server in a Prefect home of the session's own: the first run starts it, the

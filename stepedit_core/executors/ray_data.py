@@ -45,7 +45,7 @@ import os
 import pickle
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -228,14 +228,22 @@ RAY_TO_CONSOLE_ENV = "STEPEDIT_RAY_LOG_TO_DRIVER"
 _ray_init_lock = threading.Lock()  # a run may start Ray in the background (stepedit_flows)
 
 
-def ensure_ray(address: str | None = None) -> None:
+def ensure_ray(
+    address: str | None = None,
+    worker_env: Mapping[str, str] | None = None,
+    wait: Callable[[], object] | None = None,
+) -> None:
     """Connect to (or start) Ray once per process; a call while another thread starts it waits
-    for that start."""
+    for that start. `worker_env`: environment variables of this job's workers (on a cluster
+    started by another process they would otherwise inherit that process's). `wait`: called
+    first, under the same lock (a cluster that is still starting)."""
     with _ray_init_lock:
-        _init_ray(address)
+        if wait is not None:
+            wait()
+        _init_ray(address, worker_env)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, worker_env: Mapping[str, str] | None = None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -256,7 +264,22 @@ def _init_ray(address: str | None) -> None:
             include_dashboard=False,
             logging_level=logging.INFO if verbose else logging.WARNING,
             log_to_driver=verbose,
+            runtime_env=_worker_env_runtime_env(worker_env),
         )
+
+
+def _worker_env_runtime_env(worker_env: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """A job-level runtime environment that sets `worker_env` in each of the job's workers as
+    it starts: a setup hook rather than the runtime environment's `env_vars`, which Ray's agent
+    writes to its log in full (credentials included); the hook travels pickled, out of logs."""
+    if not worker_env:
+        return None
+    env = dict(worker_env)
+
+    def set_worker_env() -> None:
+        os.environ.update(env)
+
+    return {"worker_process_setup_hook": set_worker_env}
 
 
 def _quiet_ray_data_console() -> None:

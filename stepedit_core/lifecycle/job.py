@@ -148,7 +148,7 @@ class ExecutionConfig(SettingsGroup):
     ray_address: Annotated[
         str | None,
         Setting(
-            "Ray cluster to join (default: $RAY_ADDRESS or local)",
+            "Ray cluster to join (default: $RAY_ADDRESS, else the shared local one)",
             changes_output=False,
             flag="--ray-address",
             metavar="ADDRESS",
