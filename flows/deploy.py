@@ -25,7 +25,6 @@ from stepedit_flows.run_names import (
     stamped_run_id,
 )
 from stepedit_flows.run_options import job_from_args
-from stepedit_flows.scheduled import scheduled_job
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -103,6 +102,8 @@ def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     # No run folder exists yet: the write probe goes to the output root the runs will write under.
     out_root = RunStore(job.out, "")
     check_inputs(job.manifest_uri, job.edits, job.make_engine(), out_root)
+    from stepedit_flows.scheduled import scheduled_job  # imports Prefect: not at CLI start
+
     # what the deployment stores is what its runs will read back (ScheduledJob)
     return scheduled_job(job.model_dump(mode="json", exclude={"run_id"})).model_dump(mode="json")
 

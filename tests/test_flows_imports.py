@@ -74,3 +74,18 @@ def test_flows_and_tasks_import_without_circles():
 def test_nothing_imports_the_command_line_back():
     importers = sorted(m for m, deps in _graph().items() if "stepedit_flows.cli" in deps)
     assert importers == []
+
+
+def test_the_command_line_imports_no_prefect():
+    """Prefect reads its settings when it is imported: a run points PREFECT_API_URL at the local
+    server after the command line is parsed, so Prefect imported earlier would start a
+    temporary server of its own (and log to the terminal) instead."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stepedit_flows.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
