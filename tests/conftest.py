@@ -28,6 +28,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Runs in the tests use the test session's Prefect server (or a temporary one of their own), not
 # a local server that would outlive the test; tests of the local server ask for it.
 os.environ.setdefault("STEPEDIT_PREFECT_SERVER", "temporary")
+# Ray's temporary folder of the session's own: `ray.init()` without an address joins the cluster
+# that the machine's last `ray start` recorded under /tmp/ray, so on a shared machine the tests'
+# runs (in this process and in the subprocesses that inherit the environment) would join a
+# stranger's cluster; a short path, since Ray's socket paths must stay under 108 bytes.
+SESSION_RAY_TMPDIR = tempfile.mkdtemp(prefix="sr", dir="/tmp")
+os.environ.setdefault("RAY_TMPDIR", SESSION_RAY_TMPDIR)
 
 # `stepedit` runs the durability tests start as subprocesses (tests/durability.py) share one
 # local Prefect server in a Prefect home of the session's own: the first run starts it, the
@@ -42,6 +48,12 @@ def shared_server_env() -> dict[str, str]:
         local_server.MODE_ENV: "auto",
         local_server.IDLE_ENV: "300",
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_session_ray_tmpdir() -> Iterator[None]:
+    yield
+    shutil.rmtree(SESSION_RAY_TMPDIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
