@@ -31,6 +31,12 @@ os.environ.setdefault("STEPEDIT_PREFECT_SERVER", "temporary")
 # Likewise runs on the Ray executor start a Ray of their own, not a shared local cluster that
 # would outlive the session; tests of the shared cluster ask for it (test_local_ray.py).
 os.environ.setdefault("STEPEDIT_RAY", "temporary")
+# Ray's temporary folder of the session's own: `ray.init()` without an address joins the cluster
+# that the machine's last `ray start` recorded under /tmp/ray, so on a shared machine the tests'
+# runs (in this process and in the subprocesses that inherit the environment) would join a
+# stranger's cluster; a short path, since Ray's socket paths must stay under 108 bytes.
+SESSION_RAY_TMPDIR = tempfile.mkdtemp(prefix="sr", dir="/tmp")
+os.environ.setdefault("RAY_TMPDIR", SESSION_RAY_TMPDIR)
 
 # `stepedit` runs the durability tests start as subprocesses (tests/durability.py) share one
 # local Prefect server in a Prefect home of the session's own: the first run starts it, the
@@ -45,6 +51,12 @@ def shared_server_env() -> dict[str, str]:
         local_server.MODE_ENV: "auto",
         local_server.IDLE_ENV: "300",
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_session_ray_tmpdir() -> Iterator[None]:
+    yield
+    shutil.rmtree(SESSION_RAY_TMPDIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,6 +31,7 @@ from durability import (
 from stepedit_core.audit import verify_run
 from stepedit_core.foundation.failpoints import STOP_ENV
 from stepedit_core.foundation.store import RunStore
+from stepedit_core.lifecycle import lease as lease_module
 from stepedit_core.lifecycle.lease import RENEW_ENV, TTL_ENV, Lease, LeaseLost
 
 CLIPS = 12
@@ -131,6 +132,36 @@ def test_renewal_never_overwrites_another_holders_lease(store):
     finally:
         lease.release()
     assert store.read_json(store.lease)["token"] == "other"  # release leaves it alone
+
+
+def test_a_renewal_paused_between_its_read_and_its_write_does_not_bring_the_lease_back(
+    store, monkeypatch
+):
+    """The holder is paused right after its renewal read its own token; meanwhile (past the TTL)
+    another attempt takes the run over and finishes, removing the lease. On waking, the renewal
+    must not write its stale lease back: a third attempt would find the run busy, and the
+    paused attempt would pass its next commit's token check."""
+    monkeypatch.setenv(TTL_ENV, "3")
+    lease = Lease(store)
+    lease.acquire()
+    lease._stop.set()  # this test renews by hand, not the background thread
+    lease._thread.join()
+    clock = [time.time()]
+    monkeypatch.setattr(lease_module.time, "time", lambda: clock[0])
+    read = lease._holder
+
+    def read_then_pause() -> dict | None:
+        current = read()
+        store.remove([store.lease])  # the other attempt took over, finished and released
+        clock[0] += 10.0  # paused past the TTL
+        return current
+
+    monkeypatch.setattr(lease, "_holder", read_then_pause)
+    lease.renew_once()
+    assert not store.exists(store.lease), "the stale renewal wrote the lease back"
+    with pytest.raises(LeaseLost, match="lost its lease: its renewal stalled 10 s"):
+        store.check_fence(read=False)
+    lease.release()
 
 
 def test_a_commit_checks_the_token(store):

@@ -181,13 +181,20 @@ def _cli(tmp_path, manifest: str, *extra: str) -> list[str]:
     ]
 
 
-def _env(tmp_path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory) -> Path:
+    """One Prefect home for this module's runs: its database is built once, not once a test
+    (each run still starts its own temporary server, as a user's run does)."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+def _env(prefect_home: Path) -> dict[str, str]:
     """A user's environment: none of the test session's Prefect settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     # a fresh Prefect home builds its database while the temporary server starts: on a loaded
     # 2-core machine that can take longer than Prefect's default wait
     slow_start = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
-    return dict(env, PREFECT_HOME=str(tmp_path / "prefect"), COLUMNS="100", **slow_start)
+    return dict(env, PREFECT_HOME=str(prefect_home), COLUMNS="100", **slow_start)
 
 
 def _run_in_pty(command: list[str], env: dict[str, str], timeout: float = 240) -> str:
@@ -219,8 +226,8 @@ def _run_in_pty(command: list[str], env: dict[str, str], timeout: float = 240) -
 
 
 @pytest.mark.slow
-def test_a_terminal_gets_a_live_bar_and_no_info_lines(tmp_path):
-    text = _run_in_pty(_cli(tmp_path, _catalog(tmp_path)), _env(tmp_path))
+def test_a_terminal_gets_a_live_bar_and_no_info_lines(tmp_path, prefect_home):
+    text = _run_in_pty(_cli(tmp_path, _catalog(tmp_path)), _env(prefect_home))
     frames = text.split("\r\x1b[K")
     assert len(frames) >= 2, text
     assert re.search(r"100% \|#+\| 3/3 clips .* 0 failed", text), text
@@ -229,12 +236,12 @@ def test_a_terminal_gets_a_live_bar_and_no_info_lines(tmp_path):
 
 
 @pytest.mark.slow
-def test_quiet_shows_no_progress_and_no_logs(tmp_path):
+def test_quiet_shows_no_progress_and_no_logs(tmp_path, prefect_home):
     result = subprocess.run(
         _cli(tmp_path, _catalog(tmp_path), "--quiet"),
         capture_output=True,
         text=True,
-        env=_env(tmp_path),
+        env=_env(prefect_home),
         timeout=240,
     )
     assert result.returncode == 0, result.stderr
@@ -243,10 +250,16 @@ def test_quiet_shows_no_progress_and_no_logs(tmp_path):
 
 
 @pytest.mark.slow
-def test_off_a_terminal_a_run_shows_progress_and_summary_and_v_shows_the_logs(tmp_path):
+def test_off_a_terminal_a_run_shows_progress_and_summary_and_v_shows_the_logs(
+    tmp_path, prefect_home
+):
     manifest = _catalog(tmp_path)
     default = subprocess.run(
-        _cli(tmp_path, manifest), capture_output=True, text=True, env=_env(tmp_path), timeout=240
+        _cli(tmp_path, manifest),
+        capture_output=True,
+        text=True,
+        env=_env(prefect_home),
+        timeout=240,
     )
     assert default.returncode == 0, default.stderr
     # stepedit's own lines only: Prefect's go to the run's log file (and Prefect's API)
@@ -261,7 +274,7 @@ def test_off_a_terminal_a_run_shows_progress_and_summary_and_v_shows_the_logs(tm
         _cli(tmp_path, manifest, "-v", "--overwrite"),
         capture_output=True,
         text=True,
-        env=_env(tmp_path),
+        env=_env(prefect_home),
         timeout=240,
     )
     assert verbose.returncode == 0, verbose.stderr

@@ -52,9 +52,15 @@ def other_python(tmp_path_factory) -> Path:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    ours = sysconfig.get_paths()["purelib"]
+    # every package folder this interpreter sees: a virtualenv made with system site packages
+    # (Ray and torch installed once, globally) has them outside its own purelib
+    ours = [sysconfig.get_paths()["purelib"]]
+    ours += [
+        p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and p not in ours
+    ]
     # `site.addsitedir` also runs this environment's own .pth files (the editable install).
-    Path(purelib, "parent_env.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    lines = "".join(f"import site; site.addsitedir({folder!r})\n" for folder in ours)
+    Path(purelib, "parent_env.pth").write_text(lines)
     return python
 
 

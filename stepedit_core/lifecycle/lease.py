@@ -7,7 +7,8 @@ On the holder's own machine a dead holder process is noticed at once.
 
 Leases are fenced: a holder that was paused (SIGSTOP, a frozen VM) past the TTL may find its
 lease taken by another attempt when it continues. Its renewal reads the lease first and never
-writes over another holder's token; every commit checks the token too (`RunStore.check_fence`),
+writes over another holder's token (nor brings its own back after a pause between that read
+and its write); every commit checks the token too (`RunStore.check_fence`),
 so an attempt that lost its lease commits nothing more and stops with `LeaseLost`.
 `STEPEDIT_LEASE_TTL_S` and `STEPEDIT_LEASE_RENEW_S` change the timings (tests use seconds).
 """
@@ -134,9 +135,20 @@ class Lease:
 
     def renew_once(self) -> None:
         """Renew, unless another holder's token is in the lease: then only note the loss."""
+        read_at = time.time()
         current = self._holder()
         if current is None or current.get("token") != self.token:
             self._notice_loss(current)
+            return
+        # A pause between the read and the write (SIGSTOP, a frozen VM) makes the read stale:
+        # past the TTL another attempt may have taken the lease over and even released it
+        # since, and writing now would bring this holder's lease back over that takeover.
+        stalled = time.time() - read_at
+        if stalled > ttl_s():
+            self.lost = (
+                f"its renewal stalled {stalled:.0f} s between reading and writing the lease, "
+                f"longer than the lease's {ttl_s():g} s TTL"
+            )
             return
         self.store.write_json(self.store.lease, self._payload())
 
