@@ -33,7 +33,7 @@ from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.lifecycle.lease import LeaseLost
 from stepedit_core.lifecycle.stage_envs import StageEnvError
 from stepedit_core.lifecycle.stops import RunStopped
-from stepedit_flows import local_server
+from stepedit_flows import keeper, local_server
 from stepedit_flows.dataset_cli import add_dataset_commands, cmd_dataset
 from stepedit_flows.deploy import add_deploy_options, add_list_options, cmd_deploy, cmd_deployments
 from stepedit_flows.eval_cli import add_eval_parser, cmd_eval
@@ -339,7 +339,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     """start: print the API URL runs will use; stop: 0 whether or not one ran; status: 1 when
     none runs."""
-    home = local_server.prefect_home()
+    home = keeper.prefect_home()
     if args.action == "start":
         try:
             state = local_server.start()

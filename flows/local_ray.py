@@ -28,79 +28,46 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 import psutil
 
 from stepedit_core.lifecycle.lease import pid_alive
 from stepedit_core.lifecycle.reaper import reap
-from stepedit_flows.local_server import prefect_home
+from stepedit_flows.keeper import (
+    KeeperFiles,
+    KeeperStopped,
+    detach,
+    free_port,
+    prefect_home,
+    stop_keeper_on_sigterm,
+)
 
-STATE_NAME = "stepedit-ray.json"
 START_TIMEOUT_S = 120.0  # `ray start` takes 4-8 s on a loaded 2-core machine
 AUTO_IDLE_S = 900.0  # how long the cluster waits for the next run
 CHECK_S = 2.0  # how often the keeper looks for users
 STOP_GRACE_S = 1.0  # GCS and raylet ignore SIGTERM for about a second; then they are killed
 MODE_ENV = "STEPEDIT_RAY"  # "temporary": each run starts and stops a Ray of its own
 IDLE_ENV = "STEPEDIT_RAY_IDLE_S"
+FILES = KeeperFiles("stepedit-ray")  # its lock, users and state files
 DEFAULT_AUTH_MODE = "token"  # what `ray start` uses when RAY_AUTH_MODE is not set
-
-_users_lock: IO[bytes] | None = None  # this process's shared lock on the users file
 
 
 def state_file() -> Path:
-    return prefect_home() / STATE_NAME
+    return FILES.path("json")
 
 
 def log_file() -> Path:
-    return prefect_home() / "stepedit-ray.log"
-
-
-def _users_path() -> Path:
-    return prefect_home() / "stepedit-ray.users"
-
-
-@contextlib.contextmanager
-def _start_lock() -> Iterator[None]:
-    home = prefect_home()
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "stepedit-ray.lock", "ab") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _hold_users_lock() -> None:
-    """Mark this process as a user of the cluster until it exits."""
-    global _users_lock
-    if _users_lock is None:
-        _users_lock = open(_users_path(), "ab")  # noqa: SIM115 - held until the process exits
-        fcntl.flock(_users_lock, fcntl.LOCK_SH)
-
-
-def _in_use() -> bool:
-    """Whether a run holds the users lock (shared) now."""
-    with open(_users_path(), "ab") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    return FILES.path("log")
 
 
 def _read_state() -> dict | None:
@@ -165,9 +132,9 @@ def wanted(address: str | None) -> bool:
 def use_for_this_run() -> dict:
     """Find the shared cluster or start one, and mark this process as its user until it exits;
     returns its state. Does not wait for a cluster that is starting (`wait_until_ready` does)."""
-    with _start_lock():
+    with FILES.start_lock():
         state = _alive_state() or _spawn(idle_stop_s())
-        _hold_users_lock()  # before the lock is released: the keeper sees a user from now on
+        FILES.hold_users_lock()  # before the lock is released: the keeper sees a user from now on
     return state
 
 
@@ -193,16 +160,10 @@ def join_environment(state: dict) -> None:
     os.environ["RAY_AUTH_MODE"] = state["auth_mode"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _spawn(idle_s: float) -> dict:
     """Start a keeper (and its cluster) detached from this process and record it; called under
     the start lock. Returns at once: the cluster is up some seconds later (state "ready")."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "stepedit_flows.local_ray", "serve", str(port), str(idle_s)]
     home = prefect_home()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -240,7 +201,7 @@ def _spawn(idle_s: float) -> dict:
 def stop() -> dict | None:
     """Stop the cluster this home's state file names (its keeper stops the cluster's processes
     and exits); returns its state (None: none was running). A stale state file is removed."""
-    with _start_lock():
+    with FILES.start_lock():
         state = _alive_state()
         if state is not None:
             pid = int(state["pid"])
@@ -254,22 +215,6 @@ def stop() -> dict | None:
 
 
 # --- the keeper: `python -m stepedit_flows.local_ray serve PORT IDLE_S` ----------------------
-
-
-def _detach() -> None:
-    """Fork; the parent prints the child's pid and exits, the child leads a session (and
-    process group) of its own with its output in the log file."""
-    child = os.fork()
-    if child:
-        sys.stdout.write(f"{child}\n")
-        sys.stdout.flush()
-        os._exit(0)
-    os.setsid()
-    with open(log_file(), "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    with open(os.devnull, "rb") as null:
-        os.dup2(null.fileno(), 0)
 
 
 def _mine() -> bool:
@@ -313,15 +258,6 @@ def _ray_start(port: int) -> int:
     return subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
 
 
-class _Stopped(Exception):
-    """SIGTERM reached the keeper (`stop()`)."""
-
-
-def _stop_keeper(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the shutdown short
-    raise _Stopped
-
-
 def _core_processes() -> list[psutil.Process]:
     """The cluster's GCS server and raylet: while both run, the cluster does."""
     core = []
@@ -337,11 +273,11 @@ def serve(port: int, idle_s: float) -> int:
     """Start the cluster, mark it ready, and keep it until it dies, the keeper is stopped, or no
     run used it for idle_s seconds; then stop every process of it. The state file is removed
     when it still names this keeper."""
-    _detach()
-    signal.signal(signal.SIGTERM, _stop_keeper)
+    detach(log_file())
+    stop_keeper_on_sigterm()
     try:
         if _ray_start(port) != 0:
-            raise _Stopped
+            raise KeeperStopped
         state = _read_state()
         if state is not None and _mine():
             _write_state({**state, "ready": True, "ready_at": time.time()})
@@ -349,15 +285,15 @@ def serve(port: int, idle_s: float) -> int:
         last_used = time.monotonic()
         while len(core) == 2 and all(proc.is_running() for proc in core):
             time.sleep(min(CHECK_S, idle_s))
-            if _in_use():
+            if FILES.in_use():
                 last_used = time.monotonic()
             elif time.monotonic() - last_used > idle_s:
-                with _start_lock():  # no run is choosing this cluster while it goes
-                    if not _in_use():
+                with FILES.start_lock():  # no run is choosing this cluster while it goes
+                    if not FILES.in_use():
                         if _mine():
                             state_file().unlink(missing_ok=True)
                         break
-    except _Stopped:
+    except KeeperStopped:
         pass
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stop below must not be cut short
     if _mine():

@@ -24,46 +24,43 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 import psutil
 
 from stepedit_core.lifecycle.lease import pid_alive
+from stepedit_flows.keeper import (
+    KeeperFiles,
+    KeeperStopped,
+    detach,
+    free_port,
+    stop_keeper_on_sigterm,
+)
 
-STATE_NAME = "stepedit-server.json"
 START_TIMEOUT_S = 180.0  # a fresh Prefect home builds its database first
 AUTO_IDLE_S = 900.0  # how long a server a run started waits for the next run
 CHECK_S = 5.0  # how often the keeper looks for users
 MODE_ENV = "STEPEDIT_PREFECT_SERVER"  # "temporary": each run starts Prefect's own server
 IDLE_ENV = "STEPEDIT_SERVER_IDLE_S"
+FILES = KeeperFiles("stepedit-server")  # its lock, users and state files
 
-_users_lock: IO[bytes] | None = None  # this process's shared lock on the users file
 _chosen: dict | None = None  # the server this process was pointed at
 
 
-def prefect_home() -> Path:
-    """Prefect's home as Prefect resolves it, without importing Prefect (a run must set
-    PREFECT_API_URL before Prefect reads its settings)."""
-    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
-
-
 def state_file() -> Path:
-    return prefect_home() / STATE_NAME
+    return FILES.path("json")
 
 
 def log_file() -> Path:
-    return prefect_home() / "stepedit-server.log"
+    return FILES.path("log")
 
 
 def _healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -102,30 +99,6 @@ def running() -> dict | None:
     return state
 
 
-@contextlib.contextmanager
-def _start_lock() -> Iterator[None]:
-    home = prefect_home()
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "stepedit-server.lock", "ab") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _users_path() -> Path:
-    return prefect_home() / "stepedit-server.users"
-
-
-def _hold_users_lock() -> None:
-    """Mark this process as a user of the server until it exits."""
-    global _users_lock
-    if _users_lock is None:
-        _users_lock = open(_users_path(), "ab")  # noqa: SIM115 - held until the process exits
-        fcntl.flock(_users_lock, fcntl.LOCK_SH)
-
-
 def idle_stop_s() -> float:
     """Seconds an automatically started server waits for the next run (`STEPEDIT_SERVER_IDLE_S`)."""
     text = os.environ.get(IDLE_ENV, "")
@@ -149,9 +122,9 @@ def use_for_this_run() -> str | None:
         raise ValueError(f"{MODE_ENV} must be 'auto' or 'temporary', got {mode!r}")
     if mode == "temporary":
         return None
-    with _start_lock():
+    with FILES.start_lock():
         state = _alive_state() or _spawn(idle_stop_s())
-        _hold_users_lock()  # before the lock is released: the keeper sees a user from now on
+        FILES.hold_users_lock()  # before the lock is released: the keeper sees a user from now on
     os.environ["PREFECT_API_URL"] = state["api_url"]
     _chosen = state
     return state["api_url"]
@@ -172,16 +145,10 @@ def _wait_healthy(state: dict, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _spawn(idle_s: float) -> dict:
     """Start a keeper (and its server) detached from this process and record it; called under
     the start lock. Returns at once: the server answers some seconds later."""
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     command = [
         sys.executable, "-m", "stepedit_flows.local_server", "serve", str(port), str(idle_s),
@@ -220,7 +187,7 @@ def _spawn(idle_s: float) -> dict:
 def start() -> dict:
     """`stepedit server start`: start a server that runs until stopped (or return the one
     already running) and wait until it answers."""
-    with _start_lock():
+    with FILES.start_lock():
         state = _alive_state()
         already = state is not None
         if state is None:
@@ -245,7 +212,7 @@ def stop() -> dict | None:
     """Stop the server this Prefect home's state file names; returns its state (None: none
     was running). A stale state file is removed either way; a process that is not the keeper
     (its pid reused) is left alone."""
-    with _start_lock():
+    with FILES.start_lock():
         state = _alive_state()
         if state is not None:
             _stop_group(int(state["pid"]))
@@ -256,33 +223,6 @@ def stop() -> dict | None:
 # --- the keeper: `python -m stepedit_flows.local_server serve PORT IDLE_S` -------------------
 
 
-def _in_use() -> bool:
-    """Whether a run holds the users lock (shared) now."""
-    with open(_users_path(), "ab") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
-def _detach() -> None:
-    """Fork; the parent prints the child's pid and exits, the child leads a session of its own
-    with its output in the log file."""
-    child = os.fork()
-    if child:
-        sys.stdout.write(f"{child}\n")
-        sys.stdout.flush()
-        os._exit(0)
-    os.setsid()
-    with open(log_file(), "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    with open(os.devnull, "rb") as null:
-        os.dup2(null.fileno(), 0)
-
-
 def _mine() -> bool:
     """Whether the state file still names this keeper."""
     try:
@@ -291,37 +231,28 @@ def _mine() -> bool:
         return False
 
 
-class _Stopped(Exception):
-    """SIGTERM reached the keeper (`stepedit server stop`)."""
-
-
-def _stop_keeper(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the shutdown short
-    raise _Stopped
-
-
 def serve(port: int, idle_s: float) -> int:
     """Run the server until it exits, the keeper is stopped, or (idle_s > 0) no run used it for
     idle_s seconds; the state file is removed when it still names this keeper."""
-    _detach()
+    detach(log_file())
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)],
     )  # fmt: skip
-    signal.signal(signal.SIGTERM, _stop_keeper)
+    stop_keeper_on_sigterm()
     last_used = time.monotonic()
     try:
         while server.poll() is None:
             time.sleep(min(CHECK_S, idle_s) if idle_s > 0 else CHECK_S)
-            if _in_use():
+            if FILES.in_use():
                 last_used = time.monotonic()
             elif idle_s > 0 and time.monotonic() - last_used > idle_s:
-                with _start_lock():  # no run is choosing this server while it goes
-                    if not _in_use():
+                with FILES.start_lock():  # no run is choosing this server while it goes
+                    if not FILES.in_use():
                         if _mine():
                             state_file().unlink(missing_ok=True)
                         break
-    except _Stopped:
+    except KeeperStopped:
         pass
     if server.poll() is None:
         server.terminate()

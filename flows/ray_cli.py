@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from stepedit_flows import local_ray
+from stepedit_flows import keeper, local_ray
 
 
 def add_ray_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_ray_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_ray(args: argparse.Namespace) -> int:
     """status: 1 when none runs; stop: 0 whether or not one ran."""
-    home = local_ray.prefect_home()
+    home = keeper.prefect_home()
     if args.action == "stop":
         state = local_ray.stop()
         print(f"Ray cluster stopped (keeper pid {state['pid']})" if state else "no cluster running")

@@ -119,7 +119,7 @@ def test_runs_share_one_server_that_outlives_them_until_idle_or_stopped(tmp_path
         chosen = [json.loads(user.stdout.readline()) for user in users]
         assert chosen[0] == chosen[1], chosen
         pid, api_url = chosen[0]["pid"], chosen[0]["url"]
-        state = tmp_path / "prefect" / local_server.STATE_NAME
+        state = tmp_path / "prefect" / local_server.FILES.path("json").name
         assert json.loads(state.read_text())["pid"] == pid and not _gone(pid)
         # a run while they hold it reuses it and records its flow run there
         clips = tmp_path / "clips"
