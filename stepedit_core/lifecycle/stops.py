@@ -205,14 +205,10 @@ def remember_stops() -> Iterator[None]:
         elif handler != signal.SIG_IGN:
             raise RunStopped(signum)
 
-    for s in saved:
-        signal.signal(s, noted)
-    try:
+    with keep_signal_handlers():  # the handlers in place now come back after the block
+        for s in saved:
+            signal.signal(s, noted)
         yield
-    finally:
-        for s, handler in saved.items():
-            if handler is not None:
-                signal.signal(s, handler)
 
 
 @contextlib.contextmanager
