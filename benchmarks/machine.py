@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 PACKAGES = (
@@ -77,3 +79,15 @@ def timed_runs(func: Callable[[], object], repeat: int) -> list[float]:
         func()
         times.append(time.perf_counter() - start)
     return times
+
+
+def export(revision: str, into: Path) -> Path:
+    """The source tree of a git revision of this repository, exported (not checked out: no
+    worktree touched), for a benchmark's "before" side."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", revision], check=True, capture_output=True
+    ).stdout
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into

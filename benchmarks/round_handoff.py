@@ -145,16 +145,6 @@ def run_child(src: Path, args: argparse.Namespace, clip: str, workdir: Path, cha
     return json.loads(line[len("RESULT ") :])
 
 
-def export(revision: str, into: Path) -> Path:
-    """The source tree of a git revision, exported (not checked out: no worktree touched)."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
-    ).stdout
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -174,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import soundfile as sf
 
-    from machine import machine_info
+    from machine import export, machine_info
 
     load_start = list(os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:

@@ -152,16 +152,6 @@ def measure(src: Path, executor: str, chapter: str, workdir: str, rounds: int) -
     return result
 
 
-def export(revision: str, into: Path) -> Path:
-    """The source tree of a git revision, exported (not checked out: no worktree touched)."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True
-    ).stdout
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -183,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from mastering import RATE, chapter
 
-    from machine import machine_info
+    from machine import export, machine_info
 
     load_start = list(os.getloadavg())
     runs: dict[str, Any] = {}

@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from machine import machine_info
+from machine import export, machine_info
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -214,12 +214,7 @@ def stepedit(*args: str) -> list[str]:
 
 def export_checkout(rev: str, folder: Path) -> Path:
     """`rev` of this repository under `folder`; returns a folder to put on PYTHONPATH."""
-    source = folder / "checkout"
-    source.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", rev], cwd=REPO, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    source = export(rev, folder / "checkout")
     packages = folder / "packages"
     packages.mkdir()
     for name, path in PACKAGES.items():
