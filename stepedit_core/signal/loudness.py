@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from stepedit_core.foundation.edits import LOUDNESS_PROFILES
 from stepedit_core.foundation.failures import ItemFailure
@@ -164,6 +163,9 @@ def ride_peaks(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float) -> np
     need = np.maximum(peaks, np.float32(1e-12), out=peaks)  # reuse the buffers: long clips
     np.divide(np.float32(ceiling), need, out=need)
     np.minimum(need, np.float32(1.0), out=need)
+    # imported here: scipy.ndimage costs ~0.2 s to import, and most processes never limit
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
     width = 2 * max(1, round(LIMITER_WINDOW_S * sample_rate)) + 1
     gain = minimum_filter1d(need, width, mode="nearest")
     uniform_filter1d(gain, width, mode="nearest", output=need)

@@ -7,8 +7,8 @@ through the same accumulators.
 - TruePeakMeter: BS.1770 true peak, 4x oversampled (soxr, streamed), all channels.
 - NoiseFloorMeter: ACX Check's floor, the RMS of the quietest 0.4 s window, windows every 0.1 s.
 - LoudnessMeter: BS.1770 K-weighted gated integrated loudness and EBU Tech 3342 loudness range,
-  with pyloudnorm's weighting filters and block arithmetic (same results to ~1e-6 LU) but the
-  filters' state carried across blocks and only 10 ms energies kept.
+  with pyloudnorm's weighting filters (k_weighting.py) and block arithmetic (same results to
+  ~1e-6 LU) but the filters' state carried across blocks and only 10 ms energies kept.
 - quiet_level_db: the room-tone level of a stretch (quieter half of its 10 ms frames).
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Iterable
 
 import numpy as np
 import soxr
-from scipy.signal import lfilter, lfilter_zi
 
 from stepedit_core.signal.gain import gain_to_db
+from stepedit_core.signal.k_weighting import KWeighting
 from stepedit_core.signal.resample import Resampler
 
 OVERSAMPLE = 4
@@ -192,17 +192,13 @@ class LoudnessMeter:
     """BS.1770 integrated loudness and Tech 3342 loudness range of a stream."""
 
     def __init__(self, sample_rate: int, channels: int) -> None:
-        import pyloudnorm  # its K-weighting filter design, applied here with carried state
-
         if channels > MAX_LOUDNESS_CHANNELS:
             raise ValueError(
                 f"BS.1770 loudness is defined for at most {MAX_LOUDNESS_CHANNELS} channels"
             )
         self.rate = sample_rate
         self.channels = channels
-        meter = pyloudnorm.Meter(sample_rate)
-        self._filters = [(f.b, f.a) for f in meter._filters.values()]
-        self._state: list[list[np.ndarray]] | None = None
+        self._weighting = [KWeighting(sample_rate) for _ in range(channels)]  # from rest
         self._parts: list[np.ndarray] = []  # per 10 ms frame, per channel: sum of squares
         self._count = 0  # frames touched so far
         self.frames = 0
@@ -211,17 +207,9 @@ class LoudnessMeter:
         if block.shape[0] == 0:
             return
         data = np.asarray(block, dtype=np.float64).reshape(-1, self.channels)
-        if self._state is None:  # pyloudnorm filters from rest: zero initial state
-            self._state = [
-                [np.zeros(len(lfilter_zi(b, a))) for b, a in self._filters]
-                for _ in range(self.channels)
-            ]
         weighted = np.empty_like(data)
         for ch in range(self.channels):
-            signal = data[:, ch]
-            for stage, (b, a) in enumerate(self._filters):
-                signal, self._state[ch][stage] = lfilter(b, a, signal, zi=self._state[ch][stage])
-            weighted[:, ch] = signal
+            weighted[:, ch] = self._weighting[ch].feed(data[:, ch])
         squares = weighted * weighted
         at = np.arange(self.frames, self.frames + data.shape[0], dtype=np.int64)
         # the 10 ms frame of each sample: frame f starts at sample f * rate // 100
