@@ -184,7 +184,7 @@ def test_scorer_refuses_part_of_a_window() -> None:
         shared_vad().scorer().score(np.zeros(WINDOW + 1, np.float32))
 
 
-def test_model_file_is_found_without_importing_silero_vad(monkeypatch) -> None:
+def test_model_file_is_found_in_the_wheel_and_its_absence_explained(monkeypatch) -> None:
     assert silero_model_path().name == "silero_vad.onnx" and silero_model_path().is_file()
     monkeypatch.setattr(silero_onnx.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="silero-vad is not installed"):
