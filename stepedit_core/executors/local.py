@@ -3,9 +3,10 @@
 Used by tests, for debugging, and as the baseline the Ray executor's overhead is measured against.
 
 A run that knows its stages before its items are ready can have their models set up ahead, in
-a background thread (`prepare`): loading torch and the models then overlaps what the run waits
-for meanwhile (its orchestrator's API calls, the lease). `run` waits for that setup and raises
-what it raised, as it would have raised its own setup's error.
+a background thread (`prepare`): loading the models and what runs them (onnxruntime; torch
+for the model engine) then overlaps what the run waits for meanwhile (its orchestrator's API
+calls, the lease). `run` waits for that setup and raises what it raised, as it would have
+raised its own setup's error.
 """
 
 from __future__ import annotations

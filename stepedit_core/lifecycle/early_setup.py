@@ -1,11 +1,12 @@
 """Setting up an in-process run's models while its orchestration starts.
 
-A run on the local executor spends its first second or more loading torch and the models of its
-stages, and before that waits on its orchestrator (creating the flow run, each step's task run)
-and on the run id's lease. `start` builds the job's engine and executor and begins their setup
-in a background thread (`LocalExecutor.prepare`) as soon as the job is checked; the run's
-`RunSteps` then takes them over (`take`) instead of building its own, and the executor waits
-for the setup before its first clip, raising any setup error there, where it was raised before.
+A run on the local executor spends its first moments loading the models of its stages and what
+runs them (onnxruntime; torch for the model engine), and before that waits on its orchestrator
+(creating the flow run, each step's task run) and on the run id's lease. `start` builds the
+job's engine and executor and begins their setup in a background thread
+(`LocalExecutor.prepare`) as soon as the job is checked; the run's `RunSteps` then takes them
+over (`take`) instead of building its own, and the executor waits for the setup before its first
+clip, raising any setup error there, where it was raised before.
 
 One setup at a time, for one job, taken over once: another job (or a run given an executor of
 its own) builds its own. The caller ends it with `discard`, which waits for its thread, so no

@@ -2,8 +2,9 @@
 time, whatever its length.
 
 Detection runs on a 16 kHz mono mixdown (the rate silero-vad's model is trained for), streamed
-through soxr; the model scores 32 ms windows one after another with its state carried across
-blocks, and silero-vad's own hysteresis turns the scores into spans once the stream ends. Spans
+through soxr; silero-vad's ONNX model (onnxruntime, no torch: silero_onnx.py) scores 32 ms
+windows one after another with its state carried across blocks, and silero-vad's hysteresis
+rules (speech_hysteresis.py) turn the scores into spans once the stream ends. Spans
 come back in frames of the original audio, their edges pulled over frames that sound like the
 room tone of the pause next to them (10 ms frame levels, kept while streaming). `speech()` on a
 whole array feeds it through the same `SpeechFinder`.
@@ -17,9 +18,10 @@ import numpy as np
 
 from stepedit_core.signal.meters import FrameEnergy
 from stepedit_core.signal.resample import Resampler, mono
+from stepedit_core.signal.silero_onnx import MODEL_RATE, WINDOW, WindowScorer, load_session
+from stepedit_core.signal.speech_hysteresis import spans_from_scores
 
-VAD_RATE = 16000
-WINDOW = 512  # samples per model call at 16 kHz
+VAD_RATE = MODEL_RATE
 SPEECH_MIN_SILENCE_S = 0.1  # the pause that separates speech spans for QC and mastering
 MIN_SPEECH_MS = 60  # shorter detections are kept as speech, not thrown into a pause
 MAX_MIN_SILENCE_MS = 100
@@ -36,19 +38,15 @@ Spans = list[tuple[int, int]]
 
 
 class SileroVad:
-    """silero-vad's JIT model (its weights ship in the wheel); loaded once per process."""
+    """silero-vad's ONNX model (the file ships in its wheel) in a single-threaded onnxruntime
+    session, loaded once per process; every finder scores its own stream with it."""
 
     def __init__(self) -> None:
-        import torch
+        self.session = load_session()
 
-        threads = torch.get_num_threads()
-        from silero_vad import get_speech_timestamps_from_probs, load_silero_vad
-
-        # importing silero_vad pins the whole process to one torch thread; other stages
-        # running in the same process (in-process executor) must keep theirs
-        torch.set_num_threads(threads)
-        self.model = load_silero_vad()
-        self.spans_from_scores = get_speech_timestamps_from_probs
+    def scorer(self) -> WindowScorer:
+        """A fresh stream: the model's state and audio context start from silence."""
+        return WindowScorer(self.session)
 
     def finder(self, sample_rate: int, channels: int, min_silence_s: float) -> SpeechFinder:
         return SpeechFinder(self, sample_rate, channels, min_silence_s)
@@ -77,11 +75,16 @@ class SpeechFinder:
         self._scored = 0  # 16 kHz samples seen
         self._levels = FrameEnergy(max(1, round(LEVEL_FRAME_S * sample_rate)))
         self._channels = channels
-        self.vad.model.reset_states()
+        self._scorer = vad.scorer()
 
     @property
     def frames(self) -> int:
         return self._levels.frames
+
+    @property
+    def scores(self) -> list[float]:
+        """The model's speech probability of each 32 ms window scored so far."""
+        return list(self._scores)
 
     def feed(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.float32).reshape(-1, self._channels)
@@ -90,20 +93,21 @@ class SpeechFinder:
 
     def finish(self) -> Spans:
         self._score(self._resampler.flush()[:, 0], last=True)
-        stamps = self.vad.spans_from_scores(
+        found = spans_from_scores(
             self._scores,
-            sampling_rate=VAD_RATE,
-            min_speech_duration_ms=MIN_SPEECH_MS,
-            min_silence_duration_ms=self.min_silence_ms,
-            speech_pad_ms=0,
-            audio_length_samples=self._scored,
+            total_samples=self._scored,
+            window=WINDOW,
+            sample_rate=VAD_RATE,
+            min_speech_ms=MIN_SPEECH_MS,
+            min_silence_ms=self.min_silence_ms,
+            pad_ms=0,
         )
         scale = self.rate / VAD_RATE
         frames = self.frames
         spans: Spans = []
-        for stamp in stamps:
-            start = max(0, int(np.floor(stamp["start"] * scale)))
-            end = min(frames, int(np.ceil(stamp["end"] * scale)))
+        for found_start, found_end in found:
+            start = max(0, int(np.floor(found_start * scale)))
+            end = min(frames, int(np.ceil(found_end * scale)))
             if end <= start:
                 continue
             if spans and start <= spans[-1][1]:
@@ -115,8 +119,6 @@ class SpeechFinder:
         return refine_spans(power, size, self.rate, spans)
 
     def _score(self, audio16: np.ndarray, last: bool = False) -> None:
-        import torch
-
         self._scored += audio16.shape[0]
         data = np.concatenate([self._pending, audio16]) if self._pending.size else audio16
         whole = data.shape[0] // WINDOW * WINDOW
@@ -124,21 +126,8 @@ class SpeechFinder:
             data = np.concatenate([data, np.zeros(WINDOW - (data.shape[0] - whole), np.float32)])
             whole = data.shape[0]
         self._pending = np.array(data[whole:], dtype=np.float32)
-        if not whole:
-            return
-        windows = torch.from_numpy(np.ascontiguousarray(data[:whole], dtype=np.float32))
-        # the model runs on 32 ms windows, one after another: more than one torch thread only
-        # adds hand-over cost (measured 10-30x slower with 2 threads on a busy 2-core machine),
-        # so inference runs single-threaded and the process's own setting is put back after
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                for at in range(0, whole, WINDOW):
-                    score = self.vad.model(windows[at : at + WINDOW], VAD_RATE)
-                    self._scores.append(float(score.item()))
-        finally:
-            torch.set_num_threads(threads)
+        if whole:
+            self._scores.extend(self._scorer.score(np.asarray(data[:whole], dtype=np.float32)))
 
 
 @lru_cache(maxsize=1)

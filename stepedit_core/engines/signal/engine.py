@@ -19,8 +19,8 @@ from stepedit_core.words.timing import OutputWords
 REQUIRED_MODULES = (
     "python_stretch",
     "pyloudnorm",
-    "silero_vad",
-    "torch",
+    "silero_vad",  # ships the speech model file (read without importing the package)
+    "onnxruntime",  # runs that model
     "soxr",
     "scipy",
     "pocketsphinx",
@@ -32,8 +32,8 @@ DEFAULT_BATCH_SIZE = 16
 class SignalEditStage(EngineStage):
     """Applies a round's signal edits, in order, to each active item, one item at a time.
 
-    Models (silero-vad, librnnoise) load in `setup()` and live only in attributes that pickling
-    drops, so the stage can be shipped to Ray actors before or after it was set up.
+    Models (silero-vad's ONNX model, librnnoise) load in `setup()` and live only in attributes
+    that pickling drops, so the stage can be shipped to Ray actors before or after it was set up.
     """
 
     name = STAGE_NAME
@@ -61,7 +61,7 @@ class SignalEditStage(EngineStage):
 
     def setup(self) -> None:
         if self._vad is None:
-            # the process's one silero-vad model: QC and ACX mastering use the same one
+            # the process's one silero-vad session: QC and ACX mastering use the same one
             from stepedit_core.signal.vad import shared_vad
 
             self._vad = shared_vad()
@@ -203,7 +203,7 @@ class SignalEngine(Engine):
 
     def check_ready(self) -> None:
         """Refuse the run up front when a library an edit needs is not installed (nothing is
-        imported here: listing or checking engines never loads torch)."""
+        imported here: listing or checking engines loads no model)."""
         missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
         if all(importlib.util.find_spec(name) is None for name in ("pyrnnoise", "noisereduce")):
             missing.append("pyrnnoise (or noisereduce)")
