@@ -14,7 +14,7 @@ import pytest
 from durability import cli_env, run_args, stepedit
 
 import stepedit_core.lifecycle.run as run_module
-from stepedit_core.executors.ray_data import RayDataExecutor, size_pools
+from stepedit_core.executors.ray_data import RayDataExecutor, one_actor_suffices, size_pools
 from stepedit_core.foundation.edits import parse_chain
 from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.lifecycle.rounds import build_stages
@@ -72,6 +72,39 @@ def test_a_worker_that_dies_on_one_clip_fails_that_clip_alone(ray_cluster, tmp_p
     assert fatal[1]["clips"] == first and fatal[0]["pid"] != fatal[1]["pid"]
     # in the end the killer was run alone, and the other clips each finished once
     assert fatal[-1]["clips"] == [dying_engine.KILLER]
+
+
+@pytest.mark.slow
+def test_a_run_of_one_batch_in_one_actor_also_fails_only_the_clip_that_kills_it(
+    ray_cluster, tmp_path, monkeypatch
+):
+    """A run small enough for one actor (`one_actor_suffices`) goes to a plain actor, not
+    through Ray Data: the same one retry, then the clip alone is `worker_died`."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules["dying_engine"])
+    log_path = tmp_path / "batches.jsonl"
+    engine = dying_engine.DyingEngine()
+    engine.log_path = str(log_path)
+    monkeypatch.setattr(run_module, "make_engine", lambda *args, **kwargs: engine)
+    clips = ["a", dying_engine.KILLER, "c"]
+    job = job_for(catalog(tmp_path / "catalog", clips), tmp_path / "runs", "one", "loudness=-23")
+    assert one_actor_suffices(build_stages(engine, 1, False, qc_plan=job.qc_plan()), len(clips))
+    record = run_job(job, executor=RayDataExecutor())
+    rows = pq.read_table(tmp_path / "runs" / "one" / "manifest.parquet").to_pylist()
+    status = {r["clip_id"]: (r["status"], r["error_code"]) for r in rows}
+    assert status == {
+        "a": ("ok", None),
+        dying_engine.KILLER: ("failed", "worker_died"),
+        "c": ("ok", None),
+    }
+    assert record["errors_by_code"] == {"worker_died": 1}
+    batches = [json.loads(line) for line in log_path.read_text().splitlines()]
+    # the whole run's one batch, then its retry on a restarted actor (another process)
+    assert batches[0]["clips"] == batches[1]["clips"] == clips
+    assert batches[0]["pid"] != batches[1]["pid"]
+    assert [dying_engine.KILLER] in [b["clips"] for b in batches]  # in the end, alone
+    assert record["setups"]["signal_edit"] >= 2  # the restarted actor set up again
 
 
 @pytest.mark.slow

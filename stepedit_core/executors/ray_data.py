@@ -27,7 +27,10 @@ A shard small enough to fit in one batch of every model stage has no batches who
 could overlap: its one batch passes the stages in turn. When none of those stages uses a GPU or
 an environment of its own, one actor then hosts them all (`one_actor_suffices`), which starts
 one worker process (importing the engine's libraries, loading its models) instead of one per
-stage.
+stage. That batch goes straight to a plain Ray actor (`_run_in_one_actor`), with the same
+retries, not through Ray Data: streaming one batch needs none of it, and Ray Data starts three
+actors of its own for a job, each a worker process that imports Ray Data (seconds of CPU on a
+small machine, on the path of a short run's only shard).
 
 Rounds are laid out one after another, so N rounds of a three-stage engine make 3N pools. When
 they all fit the cluster (GPU fractions and declared memory) they stream together and rounds
@@ -202,17 +205,32 @@ class _SetupCounter:
 
 
 class _GroupActor:
-    """Hosts a model stage (plus its bookkeeping) in a Ray actor: setup once, then per batch."""
+    """Hosts a model stage (plus its bookkeeping) in a Ray actor: setup once, then per batch.
 
-    def __init__(self, stages: list[Stage], counter: Any = None) -> None:
-        self.stages = stages
-        for stage in stages:
-            stage.setup()
-            if counter is not None and stage.needs_actor:
-                counter.add.remote(stage.name)
+    The stages (and the setup counter) come with each batch, not to the constructor, and are
+    set up on the first: Ray keeps a restartable actor's constructor arguments only while the
+    driver holds them, and says so on the terminal at every start, while a retried call brings
+    its own arguments, so a restarted actor sets up again from those."""
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __init__(self) -> None:
+        self.stages: list[Stage] | None = None
+
+    def __call__(
+        self, batch: dict[str, np.ndarray], stages: list[Stage], counter: Any = None
+    ) -> dict[str, np.ndarray]:
+        if self.stages is None:
+            for stage in stages:
+                stage.setup()
+                if counter is not None and stage.needs_actor:
+                    counter.add.remote(stage.name)
+            self.stages = stages
         return _apply(batch, self.stages)
+
+    def process(
+        self, batch: dict[str, np.ndarray], stages: list[Stage], counter: Any = None
+    ) -> dict[str, np.ndarray]:
+        """`__call__` under a name a plain actor's handle can call."""
+        return self(batch, stages, counter)
 
 
 def _apply(batch: dict[str, np.ndarray], stages: list[Stage]) -> dict[str, np.ndarray]:
@@ -327,7 +345,6 @@ class RayDataExecutor:
 
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]:
         import ray
-        import ray.data
 
         ensure_ray(self.address)
         if self._counter is None:
@@ -335,18 +352,25 @@ class RayDataExecutor:
         blobs = [{"item": pickle.dumps(item, protocol=5)} for item in items]
         if not blobs:
             return
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = self.progress_bars
-        _quiet_ray_data_console()
-        context.execution_options.preserve_order = False
         resources = ray.cluster_resources()
+        one_actor = one_actor_suffices(stages, len(blobs), self.stage_envs)
         waves = schedule_waves(
             stages,
             resources.get("CPU", 1.0),
             resources.get("GPU", 0.0),
             resources.get("memory", float("inf")),
-            one_actor=one_actor_suffices(stages, len(blobs), self.stage_envs),
+            one_actor=one_actor,
         )
+        if one_actor and len(waves) == 1:
+            ((group, size),) = waves[0]
+            yield from self._run_in_one_actor(group, size, [b["item"] for b in blobs])
+            return
+        import ray.data
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = self.progress_bars
+        _quiet_ray_data_console()
+        context.execution_options.preserve_order = False
         if len(waves) > 1:
             log.info(
                 "pools of all rounds do not fit the cluster: running %d rounds one at a time",
@@ -363,6 +387,35 @@ class RayDataExecutor:
         for batch in ds.iter_batches(batch_size=16, batch_format="numpy", prefetch_batches=1):
             for blob in batch["item"]:
                 yield pickle.loads(blob)
+
+    def _run_in_one_actor(
+        self, group: list[Stage], size: PoolSize, blobs: list[bytes]
+    ) -> Iterator[WorkItem]:
+        """One batch through every stage in one plain actor, retried as Ray Data retries it: a
+        batch whose worker died runs once more on the restarted actor, then the call fails
+        with Ray's actor error (shard.run_isolating tells a worker's death by it)."""
+        import ray
+
+        actor = (
+            ray.remote(_GroupActor)
+            .options(
+                num_cpus=size.cpus,
+                max_restarts=MAX_RESTARTS,
+                max_task_retries=MAX_TASK_RETRIES,
+            )
+            .remote()
+        )
+        try:
+            batch = {"item": np.array(blobs, dtype=object)}
+            done = actor.process.remote(batch, group, self._counter)
+            # waits in steps, so a stop signal is handled while the batch runs
+            while not ray.wait([done], timeout=0.5)[0]:
+                pass
+            out = ray.get(done)
+        finally:
+            ray.kill(actor)  # its CPUs are free for the next shard's actor at once
+        for blob in out["item"]:
+            yield pickle.loads(blob)
 
 
 def _map(
@@ -385,7 +438,7 @@ def _map(
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             return ds.map_batches(
                 _GroupActor,
-                fn_constructor_kwargs={"stages": group, "counter": counter},
+                fn_kwargs={"stages": group, "counter": counter},
                 batch_size=lead.batch_size,
                 compute=ray.data.ActorPoolStrategy(min_size=size.min_size, max_size=size.max_size),
                 num_cpus=size.cpus,
