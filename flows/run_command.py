@@ -133,7 +133,6 @@ def start_ray_early(job: JobSpec, shared: dict | None = None) -> threading.Threa
                 ensure_ray(job.ray_address)
             else:
                 ensure_ray(worker_env=worker_env(), wait=lambda: local_ray.wait_until_ready(shared))
-            import ray.data  # noqa: F401 - a second of imports the executor needs, ahead of it
         # Ray's processes die with the thread that started them (the parent-death signal is
         # per thread on Linux): this one lives as long as the run's process
         threading.Event().wait()
