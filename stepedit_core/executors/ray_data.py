@@ -334,6 +334,14 @@ class RayDataExecutor:
         finally:
             channel.close()
 
+    def counter(self) -> Any:
+        """The run's setup counter actor, created on first use."""
+        import ray
+
+        if self._counter is None:
+            self._counter = ray.remote(num_cpus=0)(_SetupCounter).remote()
+        return self._counter
+
     @property
     def setups(self) -> dict[str, int]:
         """Stage name -> setup() calls by this executor's actors so far."""
@@ -347,8 +355,6 @@ class RayDataExecutor:
         import ray
 
         ensure_ray(self.address)
-        if self._counter is None:
-            self._counter = ray.remote(num_cpus=0)(_SetupCounter).remote()
         blobs = [{"item": pickle.dumps(item, protocol=5)} for item in items]
         if not blobs:
             return
@@ -383,7 +389,7 @@ class RayDataExecutor:
                 ds = ds.materialize()  # the previous round's pools finish and are released
             for group, size in wave:
                 env = self.stage_envs.get(_lead(group).name, StageEnv())
-                ds = _map(ds, group, size, self._counter, env.runtime_env())
+                ds = _map(ds, group, size, self.counter(), env.runtime_env())
         for batch in ds.iter_batches(batch_size=16, batch_format="numpy", prefetch_batches=1):
             for blob in batch["item"]:
                 yield pickle.loads(blob)
@@ -407,7 +413,9 @@ class RayDataExecutor:
         )
         try:
             batch = {"item": np.array(blobs, dtype=object)}
-            done = actor.process.remote(batch, group, self._counter)
+            # the counter's process starts after the actor's: Ray starts as many worker
+            # processes at a time as the node has CPUs, and the actor's is the one waited for
+            done = actor.process.remote(batch, group, self.counter())
             # waits in steps, so a stop signal is handled while the batch runs
             while not ray.wait([done], timeout=0.5)[0]:
                 pass
