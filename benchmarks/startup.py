@@ -92,14 +92,14 @@ started = time.perf_counter()
 importlib.import_module(sys.argv[1])
 print(json.dumps(time.perf_counter() - started))
 """
-# what a local run imports beyond the floor: module -> what is imported before it
+# what a run imports beyond Prefect (a run imports neither torch nor, on the local executor, Ray):
+# module -> what is imported before it
 BEYOND_FLOOR = {
-    "stepedit_flows.cli": ("prefect", "torch"),
-    "stepedit_flows.edit_catalog": ("prefect", "torch", "stepedit_flows.cli"),
-    "scipy.signal": ("prefect", "torch"),
-    "pandas": ("prefect", "torch"),
-    "fastapi": ("prefect", "torch"),
-    "pyrnnoise": ("prefect", "torch"),
+    "stepedit_flows.cli": ("prefect",),
+    "stepedit_flows.edit_catalog": ("prefect", "stepedit_flows.cli"),
+    "pandas": ("prefect",),
+    "onnxruntime": ("prefect",),
+    "pyrnnoise": ("prefect",),
 }
 # a run of this checkout with its steps' times noted (seconds since `T0`, the command's start)
 PHASES = """
@@ -304,10 +304,14 @@ def main() -> None:
             inner(SERVER, temporary)
         # an earlier checkout that also keeps a local server gets it stopped at the end
         temporary_ray = {**new, "STEPEDIT_RAY": "temporary"}
-        with local_server(old), local_server(new), shared_ray(new):
+        with local_server(old), local_server(new), shared_ray(old), shared_ray(new):
             wall(stepedit(*run_args(manifest, runs, "warm-up", "local")), new)
-            # starts the shared Ray cluster the later Ray runs of `new` join
+            wall(stepedit(*run_args(manifest, runs, "warm-up-old", "local")), old)
+            # starts the shared Ray cluster the later Ray runs of `new` join (and that of `old`,
+            # when it has one)
             wall(stepedit(*run_args(manifest, runs, "warm-up-ray", "ray")), new)
+            if full:
+                wall(stepedit(*run_args(manifest, runs, "warm-up-ray-old", "ray")), old)
             ray_state = tmp_path / "home-after" / "stepedit-ray.json"
             shared_keeper = json.loads(ray_state.read_text())["pid"]
             for i in range(args.repeat):
