@@ -30,8 +30,10 @@ from stepedit_core.foundation.failpoints import HOLD_ENV
 CLIPS = 200
 ROUNDS = 2
 SECONDS = 0.5  # BS.1770 loudness needs more than one 0.4 s block
-# 150-clip shards of 2 rounds: shard 0 commits a 256-record part mid-shard, then the rest
-SHARDING = ["--shard-size", "150", "--iterations", str(ROUNDS)]
+# 150-clip shards of 2 rounds: shard 0 commits a 256-record part mid-shard, then the rest.
+# No review page: it is built after run.json, past every kill point, and nothing here reads it
+# (its own resume is tested in test_resume_integrity.py); on S3 it cost a third of a test.
+RUN_OPTIONS = ["--shard-size", "150", "--iterations", str(ROUNDS), "--report", "none"]
 
 # generous: Prefect's temporary server may take a minute to start on a loaded 2-core machine
 START_TIMEOUT_S = 240
@@ -110,7 +112,7 @@ def kill(args: list[str], env: dict, crash: str, out: str, run_id: str) -> None:
 def crash_then_resume(manifest: str, out: str, run_id: str, env: dict, crashes: list[str]) -> dict:
     """Kill one attempt after another (each resuming the last), run the same command to the
     end, check the outcome, and check that a third run does nothing."""
-    args = run_args(manifest, out, run_id, *SHARDING)
+    args = run_args(manifest, out, run_id, *RUN_OPTIONS)
     committed = 0
     for crash in crashes:
         kill(args, env, crash, out, run_id)

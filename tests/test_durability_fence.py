@@ -79,7 +79,8 @@ def place(request, tmp_path):
 def test_a_paused_holder_that_lost_its_lease_stops_and_commits_nothing_more(place):
     manifest, out = place
     env = cli_env({TTL_ENV: str(TTL), RENEW_ENV: "0.3"})
-    args = run_args(manifest, out, "paused", "--shard-size", str(SHARD_SIZE))
+    # no review page: nothing here reads it, and it would come after run.json anyway
+    args = run_args(manifest, out, "paused", "--shard-size", str(SHARD_SIZE), "--report", "none")
     store = RunStore(out, "paused")
     first = start(args, {**env, STOP_ENV: "shard.part_committed"})
     try:

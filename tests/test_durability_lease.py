@@ -62,7 +62,7 @@ def wait_for_lease(store: RunStore, proc, timeout: float = 240.0) -> dict:
 def test_second_run_is_refused_while_the_first_lives_then_takes_over(place, capsys):
     # a small catalog is enough: the hold point, not the catalog's size, keeps the first alive
     manifest, out = place(CLIPS, "busy")
-    args = run_args(manifest, out, "busy")
+    args = run_args(manifest, out, "busy", "--report", "none")  # no page: nothing reads it
     store = RunStore(out, "busy")
     # held while planning (the lease taken): the first run can not finish before the second asks
     first = start(args, cli_env({HOLD_ENV: "plan.shard_written"}))
