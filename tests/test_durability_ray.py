@@ -53,12 +53,12 @@ def test_a_worker_that_dies_on_one_clip_fails_that_clip_alone(ray_cluster, tmp_p
     engine = dying_engine.DyingEngine()
     engine.log_path = str(log_path)
     monkeypatch.setattr(run_module, "make_engine", lambda *args, **kwargs: engine)
-    # one clip shares the killer's batch: each executor call starts fresh workers, and two
-    # clips take three calls (both, then each half) where six took five
-    clips = ["a", dying_engine.KILLER]
-    manifest = catalog(tmp_path / "catalog", clips)
-    record = run_job(job_for(manifest, tmp_path / "runs", "dies", "loudness=-23"),
-                     executor=RayDataExecutor())  # fmt: skip
+    # more clips than one batch (4): the run streams through Ray Data's actor pools (the
+    # halves it then runs again are small enough for one plain actor each)
+    clips = ["a", "b", dying_engine.KILLER, "c", "d"]
+    job = job_for(catalog(tmp_path / "catalog", clips), tmp_path / "runs", "dies", "loudness=-23")
+    assert not one_actor_suffices(build_stages(engine, 1, False, qc_plan=job.qc_plan()), 5)
+    record = run_job(job, executor=RayDataExecutor())
     rows = pq.read_table(tmp_path / "runs" / "dies" / "manifest.parquet").to_pylist()
     status = {r["clip_id"]: (r["status"], r["error_code"]) for r in rows}
     assert status.pop(dying_engine.KILLER) == ("failed", "worker_died")
