@@ -112,22 +112,27 @@ def test_segment_seconds_is_bounded_and_joins_the_fingerprint_when_set(tmp_path)
     assert JobSpec(**base, segment_seconds=12.0).engine_options().segment_seconds == 12.0
 
 
+# twelve segments (and eleven joins), as 75 s in 9 s segments give, with about half the audio for
+# the model to edit
+CHAPTER_S, SEGMENT_S = 40.0, 5.0
+
+
 def _largest_step(x: np.ndarray) -> float:
     return float(np.max(np.abs(np.diff(x))))
 
 
 @pytest.mark.slow
 def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
-    """75 s of narration, 9 s segments (the stand-in LM writes at most 9.6 s), two rounds: the
+    """40 s of narration, 5 s segments (the stand-in LM writes at most 9.6 s), two rounds: the
     second edits the first's segments. Rows without segment texts or with a bad `segments`
     cell fail with their codes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     models, src = shared_standins()
-    source = narration(75.0, RATE, drift_db=4.0, crest_db=18.0, seed=5)
+    source = narration(CHAPTER_S, RATE, drift_db=4.0, crest_db=18.0, seed=5)
     path = tmp_path / "chapter.flac"
     sf.write(path, source, RATE, subtype="PCM_24")
-    pieces = plan(source.shape[0], RATE, qc.speech_spans(source, RATE), 9.0)
+    pieces = plan(source.shape[0], RATE, qc.speech_spans(source, RATE), SEGMENT_S)
     segments = [
         {"start": p.start / RATE, "end": p.end / RATE, "text": f"Sentence {k}."}
         for k, p in enumerate(pieces)
@@ -149,7 +154,7 @@ def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
         executor="local",
         models_dir=str(models),
         stepaudio_src=str(src),
-        segment_seconds=9.0,
+        segment_seconds=SEGMENT_S,
         iterations=2,
     )
     try:
@@ -161,7 +166,7 @@ def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
     rows = pq.read_table(tmp_path / "runs/book/manifest.parquet").to_pylist()
     assert [r["status"] for r in rows] == ["ok", "failed", "failed"]
     assert rows[1]["error_code"] == "missing_segment_text"
-    assert "longer than one segment (9 s)" in rows[1]["error"]
+    assert f"longer than one segment ({SEGMENT_S:g} s)" in rows[1]["error"]
     assert "`segments` column" in rows[1]["error"] and "--asr-models" in rows[1]["error"]
     assert rows[2]["error_code"] == "invalid_segments"
     assert "row 2: field 'segments': entry 1" in rows[2]["error"]
@@ -184,7 +189,7 @@ def test_a_chapter_is_split_edited_by_the_model_and_stitched(tmp_path) -> None:
     assert first[-1]["output_end_s"] == pytest.approx(by_round[1]["duration_s"], abs=1e-3)
     assert len({s["key"] for s in first}) == len(first)
     # length kept: each segment within one token group (0.12 s) plus trimming of its edges
-    assert by_round[1]["duration_s"] == pytest.approx(75.0, abs=0.2 * len(first))
+    assert by_round[1]["duration_s"] == pytest.approx(CHAPTER_S, abs=0.2 * len(first))
     # round 2 edits round 1's segments, at their output offsets, their source offsets kept
     second = json.loads(by_round[2]["segments_json"])
     assert [s["start_s"] for s in second] == [s["output_start_s"] for s in first]

@@ -103,7 +103,8 @@ def test_a_configured_or_temporary_server_means_no_local_one(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_runs_share_one_server_that_outlives_them_until_idle_or_stopped(tmp_path):
-    env = _env(tmp_path, STEPEDIT_PREFECT_SERVER="auto", STEPEDIT_SERVER_IDLE_S="3")
+    # a short idle time: the users below hold the server until the test lets it idle out
+    env = _env(tmp_path, STEPEDIT_PREFECT_SERVER="auto", STEPEDIT_SERVER_IDLE_S="1")
     # two runs' worth of users start at once on a fresh Prefect home: one server between them
     users = [
         subprocess.Popen(

@@ -24,7 +24,7 @@ from stepedit_flows.progress import (
     make_renderer,
 )
 
-from conftest import write_clip, write_manifest
+from conftest import shared_server_env, write_clip, write_manifest
 
 
 class FakeClock:
@@ -183,18 +183,27 @@ def _cli(tmp_path, manifest: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory) -> Path:
-    """One Prefect home for this module's runs: its database is built once, not once a test
-    (each run still starts its own temporary server, as a user's run does)."""
+    """One Prefect home for this module's runs on a temporary server: its database is built
+    once, not once a test."""
     return tmp_path_factory.mktemp("prefect-home")
 
 
 def _env(prefect_home: Path) -> dict[str, str]:
-    """A user's environment: none of the test session's Prefect settings."""
+    """A user's environment: none of the test session's Prefect settings; each run starts its
+    own temporary server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     # a fresh Prefect home builds its database while the temporary server starts: on a loaded
     # 2-core machine that can take longer than Prefect's default wait
     slow_start = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
     return dict(env, PREFECT_HOME=str(prefect_home), COLUMNS="100", **slow_start)
+
+
+def _env_on_shared_server() -> dict[str, str]:
+    """A user's environment whose runs use a local server that outlives them (the session's
+    shared one), as a user's runs do by default: for a run whose server's start and its log
+    lines are not what is checked."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return dict(env, COLUMNS="100", **shared_server_env())
 
 
 def _run_in_pty(command: list[str], env: dict[str, str], timeout: float = 240) -> str:
@@ -274,7 +283,7 @@ def test_off_a_terminal_a_run_shows_progress_and_summary_and_v_shows_the_logs(
         _cli(tmp_path, manifest, "-v", "--overwrite"),
         capture_output=True,
         text=True,
-        env=_env(prefect_home),
+        env=_env_on_shared_server(),  # the temporary server's lines are checked above
         timeout=240,
     )
     assert verbose.returncode == 0, verbose.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import write_clip, write_manifest
+from conftest import shared_server_env, write_clip, write_manifest
 
 CLIPS = 150
 SHARD_SIZE = 50
@@ -143,9 +143,10 @@ def test_sigterm_stops_quickly_records_where_and_leaves_nothing(catalog, env, tm
         print(f"exit {exited_after:.1f} s after SIGTERM")
     finally:
         kill_all(run, started)
-    # the same command resumes: the stopped attempt's committed clips are not done again
+    # the same command resumes: the stopped attempt's committed clips are not done again (on the
+    # session's shared Prefect server: this run's server start is not what is checked here)
     resumed_at = time.monotonic()
-    again = start_run(catalog, out, "local", env)
+    again = start_run(catalog, out, "local", {**env, **shared_server_env()})
     output, _ = again.communicate(timeout=240)
     print(f"resumed run finished in {time.monotonic() - resumed_at:.1f} s")
     assert again.returncode == 0, output
