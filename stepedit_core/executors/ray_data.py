@@ -18,10 +18,11 @@ whole CPU, so on N cores N actors work while Ray Data's tasks still find a slot.
 
 An actor whose process dies has its batch retried once on a restarted actor
 (`MAX_TASK_RETRIES`); a batch that kills its worker again fails the run's executor call, and the
-shard runner isolates the clip responsible (see shard.py). Each actor reports its `setup()` to
-a small counter actor, so run.json can say how many times each model was loaded. Round records
-leave the workers as each round ends, through another small actor (ray_round_records.py),
-instead of riding on the items to the driver.
+shard runner isolates the clip responsible (see shard.py). Round records leave the workers as
+each round ends, through a small actor (the round channel, ray_round_records.py), instead of
+riding on the items to the driver; each actor also reports its `setup()` to it, so run.json can
+say how many times each model was loaded (without an open channel, to a counter actor of the
+executor's own).
 
 A shard small enough to fit in one batch of every model stage has no batches whose stages
 could overlap: its one batch passes the stages in turn. When none of those stages uses a GPU or
@@ -57,6 +58,7 @@ import numpy as np
 
 from stepedit_core.executors.ray_round_records import RayRoundChannel
 from stepedit_core.foundation.stages import Stage, WorkItem
+from stepedit_core.lifecycle.round_handoff import MissingRoundRecords
 from stepedit_core.lifecycle.stage_envs import StageEnv
 from stepedit_core.lifecycle.stops import keep_signal_handlers
 
@@ -233,6 +235,23 @@ class _GroupActor:
         return self(batch, stages, counter)
 
 
+def _last_counts(channel: RayRoundChannel) -> dict[str, int]:
+    """What a closing channel counted; nothing from one that died or whose cluster is gone
+    (the run's own error says why, and the counts only inform run.json)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    try:
+        return channel.setups()
+    except (MissingRoundRecords, ray.exceptions.RayError):
+        return {}
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {name: a.get(name, 0) + b.get(name, 0) for name in {*a, *b}}
+
+
 def _apply(batch: dict[str, np.ndarray], stages: list[Stage]) -> dict[str, np.ndarray]:
     items = [pickle.loads(blob) for blob in batch["item"]]
     for stage in stages:
@@ -320,24 +339,33 @@ class RayDataExecutor:
         self.address = address
         self.progress_bars = progress_bars
         self._counter: Any = None
+        self._channel: RayRoundChannel | None = None  # open: its actor counts the setups
+        self._counted: dict[str, int] = {}  # setups counted by channels already closed
         # stage name -> the environment its workers run in (see stepedit_core.lifecycle.stage_envs)
         self.stage_envs = dict(stage_envs or {})
 
     @contextmanager
     def round_channel(self) -> Iterator[RayRoundChannel]:
         """The round channel of a run of shards: a named actor that the rounds' ends in the
-        workers put their records into (ray_round_records.py), killed when the run ends."""
+        workers put their records into (ray_round_records.py), killed when the run ends. While
+        it is open its actor also counts the actors' setups."""
         ensure_ray(self.address)
         channel = RayRoundChannel()
+        self._channel = channel
         try:
             yield channel
         finally:
+            self._channel = None
+            self._counted = _add_counts(self._counted, _last_counts(channel))
             channel.close()
 
     def counter(self) -> Any:
-        """The run's setup counter actor, created on first use."""
+        """Where actors report their setups: the open round channel's actor, else a counter
+        actor of this executor's, created on first use."""
         import ray
 
+        if self._channel is not None:
+            return self._channel.setup_counter
         if self._counter is None:
             self._counter = ray.remote(num_cpus=0)(_SetupCounter).remote()
         return self._counter
@@ -345,11 +373,14 @@ class RayDataExecutor:
     @property
     def setups(self) -> dict[str, int]:
         """Stage name -> setup() calls by this executor's actors so far."""
-        if self._counter is None:
-            return {}
-        import ray
+        counts = dict(self._counted)
+        if self._channel is not None:
+            counts = _add_counts(counts, self._channel.setups())
+        if self._counter is not None:
+            import ray
 
-        return ray.get(self._counter.get.remote())
+            counts = _add_counts(counts, ray.get(self._counter.get.remote()))
+        return counts
 
     def run(self, stages: list[Stage], items: Iterable[WorkItem]) -> Iterator[WorkItem]:
         import ray
@@ -413,8 +444,6 @@ class RayDataExecutor:
         )
         try:
             batch = {"item": np.array(blobs, dtype=object)}
-            # the counter's process starts after the actor's: Ray starts as many worker
-            # processes at a time as the node has CPUs, and the actor's is the one waited for
             done = actor.process.remote(batch, group, self.counter())
             # waits in steps, so a stop signal is handled while the batch runs
             while not ray.wait([done], timeout=0.5)[0]:

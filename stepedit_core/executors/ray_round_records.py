@@ -10,6 +10,10 @@ actor by name (the handle is looked up once per process) and waits until the act
 batch's records before the items move on: the item that comes back through Ray Data can not
 overtake its own records, so the writer never takes a clip before its rounds have arrived.
 
+The same actor counts the run's model setups (`add`, `setups`) while it is open, so a run's
+bookkeeping takes one small worker process, not two (each is a Python process starting on the
+path of a short run's only shard).
+
 The actor is not restarted: a restarted one would have lost what it held. Its death surfaces
 as `MissingRoundRecords` when the writer next takes or checks, which ends the run; a resume
 runs the clips whose rounds were not committed again.
@@ -69,6 +73,21 @@ class RayRoundSink:
         return _handles[key]
 
 
+class ChannelActor(RoundRecordStore):
+    """The channel's actor: the record store, and a count of model setups per stage (what the
+    executor's actors report as they set up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setup_counts: dict[str, int] = {}
+
+    def add(self, stage: str) -> None:
+        self.setup_counts[stage] = self.setup_counts.get(stage, 0) + 1
+
+    def get(self) -> dict[str, int]:
+        return dict(self.setup_counts)
+
+
 class RayRoundChannel:
     """The driver's side: creates the named actor, takes records from it, kills it."""
 
@@ -77,7 +96,7 @@ class RayRoundChannel:
 
         self.name = NAME_PREFIX + uuid.uuid4().hex[:16]
         self.namespace = ray.get_runtime_context().namespace
-        actor_class = ray.remote(num_cpus=0, max_restarts=0)(RoundRecordStore)
+        actor_class = ray.remote(num_cpus=0, max_restarts=0)(ChannelActor)
         self._actor = actor_class.options(name=self.name, namespace=self.namespace).remote()
 
     @property
@@ -95,6 +114,15 @@ class RayRoundChannel:
 
     def held(self) -> int:
         return self._call(self._actor.held.remote())
+
+    @property
+    def setup_counter(self) -> Any:
+        """The handle actors report their setups to (`add.remote(stage)`)."""
+        return self._actor
+
+    def setups(self) -> dict[str, int]:
+        """Stage name -> setups reported so far."""
+        return self._call(self._actor.get.remote())
 
     def _call(self, ref: Any) -> Any:
         import ray
