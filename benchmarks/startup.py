@@ -23,8 +23,8 @@ Each piece is measured in a fresh interpreter, `--repeat` times (medians are rep
 since the command started; the run's functions are wrapped to note the time). A local run sets
 its engine up in a background thread: `setup wait` is how long the run then waited for it.
 
-`imports beyond the floor` are the libraries a local run imports that `import prefect, ray,
-torch` does not: each is timed in a fresh interpreter that has imported prefect and torch
+`imports beyond the floor` are what a run imports beyond Prefect (it imports no torch, and on
+the local executor no Ray): each is timed in a fresh interpreter that has imported prefect
 (and, for the flow, the command line) already.
 
     python benchmarks/startup.py [--repeat 3] [--before GIT_REV] [--output NAME.json] [--local-only]
