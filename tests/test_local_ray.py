@@ -54,6 +54,17 @@ ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
 print(json.dumps([job["DriverPid"] for job in ray._private.state.jobs()]))
 """
 
+# the processes of the cluster's detached actors: Ray Data starts its own (stats, autoscaling
+# coordinator, actor locations...) in the first run that uses it, and they stay with the
+# cluster, not with that run
+DETACHED = """
+import json, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+actors = ray._private.state.actors().values()
+print(json.dumps([a["Pid"] for a in actors if a["IsDetached"] and a["State"] == "ALIVE"]))
+"""
+
 
 def test_the_switch_and_a_named_cluster_decide_whether_runs_share_one(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -172,9 +183,14 @@ def _wait_for(condition, timeout_s: float) -> bool:
 
 
 def _driver_pids(address: str, env: dict[str, str]) -> list[int]:
+    return _ask_cluster(JOBS, address, env)
+
+
+def _ask_cluster(script: str, address: str, env: dict[str, str]) -> list[int]:
     done = subprocess.run(
-        [sys.executable, "-c", JOBS, address], env=env, capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-c", script, address], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -246,8 +262,11 @@ def test_runs_share_one_cluster_that_survives_their_stops_and_stops_when_idle(
                 run.wait(timeout=60)
                 # stopped mid-run (SIGTERM: a clean stop's status), not finished
                 assert run.returncode in (128 + stop, -stop), run.returncode
-                # its workers go with it; the cluster stays
-                assert _wait_for(lambda w=workers: not (w & _children(raylet)), 30), stop.name
+                # its workers go with it (the cluster's detached actors, which Ray Data started
+                # in this run, stay with the cluster); the cluster stays
+                mine = workers - set(_ask_cluster(DETACHED, state["address"], env))
+                assert mine, "the run's own workers are not on the shared cluster"
+                assert _wait_for(lambda w=mine: not (w & _children(raylet)), 30), stop.name
                 assert raylet.is_running() and local_ray.running()["pid"] == keeper
             finally:
                 if run.poll() is None:

@@ -29,9 +29,10 @@ could overlap: its one batch passes the stages in turn. When none of those stage
 an environment of its own, one actor then hosts them all (`one_actor_suffices`), which starts
 one worker process (importing the engine's libraries, loading its models) instead of one per
 stage. That batch goes straight to a plain Ray actor (`_run_in_one_actor`), with the same
-retries, not through Ray Data: streaming one batch needs none of it, and Ray Data starts three
-actors of its own for a job, each a worker process that imports Ray Data (seconds of CPU on a
-small machine, on the path of a short run's only shard).
+retries, not through Ray Data: streaming one batch needs none of it, and Ray Data would cost the
+actor's worker and the driver its import (about 0.6 s and 1 s), and a cluster's first Ray Data
+run its detached actors (worker processes that stay with the cluster), on the path of a short
+run's only shard.
 
 Rounds are laid out one after another, so N rounds of a three-stage engine make 3N pools. When
 they all fit the cluster (GPU fractions and declared memory) they stream together and rounds
