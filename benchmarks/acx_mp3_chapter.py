@@ -44,7 +44,7 @@ from stepedit_core.quality import qc  # noqa: E402
 from stepedit_core.quality.delivery import check  # noqa: E402
 from stepedit_core.quality.encoding import mp3_bitrates  # noqa: E402
 
-from machine import machine_info, one_core  # noqa: E402
+from machine import machine_info, one_core, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "acx_mp3_chapter.json"
 KEPT = ("rms_dbfs", "peak_dbfs", "true_peak_dbtp", "noise_floor_db", "head_silence_s",
@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify_intact": verified.intact,
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(args.out, out)
     print(json.dumps({k: out[k] for k in ("wall_s", "x_real_time", "peak_rss_mb", "row")}))
     return 0
 

@@ -29,7 +29,7 @@ from stepedit_core.engines import round_record_schema
 from stepedit_core.foundation.store import RunStore
 from stepedit_core.lifecycle.shard import RECORDS_PER_PART
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 SHARD_CLIPS = 2000
@@ -181,7 +181,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "audit_history.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "audit_history.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

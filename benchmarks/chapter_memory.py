@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().par
 
 from mastering import RATE, TILE_S  # noqa: E402
 
-from machine import machine_info, one_core  # noqa: E402
+from machine import machine_info, one_core, write_result  # noqa: E402
 from signal_fixtures import narration  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "chapter_memory.json"
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     previous[out["variant"]] = out
-    args.out.write_text(json.dumps(previous, indent=2) + "\n")
+    write_result(args.out, previous)
     return 0
 
 

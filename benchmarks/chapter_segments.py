@@ -36,7 +36,7 @@ from stepedit_core.catalog.segments import DEFAULT_SEGMENT_S, plan  # noqa: E402
 from stepedit_core.catalog.stitch import stitch  # noqa: E402
 from stepedit_core.quality import qc  # noqa: E402
 
-from machine import machine_info, one_core  # noqa: E402
+from machine import machine_info, one_core, write_result  # noqa: E402
 from signal_fixtures import narration  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "chapter_segments.json"
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "own time is not included (segments go through unedited)",
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     return 0
 

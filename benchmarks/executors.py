@@ -28,7 +28,7 @@ from stepedit_core.executors.ray_data import RayDataExecutor
 from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.lifecycle.run import RunSteps
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -121,7 +121,7 @@ def main() -> None:
     }
     slug = "".join(c if c.isalnum() else "-" for c in args.edit).strip("-")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"executors-{slug}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / f"executors-{slug}.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

@@ -40,7 +40,7 @@ from stepedit_core.lifecycle.incremental import (
 )
 from stepedit_core.lifecycle.job import JobSpec
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 EDIT = parse_chain("loudness=-20")
@@ -180,7 +180,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "incremental_lookup.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(path, result)
     print(json.dumps({"lookup": lookup, "source_hashes_local_disk": sources}, indent=2))
 
 

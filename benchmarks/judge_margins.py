@@ -13,7 +13,6 @@ Writes benchmarks/results/judge_margins.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -95,7 +94,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "judge_margins.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     print(f"wrote {out}")
 
 

@@ -12,7 +12,6 @@ Writes benchmarks/results/judges.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -139,7 +138,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "judges.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "judges.json", result)
 
 
 if __name__ == "__main__":

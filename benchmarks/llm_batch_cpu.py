@@ -42,7 +42,7 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from stepedit_core.engines.stepaudio import llm as current_llm  # noqa: E402
 from stepedit_core.engines.stepaudio import tokens  # noqa: E402
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info, write_result  # noqa: E402
 from stepaudio_standins import write_step1_code  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": str(args.baseline_label) if args.baseline else None,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_result(args.out, report, indent=1)
     print(f"wrote {args.out}")
     return 0
 

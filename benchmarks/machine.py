@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -91,3 +92,10 @@ def export(revision: str, into: Path) -> Path:
     into.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def write_result(path: Path, result: Any, indent: int = 2) -> Path:
+    """Write a benchmark's result as JSON (its folder made if missing) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=indent) + "\n")
+    return path

@@ -42,7 +42,7 @@ from stepedit_core.executors.local import LocalExecutor  # noqa: E402
 from stepedit_core.foundation import audio as audio_io  # noqa: E402
 from stepedit_core.foundation.edits import parse_edit  # noqa: E402
 
-from machine import machine_info, one_core  # noqa: E402
+from machine import machine_info, one_core, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "margin_set.json"
 ATTRIBUTES = ("speed=faster", "denoise", "loudness=-16", "vad")
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "scorer_per_attribute": per_attribute,
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     return 0
 

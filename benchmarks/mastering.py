@@ -39,7 +39,7 @@ from stepedit_core.quality.encoding import DeliverFormat, encode_under_peak  # n
 from stepedit_core.signal import loudness  # noqa: E402
 from stepedit_core.signal.vad import shared_vad  # noqa: E402
 
-from machine import machine_info, one_core  # noqa: E402
+from machine import machine_info, one_core, write_result  # noqa: E402
 from signal_fixtures import narration  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "mastering.json"
@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: result[k] for k in ("wall_s", "x_real_time_per_core", "mastered")}))
     return 0
 

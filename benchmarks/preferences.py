@@ -35,7 +35,7 @@ from stepedit_core.foundation.edits import parse_edit  # noqa: E402
 from stepedit_core.lifecycle.job import JobSpec  # noqa: E402
 from stepedit_core.lifecycle.run import run_job  # noqa: E402
 
-from machine import machine_info, one_core  # noqa: E402
+from machine import machine_info, one_core, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "preferences.json"
 
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": os.getloadavg(),
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     return 0
 

@@ -18,7 +18,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402 - the thread limits above must be set before numpy loads
-import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -42,7 +41,7 @@ from stepedit_core.signal.loudness import (  # noqa: E402
 )
 from stepedit_core.signal.vad import shared_vad  # noqa: E402
 
-from machine import machine_info, one_core, timed_runs  # noqa: E402
+from machine import machine_info, one_core, timed_runs, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "qc_metrics.json"
 RATE = 24000
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "machine": info,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"{seconds:.0f} s of {RATE} Hz mono speech; one core; median of {args.repeat}")
     for row in rows:
         print(f"{row['metric']:58} {row['x_real_time']!s:>14}")

@@ -19,7 +19,7 @@ from stepedit_core.lifecycle.run import run_job
 from stepedit_core.report import build_report
 
 from executors import make_catalog
-from machine import machine_info
+from machine import machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,7 +61,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "report_build.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "report_build.json", result)
     json.dump({k: v for k, v in result.items() if k != "machine"}, sys.stdout, indent=2)
 
 

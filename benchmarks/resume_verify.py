@@ -29,7 +29,7 @@ from stepedit_core.lifecycle.integrity import check_deliveries, check_part
 from stepedit_core.lifecycle.job import JobSpec
 from stepedit_core.lifecycle.run import run_job
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -96,7 +96,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "resume_verify.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "resume_verify.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

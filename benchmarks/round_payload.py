@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from mastering import RATE, chapter
 
-    from machine import export, machine_info
+    from machine import export, machine_info, write_result
 
     load_start = list(os.getloadavg())
     runs: dict[str, Any] = {}
@@ -206,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": list(os.getloadavg()),
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(args.out, payload)
     print(f"wrote {args.out}")
     return 0
 

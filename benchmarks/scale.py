@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 EDIT = "loudness=-23"
@@ -249,7 +249,7 @@ def main() -> None:
     result["machine"] = machine_info()
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"scale-{args.storage}-{args.rows}-{edited}{'-resume' if args.resume else ''}.json"
-    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / name, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

@@ -19,7 +19,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402 - the thread limits above must be set before numpy loads
-import json  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -39,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().par
 from stepedit_core.engines.signal import SignalEngine  # noqa: E402
 from stepedit_core.foundation.edits import parse_edit  # noqa: E402
 
-from machine import machine_info, one_core, timed_runs  # noqa: E402
+from machine import machine_info, one_core, timed_runs, write_result  # noqa: E402
 from signal_fixtures import utterance, white_noise  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "signal_edits.json"
@@ -232,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
 
     print(f"{seconds:.1f} s of {RATE} Hz mono ({source}); one core; median of {args.repeat}")
     print(f"{'edit':30} {'tool':48} {'x real time':>12}")

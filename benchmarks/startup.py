@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from machine import export, machine_info
+from machine import export, machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -403,7 +403,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / args.output, result)
     print(json.dumps({k: result[k] for k in ("seconds", "ratios_to_imports")}, indent=2))
 
 

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from machine import machine_info
+from machine import machine_info, write_result
 
 RESULTS = Path(__file__).parent / "results"
 STOPS = {
@@ -134,7 +134,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stops.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "stops.json", result)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Run: `python benchmarks/vad.py` -> benchmarks/results/vad.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 from stepedit_core.signal.silero_onnx import MODEL_RATE, WINDOW  # noqa: E402
 from stepedit_core.signal.vad import shared_vad  # noqa: E402
 
-from machine import machine_info, one_core, timed_runs  # noqa: E402
+from machine import machine_info, one_core, timed_runs, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "vad.json"
 SPEECH_RATE = 24000  # the demo clips' rate: what `speech()` is given
@@ -168,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "speech_spans_onnx": spans,
         "machine": info,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"start-up (fresh interpreter, median of {args.starts}):")
     for name, row in starts.items():
         print(f"  {name:60} wall {row['wall_s']:6.3f} s  cpu {row['cpu_s']:6.3f} s")

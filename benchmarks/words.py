@@ -62,7 +62,7 @@ from stepedit_core.words.fillers import (  # noqa: E402
 from stepedit_core.words.timing_stage import TimeWords  # noqa: E402
 from stepedit_core.words.wer import error_rate  # noqa: E402
 
-from machine import machine_info, one_core  # noqa: E402
+from machine import machine_info, one_core, write_result  # noqa: E402
 
 CLIPS_DIR = ROOT / "tests" / "words_clips"
 RESULTS = Path(__file__).parent / "results" / "words.json"
@@ -190,8 +190,7 @@ def main() -> None:
         ),
         "machine": machine_info(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS, result)
     print(f"-> {RESULTS}")
 
 
