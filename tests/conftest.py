@@ -3,6 +3,7 @@ generated clips and manifests."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import shutil
@@ -34,9 +35,15 @@ os.environ.setdefault("STEPEDIT_RAY", "temporary")
 # Ray's temporary folder of the session's own: `ray.init()` without an address joins the cluster
 # that the machine's last `ray start` recorded under /tmp/ray, so on a shared machine the tests'
 # runs (in this process and in the subprocesses that inherit the environment) would join a
-# stranger's cluster; a short path, since Ray's socket paths must stay under 108 bytes.
-SESSION_RAY_TMPDIR = tempfile.mkdtemp(prefix="sr", dir="/tmp")
-os.environ.setdefault("RAY_TMPDIR", SESSION_RAY_TMPDIR)
+# stranger's cluster; a short path, since Ray's socket paths must stay under 108 bytes. Each test
+# process has its own, xdist's workers too (they inherit the environment of the process that
+# started them, so a folder made there is replaced); a RAY_TMPDIR set by the user is kept.
+_OWN_RAY_TMPDIR_ENV = "STEPEDIT_TESTS_RAY_TMPDIR"
+SESSION_RAY_TMPDIR: str | None = None
+if os.environ.get("RAY_TMPDIR", "") in ("", os.environ.get(_OWN_RAY_TMPDIR_ENV)):
+    SESSION_RAY_TMPDIR = tempfile.mkdtemp(prefix="sr", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = os.environ[_OWN_RAY_TMPDIR_ENV] = SESSION_RAY_TMPDIR
+    atexit.register(shutil.rmtree, SESSION_RAY_TMPDIR, True)
 
 # `stepedit` runs the durability tests start as subprocesses (tests/durability.py) share one
 # local Prefect server in a Prefect home of the session's own: the first run starts it, the
@@ -53,10 +60,23 @@ def shared_server_env() -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _remove_the_session_ray_tmpdir() -> Iterator[None]:
-    yield
-    shutil.rmtree(SESSION_RAY_TMPDIR, ignore_errors=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core, at most 4 (each worker runs its own Ray and Prefect
+    server, and the end-to-end tests start more of both)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most slow tests first (order within a file kept): under `--dist loadfile`
+    the long files start at once and the short ones fill in around them, so no long file is
+    left to run alone at the end."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow.setdefault(item.nodeid.split("::")[0], 0)
+        if item.get_closest_marker("slow"):
+            slow[item.nodeid.split("::")[0]] += 1
+    position = {path: n for n, path in enumerate(slow)}  # collection order breaks ties
+    items.sort(key=lambda i: (-slow[i.nodeid.split("::")[0]], position[i.nodeid.split("::")[0]]))
 
 
 @pytest.fixture(scope="session", autouse=True)
