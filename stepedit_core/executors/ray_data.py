@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from stepedit_core.executors.ray_round_records import RayRoundChannel
+from stepedit_core.executors.ray_round_records import RayRoundChannel, SetupCounter
 from stepedit_core.foundation.stages import Stage, WorkItem
 from stepedit_core.lifecycle.round_handoff import MissingRoundRecords
 from stepedit_core.lifecycle.stage_envs import StageEnv
@@ -192,19 +192,6 @@ def schedule_waves(
 def _lead(group: list[Stage]) -> Stage:
     """The stage whose resources and batch size a group runs with: its model stage, if any."""
     return next((s for s in group if s.needs_actor), group[0])
-
-
-class _SetupCounter:
-    """Counts `setup()` calls per stage across all actors of a run (a tiny Ray actor)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def add(self, name: str) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
-
-    def get(self) -> dict[str, int]:
-        return dict(self.counts)
 
 
 class _GroupActor:
@@ -368,7 +355,7 @@ class RayDataExecutor:
         if self._channel is not None:
             return self._channel.setup_counter
         if self._counter is None:
-            self._counter = ray.remote(num_cpus=0)(_SetupCounter).remote()
+            self._counter = ray.remote(num_cpus=0)(SetupCounter).remote()
         return self._counter
 
     @property

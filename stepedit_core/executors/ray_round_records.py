@@ -73,12 +73,10 @@ class RayRoundSink:
         return _handles[key]
 
 
-class ChannelActor(RoundRecordStore):
-    """The channel's actor: the record store, and a count of model setups per stage (what the
-    executor's actors report as they set up)."""
+class SetupCounter:
+    """Counts `setup()` calls per stage across the actors of a run (held by a tiny Ray actor)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.setup_counts: dict[str, int] = {}
 
     def add(self, stage: str) -> None:
@@ -86,6 +84,15 @@ class ChannelActor(RoundRecordStore):
 
     def get(self) -> dict[str, int]:
         return dict(self.setup_counts)
+
+
+class ChannelActor(RoundRecordStore, SetupCounter):
+    """The channel's actor: the record store, and the count of model setups that the
+    executor's actors report as they set up."""
+
+    def __init__(self) -> None:
+        RoundRecordStore.__init__(self)
+        SetupCounter.__init__(self)
 
 
 class RayRoundChannel:
