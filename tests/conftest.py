@@ -174,8 +174,9 @@ def s3(monkeypatch_session: pytest.MonkeyPatch) -> Iterator[object]:
         monkeypatch_session.setenv(name, value)
     monkeypatch_session.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir("catalog")
-    fs.mkdir("runs")
+    # another test of this process may have made them already (moto keeps buckets per process)
+    fs.makedirs("catalog", exist_ok=True)
+    fs.makedirs("runs", exist_ok=True)
     yield fs
     fsspec.config.conf.pop("s3", None)
     server.stop()
