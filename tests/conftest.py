@@ -70,13 +70,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with the most slow tests first (order within a file kept): under `--dist loadfile`
     the long files start at once and the short ones fill in around them, so no long file is
     left to run alone at the end."""
-    slow: dict[str, int] = {}
+    slow: dict[Path, int] = {}  # file -> its slow tests, in collection order
     for item in items:
-        slow.setdefault(item.nodeid.split("::")[0], 0)
-        if item.get_closest_marker("slow"):
-            slow[item.nodeid.split("::")[0]] += 1
-    position = {path: n for n, path in enumerate(slow)}  # collection order breaks ties
-    items.sort(key=lambda i: (-slow[i.nodeid.split("::")[0]], position[i.nodeid.split("::")[0]]))
+        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
+    files = sorted(slow, key=lambda path: -slow[path])  # a stable sort: ties keep their order
+    rank = {path: n for n, path in enumerate(files)}
+    items.sort(key=lambda item: rank[item.path])
 
 
 @pytest.fixture(scope="session", autouse=True)
